@@ -1,0 +1,186 @@
+"""The command line, through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from typer.testing import CliRunner
+
+from tuner.cli import app
+from tuner.profiles import SCHEMA_FILE
+
+runner = CliRunner()
+FAKE = "tuner.testing:FakeEngine"
+
+
+def fake_args(model: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "--engine",
+        FAKE,
+        "--model",
+        str(model),
+        "--workload",
+        "synthetic",
+        "--requests",
+        "8",
+        "--output-tokens",
+        "4",
+        "--run-time-limit",
+        "5",
+        "--warmup-time-limit",
+        "5",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--profiles-dir",
+        str(tmp_path / "profiles"),
+        *extra,
+    ]
+
+
+def test_tune_writes_a_profile_that_validates_against_the_shipped_schema(
+    fake_model: Path, tmp_path: Path
+) -> None:
+    result = runner.invoke(
+        app, ["tune", *fake_args(fake_model, tmp_path, "--trials", "5", "--json")]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    path = Path(data["profile"])
+    assert path == tmp_path / "profiles" / path.relative_to(tmp_path / "profiles")
+    assert path.name == f"{Path(fake_model).name}--synthetic.json"
+    profile = json.loads(path.read_text())
+    jsonschema.validate(profile, json.loads(SCHEMA_FILE.read_text()))
+    assert len(data["trials"]) == 5 and data["trials"][0]["origin"] == "baseline"
+    assert profile["speedup"] >= 1.0
+
+    listed = runner.invoke(app, ["profile", "list", "--dir", str(tmp_path / "profiles"), "--json"])
+    assert listed.exit_code == 0 and json.loads(listed.stdout)[0]["path"] == str(path)
+    shown = runner.invoke(app, ["profile", "show", str(path)])
+    assert shown.exit_code == 0 and "best knobs" in shown.stdout
+
+    # --resume with a larger budget continues the same run directory.
+    more = runner.invoke(
+        app,
+        [
+            "tune",
+            "--resume",
+            str(tmp_path / "run"),
+            "--trials",
+            "7",
+            "--profiles-dir",
+            str(tmp_path / "profiles"),
+            "--json",
+        ],
+    )
+    assert more.exit_code == 0, more.output
+    assert [t["number"] for t in json.loads(more.stdout)["trials"]] == list(range(7))
+
+
+def test_tune_shows_progress_and_a_summary(fake_model: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["tune", *fake_args(fake_model, tmp_path, "--trials", "3")])
+    assert result.exit_code == 0, result.output
+    assert "#0   ok" in result.stderr and "baseline" in result.stderr
+    assert "trials" in result.stdout and "speed-up" in result.stdout
+    assert "profile written:" in result.stdout
+
+
+def test_bench_measures_one_configuration(fake_model: Path, tmp_path: Path) -> None:
+    args = fake_args(fake_model, tmp_path)[:-4]  # no run or profiles dir for bench
+    result = runner.invoke(
+        app, ["bench", *args, "--set", "batch_size=8", "--set", "kernel=fused", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["knobs"] == {"batch_size": 8, "kernel": "fused", "cache": "dynamic"}
+    assert data["status"] == "ok" and len(data["measurement"]["runs"]) == 3
+    oom = runner.invoke(app, ["bench", *args, "--set", "batch_size=200"])
+    assert oom.exit_code == 1
+    assert "oom: EngineOutOfMemory: fake engine: batch_size=200 does not fit" in oom.stderr
+
+
+BAD_INPUT = [
+    (["tune", "--engine", "nope"], "unknown engine 'nope'; known engines: hf, hf-pipeline"),
+    (["tune", "--set", "bsz=4"], "has no knob 'bsz'; its knobs: batch_size, kernel"),
+    (["tune", "--set", "batch_size=0"], "batch_size=0 is outside 1..256 (log)"),
+    (["tune", "--set", "kernel=magic"], "kernel=magic is not one of: basic, fused, tiled"),
+    (["tune", "--workload", "nope"], "unknown workload 'nope'; known: humaneval, synthetic"),
+    (
+        ["bench", "--set", "cache=dynamic", "--set", "compile=true"],
+        "compile applies only when cache=static",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT)
+def test_bad_input_is_one_line_and_exit_2(
+    fake_model: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    command, *rest = args
+    base = (
+        fake_args(fake_model, tmp_path)
+        if command == "tune"
+        else fake_args(fake_model, tmp_path)[:-4]
+    )
+    result = runner.invoke(app, [command, *base, *rest])
+    assert_one_line_error(result, message)
+    assert not list((tmp_path / "profiles").rglob("*.json"))
+
+
+def test_unknown_model_malformed_workload_and_unwritable_dirs(
+    fake_model: Path, tmp_path: Path
+) -> None:
+    base = fake_args(fake_model, tmp_path)
+    result = runner.invoke(app, ["tune", *base, "--model", str(tmp_path / "no-model")])
+    assert_one_line_error(result, "not found: no such folder")
+    result = runner.invoke(app, ["tune", *base, "--model", "acme/not-cached"])
+    assert_one_line_error(result, "is not in the local Hugging Face cache")
+
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": 3}\n')
+    result = runner.invoke(app, ["tune", *base, "--workload", f"jsonl:{bad}"])
+    assert_one_line_error(result, 'prompts.jsonl line 2: expected an object with a "prompt"')
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["tune", *base, "--profiles-dir", str(blocker / "profiles")])
+    assert_one_line_error(result, "cannot write to the profiles folder")
+    result = runner.invoke(app, ["tune", *base[:-4], "--run-dir", str(blocker / "run")])
+    assert_one_line_error(result, "cannot write to the run directory")
+    assert not (blocker.parent / "profiles").exists() or not list(
+        (blocker.parent / "profiles").rglob("*.json")
+    )
+
+
+def test_bad_profiles_are_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text('{"schema_version": 99}')
+    assert_one_line_error(
+        runner.invoke(app, ["profile", "show", str(path)]),
+        "schema_version 99 is not one this tuner reads",
+    )
+
+
+def test_gpus_and_knobs() -> None:
+    gpus = runner.invoke(app, ["gpus", "--json"])
+    assert gpus.exit_code == 0
+    data = json.loads(gpus.stdout)
+    assert data["slug"] == ("cpu" if not data["gpus"] else data["slug"])
+    assert data["cpu_cores"] >= 1
+    knobs = runner.invoke(app, ["knobs", "--engine", "hf", "--json"])
+    assert knobs.exit_code == 0
+    assert json.loads(knobs.stdout)["defaults"]["batch_size"] == 1
+    assert "--set" in runner.invoke(app, ["tune", "--help"]).stdout
+    help_text = " ".join(runner.invoke(app, ["--help"]).stdout.split())
+    assert "Exit codes: 0 done" in help_text and "2 bad input" in help_text
+
+
+def assert_one_line_error(result, message: str) -> None:  # type: ignore[no-untyped-def]
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert message in errors[0], errors[0]
+    assert "Traceback" not in result.output

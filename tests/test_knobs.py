@@ -1,0 +1,261 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ConfigSpace import CategoricalHyperparameter, EqualsCondition, UniformIntegerHyperparameter
+
+from tests.conftest import CPU, FOUR_GPUS
+from tuner.engines import ENGINES, engine_class, load_catalogue
+from tuner.errors import TunerError
+from tuner.hardware import Platform
+from tuner.knobs import Catalogue
+from tuner.testing import FAKE_CATALOGUE
+
+ONE_GPU_NO_BF16 = Platform("cuda", 1, frozenset({"cuda", "fp16"}))
+
+
+def catalogue(**overrides: object) -> Catalogue:
+    data = {
+        "engine": "toy",
+        "summary": "toy",
+        "knobs": {
+            "batch": {
+                "type": "int",
+                "stage": "run",
+                "range": [1, 64],
+                "log": True,
+                "default": 4,
+                "help": "b",
+            },
+            "dtype": {
+                "type": "choice",
+                "stage": "load",
+                "help": "d",
+                "choices": [{"value": "bf16", "requires": ["bf16"]}, "fp32"],
+                "default": ["bf16", "fp32"],
+            },
+            "cache": {
+                "type": "choice",
+                "stage": "run",
+                "choices": ["dyn", "static"],
+                "default": "dyn",
+                "help": "c",
+            },
+            "compile": {
+                "type": "bool",
+                "stage": "load",
+                "when": {"cache": "static"},
+                "default": False,
+                "help": "x",
+                "requires": ["cuda"],
+            },
+            "gpus": {
+                "type": "int",
+                "stage": "load",
+                "range": [1, "gpus"],
+                "default": 1,
+                "help": "g",
+                "requires": ["cuda"],
+            },
+            "ratio": {
+                "type": "float",
+                "stage": "load",
+                "range": [0.1, 0.9],
+                "default": 0.5,
+                "help": "r",
+            },
+        },
+        "forbidden": [{"if": {"dtype": "fp32", "cache": "static"}, "because": "no"}],
+    }
+    data.update(overrides)
+    return Catalogue.model_validate(data)
+
+
+def test_shipped_catalogues_load_and_resolve_on_cpu_and_gpus() -> None:
+    for name in ENGINES:
+        cat = load_catalogue(name)
+        assert cat.engine == name
+        assert engine_class(name).catalogue() == cat
+        for platform in (CPU, FOUR_GPUS):
+            space = cat.resolve(platform)
+            defaults = space.default_knobs()
+            assert defaults["batch_size"] == 1
+            space.config_from_knobs(space.configspace(0), defaults).check_valid_configuration()
+
+
+def test_translation_to_configspace_types_ranges_defaults() -> None:
+    space = catalogue().resolve(FOUR_GPUS)
+    cs = space.configspace(seed=1)
+    batch = cs["batch"]
+    assert isinstance(batch, UniformIntegerHyperparameter)
+    assert (batch.lower, batch.upper, batch.log, batch.default_value) == (1, 64, True, 4)
+    dtype = cs["dtype"]
+    assert isinstance(dtype, CategoricalHyperparameter)
+    assert list(dtype.choices) == ["bf16", "fp32"] and dtype.default_value == "bf16"
+    assert (cs["gpus"].lower, cs["gpus"].upper) == (1, 4)
+    assert cs["ratio"].default_value == pytest.approx(0.5)
+    assert list(cs["compile"].choices) == [False, True]
+    conditions = cs.conditions
+    assert len(conditions) == 1 and isinstance(conditions[0], EqualsCondition)
+    assert conditions[0].child.name == "compile" and conditions[0].parent.name == "cache"
+    assert len(cs.forbidden_clauses) == 1
+
+
+def test_samples_respect_conditions_and_forbidden_rules() -> None:
+    space = catalogue().resolve(FOUR_GPUS)
+    cs = space.configspace(seed=3)
+    for config in cs.sample_configuration(200):
+        knobs = space.knobs_from_config(config)
+        assert ("compile" in knobs) == (knobs["cache"] == "static")
+        assert not (knobs["dtype"] == "fp32" and knobs["cache"] == "static")
+        assert all(type(v) in (int, float, str, bool) for v in knobs.values())
+
+
+def test_platform_drops_knobs_and_choices_it_cannot_run() -> None:
+    space = catalogue().resolve(CPU)
+    assert set(space.dropped) == {"compile", "gpus"}
+    assert space.dropped["gpus"] == "needs cuda"
+    assert space.knobs["dtype"].choices == ("bf16", "fp32")
+
+    space = catalogue().resolve(ONE_GPU_NO_BF16)
+    assert space.fixed == {"dtype": "fp32", "gpus": 1}  # one choice left, range 1..1
+    assert "dtype" not in space.knobs
+    # With dtype fixed at fp32, the forbidden rule narrows to cache=static alone.
+    assert [r.values for r in space.rules] == [(("cache", ("static",)),)]
+    for config in space.configspace(0).sample_configuration(50):
+        assert space.knobs_from_config(config)["cache"] == "dyn"
+
+
+def test_default_prefers_first_available_choice() -> None:
+    assert catalogue().resolve(CPU).default_knobs()["dtype"] == "bf16"
+    assert catalogue().resolve(ONE_GPU_NO_BF16).default_knobs()["dtype"] == "fp32"
+
+
+def test_pinned_knobs_leave_the_search_and_decide_conditions() -> None:
+    space = catalogue().resolve(FOUR_GPUS, {"cache": "dyn"})
+    assert "cache" not in space.knobs and space.fixed["cache"] == "dyn"
+    assert space.dropped["compile"] == "applies only when cache=static"
+    space = catalogue().resolve(FOUR_GPUS, {"cache": "static"})
+    assert space.knobs["compile"].when == ()
+    assert "compile" in space.default_knobs()
+    with pytest.raises(TunerError, match=r"batch=999 is outside 1\.\.64"):
+        catalogue().resolve(CPU, {"batch": 999})
+    with pytest.raises(TunerError, match="cannot set gpus here: needs cuda"):
+        catalogue().resolve(CPU, {"gpus": 2})
+
+
+def test_parse_overrides_and_complete() -> None:
+    space = catalogue().resolve(FOUR_GPUS)
+    knobs = space.complete(space.parse_overrides(["batch=16", "cache=static", "compile=on"]))
+    assert knobs == {
+        "batch": 16,
+        "dtype": "bf16",
+        "cache": "static",
+        "compile": True,
+        "gpus": 1,
+        "ratio": 0.5,
+    }
+    load, run = space.split(knobs)
+    assert set(load) == {"dtype", "compile", "gpus", "ratio"} and set(run) == {"batch", "cache"}
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["bsz=4"], "toy has no knob 'bsz'; its knobs: batch, dtype"),
+        (["batch=0"], "batch=0 is outside 1..64 (log)"),
+        (["batch=four"], "batch takes a whole number, not 'four'"),
+        (["ratio=x"], "ratio takes a number"),
+        (["dtype=fp8"], "dtype=fp8 is not one of: bf16, fp32"),
+        (["compile=maybe"], "compile takes true or false"),
+        (["batch"], "--set takes name=value"),
+        (["compile=true"], "compile applies only when cache=static"),
+        (["dtype=fp32", "cache=static"], "dtype=fp32 cache=static is not allowed: no"),
+    ],
+)
+def test_bad_overrides_say_what_is_wrong(pairs: list[str], message: str) -> None:
+    space = catalogue().resolve(FOUR_GPUS)
+    with pytest.raises(TunerError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        space.complete(space.parse_overrides(pairs))
+
+
+def test_configspace_round_trip() -> None:
+    space = catalogue().resolve(FOUR_GPUS)
+    cs = space.configspace(0)
+    for config in cs.sample_configuration(20):
+        knobs = space.knobs_from_config(config)
+        assert space.knobs_from_config(space.config_from_knobs(cs, knobs)) == knobs
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"knobs": {"b": {"type": "int", "stage": "run", "default": 1, "help": ""}}}, "range"),
+        (
+            {"knobs": {"b": {"type": "choice", "stage": "run", "default": 1, "help": ""}}},
+            "needs choices",
+        ),
+        ({"knobs": {"b": {"type": "bool", "stage": "boot", "default": 1, "help": ""}}}, "stage"),
+        (
+            {
+                "knobs": {
+                    "b": {
+                        "type": "bool",
+                        "stage": "run",
+                        "default": True,
+                        "help": "",
+                        "requires": ["tpu"],
+                    }
+                }
+            },
+            "unknown requirement 'tpu'",
+        ),
+        (
+            {
+                "knobs": {
+                    "b": {
+                        "type": "bool",
+                        "stage": "run",
+                        "default": True,
+                        "help": "",
+                        "when": {"zz": 1},
+                    }
+                }
+            },
+            "unknown knob 'zz'",
+        ),
+        ({"forbidden": [{"if": {"zz": 1}, "because": "x"}]}, "unknown knob 'zz'"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_malformed_catalogues_are_rejected(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        catalogue(**change)
+
+
+def test_catalogue_file_errors_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine: x\nsummary: y\nknobs: {a: {type: int}}\n")
+    with pytest.raises(TunerError, match=r"bad.yaml: knobs.a.stage: Field required"):
+        Catalogue.from_file(bad)
+    bad.write_text("engine: [x\n")
+    with pytest.raises(TunerError, match="not valid YAML"):
+        Catalogue.from_file(bad)
+
+
+def test_hf_catalogue_on_a_gpu_with_flash_attention() -> None:
+    space = load_catalogue("hf").resolve(FOUR_GPUS)
+    assert "flash_attention_2" in space.knobs["attn_implementation"].choices
+    assert space.knobs["num_gpus"].high == 4
+    with pytest.raises(TunerError, match="flash attention runs in float16 or bfloat16 only"):
+        space.complete({"attn_implementation": "flash_attention_2", "dtype": "float32"})
+    assert (
+        "flash_attention_2"
+        not in load_catalogue("hf").resolve(CPU).knobs["attn_implementation"].choices
+    )
+
+
+def test_fake_catalogue_is_valid() -> None:
+    space = Catalogue.model_validate(FAKE_CATALOGUE).resolve(CPU)
+    assert set(space.knobs) == {"batch_size", "kernel", "cache", "compile"}

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import statistics
+
+import pytest
+from pydantic import ValidationError
+
+from tuner.measure import Measurement, Protocol, Run, measure, stats
+from tuner.testing import FakeClock, ScriptedEngine
+from tuner.workloads import Request
+
+REQUESTS = [Request((1, 2, 3, 4), 10, "p")] * 5  # 20 input, 50 output tokens a run
+
+
+def test_stats_arithmetic() -> None:
+    s = stats([100.0, 110.0, 90.0, 130.0])
+    assert s.median == 105.0
+    assert s.mean == 107.5
+    assert s.stdev == pytest.approx(statistics.stdev([100, 110, 90, 130]))
+    assert s.cv == pytest.approx(s.stdev / 107.5)
+    assert (s.min, s.max) == (90.0, 130.0)
+    assert stats([5.0]).cv == 0.0
+    assert stats([0.0, 0.0, 0.0]).cv == 0.0
+    with pytest.raises(ValueError):
+        stats([])
+
+
+def test_run_rates() -> None:
+    run = Run(elapsed_s=2.0, requests=5, input_tokens=20, output_tokens=50, truncated=False)
+    assert run.output_tokens_per_s == 25.0
+    assert run.total_tokens_per_s == 35.0
+    assert (
+        Run(
+            elapsed_s=0, requests=0, input_tokens=0, output_tokens=0, truncated=True
+        ).output_tokens_per_s
+        == 0.0
+    )
+
+
+def test_measure_reports_cold_run_apart_and_takes_the_median_of_repeats() -> None:
+    clock = FakeClock()
+    # Cold run 10 s (compilation), then three warm runs of 1, 2 and 4 s.
+    engine = ScriptedEngine(clock, [10.0, 1.0, 2.0, 4.0], tokens_per_request=10)
+    stages: list[str] = []
+    m = measure(engine, REQUESTS, {}, Protocol(repeats=3), clock=clock, progress=stages.append)
+    assert stages == ["warm-up", "run 1/3", "run 2/3", "run 3/3"]
+    assert m.cold.elapsed_s == 10.0 and m.cold.output_tokens_per_s == 5.0
+    assert [r.elapsed_s for r in m.runs] == [1.0, 2.0, 4.0]
+    assert m.output_tokens_per_s.median == 25.0  # 50 tokens in 2 s
+    assert m.output_tokens_per_s.max == 50.0 and m.output_tokens_per_s.min == 12.5
+    assert m.total_tokens_per_s.median == 35.0
+    assert not m.truncated
+
+
+def test_measure_flags_runs_that_did_not_finish() -> None:
+    clock = FakeClock()
+
+    class Partial(ScriptedEngine):
+        def run(self, prepared, deadline):  # type: ignore[no-untyped-def]
+            out = super().run(prepared[:2], deadline)
+            return out
+
+    m = measure(Partial(clock, [1.0] * 4, 10), REQUESTS, {}, Protocol(), clock=clock)
+    assert m.truncated and all(r.truncated and r.requests == 2 for r in m.runs)
+    assert m.output_tokens_per_s.median == 20.0  # scored from the 20 tokens completed
+
+
+def test_protocol_requires_at_least_three_repeats() -> None:
+    with pytest.raises(ValidationError):
+        Protocol(repeats=2)
+    assert Protocol().repeats == 3
+
+
+def test_measurement_survives_json() -> None:
+    clock = FakeClock()
+    m = measure(
+        ScriptedEngine(clock, [3.0, 1.0, 1.0, 1.0], 10), REQUESTS, {}, Protocol(), clock=clock
+    )
+    assert Measurement.model_validate_json(m.model_dump_json()) == m

@@ -1,0 +1,145 @@
+"""The SMAC loop against the fake engine of tuner.testing, with real worker processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tuner.errors import TunerError
+from tuner.measure import Protocol
+from tuner.study import Study, StudySpec, read_trials
+from tuner.testing import peak, surface
+from tuner.trial import TrialResult
+from tuner.workloads import load_workload
+
+FAKE = "tuner.testing:FakeEngine"
+
+
+def spec(model: Path, **kw: object) -> StudySpec:
+    base: dict[str, object] = {
+        "engine": FAKE,
+        "model": str(model),
+        "workload": load_workload("synthetic", requests=16, output_tokens=8),
+        "trials": 10,
+        "seed": 0,
+        "protocol": Protocol(repeats=3, run_time_limit_s=5, warmup_time_limit_s=5),
+    }
+    base.update(kw)
+    return StudySpec.model_validate(base)
+
+
+class Recorder:
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.started: list[int] = []
+        self.finished: list[TrialResult] = []
+        self.stop_after = stop_after
+
+    def trial_started(self, number, origin, knobs):  # type: ignore[no-untyped-def]
+        self.started.append(number)
+
+    def trial_progress(self, number, text):  # type: ignore[no-untyped-def]
+        pass
+
+    def trial_finished(self, result, best):  # type: ignore[no-untyped-def]
+        self.finished.append(result)
+        if self.stop_after is not None and len(self.finished) >= self.stop_after:
+            raise KeyboardInterrupt
+
+
+def test_search_lands_near_the_peak_and_records_oom_trials(
+    fake_model: Path, tmp_path: Path
+) -> None:
+    study = Study.create(spec(fake_model, trials=30, seed=0), tmp_path / "run")
+    outcome = study.run()
+    results = outcome.results
+    assert len(results) == 30
+    assert results[0].origin == "baseline"
+    assert results[0].knobs == {"batch_size": 1, "kernel": "basic", "cache": "dynamic"}
+    # Every trial's status follows the surface: its OOM region is recorded as oom.
+    for r in results:
+        assert r.status == ("oom" if surface(r.knobs) is None else "ok"), r
+    assert any(r.status == "oom" for r in results)
+    assert all(r.reason and "does not fit" in r.reason for r in results if r.status == "oom")
+    # No configuration is measured twice.
+    assert len({json.dumps(r.knobs, sort_keys=True) for r in results}) == 30
+    peak_knobs, peak_rate = peak()
+    assert outcome.best is not None
+    best_true = surface(outcome.best.knobs)
+    assert best_true is not None and best_true >= 0.9 * peak_rate, (outcome.best.knobs, peak_knobs)
+    assert outcome.best.output_tokens_per_s >= results[0].output_tokens_per_s  # type: ignore[operator]
+    assert outcome.versions == {"fake": "1.0"}
+
+
+def test_resume_after_an_interruption_repeats_no_trial(fake_model: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    study = Study.create(spec(fake_model, trials=10), run_dir)
+    with pytest.raises(KeyboardInterrupt):
+        study.run(Recorder(stop_after=4))
+    kept = read_trials(run_dir / "trials.jsonl")
+    assert [r.number for r in kept] == [0, 1, 2, 3]
+
+    recorder = Recorder()
+    outcome = Study.resume(run_dir).run(recorder)
+    assert outcome.resumed == 4
+    assert recorder.started == [4, 5, 6, 7, 8, 9]
+    assert outcome.results[:4] == kept
+    assert [r.number for r in outcome.results] == list(range(10))
+    assert sum(r.origin == "baseline" for r in outcome.results) == 1
+    assert len({json.dumps(r.knobs, sort_keys=True) for r in outcome.results}) == 10
+
+    # A larger budget continues the same study.
+    more = Study.resume(run_dir, trials=12).run()
+    assert [r.number for r in more.results] == list(range(12))
+
+
+def test_a_torn_last_line_is_dropped(fake_model: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    Study.create(spec(fake_model, trials=2), run_dir).run()
+    path = run_dir / "trials.jsonl"
+    path.write_text(path.read_text() + '{"schema_version": 1, "numb')
+    assert len(read_trials(path)) == 2
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(["garbage", *lines]) + "\n")
+    with pytest.raises(TunerError, match="line 1: not a trial result"):
+        read_trials(path)
+
+
+def test_a_run_directory_holds_one_study(fake_model: Path, tmp_path: Path) -> None:
+    Study.create(spec(fake_model, trials=1), tmp_path / "run")
+    with pytest.raises(TunerError, match="already holds a study; resume it with --resume"):
+        Study.create(spec(fake_model, trials=1), tmp_path / "run")
+    with pytest.raises(TunerError, match="holds no study"):
+        Study.resume(tmp_path / "elsewhere")
+
+
+def test_time_budget_stops_the_study(fake_model: Path, tmp_path: Path) -> None:
+    study = Study.create(spec(fake_model, trials=None, time_budget_s=2), tmp_path / "run")
+    outcome = study.run()
+    assert 1 <= len(outcome.results) < 200
+    assert outcome.stopped == "budget spent"
+
+
+def test_crashes_and_hangs_are_data_and_the_study_goes_on(fake_model: Path, tmp_path: Path) -> None:
+    crash = Study.create(
+        spec(fake_model, engine="tuner.testing:CrashingEngine", trials=12, seed=2),
+        tmp_path / "crash",
+    ).run()
+    statuses = {r.status for r in crash.results}
+    assert "crashed" in statuses and "ok" in statuses
+    for r in crash.results:
+        if r.knobs["batch_size"] >= 64:
+            assert r.status == "crashed" and "SIGKILL" in (r.reason or "")
+    hang = Study.create(
+        spec(fake_model, engine="tuner.testing:HangingEngine", trials=8, seed=2, trial_timeout_s=3),
+        tmp_path / "hang",
+    ).run()
+    assert {r.status for r in hang.results if r.knobs["batch_size"] >= 64} <= {"timeout"}
+    assert any(r.status == "timeout" for r in hang.results)
+    assert hang.best is not None and hang.best.status == "ok"
+
+
+def test_pinned_knobs_hold_in_every_trial(fake_model: Path, tmp_path: Path) -> None:
+    study = Study.create(spec(fake_model, trials=5, pinned={"kernel": "tiled"}), tmp_path / "r")
+    assert all(r.knobs["kernel"] == "tiled" for r in study.run().results)

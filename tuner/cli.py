@@ -1,0 +1,415 @@
+"""The `tuner` command line: parses options and calls one library function per command.
+
+Exit codes: 0 done; 1 the work ran but no configuration succeeded; 2 bad input (one line on
+stderr); 130 interrupted (finished trials are kept in the run directory).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from tuner.errors import TunerError
+
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 ran, but no configuration succeeded; 2 bad input; "
+    "130 interrupted (finished trials are kept)."
+)
+app = typer.Typer(
+    help=f"Find the fastest serving configuration of an LLM engine on this machine. {EXIT_CODES}",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+profile_app = typer.Typer(help="Read tuned profiles.", no_args_is_help=True)
+app.add_typer(profile_app, name="profile")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+#: `tuner tune` with no --model: a tiny synthetic model on the first HumanEval prompts, a few
+#: minutes on a 2-core CPU.
+DEFAULT_MODEL = "synthetic:tiny-llama"
+DEFAULT_JOB = {"requests": 32, "output_tokens": 32}
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad input: one line on stderr and exit 2."""
+    try:
+        yield
+    except TunerError as exc:
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+Engine = Annotated[str, typer.Option("--engine", "-e", help="hf, hf-pipeline, or module:Class.")]
+Workload = Annotated[
+    str,
+    typer.Option("--workload", "-w", help="humaneval, synthetic, jsonl:PATH, or a .yaml file."),
+]
+Requests = Annotated[
+    int | None, typer.Option(min=1, help="Use the first N requests of the workload.")
+]
+OutputTokens = Annotated[
+    int | None, typer.Option(min=1, help="Tokens generated per request (fixed length).")
+]
+SetKnob = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Hold a knob at a value: name=value (repeatable)."),
+]
+Repeats = Annotated[int, typer.Option(min=3, help="Timed runs per trial after the warm-up.")]
+RunLimit = Annotated[
+    float, typer.Option(min=0.001, help="Seconds a timed run may take before it is cut.")
+]
+WarmupLimit = Annotated[float, typer.Option(min=0.001, help="Seconds the warm-up may take.")]
+TrialTimeout = Annotated[
+    float | None,
+    typer.Option(min=1, help="Hard limit on a trial, load included [default: from the limits]."),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")]
+
+
+def _model_and_sizes(
+    model: str | None, requests: int | None, output_tokens: int | None, quiet: bool
+) -> tuple[str, int | None, int | None]:
+    if model is not None:
+        return model, requests, output_tokens
+    requests = requests or DEFAULT_JOB["requests"]
+    output_tokens = output_tokens or DEFAULT_JOB["output_tokens"]
+    if not quiet:
+        err.print(
+            f"[dim]no --model: the embedded default job ({DEFAULT_MODEL}, "
+            f"{requests} requests, {output_tokens} tokens out each)[/]"
+        )
+    return DEFAULT_MODEL, requests, output_tokens
+
+
+@app.command()
+def tune(
+    engine: Engine = "hf",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A local folder, a Hub id already in the local cache, "
+            f"or synthetic:NAME [default: {DEFAULT_MODEL}, the embedded default job].",
+        ),
+    ] = None,
+    workload: Workload = "humaneval",
+    trials: Annotated[
+        int | None, typer.Option("--trials", "-n", min=1, help="Trial budget, baseline included.")
+    ] = None,
+    time_budget: Annotated[
+        float | None, typer.Option(min=1, help="Wall-clock budget in seconds.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the search.")] = 0,
+    requests: Requests = None,
+    output_tokens: OutputTokens = None,
+    set_: SetKnob = None,
+    repeats: Repeats = 3,
+    run_time_limit: RunLimit = 60.0,
+    warmup_time_limit: WarmupLimit = 180.0,
+    trial_timeout: TrialTimeout = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run directory [default: runs/<time>-<engine>-...].")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Resume the study in this run directory (other options are ignored "
+            "but --trials, which raises its budget)."
+        ),
+    ] = None,
+    profiles_dir: Annotated[Path, typer.Option(help="Where profiles are written.")] = Path(
+        "profiles"
+    ),
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Search the engine's knobs with SMAC3 and write the best configuration as a profile."""
+    from tuner.measure import Protocol
+    from tuner.study import Study, StudySpec, check_writable, prepare, run_dir_for
+    from tuner.workloads import load_workload
+
+    quiet = quiet or json_
+    with user_errors():
+        check_writable(profiles_dir, "profiles folder")
+        if resume is not None:
+            study = Study.resume(resume, trials=trials)
+        else:
+            model, requests, output_tokens = _model_and_sizes(model, requests, output_tokens, quiet)
+            if trials is None and time_budget is None:
+                trials = 12
+            spec_workload = load_workload(workload, requests=requests, output_tokens=output_tokens)
+            # Parse --set against the catalogue before anything slow happens.
+            setup = prepare(engine, model, spec_workload, set_pairs=set_ or [])
+            spec = StudySpec(
+                engine=engine,
+                model=model,
+                workload=spec_workload,
+                trials=trials,
+                time_budget_s=time_budget,
+                seed=seed,
+                protocol=Protocol(
+                    repeats=repeats,
+                    run_time_limit_s=run_time_limit,
+                    warmup_time_limit_s=warmup_time_limit,
+                ),
+                pinned=setup.space.pinned,
+                trial_timeout_s=trial_timeout,
+            )
+            study = Study.create(spec, run_dir or run_dir_for(Path("runs"), setup))
+        _run_study(study, profiles_dir, json_=json_, quiet=quiet)
+
+
+def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> None:
+    from tuner.console import StudyView, profile_table, trials_table
+    from tuner.profiles import build_profile, profile_path, write_profile
+    from tuner.study import NullObserver, read_trials
+
+    done = len(read_trials(study.trials_path))
+    if not quiet:
+        s = study.setup
+        err.print(
+            f"[bold]{s.catalogue.engine}[/] · {s.model.ref} · {s.workload.name} "
+            f"({len(s.requests)} requests) · {s.hardware.gpu_name} · run dir {study.run_dir}"
+            + (f" · resuming after {done} trials" if done else "")
+        )
+    try:
+        if quiet:
+            outcome = study.run(NullObserver())
+        else:
+            with StudyView(err, study.spec.trials, done) as view:
+                outcome = study.run(view)
+    except KeyboardInterrupt:
+        err.print(
+            f"\ninterrupted: finished trials are kept; resume with "
+            f"tuner tune --resume {study.run_dir}"
+        )
+        raise typer.Exit(130) from None
+    if outcome.best is None:
+        err.print(
+            f"[red]no trial succeeded[/] ({len(outcome.results)} trials); see the trials "
+            f"and worker logs in {study.run_dir}"
+        )
+        if not quiet:
+            out.print(trials_table(outcome.results, None))
+        raise typer.Exit(1)
+    profile = build_profile(study, outcome)
+    path = write_profile(profile, profile_path(profiles_dir, profile))
+    if json_:
+        _emit_json(
+            {
+                "profile": str(path),
+                "run_dir": str(study.run_dir),
+                "stopped": outcome.stopped,
+                "best": profile.best.model_dump(mode="json"),
+                "speedup": profile.speedup,
+                "trials": [
+                    {
+                        "number": r.number,
+                        "origin": r.origin,
+                        "status": r.status,
+                        "output_tokens_per_s": r.output_tokens_per_s,
+                        "knobs": r.knobs,
+                        "reason": r.reason,
+                    }
+                    for r in outcome.results
+                ],
+            }
+        )
+        return
+    if not quiet:
+        out.print(trials_table(outcome.results, outcome.best))
+        out.print(profile_table(profile))
+        out.print(f"stopped: {outcome.stopped}")
+    out.print(f"profile written: {path}")
+
+
+@app.command()
+def bench(
+    engine: Engine = "hf",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help=f"As for tune [default: {DEFAULT_MODEL}, small job]."),
+    ] = None,
+    workload: Workload = "humaneval",
+    set_: SetKnob = None,
+    requests: Requests = None,
+    output_tokens: OutputTokens = None,
+    repeats: Repeats = 3,
+    run_time_limit: RunLimit = 60.0,
+    warmup_time_limit: WarmupLimit = 180.0,
+    trial_timeout: TrialTimeout = None,
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Measure one configuration: the engine's defaults with --set changes."""
+    from tuner.console import StudyView, measurement_table
+    from tuner.measure import Protocol
+    from tuner.study import NullObserver, StudySpec, prepare
+    from tuner.study import bench as run_bench
+    from tuner.workloads import load_workload
+
+    quiet = quiet or json_
+    with user_errors():
+        model, requests, output_tokens = _model_and_sizes(model, requests, output_tokens, quiet)
+        spec_workload = load_workload(workload, requests=requests, output_tokens=output_tokens)
+        setup = prepare(engine, model, spec_workload)
+        knobs = setup.space.complete(setup.space.parse_overrides(set_ or []))
+        protocol = Protocol(
+            repeats=repeats, run_time_limit_s=run_time_limit, warmup_time_limit_s=warmup_time_limit
+        )
+        timeout = StudySpec(
+            engine=engine,
+            model=model,
+            workload=spec_workload,
+            protocol=protocol,
+            trial_timeout_s=trial_timeout,
+        ).timeout_s()
+    log_dir = Path(tempfile.mkdtemp(prefix="tuner-bench-"))
+    try:
+        if quiet:
+            result = run_bench(setup, knobs, protocol, timeout, log_dir, NullObserver())
+        else:
+            with StudyView(err, 1) as view:
+                result = run_bench(setup, knobs, protocol, timeout, log_dir, view)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if json_:
+        _emit_json(result.model_dump(mode="json"))
+    elif not quiet:
+        out.print(measurement_table(result))
+    if result.status != "ok":
+        err.print(f"[red]{result.status}[/]: {result.reason} (worker log: {result.log})")
+        raise typer.Exit(1)
+
+
+@app.command()
+def gpus(json_: Json = False) -> None:
+    """Show the GPUs (through NVML) and the CPU of this machine."""
+    from dataclasses import asdict
+
+    from tuner.console import hardware_table
+    from tuner.hardware import detect_hardware
+
+    hw = detect_hardware()
+    if json_:
+        _emit_json({**asdict(hw), "slug": hw.slug})
+    else:
+        out.print(hardware_table(hw))
+
+
+@app.command()
+def knobs(engine: Engine = "hf", json_: Json = False) -> None:
+    """Show an engine's knobs as they stand on this machine."""
+    from tuner.console import knobs_table
+    from tuner.engines import engine_class
+    from tuner.hardware import detect_platform
+
+    with user_errors():
+        catalogue = engine_class(engine).catalogue()
+        space = catalogue.resolve(detect_platform(catalogue.modules()))
+    if json_:
+        _emit_json(
+            {
+                "engine": space.engine,
+                "searched": {n: k.describe_values() for n, k in space.knobs.items()},
+                "fixed": space.fixed,
+                "unavailable": space.dropped,
+                "defaults": space.default_knobs(),
+            }
+        )
+    else:
+        out.print(knobs_table(space))
+
+
+@profile_app.command("show")
+def profile_show(
+    path: Annotated[Path, typer.Argument(help="A profile JSON file.")], json_: Json = False
+) -> None:
+    """Show one profile."""
+    from tuner.console import profile_table
+    from tuner.profiles import read_profile
+
+    with user_errors():
+        profile = read_profile(path)
+    if json_:
+        sys.stdout.write(profile.model_dump_json(indent=2) + "\n")
+    else:
+        out.print(profile_table(profile))
+
+
+@profile_app.command("list")
+def profile_list(
+    directory: Annotated[Path, typer.Option("--dir", help="The profiles folder.")] = Path(
+        "profiles"
+    ),
+    json_: Json = False,
+) -> None:
+    """List the profiles in a profiles folder."""
+    from tuner.console import profiles_table
+    from tuner.profiles import find_profiles, read_profile
+
+    rows: list[tuple[str, Any]] = []
+    for path in find_profiles(directory):
+        try:
+            rows.append((str(path), read_profile(path)))
+        except TunerError as exc:
+            rows.append((str(path), str(exc)))
+    if json_:
+        _emit_json(
+            [
+                {"path": p, "error": v}
+                if isinstance(v, str)
+                else {
+                    "path": p,
+                    "key": v.key,
+                    "best_output_tokens_per_s": v.best.measurement
+                    and v.best.measurement.output_tokens_per_s.median,
+                    "speedup": v.speedup,
+                    "created_at": v.created_at,
+                }
+                for p, v in rows
+            ]
+        )
+    elif not rows:
+        err.print(f"no profiles under {directory}")
+    else:
+        out.print(profiles_table(rows))
+
+
+@profile_app.command("schema")
+def profile_schema() -> None:
+    """Print the JSON Schema of profiles (as shipped in tuner/schemas/)."""
+    from tuner.profiles import schema_text
+
+    sys.stdout.write(schema_text())
+
+
+@app.command()
+def version() -> None:
+    """Print tuner's version."""
+    from tuner import __version__
+
+    out.print(f"tuner {__version__}")
+
+
+def main() -> None:
+    """Entry point of the `tuner` command."""
+    app()

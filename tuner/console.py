@@ -1,0 +1,274 @@
+"""Everything tuner draws on a terminal (rich). The library layers never import this."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tuner.hardware import Hardware
+from tuner.knobs import SearchSpace, Value
+from tuner.profiles import Profile
+from tuner.trial import TrialResult
+
+STATUS_STYLE = {"ok": "green", "oom": "yellow", "crashed": "red", "timeout": "magenta"}
+
+
+def fmt_knobs(knobs: dict[str, Value]) -> str:
+    return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in knobs.items())
+
+
+def fmt_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+class StudyView:
+    """Live progress of a study (an `Observer`): trial n of N, elapsed, best so far, knobs."""
+
+    def __init__(self, console: Console, total: int | None, done: int = 0) -> None:
+        self.console = console
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]trial {task.fields[number]}"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.completed}/{task.fields[total_text]}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task(
+            "", total=total, completed=done, number=done, total_text=total or "?"
+        )
+        self.best: TrialResult | None = None
+        self.knobs = ""
+        self.stage = ""
+
+    def __enter__(self) -> StudyView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def _refresh(self, number: int) -> None:
+        best = (
+            f"best {fmt_rate(self.best.output_tokens_per_s)} tok/s (#{self.best.number})"
+            if self.best
+            else "best -"
+        )
+        self.progress.update(
+            self.task, number=number, description=f"{best} · {self.stage} · {self.knobs}"
+        )
+
+    def trial_started(self, number: int, origin: str, knobs: dict[str, Value]) -> None:
+        self.knobs, self.stage = fmt_knobs(knobs), "starting"
+        self._refresh(number)
+
+    def trial_progress(self, number: int, text: str) -> None:
+        self.stage = text
+        self._refresh(number)
+
+    def trial_finished(self, result: TrialResult, best: TrialResult | None) -> None:
+        self.best = best
+        style = STATUS_STYLE[result.status]
+        figure = (
+            f"{fmt_rate(result.output_tokens_per_s)} tok/s"
+            if result.measurement
+            else (result.reason or "")
+        )
+        self.console.print(
+            f"#{result.number:<3} [{style}]{result.status:<7}[/] {figure:>14}  "
+            f"{fmt_knobs(result.knobs)}  [dim]({result.origin}, {result.wall_s:.1f} s)[/]",
+            highlight=False,
+        )
+        self.progress.advance(self.task)
+        self._refresh(result.number + 1)
+
+
+def trials_table(results: Sequence[TrialResult], best: TrialResult | None) -> Table:
+    """One row per trial: status, median tok/s with its spread, load time, knobs."""
+    table = Table(title="trials", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("origin")
+    table.add_column("status")
+    table.add_column("out tok/s", justify="right")
+    table.add_column("cv", justify="right")
+    table.add_column("cold tok/s", justify="right")
+    table.add_column("load s", justify="right")
+    table.add_column("knobs / reason")
+    for r in results:
+        m = r.measurement
+        mark = " *" if best is not None and r.number == best.number else ""
+        table.add_row(
+            f"{r.number}{mark}",
+            r.origin,
+            f"[{STATUS_STYLE[r.status]}]{r.status}[/]",
+            fmt_rate(r.output_tokens_per_s),
+            f"{m.output_tokens_per_s.cv:.1%}" if m else "-",
+            fmt_rate(m.cold.output_tokens_per_s) if m else "-",
+            "reused" if r.reused_model else (f"{r.load_s:.1f}" if r.load_s is not None else "-"),
+            fmt_knobs(r.knobs) + (f"\n[dim]{r.reason}[/]" if r.reason else ""),
+        )
+    return table
+
+
+def measurement_table(result: TrialResult) -> Table:
+    """The figures of one measured configuration (for `tuner bench`)."""
+    table = Table(show_header=False, title=fmt_knobs(result.knobs), title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("status", f"[{STATUS_STYLE[result.status]}]{result.status}[/]")
+    if result.reason:
+        table.add_row("reason", result.reason)
+    if result.load_s is not None:
+        table.add_row("load", f"{result.load_s:.2f} s")
+    m = result.measurement
+    if m is not None:
+        s = m.output_tokens_per_s
+        table.add_row("output tok/s (median)", fmt_rate(s.median))
+        table.add_row("output tok/s (min..max)", f"{s.min:,.1f} .. {s.max:,.1f}")
+        table.add_row("coefficient of variation", f"{s.cv:.1%}")
+        table.add_row("total tok/s (median)", fmt_rate(m.total_tokens_per_s.median))
+        table.add_row("cold run output tok/s", fmt_rate(m.cold.output_tokens_per_s))
+        table.add_row("runs", " ".join(f"{r.elapsed_s:.2f}s" for r in m.runs))
+        done = m.runs[-1]
+        table.add_row("per run", f"{done.requests} requests, {done.output_tokens:,} tokens out")
+        if m.truncated:
+            table.add_row("note", "runs hit the time limit; scored from completed work")
+    table.add_row("wall", f"{result.wall_s:.1f} s")
+    return table
+
+
+def profile_table(profile: Profile) -> Table:
+    """A profile's identity, best knobs and figures."""
+    table = Table(show_header=False, title=profile.key, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    gpu = profile.gpu
+    table.add_row("gpu", gpu.name + (f" x{gpu.count}" if gpu.count > 1 else ""))
+    if gpu.driver_version:
+        table.add_row("driver / cuda", f"{gpu.driver_version} / {gpu.cuda_version}")
+    table.add_row(
+        "engine",
+        f"{profile.engine.name} "
+        + " ".join(f"{k} {v}" for k, v in profile.engine.versions.items()),
+    )
+    table.add_row("model", f"{profile.model.ref} ({profile.model.source})")
+    w = profile.workload
+    table.add_row(
+        "workload",
+        f"{w.name}: {w.requests} requests, "
+        f"{w.mean_input_tokens:g} in / {w.mean_output_tokens:g} out",
+    )
+    table.add_row("best knobs", fmt_knobs(profile.best.knobs))
+    if profile.best.measurement:
+        s = profile.best.measurement.output_tokens_per_s
+        table.add_row("best output tok/s", f"{s.median:,.1f} (cv {s.cv:.1%})")
+    base = profile.baseline
+    if base is not None:
+        figure = (
+            f"{base.measurement.output_tokens_per_s.median:,.1f}"
+            if base.measurement
+            else f"{base.status}: {base.reason}"
+        )
+        table.add_row("baseline", f"{figure}  ({fmt_knobs(base.knobs)})")
+    if profile.speedup is not None:
+        table.add_row("speed-up", f"{profile.speedup:.2f}x")
+    counts = ", ".join(f"{n} {s}" for s, n in profile.trials.by_status.items() if n)
+    table.add_row("trials", f"{profile.trials.total} ({counts}), {profile.trials.wall_s:.0f} s")
+    table.add_row(
+        "tuner / seed / date",
+        f"{profile.tuner_version} / {profile.seed} / {profile.created_at:%Y-%m-%d %H:%M}",
+    )
+    return table
+
+
+def profiles_table(rows: Sequence[tuple[str, Profile | str]]) -> Table:
+    table = Table()
+    for col in ("gpu", "engine", "model", "workload", "best tok/s", "speed-up", "date", "path"):
+        table.add_column(col, justify="right" if col in ("best tok/s", "speed-up") else "left")
+    for path, p in rows:
+        if isinstance(p, str):
+            table.add_row("[red]unreadable[/]", "", "", "", "", "", "", f"{path}\n[dim]{p}[/]")
+            continue
+        m = p.best.measurement
+        table.add_row(
+            p.gpu.slug,
+            p.engine.name,
+            p.model.slug,
+            p.workload.name,
+            fmt_rate(m.output_tokens_per_s.median if m else None),
+            f"{p.speedup:.2f}x" if p.speedup else "-",
+            f"{p.created_at:%Y-%m-%d}",
+            path,
+        )
+    return table
+
+
+def hardware_table(hw: Hardware) -> Table:
+    table = Table(title="this machine", title_justify="left")
+    for col in ("#", "device", "memory", "compute", "power limit", "uuid"):
+        table.add_column(col)
+    for g in hw.gpus:
+        table.add_row(
+            str(g.index),
+            g.name,
+            f"{g.memory_mib:,} MiB",
+            g.compute_capability,
+            f"{g.power_limit_w:.0f} W" if g.power_limit_w else "-",
+            g.uuid,
+        )
+    table.add_row("cpu", hw.cpu_model, f"{hw.memory_mib:,} MiB", f"{hw.cpu_cores} cores", "-", "")
+    caption = f"profile folder: {hw.slug}"
+    if hw.gpus:
+        caption += f" · driver {hw.driver_version} · CUDA {hw.cuda_version}"
+    else:
+        caption += f" · no GPU: {hw.no_gpu_reason}"
+    table.caption = caption
+    return table
+
+
+def knobs_table(space: SearchSpace) -> Table:
+    table = Table(title=f"{space.engine}: {space.catalogue.summary}", title_justify="left")
+    for col in ("knob", "stage", "values here", "default", "applies when / why not", "about"):
+        table.add_column(col)
+    for name, spec in space.catalogue.knobs.items():
+        if name in space.knobs:
+            k = space.knobs[name]
+            when = " and ".join(f"{p}={'|'.join(map(str, a))}" for p, a in k.when)
+            table.add_row(name, k.stage, k.describe_values(), str(k.default), when, k.help)
+        elif name in space.fixed:
+            table.add_row(name, spec.stage, f"{space.fixed[name]} (fixed)", "", "", spec.help)
+        else:
+            table.add_row(
+                f"[dim]{name}[/]",
+                spec.stage,
+                "[dim]-[/]",
+                "",
+                f"[dim]{space.dropped[name]}[/]",
+                spec.help,
+            )
+    for rule in space.rules:
+        table.add_row(
+            "[dim]forbidden[/]",
+            "",
+            fmt_knobs({n: "|".join(map(str, a)) for n, a in rule.values}),
+            "",
+            rule.because,
+            "",
+        )
+    return table
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.start

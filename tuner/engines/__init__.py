@@ -1,0 +1,43 @@
+"""The engine registry: a plain map from names to lazy import paths.
+
+`--engine` takes a name from `ENGINES` or an import path `package.module:Class` of an adapter of
+your own (see `tuner.engines.base` and the fakes in `tuner.testing`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import TunerError
+from tuner.knobs import Catalogue
+from tuner.specs import spec_dir
+
+ENGINES: dict[str, str] = {
+    "hf": "tuner.engines.hf:GenerateEngine",
+    "hf-pipeline": "tuner.engines.hf_pipeline:PipelineEngine",
+}
+
+
+def engine_class(name: str) -> Any:
+    """The adapter class for an engine name or `module:Class` path."""
+    target = ENGINES.get(name, name)
+    module_name, sep, attr = target.partition(":")
+    if not sep:
+        raise TunerError(f"unknown engine {name!r}; known engines: {', '.join(ENGINES)}")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise TunerError(f"cannot load engine adapter {target!r}: {exc}") from None
+
+
+def catalogue_file(engine: str) -> Path:
+    """The shipped knob catalogue of a built-in engine: `engines/<engine>.yaml`."""
+    return spec_dir("engines") / f"{engine}.yaml"
+
+
+def load_catalogue(engine: str) -> Catalogue:
+    """Reads `engines/<engine>.yaml` (for adapters whose catalogue is shipped as a file)."""
+    return Catalogue.from_file(catalogue_file(engine))

@@ -1,0 +1,59 @@
+"""The engine adapter protocol: what the measurement layer needs from an inference engine.
+
+An adapter class is constructed with a model folder and its load-time knobs (that is the load),
+prepares a workload under run-time knobs outside the timed region, runs it until done or until a
+deadline, and closes. It imports its engine inside its methods, so that importing `tuner` never
+imports torch or vLLM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from tuner.knobs import Catalogue, Value
+from tuner.workloads import Request
+
+
+class EngineOutOfMemory(Exception):
+    """The engine ran out of device (or host) memory; adapters raise it for their engine's OOM."""
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """What one run produced, counted from what the engine returned."""
+
+    requests: int
+    input_tokens: int
+    output_tokens: int
+
+
+class Engine(Protocol):
+    """A loaded engine (one instance per model load)."""
+
+    def prepare(self, requests: Sequence[Request], knobs: Mapping[str, Value]) -> Any:
+        """Everything that is not generation (batching, padding, copies to the device)."""
+        ...
+
+    def run(self, prepared: Any, deadline: float) -> RunOutput:
+        """Generates for the prepared requests; stops starting work at `deadline`
+        (a `time.perf_counter()` value) and bounds work in flight where the engine allows."""
+        ...
+
+    def close(self) -> None:
+        """Releases the model."""
+        ...
+
+
+class EngineClass(Protocol):
+    """The adapter class: its name, knob catalogue, versions, and constructor (the load)."""
+
+    name: ClassVar[str]
+
+    def __call__(self, model_dir: Path, knobs: Mapping[str, Value]) -> Engine: ...
+
+    def catalogue(self) -> Catalogue: ...
+
+    def versions(self) -> dict[str, str]: ...

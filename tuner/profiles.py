@@ -1,0 +1,248 @@
+"""Tuned profiles: the JSON record of a study's best configuration on one GPU model.
+
+Layout: `profiles/<gpu-slug>/<engine>/<model-slug>--<workload>.json`. The JSON Schema shipped in
+`tuner/schemas/profile.schema.json` is generated from `Profile` (`tuner profile schema`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuner import __version__
+from tuner.errors import TunerError
+from tuner.hardware import Hardware
+from tuner.knobs import Value, describe
+from tuner.measure import Measurement, Protocol
+from tuner.trial import STATUSES, Status, TrialResult
+
+SCHEMA_VERSION = 1
+SCHEMA_FILE = Path(__file__).parent / "schemas" / "profile.schema.json"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GpuRecord(_Record):
+    """The GPU model the profile was measured on; `slug` is "cpu" when there was none."""
+
+    slug: str
+    name: str
+    count: int
+    memory_mib: int | None = None
+    compute_capability: str | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    no_gpu_reason: str | None = None
+
+
+class HostRecord(_Record):
+    cpu: str
+    cores: int
+    memory_mib: int
+
+
+class EngineRecord(_Record):
+    name: str
+    adapter: str = Field(description="registry name or import path given as --engine")
+    versions: dict[str, str]
+
+
+class ModelRecord(_Record):
+    ref: str
+    slug: str
+    source: Literal["synthetic", "local", "hf-cache"]
+
+
+class WorkloadRecord(_Record):
+    name: str
+    source: str
+    seed: int
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    mean_input_tokens: float
+    mean_output_tokens: float
+
+
+class TrialRecord(_Record):
+    """One trial as a profile quotes it."""
+
+    number: int
+    status: Status
+    reason: str | None = None
+    knobs: dict[str, Value]
+    measurement: Measurement | None = None
+    load_s: float | None = None
+
+
+class TrialCounts(_Record):
+    total: int
+    by_status: dict[str, int]
+    wall_s: float = Field(description="summed wall-clock time of all trials, loads included")
+
+
+class Profile(_Record):
+    """A tuned configuration for one engine, model and workload on one GPU model."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    tuner_version: str
+    created_at: datetime
+    gpu: GpuRecord
+    host: HostRecord
+    engine: EngineRecord
+    model: ModelRecord
+    workload: WorkloadRecord
+    protocol: Protocol
+    seed: int
+    objective: Literal["output_tokens_per_s"] = "output_tokens_per_s"
+    best: TrialRecord
+    baseline: TrialRecord | None
+    speedup: float | None = Field(description="best over baseline median output tok/s")
+    trials: TrialCounts
+    run_dir: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.gpu.slug}/{self.engine.name}/{self.model.slug}--{self.workload.name}"
+
+
+def gpu_record(hardware: Hardware) -> GpuRecord:
+    if not hardware.gpus:
+        return GpuRecord(slug="cpu", name="cpu", count=0, no_gpu_reason=hardware.no_gpu_reason)
+    first = hardware.gpus[0]
+    return GpuRecord(
+        slug=hardware.slug,
+        name=first.name,
+        count=len(hardware.gpus),
+        memory_mib=first.memory_mib,
+        compute_capability=first.compute_capability,
+        driver_version=hardware.driver_version,
+        cuda_version=hardware.cuda_version,
+    )
+
+
+def host_record(hardware: Hardware) -> HostRecord:
+    return HostRecord(
+        cpu=hardware.cpu_model, cores=hardware.cpu_cores, memory_mib=hardware.memory_mib
+    )
+
+
+def trial_record(result: TrialResult) -> TrialRecord:
+    return TrialRecord(
+        number=result.number,
+        status=result.status,
+        reason=result.reason,
+        knobs=result.knobs,
+        measurement=result.measurement,
+        load_s=result.load_s,
+    )
+
+
+def build_profile(study: Any, outcome: Any) -> Profile:
+    """The profile of a finished study (a `tuner.study.Study` and its `StudyOutcome`)."""
+    from tuner.workloads import summarize
+
+    if outcome.best is None:
+        raise TunerError("no trial succeeded, so there is no profile to write")
+    setup = study.setup
+    counts = Counter(r.status for r in outcome.results)
+    baseline = outcome.baseline
+    speedup = None
+    if baseline is not None and baseline.output_tokens_per_s:
+        speedup = round(outcome.best.output_tokens_per_s / baseline.output_tokens_per_s, 4)
+    return Profile(
+        tuner_version=__version__,
+        created_at=datetime.now(UTC),
+        gpu=gpu_record(setup.hardware),
+        host=host_record(setup.hardware),
+        engine=EngineRecord(
+            name=setup.catalogue.engine, adapter=setup.engine, versions=outcome.versions
+        ),
+        model=ModelRecord(ref=setup.model.ref, slug=setup.model.slug, source=setup.model.source),
+        workload=WorkloadRecord(
+            name=setup.workload.slug,
+            source=setup.workload.source,
+            seed=setup.workload.seed,
+            **summarize(setup.requests),
+        ),
+        protocol=study.spec.protocol,
+        seed=study.spec.seed,
+        best=trial_record(outcome.best),
+        baseline=trial_record(baseline) if baseline is not None else None,
+        speedup=speedup,
+        trials=TrialCounts(
+            total=len(outcome.results),
+            by_status={s: counts.get(s, 0) for s in STATUSES},
+            wall_s=round(sum(r.wall_s for r in outcome.results), 3),
+        ),
+        run_dir=str(study.run_dir),
+    )
+
+
+def profile_path(root: Path, profile: Profile) -> Path:
+    """`<root>/<gpu-slug>/<engine>/<model-slug>--<workload>.json`."""
+    return root / f"{profile.key}.json"
+
+
+def write_profile(profile: Profile, path: Path) -> Path:
+    """Writes atomically: a reader sees the old file or the whole new one, never half."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(profile.model_dump_json(indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise TunerError(f"cannot write profile {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def read_profile(path: Path) -> Profile:
+    """Reads and checks a profile; any problem is one `TunerError` line."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TunerError(f"no profile at {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TunerError(f"cannot read profile {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise TunerError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise TunerError(f"{path}: not a profile (expected a JSON object)")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise TunerError(
+            f"{path}: profile schema_version {version!r} is not one this tuner reads "
+            f"({SCHEMA_VERSION})"
+        )
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise TunerError(f"{path}: not a valid profile ({describe(exc)})") from None
+
+
+def find_profiles(root: Path) -> list[Path]:
+    """Profile files under `root`, sorted."""
+    return sorted(p for p in root.glob("*/*/*.json") if not p.name.startswith("."))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of `Profile`, as shipped in `SCHEMA_FILE`."""
+    schema = Profile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,421 @@
+"""A study: SMAC3 ask/tell over an engine's knobs, one isolated trial at a time.
+
+The engine's default configuration is measured first as the baseline. Every finished trial is
+appended to `trials.jsonl` in the run directory before SMAC hears of it, so an interrupted study
+resumes without repeating finished trials: they are told to a fresh optimizer, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuner.engines import engine_class
+from tuner.errors import TunerError
+from tuner.hardware import Hardware, detect_hardware, detect_platform
+from tuner.knobs import Catalogue, SearchSpace, Value, describe
+from tuner.measure import Protocol as MeasureProtocol
+from tuner.models import ModelRef, resolve_model
+from tuner.trial import TrialResult, TrialTask
+from tuner.worker import Worker
+from tuner.workloads import Request, Tokenizer, WorkloadSpec, build_requests, load_workload
+
+STUDY_FILE = "study.json"
+TRIALS_FILE = "trials.jsonl"
+#: Consecutive proposals of already-measured configurations after which the space counts as spent.
+MAX_REPEATED_PROPOSALS = 50
+
+
+class StudySpec(BaseModel):
+    """What a study measures and how long it may search; saved as the run's `study.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = 1
+    engine: str
+    model: str
+    workload: WorkloadSpec
+    trials: int | None = Field(default=None, ge=1, description="trial budget, baseline included")
+    time_budget_s: float | None = Field(default=None, gt=0, description="wall-clock budget")
+    seed: int = 0
+    protocol: MeasureProtocol = MeasureProtocol()
+    pinned: dict[str, Value] = {}
+    load_timeout_s: float = Field(default=900.0, gt=0)
+    trial_timeout_s: float | None = Field(default=None, gt=0)
+
+    def timeout_s(self) -> float:
+        """A trial's hard timeout: given, or enough for a load and every bounded run."""
+        if self.trial_timeout_s is not None:
+            return self.trial_timeout_s
+        p = self.protocol
+        return self.load_timeout_s + p.warmup_time_limit_s + p.repeats * p.run_time_limit_s + 60
+
+
+@dataclass
+class Setup:
+    """An engine, model and workload resolved and checked, ready for trials."""
+
+    engine: str
+    catalogue: Catalogue
+    space: SearchSpace
+    model: ModelRef
+    workload: WorkloadSpec
+    requests: list[Request]
+    hardware: Hardware
+
+    def task(self, knobs: dict[str, Value], protocol: MeasureProtocol) -> TrialTask:
+        load, run = self.space.split(knobs)
+        return TrialTask(
+            self.engine, str(self.model.path), load, run, tuple(self.requests), protocol
+        )
+
+
+def prepare(
+    engine: str,
+    model: str,
+    workload: WorkloadSpec | str,
+    pinned: dict[str, Value] | None = None,
+    *,
+    set_pairs: Sequence[str] = (),
+) -> Setup:
+    """Resolves and checks everything a trial needs; bad input fails here, before any trial.
+
+    `set_pairs` are `name=value` strings parsed against the catalogue and added to `pinned`.
+    """
+    cls = engine_class(engine)
+    catalogue = cls.catalogue()
+    platform = detect_platform(catalogue.modules())
+    space = catalogue.resolve(platform)
+    pinned = {**(pinned or {}), **space.parse_overrides(set_pairs)}
+    if pinned:
+        space.complete(pinned)  # ranges, conditions and forbidden combinations
+        space = catalogue.resolve(platform, pinned)
+    spec = load_workload(workload) if isinstance(workload, str) else workload
+    model_ref = resolve_model(model)
+    requests = build_requests(spec, Tokenizer(model_ref.path))
+    return Setup(engine, catalogue, space, model_ref, spec, requests, detect_hardware())
+
+
+class Observer(Protocol):
+    """Hears what a study does (the CLI draws it; tests record it)."""
+
+    def trial_started(self, number: int, origin: str, knobs: dict[str, Value]) -> None: ...
+
+    def trial_progress(self, number: int, text: str) -> None: ...
+
+    def trial_finished(self, result: TrialResult, best: TrialResult | None) -> None: ...
+
+
+class NullObserver:
+    """Observes nothing."""
+
+    def trial_started(self, number: int, origin: str, knobs: dict[str, Value]) -> None:
+        pass
+
+    def trial_progress(self, number: int, text: str) -> None:
+        pass
+
+    def trial_finished(self, result: TrialResult, best: TrialResult | None) -> None:
+        pass
+
+
+def best_of(results: Sequence[TrialResult]) -> TrialResult | None:
+    """The successful trial with the highest median output tok/s (the earliest on a tie)."""
+    ok = [r for r in results if r.output_tokens_per_s is not None]
+    return max(ok, key=lambda r: r.output_tokens_per_s or 0.0, default=None)
+
+
+def run_dir_for(root: Path, setup: Setup) -> Path:
+    """A new run directory name: time, engine, model and workload."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return root / f"{stamp}-{setup.catalogue.engine}-{setup.model.slug}-{setup.workload.slug}"
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Fails with one line unless files can be created in `folder` (created if missing)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".tuner-write-check-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise TunerError(f"cannot write to the {what} {folder}: {exc.strerror or exc}") from None
+
+
+def read_trials(path: Path) -> list[TrialResult]:
+    """Finished trials of a run directory; a torn last line (a crash mid-write) is dropped."""
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    results = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            results.append(TrialResult.model_validate_json(line))
+        except ValidationError as exc:
+            if number == len(lines):
+                break
+            raise TunerError(
+                f"{path} line {number}: not a trial result ({describe(exc)})"
+            ) from None
+    return results
+
+
+def _append(path: Path, result: TrialResult) -> None:
+    with open(path, "a") as f:
+        f.write(result.model_dump_json() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _never_called(config: Any, seed: int = 0) -> float:
+    raise AssertionError("tuner drives SMAC through ask/tell only")
+
+
+@dataclass
+class StudyOutcome:
+    """Where a study ended."""
+
+    results: list[TrialResult]
+    best: TrialResult | None
+    baseline: TrialResult | None
+    stopped: str
+    resumed: int = 0
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+class Study:
+    """One tuning run in one run directory."""
+
+    def __init__(self, spec: StudySpec, setup: Setup, run_dir: Path) -> None:
+        self.spec = spec
+        self.setup = setup
+        self.run_dir = run_dir
+        self.trials_path = run_dir / TRIALS_FILE
+
+    @classmethod
+    def create(cls, spec: StudySpec, run_dir: Path) -> Study:
+        """Starts a new study in `run_dir`, which must not hold one already."""
+        if (run_dir / STUDY_FILE).exists():
+            raise TunerError(f"{run_dir} already holds a study; resume it with --resume {run_dir}")
+        setup = prepare(spec.engine, spec.model, spec.workload, spec.pinned)
+        check_writable(run_dir, "run directory")
+        (run_dir / STUDY_FILE).write_text(spec.model_dump_json(indent=2) + "\n")
+        return cls(spec, setup, run_dir)
+
+    @classmethod
+    def resume(cls, run_dir: Path, *, trials: int | None = None) -> Study:
+        """Reopens the study in `run_dir`; `trials` raises its trial budget."""
+        path = run_dir / STUDY_FILE
+        if not path.is_file():
+            raise TunerError(f"{run_dir} holds no study ({STUDY_FILE} is missing)")
+        try:
+            spec = StudySpec.model_validate_json(path.read_text())
+        except ValidationError as exc:
+            raise TunerError(f"{path}: {describe(exc)}") from None
+        if trials is not None:
+            spec = spec.model_copy(update={"trials": trials})
+            path.write_text(spec.model_dump_json(indent=2) + "\n")
+        setup = prepare(spec.engine, spec.model, spec.workload, spec.pinned)
+        return cls(spec, setup, run_dir)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _budget_left(self, results: Sequence[TrialResult], started: float) -> bool:
+        if self.spec.trials is not None and len(results) >= self.spec.trials:
+            return False
+        if self.spec.time_budget_s is not None:
+            spent = sum(r.wall_s for r in results if r.started_at.timestamp() < started)
+            if spent + (time.time() - started) >= self.spec.time_budget_s:
+                return False
+        return True
+
+    def _smac(self, space: Any) -> Any:
+        from smac import HyperparameterOptimizationFacade as HPO
+        from smac import Scenario
+
+        budget = self.spec.trials or 40
+        scenario = Scenario(
+            space,
+            deterministic=True,
+            n_trials=max(budget, 2),
+            seed=self.spec.seed,
+            output_directory=self.run_dir / "smac",
+        )
+        n_init = max(1, min(5 * len(list(space.values())), budget // 4))
+        return HPO(
+            scenario,
+            _never_called,
+            initial_design=HPO.get_initial_design(scenario, n_configs=n_init),
+            intensifier=HPO.get_intensifier(scenario, max_config_calls=1),
+            overwrite=True,
+            logging_level=40,
+        )
+
+    @staticmethod
+    def _value(result: TrialResult) -> Any:
+        from smac.runhistory.dataclasses import TrialValue
+        from smac.runhistory.enumerations import StatusType
+
+        if result.output_tokens_per_s is None:
+            # No tokens at all: the worst value on the tok/s scale SMAC minimizes the negative of.
+            info = {"status": result.status, "reason": result.reason}
+            return TrialValue(
+                cost=0.0, time=result.wall_s, status=StatusType.CRASHED, additional_info=info
+            )
+        return TrialValue(cost=-result.output_tokens_per_s, time=result.wall_s)
+
+    def _trial(
+        self, worker: Worker, number: int, origin: str, knobs: dict[str, Value], observer: Observer
+    ) -> TrialResult:
+        return run_trial(
+            worker,
+            self.setup,
+            number,
+            origin,
+            knobs,
+            self.spec.protocol,
+            self.spec.timeout_s(),
+            observer,
+            self.run_dir,
+        )
+
+    def run(self, observer: Observer | None = None) -> StudyOutcome:
+        """Runs trials until the budget is spent; returns every finished trial."""
+        from smac.runhistory.dataclasses import TrialInfo
+
+        observer = observer or NullObserver()
+        space = self.setup.space
+        results = read_trials(self.trials_path)
+        resumed = len(results)
+        started = time.time()
+        measured: dict[str, TrialResult] = {}
+        configspace = space.configspace(self.spec.seed) if space.knobs else None
+        smac = self._smac(configspace) if configspace is not None else None
+
+        def record(result: TrialResult, info: Any | None) -> None:
+            measured[_key(result.knobs)] = result
+            if smac is not None:
+                if info is None:
+                    config = space.config_from_knobs(configspace, result.knobs)
+                    info = TrialInfo(config=config, seed=0)
+                smac.tell(info, self._value(result))
+
+        for result in results:
+            record(result, None)
+        worker = Worker(self.run_dir / "workers")
+        stopped = "budget spent"
+        try:
+            if not any(r.origin == "baseline" for r in results) and self._budget_left(
+                results, started
+            ):
+                result = self._trial(
+                    worker, len(results), "baseline", space.default_knobs(), observer
+                )
+                _append(self.trials_path, result)
+                results.append(result)
+                record(result, None)
+                observer.trial_finished(result, best_of(results))
+            repeats = 0
+            while self._budget_left(results, started):
+                if smac is None:
+                    stopped = "nothing to search: every knob is fixed"
+                    break
+                info = smac.ask()
+                knobs = space.knobs_from_config(info.config)
+                if _key(knobs) in measured:
+                    smac.tell(info, self._value(measured[_key(knobs)]))
+                    repeats += 1
+                    if repeats >= MAX_REPEATED_PROPOSALS:
+                        stopped = "search space exhausted"
+                        break
+                    continue
+                repeats = 0
+                origin = _origin(info.config.origin)
+                result = self._trial(worker, len(results), origin, knobs, observer)
+                _append(self.trials_path, result)
+                results.append(result)
+                record(result, info)
+                observer.trial_finished(result, best_of(results))
+        finally:
+            worker.close()
+        baseline = next((r for r in results if r.origin == "baseline"), None)
+        versions = next((r.versions for r in reversed(results) if r.versions), {})
+        return StudyOutcome(results, best_of(results), baseline, stopped, resumed, versions)
+
+
+def run_trial(
+    worker: Worker,
+    setup: Setup,
+    number: int,
+    origin: str,
+    knobs: dict[str, Value],
+    protocol: MeasureProtocol,
+    timeout_s: float,
+    observer: Observer,
+    run_dir: Path | None = None,
+) -> TrialResult:
+    """Measures one configuration in `worker` and records everything about it."""
+    observer.trial_started(number, origin, knobs)
+    started_at = datetime.now(UTC)
+    start = time.monotonic()
+    outcome = worker.run(
+        setup.task(knobs, protocol),
+        timeout_s,
+        progress=lambda text: observer.trial_progress(number, text),
+    )
+    log = outcome.log
+    if log is not None and run_dir is not None and Path(log).is_relative_to(run_dir):
+        log = str(Path(log).relative_to(run_dir))
+    return TrialResult(
+        number=number,
+        origin=origin,
+        knobs=knobs,
+        status=outcome.status,
+        reason=outcome.reason,
+        measurement=outcome.measurement,
+        load_s=outcome.load_s,
+        reused_model=outcome.reused_model,
+        wall_s=time.monotonic() - start,
+        started_at=started_at,
+        log=log,
+        versions=outcome.versions,
+    )
+
+
+def bench(
+    setup: Setup,
+    knobs: dict[str, Value],
+    protocol: MeasureProtocol,
+    timeout_s: float,
+    log_dir: Path,
+    observer: Observer | None = None,
+) -> TrialResult:
+    """Measures one configuration (`tuner bench`) in a worker of its own."""
+    worker = Worker(log_dir)
+    try:
+        result = run_trial(
+            worker, setup, 0, "bench", knobs, protocol, timeout_s, observer or NullObserver()
+        )
+    finally:
+        worker.close()
+    return result
+
+
+def _key(knobs: dict[str, Value]) -> str:
+    return json.dumps(knobs, sort_keys=True)
+
+
+def _origin(text: str | None) -> str:
+    """SMAC's origin strings, shortened: `sobol`, `local search`, `random search`, ..."""
+    if not text:
+        return "search"
+    return text.split(":")[-1].strip().lower()

@@ -1,0 +1,226 @@
+"""Test doubles that ship with tuner, so that users can test their own adapters and studies.
+
+- `FakeEngine`: an engine with a known throughput surface over four knobs, a peak, and an
+  out-of-memory region. It spends real time (a precise busy wait) so that the real measurement
+  code measures it.
+- `CrashingEngine` and `HangingEngine`: the fake, except that large batches kill the worker
+  process or hang it.
+- `ScriptedEngine` and `FakeClock`: run durations chosen by the test, for measurement arithmetic.
+- `fake_model_dir`: a model folder with a tokenizer and a config but no weights, enough for
+  workloads to be tokenized for fake engines.
+
+Use them with `--engine tuner.testing:FakeEngine` or `engine="tuner.testing:FakeEngine"`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tuner.engines.base import EngineOutOfMemory, RunOutput
+from tuner.knobs import Catalogue, Value
+from tuner.workloads import Request
+
+FAKE_CATALOGUE = {
+    "engine": "fake",
+    "summary": "a known throughput surface with an out-of-memory region",
+    "knobs": {
+        "batch_size": {
+            "type": "int",
+            "stage": "run",
+            "range": [1, 256],
+            "log": True,
+            "default": 1,
+            "help": "requests per step",
+        },
+        "kernel": {
+            "type": "choice",
+            "stage": "load",
+            "choices": ["basic", "fused", "tiled"],
+            "default": "basic",
+            "help": "kernel family",
+        },
+        "cache": {
+            "type": "choice",
+            "stage": "run",
+            "choices": ["dynamic", "static"],
+            "default": "dynamic",
+            "help": "cache layout",
+        },
+        "compile": {
+            "type": "bool",
+            "stage": "load",
+            "when": {"cache": "static"},
+            "default": False,
+            "help": "compiled decode step",
+        },
+    },
+}
+
+PEAK_BATCH = 48
+KERNEL_FACTOR = {"basic": 1.0, "fused": 1.3, "tiled": 1.15}
+#: Tokens per second at the surface's top scale; chosen so fake runs last milliseconds.
+SCALE_TOKENS_PER_S = 40_000.0
+
+
+def surface(knobs: Mapping[str, Value]) -> float | None:
+    """Output tok/s of the fake engine for `knobs`, or None where it runs out of memory.
+
+    A smooth peak in log2(batch_size) at 48, times factors for the kernel, a static cache and
+    compilation. Memory runs out when batch_size x (2 for a static cache) exceeds 128.
+    """
+    batch = int(knobs["batch_size"])
+    static = knobs.get("cache") == "static"
+    if batch * (2 if static else 1) > 128:
+        return None
+    shape = math.exp(-((math.log2(batch) - math.log2(PEAK_BATCH)) ** 2) / (2 * 1.5**2))
+    factor = KERNEL_FACTOR[str(knobs["kernel"])]
+    if static:
+        factor *= 1.1 * (1.2 if knobs.get("compile") else 1.0)
+    return SCALE_TOKENS_PER_S * (0.05 + 0.95 * shape) * factor
+
+
+def peak() -> tuple[dict[str, Value], float]:
+    """The best configuration of the fake surface and its tok/s (by exhaustive search)."""
+    best: tuple[dict[str, Value], float] = ({}, 0.0)
+    for batch in range(1, 257):
+        for kernel in KERNEL_FACTOR:
+            for cache, compile_ in (("dynamic", None), ("static", False), ("static", True)):
+                knobs: dict[str, Value] = {"batch_size": batch, "kernel": kernel, "cache": cache}
+                if compile_ is not None:
+                    knobs["compile"] = compile_
+                value = surface(knobs)
+                if value is not None and value > best[1]:
+                    best = (knobs, value)
+    return best
+
+
+def spin(seconds: float) -> None:
+    """Busy-waits: precise to microseconds, unlike sleep."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+class FakeEngine:
+    """An engine whose throughput is `surface(knobs)`, spent as real time."""
+
+    name: ClassVar[str] = "fake"
+    load_s: ClassVar[float] = 0.005
+
+    @classmethod
+    def catalogue(cls) -> Catalogue:
+        return Catalogue.model_validate(FAKE_CATALOGUE)
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        return {"fake": "1.0"}
+
+    def __init__(self, model_dir: Path, knobs: Mapping[str, Value]) -> None:
+        self.load_knobs = dict(knobs)
+        spin(self.load_s)
+
+    def prepare(self, requests: Sequence[Request], knobs: Mapping[str, Value]) -> Any:
+        merged = {**self.load_knobs, **knobs}
+        batch = int(knobs["batch_size"])
+        chunks = [requests[i : i + batch] for i in range(0, len(requests), batch)]
+        return merged, chunks
+
+    def misbehave(self, knobs: Mapping[str, Value]) -> None:
+        """Hook for the crashing and hanging fakes."""
+
+    def run(self, prepared: Any, deadline: float) -> RunOutput:
+        knobs, chunks = prepared
+        self.misbehave(knobs)
+        rate = surface(knobs)
+        if rate is None:
+            raise EngineOutOfMemory(f"fake engine: batch_size={knobs['batch_size']} does not fit")
+        done = inputs = outputs = 0
+        for chunk in chunks:
+            if time.perf_counter() >= deadline:
+                break
+            tokens = sum(r.output_tokens for r in chunk)
+            spin(tokens / rate)
+            done += len(chunk)
+            inputs += sum(len(r.prompt_token_ids) for r in chunk)
+            outputs += tokens
+        return RunOutput(requests=done, input_tokens=inputs, output_tokens=outputs)
+
+    def close(self) -> None:
+        pass
+
+
+class CrashingEngine(FakeEngine):
+    """The fake engine, except that a batch_size of 64 or more kills its process (SIGKILL)."""
+
+    def misbehave(self, knobs: Mapping[str, Value]) -> None:
+        if int(knobs["batch_size"]) >= 64:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class HangingEngine(FakeEngine):
+    """The fake engine, except that a batch_size of 64 or more never returns."""
+
+    def misbehave(self, knobs: Mapping[str, Value]) -> None:
+        if int(knobs["batch_size"]) >= 64:
+            while True:
+                time.sleep(1)
+
+
+class FakeClock:
+    """A clock that advances only when told to."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class ScriptedEngine:
+    """Each run takes the next duration from a script on a `FakeClock` and completes
+    `tokens_per_request` tokens for each request."""
+
+    def __init__(self, clock: FakeClock, durations_s: Sequence[float], tokens_per_request: int):
+        self.clock = clock
+        self.durations: Iterator[float] = iter(durations_s)
+        self.tokens = tokens_per_request
+
+    def prepare(self, requests: Sequence[Request], knobs: Mapping[str, Value]) -> Any:
+        return list(requests)
+
+    def run(self, prepared: Any, deadline: float) -> RunOutput:
+        self.clock.advance(next(self.durations))
+        inputs = sum(len(r.prompt_token_ids) for r in prepared)
+        return RunOutput(len(prepared), inputs, self.tokens * len(prepared))
+
+    def close(self) -> None:
+        pass
+
+
+def fake_model_dir(path: Path) -> Path:
+    """Writes a weightless model folder (config.json and a small trained tokenizer.json)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|eos|>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(["def add(a, b):\n    return a + b\n"] * 4, trainer)
+    tokenizer.save(str(path / "tokenizer.json"))
+    (path / "config.json").write_text(json.dumps({"model_type": "fake", "vocab_size": 300}))
+    return path

@@ -1,0 +1,70 @@
+"""A trial: one configuration measured in a worker process, and its result.
+
+`TrialTask` is a self-contained, picklable unit of work (engine, model folder, knobs, requests,
+protocol), so that trials can later run on other GPUs or nodes. `TrialResult` keeps every figure of
+the trial, not only the one being optimized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuner.knobs import Value
+from tuner.measure import Measurement, Protocol
+from tuner.workloads import Request
+
+Status = Literal["ok", "oom", "crashed", "timeout"]
+STATUSES: tuple[Status, ...] = ("ok", "oom", "crashed", "timeout")
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """Everything a worker needs to load an engine and measure one configuration."""
+
+    engine: str
+    model_dir: str
+    load_knobs: dict[str, Value]
+    run_knobs: dict[str, Value]
+    requests: tuple[Request, ...]
+    protocol: Protocol
+
+
+class Outcome(BaseModel):
+    """What a worker reports for one task."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    status: Status
+    reason: str | None = None
+    measurement: Measurement | None = None
+    load_s: float | None = Field(default=None, description="model load; None when reused")
+    reused_model: bool = False
+    versions: dict[str, str] = {}
+    log: str | None = Field(default=None, description="the worker's log file")
+
+
+class TrialResult(BaseModel):
+    """One line of a run directory's `trials.jsonl`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: Literal[1] = 1
+    number: int
+    origin: str
+    knobs: dict[str, Value]
+    status: Status
+    reason: str | None = None
+    measurement: Measurement | None = None
+    load_s: float | None = None
+    reused_model: bool = False
+    wall_s: float
+    started_at: datetime
+    log: str | None = None
+    versions: dict[str, str] = {}
+
+    @property
+    def output_tokens_per_s(self) -> float | None:
+        """Median output tok/s of the timed runs, None for a failed trial."""
+        return self.measurement.output_tokens_per_s.median if self.measurement else None

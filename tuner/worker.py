@@ -1,0 +1,233 @@
+"""Trial isolation: each engine lives in a worker process.
+
+Out-of-memory, a crash that kills the process, or a hang past the timeout become a trial status
+with a reason; the study goes on with a fresh worker. A worker keeps its loaded model between
+trials that change only run-time knobs, and exits after any failed trial so that the next one
+starts clean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuner.engines.base import Engine, EngineOutOfMemory
+from tuner.trial import Outcome, TrialTask
+
+Progress = Callable[[str], None]
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether an exception (or one it was raised from) means memory ran out."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, EngineOutOfMemory | MemoryError):
+            return True
+        if type(seen).__name__ == "OutOfMemoryError":
+            return True
+        if any(marker in str(seen).lower() for marker in _OOM_MARKERS):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """`Type: first line of the message`, trimmed."""
+    message = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass
+class Loaded:
+    """The engine a worker holds, and the load it came from."""
+
+    key: tuple[Any, ...]
+    engine: Engine
+    versions: dict[str, str]
+
+
+def execute(
+    task: TrialTask, loaded: Loaded | None, progress: Progress
+) -> tuple[Outcome, Loaded | None]:
+    """Runs one task in this process, reusing `loaded` when the load-time knobs match."""
+    from tuner.engines import engine_class
+    from tuner.measure import measure
+
+    key = (task.engine, task.model_dir, tuple(sorted(task.load_knobs.items())))
+    try:
+        load_s = None
+        reused = loaded is not None and loaded.key == key
+        if not reused:
+            if loaded is not None:
+                loaded.engine.close()
+                loaded = None
+            progress("loading")
+            cls = engine_class(task.engine)
+            start = time.perf_counter()
+            engine = cls(Path(task.model_dir), task.load_knobs)
+            load_s = time.perf_counter() - start
+            loaded = Loaded(key, engine, cls.versions())
+        assert loaded is not None
+        measurement = measure(
+            loaded.engine, task.requests, task.run_knobs, task.protocol, progress=progress
+        )
+        outcome = Outcome(
+            status="ok",
+            measurement=measurement,
+            load_s=load_s,
+            reused_model=reused,
+            versions=loaded.versions,
+        )
+        return outcome, loaded
+    except Exception as exc:
+        traceback.print_exc()
+        status = "oom" if is_oom(exc) else "crashed"
+        versions = loaded.versions if loaded is not None else {}
+        return Outcome(status=status, reason=one_line(exc), versions=versions), None
+
+
+def _redirect_output(log_path: Path) -> None:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _main(conn: Any, log_path: str) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _redirect_output(Path(log_path))
+    # Nothing is downloaded at run time, and nothing draws progress bars into the log.
+    os.environ.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+    )
+    loaded: Loaded | None = None
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            break
+        if task is None:
+            break
+        outcome, loaded = execute(task, loaded, lambda text: conn.send(("progress", text)))
+        conn.send(("done", outcome.model_copy(update={"log": log_path})))
+        if outcome.status != "ok":
+            break
+    if loaded is not None:
+        loaded.engine.close()
+
+
+class Worker:
+    """Parent-side handle of one worker process, started on demand and replaced after failures."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._log_dir = log_dir
+        self._ctx = multiprocessing.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Any = None
+        self._started = 0
+        self.log_path: Path | None = None
+
+    def _start(self) -> None:
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        self._started += 1
+        self.log_path = self._log_dir / f"worker-{os.getpid()}-{self._started}.log"
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(
+            target=_main, args=(child, str(self.log_path)), name="tuner-worker", daemon=True
+        )
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def run(self, task: TrialTask, timeout_s: float, progress: Progress | None = None) -> Outcome:
+        """Runs `task` in the worker; a hang past `timeout_s` or a dead worker is an outcome."""
+        if self._proc is None or not self._proc.is_alive():
+            self._reap()
+            self._start()
+        try:
+            self._conn.send(task)
+        except (BrokenPipeError, OSError):
+            return self._died()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._reap()
+                return Outcome(
+                    status="timeout",
+                    log=str(self.log_path),
+                    reason=f"no result within the {timeout_s:.0f} s trial timeout; worker killed",
+                )
+            if self._conn.poll(min(remaining, 0.2)):
+                try:
+                    kind, payload = self._conn.recv()
+                except (EOFError, OSError):
+                    return self._died()
+                if kind == "progress":
+                    if progress is not None:
+                        progress(payload)
+                    continue
+                if payload.status != "ok":
+                    self._reap(wait_s=10)
+                return payload
+            if not self._proc.is_alive() and not self._conn.poll(0):
+                return self._died()
+
+    def _died(self) -> Outcome:
+        code = None
+        if self._proc is not None:
+            self._proc.join(5)  # the pipe closes a moment before the exit status is known
+            code = self._proc.exitcode
+        self._reap()
+        if code is not None and code < 0:
+            how = f"killed by {signal.Signals(-code).name}"
+            if -code == signal.SIGKILL:
+                how += " (the kernel's out-of-memory killer sends this)"
+        else:
+            how = f"exited with code {code}"
+        last = _last_line(self.log_path)
+        reason = f"worker process {how}" + (f"; last log line: {last}" if last else "")
+        return Outcome(status="crashed", reason=reason, log=str(self.log_path))
+
+    def _reap(self, wait_s: float = 0) -> None:
+        if self._proc is not None:
+            self._proc.join(wait_s)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(10)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
+
+    def close(self) -> None:
+        """Asks the worker to exit (killing it if it does not), releasing its engine."""
+        if self._proc is not None and self._proc.is_alive():
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._conn.send(None)
+            self._reap(wait_s=30)
+        else:
+            self._reap()
+
+
+def _last_line(path: Path | None) -> str | None:
+    if path is None or not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+        lines = [line.strip() for line in f.read().decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    return lines[-1][:300] if lines else None
