@@ -107,6 +107,7 @@ BAD_INPUT = [
     (["tune", "--set", "batch_size=0"], "batch_size=0 is outside 1..256 (log)"),
     (["tune", "--set", "kernel=magic"], "kernel=magic is not one of: basic, fused, tiled"),
     (["tune", "--workload", "nope"], "unknown workload 'nope'; known: humaneval, synthetic"),
+    (["tune", "--optimizer", "tpe"], "unknown optimizer 'tpe'; known: gp, rf, random"),
     (
         ["bench", "--set", "cache=dynamic", "--set", "compile=true"],
         "compile applies only when cache=static",

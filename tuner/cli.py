@@ -43,12 +43,15 @@ DEFAULT_JOB = {"requests": 32, "output_tokens": 32}
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Bad input: one line on stderr and exit 2."""
+    """Bad input: one line on stderr and exit 2. Ctrl-C: exit 130."""
     try:
         yield
     except TunerError as exc:
         err.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
 
 
 def _emit_json(data: Any) -> None:
@@ -98,6 +101,14 @@ def _model_and_sizes(
     return DEFAULT_MODEL, requests, output_tokens
 
 
+def _optimizer(name: str) -> Any:
+    from tuner.search import OPTIMIZERS
+
+    if name not in OPTIMIZERS:
+        raise TunerError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    return name
+
+
 @app.command()
 def tune(
     engine: Engine = "hf",
@@ -118,6 +129,12 @@ def tune(
         float | None, typer.Option(min=1, help="Wall-clock budget in seconds.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search.")] = 0,
+    optimizer: Annotated[
+        str,
+        typer.Option(
+            help="gp (SMAC BlackBoxFacade), rf (SMAC HyperparameterOptimizationFacade) or random."
+        ),
+    ] = "gp",
     requests: Requests = None,
     output_tokens: OutputTokens = None,
     set_: SetKnob = None,
@@ -165,6 +182,7 @@ def tune(
                 trials=trials,
                 time_budget_s=time_budget,
                 seed=seed,
+                optimizer=_optimizer(optimizer),
                 protocol=Protocol(
                     repeats=repeats,
                     run_time_limit_s=run_time_limit,
@@ -173,7 +191,7 @@ def tune(
                 pinned=setup.space.pinned,
                 trial_timeout_s=trial_timeout,
             )
-            study = Study.create(spec, run_dir or run_dir_for(Path("runs"), setup))
+            study = Study.create(spec, run_dir or run_dir_for(Path("runs"), setup), setup)
         _run_study(study, profiles_dir, json_=json_, quiet=quiet)
 
 

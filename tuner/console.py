@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,30 +90,39 @@ class StudyView:
 
 
 def trials_table(results: Sequence[TrialResult], best: TrialResult | None) -> Table:
-    """One row per trial: status, median tok/s with its spread, load time, knobs."""
-    table = Table(title="trials", title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("origin")
-    table.add_column("status")
-    table.add_column("out tok/s", justify="right")
-    table.add_column("cv", justify="right")
-    table.add_column("cold tok/s", justify="right")
-    table.add_column("load s", justify="right")
-    table.add_column("knobs / reason")
+    """One row per trial: status, median tok/s with its spread, load time, one column per knob."""
+    names: list[str] = []
+    for r in results:
+        names += [n for n in r.knobs if n not in names]
+    table = Table(title="trials (* best)", title_justify="left")
+    for col in ("#", "origin", "status", "out tok/s", "cv", "cold tok/s", "load s"):
+        table.add_column(col, justify="right" if col not in ("origin", "status") else "left")
+    for name in names:
+        table.add_column(name)
     for r in results:
         m = r.measurement
         mark = " *" if best is not None and r.number == best.number else ""
-        table.add_row(
-            f"{r.number}{mark}",
-            r.origin,
-            f"[{STATUS_STYLE[r.status]}]{r.status}[/]",
+        figures = [
             fmt_rate(r.output_tokens_per_s),
             f"{m.output_tokens_per_s.cv:.1%}" if m else "-",
             fmt_rate(m.cold.output_tokens_per_s) if m else "-",
             "reused" if r.reused_model else (f"{r.load_s:.1f}" if r.load_s is not None else "-"),
-            fmt_knobs(r.knobs) + (f"\n[dim]{r.reason}[/]" if r.reason else ""),
+        ]
+        if not m:
+            figures[0] = f"[dim]{r.reason or ''}[/]"
+        knobs = [_fmt_value(r.knobs[n]) if n in r.knobs else "" for n in names]
+        table.add_row(
+            f"{r.number}{mark}",
+            r.origin,
+            f"[{STATUS_STYLE[r.status]}]{r.status}[/]",
+            *figures,
+            *knobs,
         )
     return table
+
+
+def _fmt_value(value: Value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def measurement_table(result: TrialResult) -> Table:
@@ -182,8 +190,9 @@ def profile_table(profile: Profile) -> Table:
     counts = ", ".join(f"{n} {s}" for s, n in profile.trials.by_status.items() if n)
     table.add_row("trials", f"{profile.trials.total} ({counts}), {profile.trials.wall_s:.0f} s")
     table.add_row(
-        "tuner / seed / date",
-        f"{profile.tuner_version} / {profile.seed} / {profile.created_at:%Y-%m-%d %H:%M}",
+        "search",
+        f"{profile.optimizer}, seed {profile.seed}; tuner {profile.tuner_version}, "
+        f"{profile.created_at:%Y-%m-%d %H:%M} UTC",
     )
     return table
 
@@ -263,12 +272,3 @@ def knobs_table(space: SearchSpace) -> Table:
             "",
         )
     return table
-
-
-class Timer:
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    @property
-    def elapsed_s(self) -> float:
-        return time.monotonic() - self.start

@@ -103,6 +103,7 @@ class Profile(_Record):
     workload: WorkloadRecord
     protocol: Protocol
     seed: int
+    optimizer: str
     objective: Literal["output_tokens_per_s"] = "output_tokens_per_s"
     best: TrialRecord
     baseline: TrialRecord | None
@@ -176,6 +177,7 @@ def build_profile(study: Any, outcome: Any) -> Profile:
         ),
         protocol=study.spec.protocol,
         seed=study.spec.seed,
+        optimizer=study.spec.optimizer,
         best=trial_record(outcome.best),
         baseline=trial_record(baseline) if baseline is not None else None,
         speedup=speedup,

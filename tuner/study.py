@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from tuner.hardware import Hardware, detect_hardware, detect_platform
 from tuner.knobs import Catalogue, SearchSpace, Value, describe
 from tuner.measure import Protocol as MeasureProtocol
 from tuner.models import ModelRef, resolve_model
+from tuner.search import Optimizer, make_optimizer
 from tuner.trial import TrialResult, TrialTask
 from tuner.worker import Worker
 from tuner.workloads import Request, Tokenizer, WorkloadSpec, build_requests, load_workload
@@ -45,6 +46,7 @@ class StudySpec(BaseModel):
     trials: int | None = Field(default=None, ge=1, description="trial budget, baseline included")
     time_budget_s: float | None = Field(default=None, gt=0, description="wall-clock budget")
     seed: int = 0
+    optimizer: Optimizer = "gp"
     protocol: MeasureProtocol = MeasureProtocol()
     pinned: dict[str, Value] = {}
     load_timeout_s: float = Field(default=900.0, gt=0)
@@ -113,6 +115,9 @@ class Observer(Protocol):
     def trial_finished(self, result: TrialResult, best: TrialResult | None) -> None: ...
 
 
+Evaluate = Callable[[int, str, dict[str, Value]], TrialResult]
+
+
 class NullObserver:
     """Observes nothing."""
 
@@ -176,10 +181,6 @@ def _append(path: Path, result: TrialResult) -> None:
         os.fsync(f.fileno())
 
 
-def _never_called(config: Any, seed: int = 0) -> float:
-    raise AssertionError("tuner drives SMAC through ask/tell only")
-
-
 @dataclass
 class StudyOutcome:
     """Where a study ended."""
@@ -202,11 +203,12 @@ class Study:
         self.trials_path = run_dir / TRIALS_FILE
 
     @classmethod
-    def create(cls, spec: StudySpec, run_dir: Path) -> Study:
-        """Starts a new study in `run_dir`, which must not hold one already."""
+    def create(cls, spec: StudySpec, run_dir: Path, setup: Setup | None = None) -> Study:
+        """Starts a new study in `run_dir`, which must not hold one already. `setup`, when
+        given, is `prepare` of the spec's engine, model, workload and pinned knobs."""
         if (run_dir / STUDY_FILE).exists():
             raise TunerError(f"{run_dir} already holds a study; resume it with --resume {run_dir}")
-        setup = prepare(spec.engine, spec.model, spec.workload, spec.pinned)
+        setup = setup or prepare(spec.engine, spec.model, spec.workload, spec.pinned)
         check_writable(run_dir, "run directory")
         (run_dir / STUDY_FILE).write_text(spec.model_dump_json(indent=2) + "\n")
         return cls(spec, setup, run_dir)
@@ -238,26 +240,13 @@ class Study:
                 return False
         return True
 
-    def _smac(self, space: Any) -> Any:
-        from smac import HyperparameterOptimizationFacade as HPO
-        from smac import Scenario
-
-        budget = self.spec.trials or 40
-        scenario = Scenario(
-            space,
-            deterministic=True,
-            n_trials=max(budget, 2),
+    def _optimizer(self, configspace: Any) -> Any:
+        return make_optimizer(
+            self.spec.optimizer,
+            configspace,
+            budget=self.spec.trials or 40,
             seed=self.spec.seed,
-            output_directory=self.run_dir / "smac",
-        )
-        n_init = max(1, min(5 * len(list(space.values())), budget // 4))
-        return HPO(
-            scenario,
-            _never_called,
-            initial_design=HPO.get_initial_design(scenario, n_configs=n_init),
-            intensifier=HPO.get_intensifier(scenario, max_config_calls=1),
-            overwrite=True,
-            logging_level=40,
+            output_dir=self.run_dir / "smac",
         )
 
     @staticmethod
@@ -273,23 +262,14 @@ class Study:
             )
         return TrialValue(cost=-result.output_tokens_per_s, time=result.wall_s)
 
-    def _trial(
-        self, worker: Worker, number: int, origin: str, knobs: dict[str, Value], observer: Observer
-    ) -> TrialResult:
-        return run_trial(
-            worker,
-            self.setup,
-            number,
-            origin,
-            knobs,
-            self.spec.protocol,
-            self.spec.timeout_s(),
-            observer,
-            self.run_dir,
-        )
+    def run(
+        self, observer: Observer | None = None, *, evaluate: Evaluate | None = None
+    ) -> StudyOutcome:
+        """Runs trials until the budget is spent; returns every finished trial.
 
-    def run(self, observer: Observer | None = None) -> StudyOutcome:
-        """Runs trials until the budget is spent; returns every finished trial."""
+        `evaluate(number, origin, knobs)` replaces measuring in a worker process (benchmarks of
+        the search itself use it with a known surface).
+        """
         from smac.runhistory.dataclasses import TrialInfo
 
         observer = observer or NullObserver()
@@ -299,7 +279,7 @@ class Study:
         started = time.time()
         measured: dict[str, TrialResult] = {}
         configspace = space.configspace(self.spec.seed) if space.knobs else None
-        smac = self._smac(configspace) if configspace is not None else None
+        smac = self._optimizer(configspace) if configspace is not None else None
 
         def record(result: TrialResult, info: Any | None) -> None:
             measured[_key(result.knobs)] = result
@@ -309,21 +289,36 @@ class Study:
                     info = TrialInfo(config=config, seed=0)
                 smac.tell(info, self._value(result))
 
+        def trial(origin: str, knobs: dict[str, Value], info: Any | None) -> None:
+            number = len(results)
+            if evaluate is None:
+                result = run_trial(
+                    worker,
+                    self.setup,
+                    number,
+                    origin,
+                    knobs,
+                    self.spec.protocol,
+                    self.spec.timeout_s(),
+                    observer,
+                    self.run_dir,
+                )
+            else:
+                observer.trial_started(number, origin, knobs)
+                result = evaluate(number, origin, knobs)
+            _append(self.trials_path, result)
+            results.append(result)
+            record(result, info)
+            observer.trial_finished(result, best_of(results))
+
         for result in results:
             record(result, None)
         worker = Worker(self.run_dir / "workers")
         stopped = "budget spent"
         try:
-            if not any(r.origin == "baseline" for r in results) and self._budget_left(
-                results, started
-            ):
-                result = self._trial(
-                    worker, len(results), "baseline", space.default_knobs(), observer
-                )
-                _append(self.trials_path, result)
-                results.append(result)
-                record(result, None)
-                observer.trial_finished(result, best_of(results))
+            has_baseline = any(r.origin == "baseline" for r in results)
+            if not has_baseline and self._budget_left(results, started):
+                trial("baseline", space.default_knobs(), None)
             repeats = 0
             while self._budget_left(results, started):
                 if smac is None:
@@ -339,12 +334,7 @@ class Study:
                         break
                     continue
                 repeats = 0
-                origin = _origin(info.config.origin)
-                result = self._trial(worker, len(results), origin, knobs, observer)
-                _append(self.trials_path, result)
-                results.append(result)
-                record(result, info)
-                observer.trial_finished(result, best_of(results))
+                trial(_origin(info.config.origin), knobs, info)
         finally:
             worker.close()
         baseline = next((r for r in results if r.origin == "baseline"), None)

@@ -224,3 +224,27 @@ def fake_model_dir(path: Path) -> Path:
     tokenizer.save(str(path / "tokenizer.json"))
     (path / "config.json").write_text(json.dumps({"model_type": "fake", "vocab_size": 300}))
     return path
+
+
+def surface_result(number: int, origin: str, knobs: dict[str, Value]) -> Any:
+    """A trial result read off `surface` with no time spent: for benchmarking the search itself
+    (`Study.run(evaluate=surface_result)`)."""
+    from datetime import UTC, datetime
+
+    from tuner.measure import Measurement, Run
+    from tuner.trial import TrialResult
+
+    rate = surface(knobs)
+    common = {
+        "number": number,
+        "origin": origin,
+        "knobs": knobs,
+        "wall_s": 0.0,
+        "started_at": datetime.now(UTC),
+    }
+    if rate is None:
+        return TrialResult(status="oom", reason="fake engine: does not fit", **common)
+    run = Run(
+        elapsed_s=1000 / rate, requests=1, input_tokens=0, output_tokens=1000, truncated=False
+    )
+    return TrialResult(status="ok", measurement=Measurement.from_runs(run, [run] * 3), **common)

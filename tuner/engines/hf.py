@@ -59,10 +59,11 @@ class _Batch:
     input_tokens: int
 
 
-class GenerateEngine:
-    """transformers `AutoModelForCausalLM.generate` with fixed output lengths."""
+class TransformersEngine:
+    """What the transformers adapters share: catalogue file, versions, releasing memory."""
 
-    name: ClassVar[str] = "hf"
+    name: ClassVar[str]
+    _torch: Any
 
     @classmethod
     def catalogue(cls) -> Catalogue:
@@ -71,6 +72,17 @@ class GenerateEngine:
     @classmethod
     def versions(cls) -> dict[str, str]:
         return transformers_versions()
+
+    def _release(self) -> None:
+        gc.collect()
+        if self._torch.cuda.is_available():
+            self._torch.cuda.empty_cache()
+
+
+class GenerateEngine(TransformersEngine):
+    """transformers `AutoModelForCausalLM.generate` with fixed output lengths."""
+
+    name: ClassVar[str] = "hf"
 
     def __init__(self, model_dir: Path, knobs: Mapping[str, Value]) -> None:
         import torch
@@ -163,9 +175,7 @@ class GenerateEngine:
 
     def close(self) -> None:
         del self.model
-        gc.collect()
-        if self._torch.cuda.is_available():
-            self._torch.cuda.empty_cache()
+        self._release()
 
 
 def count_new_tokens(new: Any, eos_ids: Any) -> Any:

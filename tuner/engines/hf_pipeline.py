@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tuner.engines import load_catalogue
 from tuner.engines.base import EngineOutOfMemory, RunOutput
-from tuner.engines.hf import count_new_tokens, transformers_versions
-from tuner.knobs import Catalogue, Value
+from tuner.engines.hf import TransformersEngine, count_new_tokens
+from tuner.knobs import Value
 from tuner.workloads import Request
 
 
-class PipelineEngine:
+class PipelineEngine(TransformersEngine):
     """The text-generation pipeline, fed prompt text in chunks of its batch size."""
 
     name: ClassVar[str] = "hf-pipeline"
-
-    @classmethod
-    def catalogue(cls) -> Catalogue:
-        return load_catalogue(cls.name)
-
-    @classmethod
-    def versions(cls) -> dict[str, str]:
-        return transformers_versions()
 
     def __init__(self, model_dir: Path, knobs: Mapping[str, Value]) -> None:
         import torch
@@ -98,6 +88,4 @@ class PipelineEngine:
 
     def close(self) -> None:
         del self.pipe
-        gc.collect()
-        if self._torch.cuda.is_available():
-            self._torch.cuda.empty_cache()
+        self._release()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ CONFIG_DIR = Path(__file__).parent / "synthetic"
 RECIPE_VERSION = 1
 SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>"]
 BOS_ID, EOS_ID, PAD_ID = range(len(SPECIAL_TOKENS))
+log = logging.getLogger(__name__)
 
 
 def names() -> list[str]:
@@ -60,6 +62,7 @@ def ensure(name: str) -> Path:
     with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "config.json").is_file():
+            log.warning("building synthetic:%s into %s (first use only)", name, target)
             _build(name, target)
     return target
 
@@ -94,6 +97,9 @@ def train_tokenizer(vocab_size: int) -> Any:
 def _build(name: str, target: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     arch = architecture(name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
