@@ -143,3 +143,12 @@ def test_crashes_and_hangs_are_data_and_the_study_goes_on(fake_model: Path, tmp_
 def test_pinned_knobs_hold_in_every_trial(fake_model: Path, tmp_path: Path) -> None:
     study = Study.create(spec(fake_model, trials=5, pinned={"kernel": "tiled"}), tmp_path / "r")
     assert all(r.knobs["kernel"] == "tiled" for r in study.run().results)
+
+
+def test_resume_refuses_trials_from_another_search_space(fake_model: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    Study.create(spec(fake_model, trials=1), run_dir).run()
+    path = run_dir / "trials.jsonl"
+    path.write_text(path.read_text().replace('"kernel":"basic"', '"kernel":"quantum"'))
+    with pytest.raises(TunerError, match="does not fit this machine's search space"):
+        Study.resume(run_dir, trials=3).run()

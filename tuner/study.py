@@ -312,7 +312,13 @@ class Study:
             observer.trial_finished(result, best_of(results))
 
         for result in results:
-            record(result, None)
+            try:
+                record(result, None)
+            except ValueError as exc:  # ConfigSpace rejects knobs this platform does not offer
+                raise TunerError(
+                    f"{self.trials_path}: trial {result.number} does not fit this machine's "
+                    f"search space ({exc}); resume on the machine that started the study"
+                ) from None
         worker = Worker(self.run_dir / "workers")
         stopped = "budget spent"
         try:
