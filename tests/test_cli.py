@@ -185,3 +185,19 @@ def assert_one_line_error(result, message: str) -> None:  # type: ignore[no-unty
     assert len(errors) == 1, result.stderr
     assert message in errors[0], errors[0]
     assert "Traceback" not in result.output
+
+
+def test_without_nvml_the_study_runs_and_says_so_once(fake_model: Path, tmp_path: Path) -> None:
+    from tuner.hardware import detect_hardware
+
+    if detect_hardware().gpus:
+        pytest.skip("this machine has a GPU")
+    result = runner.invoke(app, ["tune", *fake_args(fake_model, tmp_path, "--trials", "3")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("no GPU telemetry") == 1
+    trials = [json.loads(line) for line in (tmp_path / "run" / "trials.jsonl").open()]
+    assert len(trials) == 3
+    for trial in trials:
+        assert trial["measurement"]["energy"] is None
+        assert trial["measurement"]["energy_note"] == "the engine runs on no GPU"
+        assert trial["measurement"]["runs"][0]["telemetry"] is None

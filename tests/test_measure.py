@@ -42,7 +42,8 @@ def test_measure_reports_cold_run_apart_and_takes_the_median_of_repeats() -> Non
     # Cold run 10 s (compilation), then three warm runs of 1, 2 and 4 s.
     engine = ScriptedEngine(clock, [10.0, 1.0, 2.0, 4.0], tokens_per_request=10)
     stages: list[str] = []
-    m = measure(engine, REQUESTS, {}, Protocol(repeats=3), clock=clock, progress=stages.append)
+    protocol = Protocol(repeats=3, max_remeasures=0)
+    m = measure(engine, REQUESTS, {}, protocol, clock=clock, progress=stages.append)
     assert stages == ["warm-up", "run 1/3", "run 2/3", "run 3/3"]
     assert m.cold.elapsed_s == 10.0 and m.cold.output_tokens_per_s == 5.0
     assert [r.elapsed_s for r in m.runs] == [1.0, 2.0, 4.0]

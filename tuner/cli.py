@@ -78,6 +78,11 @@ RunLimit = Annotated[
     float, typer.Option(min=0.001, help="Seconds a timed run may take before it is cut.")
 ]
 WarmupLimit = Annotated[float, typer.Option(min=0.001, help="Seconds the warm-up may take.")]
+MaxCv = Annotated[
+    float, typer.Option(min=0, help="Re-measure when repeats spread more than this (cv).")
+]
+MaxRemeasures = Annotated[int, typer.Option(min=0, help="Extra sets of repeats at most.")]
+SamplePeriod = Annotated[float, typer.Option(min=0.001, help="GPU sampling period in seconds.")]
 TrialTimeout = Annotated[
     float | None,
     typer.Option(min=1, help="Hard limit on a trial, load included [default: from the limits]."),
@@ -98,6 +103,26 @@ def _model_and_sizes(
             f"{output_tokens} tokens out per request)[/]"
         )
     return DEFAULT_MODEL, requests, output_tokens
+
+
+def _protocol(
+    repeats: int,
+    run_time_limit: float,
+    warmup_time_limit: float,
+    max_cv: float,
+    max_remeasures: int,
+    sample_period: float,
+) -> Any:
+    from tuner.measure import Protocol
+
+    return Protocol(
+        repeats=repeats,
+        run_time_limit_s=run_time_limit,
+        warmup_time_limit_s=warmup_time_limit,
+        max_cv=max_cv,
+        max_remeasures=max_remeasures,
+        sample_period_s=sample_period,
+    )
 
 
 def _optimizer(name: str) -> Any:
@@ -140,6 +165,9 @@ def tune(
     repeats: Repeats = 3,
     run_time_limit: RunLimit = 60.0,
     warmup_time_limit: WarmupLimit = 180.0,
+    max_cv: MaxCv = 0.05,
+    max_remeasures: MaxRemeasures = 2,
+    sample_period: SamplePeriod = 0.05,
     trial_timeout: TrialTimeout = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Run directory [default: runs/<time>-<engine>-...].")
@@ -158,7 +186,6 @@ def tune(
     quiet: Quiet = False,
 ) -> None:
     """Search the engine's knobs with SMAC3 and write the best configuration as a profile."""
-    from tuner.measure import Protocol
     from tuner.study import Study, StudySpec, check_writable, prepare, run_dir_for
     from tuner.workloads import load_workload
 
@@ -182,16 +209,25 @@ def tune(
                 time_budget_s=time_budget,
                 seed=seed,
                 optimizer=_optimizer(optimizer),
-                protocol=Protocol(
-                    repeats=repeats,
-                    run_time_limit_s=run_time_limit,
-                    warmup_time_limit_s=warmup_time_limit,
+                protocol=_protocol(
+                    repeats,
+                    run_time_limit,
+                    warmup_time_limit,
+                    max_cv,
+                    max_remeasures,
+                    sample_period,
                 ),
                 pinned=setup.space.pinned,
                 trial_timeout_s=trial_timeout,
             )
             study = Study.create(spec, run_dir or run_dir_for(Path("runs"), setup), setup)
         _run_study(study, profiles_dir, json_=json_, quiet=quiet)
+
+
+def _say_no_telemetry(hardware: Any) -> None:
+    """Once per command, not per trial: why there will be no energy figures."""
+    if not hardware.gpus:
+        err.print(f"[dim]no GPU telemetry on this machine: {hardware.no_gpu_reason}[/]")
 
 
 def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> None:
@@ -207,6 +243,7 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
             f"({len(s.requests)} requests) · {s.hardware.gpu_name} · run dir {study.run_dir}"
             + (f" · resuming after {done} trials" if done else "")
         )
+        _say_no_telemetry(s.hardware)
     try:
         if quiet:
             outcome = study.run(NullObserver())
@@ -272,13 +309,15 @@ def bench(
     repeats: Repeats = 3,
     run_time_limit: RunLimit = 60.0,
     warmup_time_limit: WarmupLimit = 180.0,
+    max_cv: MaxCv = 0.05,
+    max_remeasures: MaxRemeasures = 2,
+    sample_period: SamplePeriod = 0.05,
     trial_timeout: TrialTimeout = None,
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
     """Measure one configuration: the engine's defaults with --set changes."""
     from tuner.console import StudyView, measurement_table
-    from tuner.measure import Protocol
     from tuner.study import NullObserver, StudySpec, prepare
     from tuner.study import bench as run_bench
     from tuner.workloads import load_workload
@@ -289,8 +328,8 @@ def bench(
         spec_workload = load_workload(workload, requests=requests, output_tokens=output_tokens)
         setup = prepare(engine, model, spec_workload)
         knobs = setup.space.complete(setup.space.parse_overrides(set_ or []))
-        protocol = Protocol(
-            repeats=repeats, run_time_limit_s=run_time_limit, warmup_time_limit_s=warmup_time_limit
+        protocol = _protocol(
+            repeats, run_time_limit, warmup_time_limit, max_cv, max_remeasures, sample_period
         )
         timeout = StudySpec(
             engine=engine,
@@ -299,6 +338,8 @@ def bench(
             protocol=protocol,
             trial_timeout_s=trial_timeout,
         ).timeout_s()
+    if not quiet:
+        _say_no_telemetry(setup.hardware)
     log_dir = Path(tempfile.mkdtemp(prefix="tuner-bench-"))
     try:
         if quiet:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from tuner.hardware import Hardware
 from tuner.knobs import SearchSpace, Value
+from tuner.measure import Measurement
 from tuner.profiles import Profile
 from tuner.trial import TrialResult
 
@@ -95,7 +96,10 @@ def trials_table(results: Sequence[TrialResult], best: TrialResult | None) -> Ta
     for r in results:
         names += [n for n in r.knobs if n not in names]
     table = Table(title="trials (* best)", title_justify="left")
-    for col in ("#", "origin", "status", "out tok/s", "cv", "cold tok/s", "load s"):
+    energy = any(r.measurement and r.measurement.energy for r in results)
+    columns = ["#", "origin", "status", "out tok/s", "cv", "cold tok/s", "load s"]
+    columns += ["J/tok"] if energy else []
+    for col in columns:
         table.add_column(col, justify="right" if col not in ("origin", "status") else "left")
     for name in names:
         table.add_column(name)
@@ -108,6 +112,9 @@ def trials_table(results: Sequence[TrialResult], best: TrialResult | None) -> Ta
             fmt_rate(m.cold.output_tokens_per_s) if m else "-",
             "reused" if r.reused_model else (f"{r.load_s:.1f}" if r.load_s is not None else "-"),
         ]
+        if energy:
+            e = m.energy if m else None
+            figures.append(f"{e.joules_per_output_token.median:.3g}" if e else "-")
         if not m:
             figures[0] = f"[dim]{r.reason or ''}[/]"
         knobs = [_fmt_value(r.knobs[n]) if n in r.knobs else "" for n in names]
@@ -148,8 +155,28 @@ def measurement_table(result: TrialResult) -> Table:
         table.add_row("per run", f"{done.requests} requests, {done.output_tokens:,} tokens out")
         if m.truncated:
             table.add_row("note", "runs hit the time limit; scored from completed work")
+        if m.remeasured:
+            table.add_row("re-measured", f"{m.remeasured} more set(s) of repeats")
+        for label, value in energy_rows(m):
+            table.add_row(label, value)
     table.add_row("wall", f"{result.wall_s:.1f} s")
     return table
+
+
+def energy_rows(m: Measurement) -> list[tuple[str, str]]:
+    """Energy, power, memory and throttling of a measurement, as table rows."""
+    e = m.energy
+    if e is None:
+        return [("energy", f"[dim]{m.energy_note or 'not measured'}[/]")]
+    peak_w = f"{e.peak_power_w:,.0f} W" if e.peak_power_w is not None else "-"
+    memory = f"{e.peak_memory_mib:,.0f} MiB" if e.peak_memory_mib is not None else "-"
+    return [
+        ("J / output token", f"{e.joules_per_output_token.median:.4g} ({e.energy_source})"),
+        ("output tok/s per W", f"{e.output_tokens_per_s_per_w.median:,.2f}"),
+        ("power avg / peak", f"{e.avg_power_w.median:,.0f} W / {peak_w}"),
+        ("peak GPU memory", memory),
+        ("throttled", "[red]yes[/]" if m.throttled else "no"),
+    ]
 
 
 def profile_table(profile: Profile) -> Table:
@@ -177,6 +204,8 @@ def profile_table(profile: Profile) -> Table:
     if profile.best.measurement:
         s = profile.best.measurement.output_tokens_per_s
         table.add_row("best output tok/s", f"{s.median:,.1f} (cv {s.cv:.1%})")
+        for label, value in energy_rows(profile.best.measurement):
+            table.add_row(f"best {label}", value)
     base = profile.baseline
     if base is not None:
         figure = (

@@ -11,3 +11,11 @@ class NvmlError(Exception):
 
 class NvmlUnavailable(NvmlError):
     """NVML cannot be used on this machine: no library, no driver, or no GPU."""
+
+
+class NvmlNotSupported(NvmlError):
+    """This GPU or driver does not offer the NVML call asked for."""
+
+
+class GpuLost(NvmlError):
+    """The GPU stopped answering (fell off the bus, was reset or removed)."""

@@ -3,7 +3,9 @@
 The first run of a configuration pays for kernel selection, allocator growth and compilation (on
 the H100 test machine it read 2x to 15x slower than later runs), so it is reported apart as the
 cold run and never scored. Every run is bounded by a time limit: a slow configuration is stopped
-and scored from the work it completed.
+and scored from the work it completed. Repeats that spread more than `max_cv`, or that ran on a
+throttled GPU, are followed by another set of repeats, up to `max_remeasures` sets; the figures
+are over all timed runs and carry their spread. Each run carries its GPU telemetry.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuner.engines.base import Engine
 from tuner.knobs import Value
+from tuner.telemetry import DEFAULT_PERIOD_S, Sampler, Telemetry
 from tuner.workloads import Request
 
 Clock = Callable[[], float]
@@ -28,6 +31,9 @@ class Protocol(BaseModel):
     repeats: int = Field(default=3, ge=3, description="timed runs after the warm-up")
     run_time_limit_s: float = Field(default=60.0, gt=0, description="bound on each timed run")
     warmup_time_limit_s: float = Field(default=180.0, gt=0, description="bound on the warm-up")
+    max_cv: float = Field(default=0.05, ge=0, description="spread above which to re-measure")
+    max_remeasures: int = Field(default=2, ge=0, description="extra sets of repeats at most")
+    sample_period_s: float = Field(default=DEFAULT_PERIOD_S, gt=0, description="GPU sampling")
 
 
 class Run(BaseModel):
@@ -39,6 +45,7 @@ class Run(BaseModel):
     input_tokens: int
     output_tokens: int
     truncated: bool = Field(description="stopped at the time limit before every request was done")
+    telemetry: Telemetry | None = None
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -78,8 +85,48 @@ def stats(values: Sequence[float]) -> Stats:
     )
 
 
+class Energy(BaseModel):
+    """Energy figures over the timed runs (from their GPU telemetry)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    joules_per_output_token: Stats
+    output_tokens_per_s_per_w: Stats
+    avg_power_w: Stats
+    peak_power_w: float | None
+    peak_memory_mib: float | None
+    energy_source: str = Field(description="counter, integrated_power, or mixed")
+
+
+def energy_of(runs: Sequence[Run]) -> tuple[Energy | None, str | None]:
+    """Energy figures of runs, or None and the reason."""
+    windows: list[Telemetry] = []
+    for run in runs:
+        if run.telemetry is None:
+            return None, "no GPU telemetry"
+        if run.telemetry.energy_j is None or run.telemetry.energy_j <= 0:
+            notes = [g.note for g in run.telemetry.gpus if g.note]
+            return None, notes[0] if notes else "energy could not be read"
+        if run.output_tokens == 0:
+            return None, "a run produced no tokens"
+        windows.append(run.telemetry)
+    energies = [w.energy_j or 0.0 for w in windows]
+    tokens = [r.output_tokens for r in runs]
+    sources = {g.energy_source for w in windows for g in w.gpus}
+    peaks = [w.peak_power_w for w in windows if w.peak_power_w is not None]
+    memory = [w.peak_memory_mib for w in windows if w.peak_memory_mib is not None]
+    energy = Energy(
+        joules_per_output_token=stats([e / n for e, n in zip(energies, tokens, strict=True)]),
+        output_tokens_per_s_per_w=stats([n / e for e, n in zip(energies, tokens, strict=True)]),
+        avg_power_w=stats([w.avg_power_w or 0.0 for w in windows]),
+        peak_power_w=max(peaks) if peaks else None,
+        peak_memory_mib=max(memory) if memory else None,
+        energy_source=str(sources.pop()) if len(sources) == 1 else "mixed",
+    )
+    return energy, None
+
+
 class Measurement(BaseModel):
-    """A configuration's measurement: cold run apart, statistics over the warm repeats."""
+    """A configuration's measurement: cold run apart, statistics over the timed runs."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     cold: Run
@@ -87,34 +134,66 @@ class Measurement(BaseModel):
     output_tokens_per_s: Stats
     total_tokens_per_s: Stats
     truncated: bool = Field(description="some timed run hit its time limit")
+    energy: Energy | None = None
+    energy_note: str | None = Field(default=None, description="why there are no energy figures")
+    throttled: bool = Field(default=False, description="a GPU throttled during a timed run")
+    remeasured: int = Field(default=0, description="extra sets of repeats run")
+    stable: bool = Field(default=True, description="final spread within max_cv, no throttling")
 
     @classmethod
-    def from_runs(cls, cold: Run, runs: Sequence[Run]) -> Measurement:
+    def from_runs(
+        cls, cold: Run, runs: Sequence[Run], *, remeasured: int = 0, max_cv: float | None = None
+    ) -> Measurement:
+        rates = stats([r.output_tokens_per_s for r in runs])
+        throttled = any(r.telemetry is not None and r.telemetry.throttled for r in runs)
+        energy, note = energy_of(runs)
         return cls(
             cold=cold,
             runs=list(runs),
-            output_tokens_per_s=stats([r.output_tokens_per_s for r in runs]),
+            output_tokens_per_s=rates,
             total_tokens_per_s=stats([r.total_tokens_per_s for r in runs]),
             truncated=any(r.truncated for r in runs),
+            energy=energy,
+            energy_note=note,
+            throttled=throttled,
+            remeasured=remeasured,
+            stable=(max_cv is None or rates.cv <= max_cv) and not throttled,
         )
 
 
 def timed_run(
-    engine: Engine, prepared: object, total_requests: int, limit_s: float, clock: Clock
+    engine: Engine,
+    prepared: object,
+    total_requests: int,
+    limit_s: float,
+    clock: Clock,
+    sampler: Sampler | None = None,
 ) -> Run:
-    """One run of the prepared workload, bounded by `limit_s`. The deadline handed to the engine
-    is on `time.perf_counter`'s scale, whatever `clock` measures with."""
+    """One run of the prepared workload, bounded by `limit_s`, with the GPUs sampled around it.
+    The deadline handed to the engine is on `time.perf_counter`'s scale, whatever `clock` is."""
+    if sampler is not None:
+        sampler.start()
     deadline = time.perf_counter() + limit_s
     start = clock()
-    out = engine.run(prepared, deadline)
-    elapsed = clock() - start
+    try:
+        out = engine.run(prepared, deadline)
+        elapsed = clock() - start
+    finally:
+        telemetry = sampler.stop() if sampler is not None else None
     return Run(
         elapsed_s=elapsed,
         requests=out.requests,
         input_tokens=out.input_tokens,
         output_tokens=out.output_tokens,
         truncated=out.requests < total_requests,
+        telemetry=telemetry,
     )
+
+
+def needs_remeasure(runs: Sequence[Run], max_cv: float) -> bool:
+    """Whether a set of repeats spread too much or ran on a throttled GPU."""
+    throttled = any(r.telemetry is not None and r.telemetry.throttled for r in runs)
+    return throttled or stats([r.output_tokens_per_s for r in runs]).cv > max_cv
 
 
 def measure(
@@ -125,13 +204,28 @@ def measure(
     *,
     clock: Clock = time.perf_counter,
     progress: Callable[[str], None] = lambda _: None,
+    sampler: Sampler | None = None,
 ) -> Measurement:
-    """Prepares once, warms up with the full workload, then times `protocol.repeats` runs."""
+    """Prepares once, warms up with the full workload, then times `protocol.repeats` runs, and
+    more sets of repeats while they spread past `protocol.max_cv` (up to the limit)."""
     prepared = engine.prepare(requests, knobs)
     progress("warm-up")
-    cold = timed_run(engine, prepared, len(requests), protocol.warmup_time_limit_s, clock)
-    runs = []
-    for i in range(protocol.repeats):
-        progress(f"run {i + 1}/{protocol.repeats}")
-        runs.append(timed_run(engine, prepared, len(requests), protocol.run_time_limit_s, clock))
-    return Measurement.from_runs(cold, runs)
+    cold = timed_run(engine, prepared, len(requests), protocol.warmup_time_limit_s, clock, sampler)
+
+    def repeat_set(label: str) -> list[Run]:
+        runs = []
+        for i in range(protocol.repeats):
+            progress(f"{label}{i + 1}/{protocol.repeats}")
+            runs.append(
+                timed_run(
+                    engine, prepared, len(requests), protocol.run_time_limit_s, clock, sampler
+                )
+            )
+        return runs
+
+    runs = repeat_set("run ")
+    remeasured = 0
+    while remeasured < protocol.max_remeasures and needs_remeasure(runs, protocol.max_cv):
+        remeasured += 1
+        runs += repeat_set(f"re-measure {remeasured}: run ")
+    return Measurement.from_runs(cold, runs, remeasured=remeasured, max_cv=protocol.max_cv)

@@ -8,22 +8,27 @@
 - `ScriptedEngine` and `FakeClock`: run durations chosen by the test, for measurement arithmetic.
 - `fake_model_dir`: a model folder with a tokenizer and a config but no weights, enough for
   workloads to be tokenized for fake engines.
+- `FakeGpu`: a GPU whose NVML readings follow scripts (an energy counter built on
+  `itertools.count`, one that goes backwards, a device that disappears, unsupported calls), for
+  testing telemetry without a GPU.
 
 Use them with `--engine tuner.testing:FakeEngine` or `engine="tuner.testing:FakeEngine"`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from tuner.engines.base import EngineOutOfMemory, RunOutput
+from tuner.errors import GpuLost, NvmlNotSupported
 from tuner.knobs import Catalogue, Value
 from tuner.workloads import Request
 
@@ -248,3 +253,77 @@ def surface_result(number: int, origin: str, knobs: dict[str, Value]) -> Any:
         elapsed_s=1000 / rate, requests=1, input_tokens=0, output_tokens=1000, truncated=False
     )
     return TrialResult(status="ok", measurement=Measurement.from_runs(run, [run] * 3), **common)
+
+
+class FakeGpu:
+    """A GPU whose readings come from scripts: each call of a reading takes its next value.
+
+    `energy_j=None` means the board has no energy counter. After `lost_after` readings of any
+    kind, every call fails as if the GPU fell off the bus. Readings named in `unsupported` fail
+    as NVML's NOT_SUPPORTED.
+    """
+
+    def __init__(
+        self,
+        index: int = 0,
+        *,
+        power_w: Iterable[float] = (),
+        energy_j: Iterable[float] | None = None,
+        memory_used_mib: Iterable[float] = (),
+        sm_clock_mhz: Iterable[float] = (),
+        temperature_c: Iterable[float] = (),
+        utilization_pct: Iterable[float] = (),
+        clock_event_reasons: Iterable[int] = (),
+        lost_after: int | None = None,
+        unsupported: Iterable[str] = (),
+    ) -> None:
+        self.index = index
+        self.uuid = f"GPU-fake-{index}"
+        self._scripts: dict[str, Iterator[float]] = {
+            "power_w": iter(power_w or itertools.repeat(300.0)),
+            "memory_used_mib": iter(memory_used_mib or itertools.repeat(20_000.0)),
+            "sm_clock_mhz": iter(sm_clock_mhz or itertools.repeat(1980.0)),
+            "temperature_c": iter(temperature_c or itertools.repeat(60.0)),
+            "utilization_pct": iter(utilization_pct or itertools.repeat(95.0)),
+            "clock_event_reasons": iter(clock_event_reasons or itertools.repeat(0)),
+        }
+        self._unsupported = set(unsupported)
+        if energy_j is None:
+            self._unsupported.add("energy_j")
+        else:
+            self._scripts["energy_j"] = iter(energy_j)
+        self._lost_after = lost_after
+        self.reads = 0
+        self.closed = False
+
+    def _next(self, name: str) -> float:
+        self.reads += 1
+        if self._lost_after is not None and self.reads > self._lost_after:
+            raise GpuLost("NVML error 15: GPU is lost")
+        if name in self._unsupported:
+            raise NvmlNotSupported("NVML error 3: Not Supported")
+        return next(self._scripts[name])
+
+    def power_w(self) -> float:
+        return self._next("power_w")
+
+    def energy_j(self) -> float:
+        return self._next("energy_j")
+
+    def memory_used_mib(self) -> float:
+        return self._next("memory_used_mib")
+
+    def sm_clock_mhz(self) -> float:
+        return self._next("sm_clock_mhz")
+
+    def temperature_c(self) -> float:
+        return self._next("temperature_c")
+
+    def utilization_pct(self) -> float:
+        return self._next("utilization_pct")
+
+    def clock_event_reasons(self) -> int:
+        return int(self._next("clock_event_reasons"))
+
+    def close(self) -> None:
+        self.closed = True

@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from tuner.engines.base import Engine, EngineOutOfMemory
+from tuner.errors import NvmlError
+from tuner.nvml import open_devices
+from tuner.telemetry import Sampler
 from tuner.trial import Outcome, TrialTask
 
 Progress = Callable[[str], None]
@@ -49,11 +52,31 @@ def one_line(exc: BaseException, limit: int = 400) -> str:
 
 @dataclass
 class Loaded:
-    """The engine a worker holds, and the load it came from."""
+    """The engine a worker holds, the load it came from, and the sampler of its GPUs."""
 
     key: tuple[Any, ...]
     engine: Engine
     versions: dict[str, str]
+    sampler: Sampler | None = None
+    no_telemetry: str | None = None
+
+    def close(self) -> None:
+        self.engine.close()
+        if self.sampler is not None:
+            for device in self.sampler.gpus:
+                device.close()
+
+
+def gpu_sampler(engine: Engine, period_s: float) -> tuple[Sampler | None, str | None]:
+    """A sampler of the GPUs the engine placed its model on, or None and the reason."""
+    indices = list(getattr(engine, "gpu_indices", list)())
+    if not indices:
+        return None, "the engine runs on no GPU"
+    try:
+        devices = open_devices(indices)
+    except NvmlError as exc:
+        return None, f"no GPU telemetry: {exc}"
+    return Sampler(devices, period_s=period_s), None
 
 
 def execute(
@@ -69,18 +92,26 @@ def execute(
         reused = loaded is not None and loaded.key == key
         if not reused:
             if loaded is not None:
-                loaded.engine.close()
+                loaded.close()
                 loaded = None
             progress("loading")
             cls = engine_class(task.engine)
             start = time.perf_counter()
             engine = cls(Path(task.model_dir), task.load_knobs)
             load_s = time.perf_counter() - start
-            loaded = Loaded(key, engine, cls.versions())
+            sampler, no_telemetry = gpu_sampler(engine, task.protocol.sample_period_s)
+            loaded = Loaded(key, engine, cls.versions(), sampler, no_telemetry)
         assert loaded is not None
         measurement = measure(
-            loaded.engine, task.requests, task.run_knobs, task.protocol, progress=progress
+            loaded.engine,
+            task.requests,
+            task.run_knobs,
+            task.protocol,
+            progress=progress,
+            sampler=loaded.sampler,
         )
+        if loaded.no_telemetry is not None:
+            measurement = measurement.model_copy(update={"energy_note": loaded.no_telemetry})
         outcome = Outcome(
             status="ok",
             measurement=measurement,
@@ -127,7 +158,7 @@ def _main(conn: Any, log_path: str) -> None:
         if outcome.status != "ok":
             break
     if loaded is not None:
-        loaded.engine.close()
+        loaded.close()
 
 
 class Worker:

@@ -47,6 +47,13 @@ class Engine(Protocol):
         ...
 
 
+class UsesGpus(Protocol):
+    """Optional: an engine that says which GPUs (CUDA ordinals) hold its model, so that their
+    telemetry is sampled during runs. Engines without it are taken to use no GPU."""
+
+    def gpu_indices(self) -> list[int]: ...
+
+
 class EngineClass(Protocol):
     """The adapter class: its name, knob catalogue, versions, and constructor (the load)."""
 

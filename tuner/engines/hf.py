@@ -73,6 +73,14 @@ class TransformersEngine:
     def versions(cls) -> dict[str, str]:
         return transformers_versions()
 
+    def torch_model(self) -> Any:
+        raise NotImplementedError
+
+    def gpu_indices(self) -> list[int]:
+        """CUDA ordinals holding the model's weights."""
+        devices = {p.device for p in self.torch_model().parameters()}
+        return sorted(d.index or 0 for d in devices if d.type == "cuda")
+
     def _release(self) -> None:
         gc.collect()
         if self._torch.cuda.is_available():
@@ -109,6 +117,9 @@ class GenerateEngine(TransformersEngine):
             pad = int(self.eos_ids[0]) if len(self.eos_ids) else 0
         self.pad_id = int(pad)
         self.compile = bool(knobs.get("torch_compile", False))
+
+    def torch_model(self) -> Any:
+        return self.model
 
     def prepare(self, requests: Sequence[Request], knobs: Mapping[str, Value]) -> Any:
         torch = self._torch

@@ -40,6 +40,9 @@ class PipelineEngine(TransformersEngine):
         eos = [] if eos is None else eos
         self.eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos], dtype=torch.long)
 
+    def torch_model(self) -> Any:
+        return self.pipe.model
+
     def prepare(self, requests: Sequence[Request], knobs: Mapping[str, Value]) -> Any:
         batch_size = int(knobs["batch_size"])
         chunks = []
