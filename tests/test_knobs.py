@@ -259,3 +259,135 @@ def test_hf_catalogue_on_a_gpu_with_flash_attention() -> None:
 def test_fake_catalogue_is_valid() -> None:
     space = Catalogue.model_validate(FAKE_CATALOGUE).resolve(CPU)
     assert set(space.knobs) == {"batch_size", "kernel", "cache", "compile"}
+
+
+SCHED = {
+    "engine": "sched",
+    "summary": "vLLM-like scheduler knobs",
+    "knobs": {
+        "seqs": {
+            "type": "int",
+            "stage": "load",
+            "range": [1, 1024],
+            "log": True,
+            "default": 256,
+            "engine_default": True,
+            "help": "s",
+        },
+        "tokens": {
+            "type": "int",
+            "stage": "load",
+            "range": [16, 16384],
+            "log": True,
+            "default": 8192,
+            "engine_default": True,
+            "help": "t",
+        },
+        "chunked": {
+            "type": "bool",
+            "stage": "load",
+            "default": True,
+            "engine_default": True,
+            "help": "c",
+        },
+        "max_len": {
+            "type": "int",
+            "stage": "load",
+            "range": ["workload_max_tokens", "model_max_len"],
+            "log": True,
+            "default": 2048,
+            "engine_default": True,
+            "help": "m",
+        },
+        "tp": {
+            "type": "int",
+            "stage": "load",
+            "range": [1, "gpus"],
+            "divides": "heads",
+            "default": 1,
+            "help": "p",
+        },
+        "mem": {
+            "type": "float",
+            "stage": "load",
+            "range": [0.5, 0.95],
+            "default": 0.9,
+            "engine_default": True,
+            "help": "u",
+            "on": {"cpu": {"range": [0.05, 0.4], "default": 0.2, "engine_default": False}},
+        },
+    },
+    "forbidden": [
+        {"expr": "tokens < seqs", "because": "token budget below sequence budget"},
+        {"expr": "not chunked and tokens < max_len", "because": "prefill must fit a batch"},
+        {"expr": "tp * 2 > gpus", "because": "two replicas must fit"},
+    ],
+}
+FACTS = {"workload_max_tokens": 300, "model_max_len": 2048, "heads": 12}
+
+
+def test_facts_bound_ranges_and_divisors() -> None:
+    space = Catalogue.model_validate(SCHED).resolve(FOUR_GPUS, facts=FACTS)
+    assert (space.knobs["max_len"].low, space.knobs["max_len"].high) == (300, 2048)
+    assert space.knobs["tp"].choices == (1, 2, 3, 4)  # in 1..4 and dividing 12
+    assert type(space.configspace(0)["tp"]).__name__ == "OrdinalHyperparameter"
+    with pytest.raises(TunerError, match="tp=5 is outside"):
+        space.complete({"tp": 5})
+    missing = Catalogue.model_validate(SCHED).resolve(FOUR_GPUS)
+    assert "workload_max_tokens" in missing.dropped["max_len"]
+
+
+def test_engine_defaults_are_left_to_the_engine_in_the_baseline() -> None:
+    gpu = Catalogue.model_validate(SCHED).resolve(FOUR_GPUS, facts=FACTS)
+    assert gpu.default_knobs() == {"tp": 1}
+    assert gpu.centre_knobs()["seqs"] == 256 and gpu.centre_knobs()["mem"] == 0.9
+    cpu = Catalogue.model_validate(SCHED).resolve(CPU, facts=FACTS)
+    assert cpu.default_knobs() == {"mem": 0.2}  # on: cpu overrides the engine's default
+    assert (cpu.knobs["mem"].low, cpu.knobs["mem"].high) == (0.05, 0.4)
+    cs = gpu.configspace(0)
+    baseline = gpu.config_from_knobs(cs, gpu.default_knobs())
+    assert gpu.knobs_from_config(baseline)["seqs"] == 256
+
+
+def test_expression_rules_become_forbidden_relations() -> None:
+    space = Catalogue.model_validate(SCHED).resolve(FOUR_GPUS, facts=FACTS)
+    assert [r.text for r in space.rules] == [
+        "tokens < seqs",
+        "not chunked and tokens < max_len",
+        "tp * 2 > gpus",
+    ]
+    cs = space.configspace(1)
+    assert len(cs.forbidden_clauses) == 2  # the third is checked per proposal
+    assert space.violated({**space.centre_knobs(), "tp": 3}) is space.rules[2]
+    for config in cs.sample_configuration(300):
+        k = space.knobs_from_config(config)
+        assert k["tokens"] >= k["seqs"]
+        assert k["chunked"] or k["tokens"] >= k["max_len"]
+        assert space.violated(k) in (None, space.rules[2])
+    with pytest.raises(TunerError, match="seqs=64 tokens=32 is not allowed: token budget"):
+        space.complete({"seqs": 64, "tokens": 32})
+    # A rule is skipped where a knob it names is unset (the engine decides it).
+    assert space.violated({"tokens": 32}) is None
+
+
+def test_fixed_knobs_decide_parts_of_a_rule() -> None:
+    cat = Catalogue.model_validate(SCHED)
+    on = cat.resolve(FOUR_GPUS, {"chunked": True}, facts=FACTS)
+    assert [r.text for r in on.rules] == ["tokens < seqs", "tp * 2 > gpus"]
+    off = cat.resolve(FOUR_GPUS, {"chunked": False, "max_len": 1024}, facts=FACTS)
+    rule = off.rules[1]
+    assert rule.matches({"tokens": 512}) and not rule.matches({"tokens": 1024})
+    assert rule.clause({}) is None  # a bound against a constant is checked per proposal
+
+
+def test_rule_expressions_are_a_small_safe_language() -> None:
+    from tuner import rules
+
+    tree = rules.parse("a * b > gpus and not c")
+    assert rules.names(tree) == {"a", "b", "gpus", "c"}
+    assert rules.evaluate(tree, {"a": 2, "b": 3, "gpus": 4, "c": False})
+    with pytest.raises(rules.Unknown):
+        rules.evaluate(tree, {"a": 2})
+    for bad in ("__import__('os')", "a.b > 1", "[1][0]", "a if b else c", "lambda: 1"):
+        with pytest.raises(ValueError):
+            rules.parse(bad)

@@ -10,9 +10,10 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from tuner.hardware import Hardware
-from tuner.knobs import SearchSpace, Value
+from tuner.knobs import Value
 from tuner.measure import Measurement
 from tuner.profiles import Profile
+from tuner.space import SearchSpace
 from tuner.trial import TrialResult
 
 STATUS_STYLE = {"ok": "green", "oom": "yellow", "crashed": "red", "timeout": "magenta"}

@@ -21,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tuner.engines import engine_class
 from tuner.errors import TunerError
 from tuner.hardware import Hardware, detect_hardware, detect_platform
-from tuner.knobs import Catalogue, SearchSpace, Value, describe
+from tuner.knobs import Catalogue, Value, describe
 from tuner.measure import Protocol as MeasureProtocol
-from tuner.models import ModelRef, resolve_model
+from tuner.models import ModelRef, model_facts, resolve_model
 from tuner.search import Optimizer, make_optimizer
+from tuner.space import SearchSpace
 from tuner.trial import TrialResult, TrialTask
 from tuner.worker import Worker
 from tuner.workloads import Request, Tokenizer, WorkloadSpec, build_requests, load_workload
@@ -49,6 +50,9 @@ class StudySpec(BaseModel):
     optimizer: Optimizer = "gp"
     protocol: MeasureProtocol = MeasureProtocol()
     pinned: dict[str, Value] = {}
+    engine_options: dict[str, Any] = Field(
+        default={}, description="options of the engine adapter (server command, concurrency)"
+    )
     load_timeout_s: float = Field(default=900.0, gt=0)
     trial_timeout_s: float | None = Field(default=None, gt=0)
 
@@ -71,12 +75,28 @@ class Setup:
     workload: WorkloadSpec
     requests: list[Request]
     hardware: Hardware
+    options: dict[str, Any] = field(default_factory=dict)
+    fresh_process: bool = False
 
     def task(self, knobs: dict[str, Value], protocol: MeasureProtocol) -> TrialTask:
         load, run = self.space.split(knobs)
         return TrialTask(
-            self.engine, str(self.model.path), load, run, tuple(self.requests), protocol
+            self.engine,
+            str(self.model.path),
+            load,
+            run,
+            tuple(self.requests),
+            protocol,
+            dict(self.options),
+            self.fresh_process,
         )
+
+
+def facts_of(model: ModelRef, requests: Sequence[Request]) -> dict[str, float]:
+    """Model and workload facts that catalogue bounds and rules may name."""
+    facts = model_facts(model.path)
+    facts["workload_max_tokens"] = max(len(r.prompt_token_ids) + r.output_tokens for r in requests)
+    return facts
 
 
 def prepare(
@@ -86,6 +106,7 @@ def prepare(
     pinned: dict[str, Value] | None = None,
     *,
     set_pairs: Sequence[str] = (),
+    options: dict[str, Any] | None = None,
 ) -> Setup:
     """Resolves and checks everything a trial needs; bad input fails here, before any trial.
 
@@ -94,15 +115,29 @@ def prepare(
     cls = engine_class(engine)
     catalogue = cls.catalogue()
     platform = detect_platform(catalogue.modules())
-    space = catalogue.resolve(platform)
-    pinned = {**(pinned or {}), **space.parse_overrides(set_pairs)}
-    if pinned:
-        space.complete(pinned)  # ranges, conditions and forbidden combinations
-        space = catalogue.resolve(platform, pinned)
     spec = load_workload(workload) if isinstance(workload, str) else workload
     model_ref = resolve_model(model)
     requests = build_requests(spec, Tokenizer(model_ref.path))
-    return Setup(engine, catalogue, space, model_ref, spec, requests, detect_hardware())
+    facts = facts_of(model_ref, requests)
+    space = catalogue.resolve(platform, facts=facts)
+    pinned = {**(pinned or {}), **space.parse_overrides(set_pairs)}
+    if pinned:
+        space.complete(pinned)  # ranges, conditions and forbidden combinations
+        space = catalogue.resolve(platform, pinned, facts)
+    check = getattr(cls, "check_options", None)
+    if check is not None:
+        check(options or {})
+    return Setup(
+        engine,
+        catalogue,
+        space,
+        model_ref,
+        spec,
+        requests,
+        detect_hardware(),
+        dict(options or {}),
+        bool(getattr(cls, "fresh_process_per_load", False)),
+    )
 
 
 class Observer(Protocol):
@@ -208,7 +243,9 @@ class Study:
         given, is `prepare` of the spec's engine, model, workload and pinned knobs."""
         if (run_dir / STUDY_FILE).exists():
             raise TunerError(f"{run_dir} already holds a study; resume it with --resume {run_dir}")
-        setup = setup or prepare(spec.engine, spec.model, spec.workload, spec.pinned)
+        setup = setup or prepare(
+            spec.engine, spec.model, spec.workload, spec.pinned, options=spec.engine_options
+        )
         check_writable(run_dir, "run directory")
         (run_dir / STUDY_FILE).write_text(spec.model_dump_json(indent=2) + "\n")
         return cls(spec, setup, run_dir)
@@ -226,7 +263,9 @@ class Study:
         if trials is not None:
             spec = spec.model_copy(update={"trials": trials})
             path.write_text(spec.model_dump_json(indent=2) + "\n")
-        setup = prepare(spec.engine, spec.model, spec.workload, spec.pinned)
+        setup = prepare(
+            spec.engine, spec.model, spec.workload, spec.pinned, options=spec.engine_options
+        )
         return cls(spec, setup, run_dir)
 
     # -- the loop --------------------------------------------------------------------------------
@@ -283,11 +322,18 @@ class Study:
 
         def record(result: TrialResult, info: Any | None) -> None:
             measured[_key(result.knobs)] = result
-            if smac is not None:
-                if info is None:
-                    config = space.config_from_knobs(configspace, result.knobs)
-                    info = TrialInfo(config=config, seed=0)
-                smac.tell(info, self._value(result))
+            if smac is None:
+                return
+            if info is None:
+                # Knobs the engine chose itself (the baseline's) are told as it reported them.
+                reported = {
+                    n: v
+                    for n, v in result.engine_config.items()
+                    if n in space.knobs and _fits(space, n, v)
+                }
+                config = space.config_from_knobs(configspace, {**reported, **result.knobs})
+                info = TrialInfo(config=config, seed=0)
+            smac.tell(info, self._value(result))
 
         def trial(origin: str, knobs: dict[str, Value], info: Any | None) -> None:
             number = len(results)
@@ -332,8 +378,10 @@ class Study:
                     break
                 info = smac.ask()
                 knobs = space.knobs_from_config(info.config)
-                if _key(knobs) in measured:
-                    smac.tell(info, self._value(measured[_key(knobs)]))
+                known = measured.get(_key(knobs))
+                if known is not None or space.violated(knobs) is not None:
+                    # Measured already, or a combination the engine rejects: no trial is run.
+                    smac.tell(info, self._value(known) if known else _forbidden_value())
                     repeats += 1
                     if repeats >= MAX_REPEATED_PROPOSALS:
                         stopped = "search space exhausted"
@@ -384,6 +432,7 @@ def run_trial(
         started_at=started_at,
         log=log,
         versions=outcome.versions,
+        engine_config=outcome.engine_config,
     )
 
 
@@ -404,6 +453,21 @@ def bench(
     finally:
         worker.close()
     return result
+
+
+def _fits(space: SearchSpace, name: str, value: Value) -> bool:
+    try:
+        space.knobs[name].check(value)
+    except TunerError:
+        return False
+    return True
+
+
+def _forbidden_value() -> Any:
+    from smac.runhistory.dataclasses import TrialValue
+    from smac.runhistory.enumerations import StatusType
+
+    return TrialValue(cost=0.0, status=StatusType.CRASHED, additional_info={"forbidden": True})
 
 
 def _key(knobs: dict[str, Value]) -> str:

@@ -127,7 +127,9 @@ class FakeEngine:
     def versions(cls) -> dict[str, str]:
         return {"fake": "1.0"}
 
-    def __init__(self, model_dir: Path, knobs: Mapping[str, Value]) -> None:
+    def __init__(
+        self, model_dir: Path, knobs: Mapping[str, Value], options: Mapping[str, Any] | None = None
+    ) -> None:
         self.load_knobs = dict(knobs)
         spin(self.load_s)
 

@@ -7,9 +7,9 @@ the trial, not only the one being optimized.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,18 @@ class TrialTask:
     run_knobs: dict[str, Value]
     requests: tuple[Request, ...]
     protocol: Protocol
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    fresh_process: bool = False
+
+    @property
+    def load_key(self) -> tuple[Any, ...]:
+        """What identifies a model load: trials with the same key can share one."""
+        return (
+            self.engine,
+            self.model_dir,
+            tuple(sorted(self.load_knobs.items())),
+            tuple(sorted(self.engine_options.items())),
+        )
 
 
 class Outcome(BaseModel):
@@ -44,6 +56,9 @@ class Outcome(BaseModel):
     reused_model: bool = False
     versions: dict[str, str] = {}
     log: str | None = Field(default=None, description="the worker's log file")
+    engine_config: dict[str, Value] = Field(
+        default={}, description="knob values the engine reports it ran with"
+    )
 
 
 class TrialResult(BaseModel):
@@ -63,6 +78,9 @@ class TrialResult(BaseModel):
     started_at: datetime
     log: str | None = None
     versions: dict[str, str] = {}
+    engine_config: dict[str, Value] = Field(
+        default={}, description="knob values the engine reports it ran with (its own defaults too)"
+    )
 
     @property
     def output_tokens_per_s(self) -> float | None:

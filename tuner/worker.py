@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuner.engines.base import Engine, EngineOutOfMemory
+from tuner.engines.base import Engine, EngineOutOfMemory, EngineTimeout
 from tuner.errors import NvmlError
 from tuner.nvml import open_devices
 from tuner.telemetry import Sampler
@@ -80,13 +80,13 @@ def gpu_sampler(engine: Engine, period_s: float) -> tuple[Sampler | None, str | 
 
 
 def execute(
-    task: TrialTask, loaded: Loaded | None, progress: Progress
+    task: TrialTask, loaded: Loaded | None, progress: Progress, log_file: str | None = None
 ) -> tuple[Outcome, Loaded | None]:
     """Runs one task in this process, reusing `loaded` when the load-time knobs match."""
     from tuner.engines import engine_class
     from tuner.measure import measure
 
-    key = (task.engine, task.model_dir, tuple(sorted(task.load_knobs.items())))
+    key = task.load_key
     try:
         load_s = None
         reused = loaded is not None and loaded.key == key
@@ -97,7 +97,8 @@ def execute(
             progress("loading")
             cls = engine_class(task.engine)
             start = time.perf_counter()
-            engine = cls(Path(task.model_dir), task.load_knobs)
+            options = {**task.engine_options, "log_file": log_file}
+            engine = cls(Path(task.model_dir), task.load_knobs, options)
             load_s = time.perf_counter() - start
             sampler, no_telemetry = gpu_sampler(engine, task.protocol.sample_period_s)
             loaded = Loaded(key, engine, cls.versions(), sampler, no_telemetry)
@@ -112,17 +113,21 @@ def execute(
         )
         if loaded.no_telemetry is not None:
             measurement = measurement.model_copy(update={"energy_note": loaded.no_telemetry})
+        effective = getattr(loaded.engine, "effective_knobs", dict)()
         outcome = Outcome(
             status="ok",
             measurement=measurement,
             load_s=load_s,
             reused_model=reused,
             versions=loaded.versions,
+            engine_config=effective,
         )
         return outcome, loaded
     except Exception as exc:
         traceback.print_exc()
-        status = "oom" if is_oom(exc) else "crashed"
+        status = (
+            "timeout" if isinstance(exc, EngineTimeout) else "oom" if is_oom(exc) else "crashed"
+        )
         versions = loaded.versions if loaded is not None else {}
         return Outcome(status=status, reason=one_line(exc), versions=versions), None
 
@@ -153,7 +158,9 @@ def _main(conn: Any, log_path: str) -> None:
             break
         if task is None:
             break
-        outcome, loaded = execute(task, loaded, lambda text: conn.send(("progress", text)))
+        outcome, loaded = execute(
+            task, loaded, lambda text: conn.send(("progress", text)), log_path
+        )
         conn.send(("done", outcome.model_copy(update={"log": log_path})))
         if outcome.status != "ok":
             break
@@ -170,6 +177,7 @@ class Worker:
         self._proc: Any = None
         self._conn: Any = None
         self._started = 0
+        self._load_key: tuple[Any, ...] | None = None
         self.log_path: Path | None = None
 
     def _start(self) -> None:
@@ -186,6 +194,9 @@ class Worker:
 
     def run(self, task: TrialTask, timeout_s: float, progress: Progress | None = None) -> Outcome:
         """Runs `task` in the worker; a hang past `timeout_s` or a dead worker is an outcome."""
+        if task.fresh_process and self._load_key not in (None, task.load_key):
+            self.close()
+        self._load_key = task.load_key
         if self._proc is None or not self._proc.is_alive():
             self._reap()
             self._start()

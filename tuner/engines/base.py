@@ -21,6 +21,10 @@ class EngineOutOfMemory(Exception):
     """The engine ran out of device (or host) memory; adapters raise it for their engine's OOM."""
 
 
+class EngineTimeout(Exception):
+    """The engine did not become ready in time (a server that never answers, say)."""
+
+
 @dataclass(frozen=True)
 class RunOutput:
     """What one run produced, counted from what the engine returned."""
@@ -47,6 +51,13 @@ class Engine(Protocol):
         ...
 
 
+class ReportsConfig(Protocol):
+    """Optional: an engine that reports the knob values it ran with, including those it chose
+    itself when a knob was left unset (recorded as the trial's `engine_config`)."""
+
+    def effective_knobs(self) -> dict[str, Value]: ...
+
+
 class UsesGpus(Protocol):
     """Optional: an engine that says which GPUs (CUDA ordinals) hold its model, so that their
     telemetry is sampled during runs. Engines without it are taken to use no GPU."""
@@ -55,11 +66,19 @@ class UsesGpus(Protocol):
 
 
 class EngineClass(Protocol):
-    """The adapter class: its name, knob catalogue, versions, and constructor (the load)."""
+    """The adapter class: its name, knob catalogue, versions, and constructor (the load).
+
+    `options` are the study's engine options (a server command, a client concurrency, ...) plus
+    `log_file`, the worker's log. `fresh_process_per_load` asks for a new worker process before
+    each load (for engines that do not free their memory in-process).
+    """
 
     name: ClassVar[str]
+    fresh_process_per_load: ClassVar[bool]
 
-    def __call__(self, model_dir: Path, knobs: Mapping[str, Value]) -> Engine: ...
+    def __call__(
+        self, model_dir: Path, knobs: Mapping[str, Value], options: Mapping[str, Any]
+    ) -> Engine: ...
 
     def catalogue(self) -> Catalogue: ...
 

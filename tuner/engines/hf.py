@@ -92,7 +92,9 @@ class GenerateEngine(TransformersEngine):
 
     name: ClassVar[str] = "hf"
 
-    def __init__(self, model_dir: Path, knobs: Mapping[str, Value]) -> None:
+    def __init__(
+        self, model_dir: Path, knobs: Mapping[str, Value], options: Mapping[str, Any] | None = None
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 

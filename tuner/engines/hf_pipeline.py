@@ -18,7 +18,9 @@ class PipelineEngine(TransformersEngine):
 
     name: ClassVar[str] = "hf-pipeline"
 
-    def __init__(self, model_dir: Path, knobs: Mapping[str, Value]) -> None:
+    def __init__(
+        self, model_dir: Path, knobs: Mapping[str, Value], options: Mapping[str, Any] | None = None
+    ) -> None:
         import torch
         from transformers import pipeline
 

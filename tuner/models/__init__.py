@@ -77,3 +77,25 @@ def _from_hf_cache(repo_id: str) -> Path:
     if not (path / "config.json").is_file():
         raise TunerError(f"the cached copy of {repo_id!r} at {path} has no config.json")
     return path
+
+
+def model_facts(path: Path) -> dict[str, float]:
+    """Numbers from a model's config.json that knob bounds and rules may name:
+    `model_max_len`, `num_attention_heads`, `num_key_value_heads`, `num_hidden_layers`."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise TunerError(f"cannot read {path / 'config.json'}: {exc}") from None
+    config = config.get("text_config", config)
+    facts: dict[str, float] = {}
+    for fact, key in (
+        ("model_max_len", "max_position_embeddings"),
+        ("num_attention_heads", "num_attention_heads"),
+        ("num_key_value_heads", "num_key_value_heads"),
+        ("num_hidden_layers", "num_hidden_layers"),
+    ):
+        if isinstance(config.get(key), int):
+            facts[fact] = config[key]
+    return facts

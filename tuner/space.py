@@ -1,0 +1,490 @@
+"""Search spaces: a knob catalogue narrowed to one platform, model and workload.
+
+A `SearchSpace` knows which knobs are searched, fixed or dropped (and why), checks values a user
+gives by hand, and turns into a ConfigSpace space for SMAC.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tuner import rules
+from tuner.errors import TunerError
+from tuner.hardware import Platform
+from tuner.knobs import Catalogue, ForbiddenSpec, KnobSpec, Stage, Value, as_tuple
+from tuner.rules import Rule
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A knob as it stands on one platform: its values narrowed to what runs here."""
+
+    name: str
+    type: str
+    stage: Stage
+    help: str
+    default: Value
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Value, ...] = ()
+    when: tuple[tuple[str, tuple[Value, ...]], ...] = ()
+    engine_default: bool = False
+
+    def describe_values(self) -> str:
+        """Human form of the allowed values: `1..512 (log)` or `sdpa, eager`."""
+        if self.type in ("int", "float") and len(self.choices) < 2:
+            low, high = (
+                (int(self.low), int(self.high)) if self.type == "int" else (self.low, self.high)
+            )
+            return f"{low}..{high}" + (" (log)" if self.log else "")
+        return ", ".join(_fmt(c) for c in self.choices)
+
+    def parse(self, text: str) -> Value:
+        """Parses a value given as text (`--set name=value`) and checks it is allowed."""
+        text = text.strip()
+        if self.type == "int":
+            try:
+                value: Value = int(text)
+            except ValueError:
+                raise TunerError(f"{self.name} takes a whole number, not {text!r}") from None
+        elif self.type == "float":
+            try:
+                value = float(text)
+            except ValueError:
+                raise TunerError(f"{self.name} takes a number, not {text!r}") from None
+        elif self.type == "bool":
+            lowered = text.lower()
+            if lowered not in _BOOLS:
+                raise TunerError(f"{self.name} takes true or false, not {text!r}")
+            value = _BOOLS[lowered]
+        else:
+            matches = [c for c in self.choices if _fmt(c) == text]
+            if not matches:
+                raise TunerError(f"{self.name}={text} is not one of: {self.describe_values()}")
+            value = matches[0]
+        self.check(value)
+        return value
+
+    def check(self, value: Value) -> None:
+        """Raises `TunerError` when `value` is outside this knob's range or choices."""
+        if self.type in ("int", "float"):
+            assert self.low is not None and self.high is not None
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TunerError(f"{self.name} takes a number, not {value!r}")
+            if not self.low <= value <= self.high:
+                raise TunerError(f"{self.name}={value} is outside {self.describe_values()}")
+            if len(self.choices) > 1 and value not in self.choices:
+                raise TunerError(f"{self.name}={value} is not one of: {self.describe_values()}")
+        elif value not in self.choices:
+            raise TunerError(f"{self.name}={_fmt(value)} is not one of: {self.describe_values()}")
+
+
+_BOOLS = {
+    "true": True,
+    "false": False,
+    "1": True,
+    "0": False,
+    "yes": True,
+    "no": False,
+    "on": True,
+    "off": False,
+}
+
+
+def _fmt(value: Value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _native(value: Any) -> Value:
+    """ConfigSpace hands back numpy scalars; profiles and engines want plain Python values."""
+    return value.item() if hasattr(value, "item") else value
+
+
+class SearchSpace:
+    """The knobs of one engine on one platform: those searched, those fixed, those dropped."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        knobs: dict[str, Knob],
+        fixed: dict[str, Value],
+        dropped: dict[str, str],
+        rules: list[Rule],
+        pinned: dict[str, Value],
+        when: dict[str, tuple[tuple[str, tuple[Value, ...]], ...]],
+    ) -> None:
+        self.catalogue = catalogue
+        self.when = when
+        self.engine = catalogue.engine
+        self.knobs = knobs
+        self.fixed = fixed
+        self.dropped = dropped
+        self.rules = rules
+        self.pinned = pinned
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        catalogue: Catalogue,
+        platform: Platform,
+        pinned: dict[str, Value],
+        facts: Mapping[str, float],
+    ) -> SearchSpace:
+        available: dict[str, Knob] = {}
+        dropped: dict[str, str] = {}
+        for name, spec in catalogue.knobs.items():
+            knob_or_reason = _narrow(name, spec.on_device(platform.device), platform, facts)
+            if isinstance(knob_or_reason, str):
+                dropped[name] = knob_or_reason
+            else:
+                available[name] = knob_or_reason
+
+        for name, value in pinned.items():
+            if name not in catalogue.knobs:
+                raise TunerError(_unknown_knob(catalogue, name))
+            if name in dropped:
+                raise TunerError(f"{catalogue.engine} cannot set {name} here: {dropped[name]}")
+            available[name].check(value)
+
+        # Knobs left with one value, or pinned, are fixed; conditions on them are decided now.
+        fixed = {n: k.choices[0] for n, k in available.items() if len(k.choices) == 1}
+        fixed.update(pinned)
+        changed = True
+        while changed:
+            changed = False
+            for name, knob in list(available.items()):
+                if name in dropped:
+                    continue
+                for parent, allowed in knob.when:
+                    if parent in dropped or (parent in fixed and fixed[parent] not in allowed):
+                        if name in pinned:
+                            raise TunerError(
+                                f"{name} applies only when {_when_text(knob.when)}, "
+                                f"which is not the case here"
+                            )
+                        dropped[name] = f"applies only when {_when_text(knob.when)}"
+                        fixed.pop(name, None)
+                        changed = True
+                        break
+        # Conditions on fixed parents that hold are satisfied for good: drop them.
+        when = {
+            n: tuple((p, a) for p, a in k.when if p not in fixed)
+            for n, k in available.items()
+            if n not in dropped
+        }
+        knobs = {
+            n: _replace_when(k, when[n])
+            for n, k in available.items()
+            if n not in dropped and n not in fixed
+        }
+        rules_here = [
+            rule
+            for spec in catalogue.forbidden
+            if (rule := _narrow_rule(catalogue, spec, knobs, fixed, dropped, facts)) is not None
+        ]
+        return cls(catalogue, knobs, fixed, dropped, rules_here, pinned, when)
+
+    # -- values ----------------------------------------------------------------------------------
+
+    def default_knobs(self) -> dict[str, Value]:
+        """The engine's own default configuration on this platform (the baseline): knobs the
+        engine picks itself (`engine_default`) are left unset."""
+        knobs = {n: k.default for n, k in self.knobs.items() if not k.engine_default}
+        knobs.update(self.fixed)
+        return self._active(knobs)
+
+    def centre_knobs(self) -> dict[str, Value]:
+        """The centre of the search: every searched knob at its catalogue default."""
+        knobs = {n: k.default for n, k in self.knobs.items()}
+        knobs.update(self.fixed)
+        return self._active(knobs)
+
+    def violated(self, knobs: Mapping[str, Value]) -> Rule | None:
+        """The first forbidden rule `knobs` fall under, if any."""
+        return next((rule for rule in self.rules if rule.matches(knobs)), None)
+
+    def _active(self, knobs: dict[str, Value]) -> dict[str, Value]:
+        """Removes knobs whose condition does not hold, in catalogue order."""
+        active: dict[str, Value] = {}
+        for name in self.catalogue.knobs:
+            if name not in knobs:
+                continue
+            if all(p in active and active[p] in a for p, a in self.when.get(name, ())):
+                active[name] = knobs[name]
+        return active
+
+    def complete(self, overrides: Mapping[str, Value]) -> dict[str, Value]:
+        """Defaults with `overrides` applied, checked against ranges, conditions and rules."""
+        for name, value in overrides.items():
+            if name in self.dropped:
+                raise TunerError(f"{self.engine} cannot set {name} here: {self.dropped[name]}")
+            if name in self.fixed and self.fixed[name] != value:
+                raise TunerError(f"{name} is fixed at {_fmt(self.fixed[name])} here")
+            if name not in self.knobs and name not in self.fixed:
+                raise TunerError(_unknown_knob(self.catalogue, name))
+            if name in self.knobs:
+                self.knobs[name].check(value)
+        knobs = self.default_knobs()
+        knobs.update(overrides)
+        active = self._active(knobs)
+        for name in overrides:
+            if name not in active:
+                raise TunerError(f"{name} applies only when {_when_text(self.when[name])}")
+        rule = self.violated(active)
+        if rule is not None:
+            raise TunerError(f"{rule.describe(active)} is not allowed: {rule.because}")
+        return active
+
+    def parse_overrides(self, pairs: Iterable[str]) -> dict[str, Value]:
+        """Parses `name=value` strings (the CLI's `--set`)."""
+        out: dict[str, Value] = {}
+        for pair in pairs:
+            name, sep, text = pair.partition("=")
+            name = name.strip()
+            if not sep or not name:
+                raise TunerError(f"--set takes name=value, not {pair!r}")
+            if name in self.dropped:
+                raise TunerError(f"{self.engine} cannot set {name} here: {self.dropped[name]}")
+            if name in self.knobs:
+                out[name] = self.knobs[name].parse(text)
+            elif name in self.fixed:
+                out[name] = _parse_fixed(self, name, text)
+            else:
+                raise TunerError(_unknown_knob(self.catalogue, name))
+        return out
+
+    def split(self, knobs: Mapping[str, Value]) -> tuple[dict[str, Value], dict[str, Value]]:
+        """(load-time knobs, run-time knobs)."""
+        stage = {n: s.stage for n, s in self.catalogue.knobs.items()}
+        load = {n: v for n, v in knobs.items() if stage[n] == "load"}
+        run = {n: v for n, v in knobs.items() if stage[n] == "run"}
+        return load, run
+
+    # -- ConfigSpace ---------------------------------------------------------------------------
+
+    def configspace(self, seed: int = 0) -> Any:
+        """The searched knobs as a ConfigSpace space, defaults being the engine's defaults."""
+        from ConfigSpace import (
+            Categorical,
+            ConfigurationSpace,
+            EqualsCondition,
+            Float,
+            InCondition,
+            Integer,
+            OrdinalHyperparameter,
+        )
+        from ConfigSpace.exceptions import ForbiddenValueError
+
+        space = ConfigurationSpace(seed=seed)
+        params = {}
+        for name, knob in self.knobs.items():
+            if knob.type in ("int", "float") and len(knob.choices) > 1:
+                params[name] = OrdinalHyperparameter(
+                    name, list(knob.choices), default_value=knob.default
+                )
+            elif knob.type == "int":
+                params[name] = Integer(
+                    name, (int(knob.low), int(knob.high)), default=knob.default, log=knob.log
+                )
+            elif knob.type == "float":
+                params[name] = Float(
+                    name, (knob.low, knob.high), default=knob.default, log=knob.log
+                )
+            else:
+                params[name] = Categorical(name, list(knob.choices), default=knob.default)
+        space.add(list(params.values()))
+        for name, knob in self.knobs.items():
+            for parent, allowed in knob.when:
+                child, par = params[name], params[parent]
+                if len(allowed) == 1:
+                    space.add(EqualsCondition(child, par, allowed[0]))
+                else:
+                    space.add(InCondition(child, par, list(allowed)))
+        for rule in self.rules:
+            clause = rule.clause(params)
+            if clause is None:
+                continue  # checked on each proposal instead (`violated`)
+            try:
+                space.add(clause)
+            except ForbiddenValueError:
+                raise TunerError(
+                    f"{self.engine}: the search's centre {_fmt_knobs(self.centre_knobs())} is "
+                    f"itself forbidden ({rule.because}); change the knobs' defaults"
+                ) from None
+        return space
+
+    def knobs_from_config(self, config: Any) -> dict[str, Value]:
+        """Engine knobs for a ConfigSpace configuration: the searched values plus fixed ones."""
+        knobs = {name: _native(value) for name, value in dict(config).items()}
+        knobs.update(self.fixed)
+        return self._active(knobs)
+
+    def config_from_knobs(self, space: Any, knobs: Mapping[str, Value]) -> Any:
+        """The ConfigSpace configuration for engine knobs (fixed knobs left out). Searched knobs
+        that `knobs` leave unset take their value from the centre of the search."""
+        from ConfigSpace import Configuration
+
+        merged = {**self.centre_knobs(), **knobs}
+        active = self._active(
+            {n: v for n, v in merged.items() if n in self.knobs or n in self.fixed}
+        )
+        values = {n: v for n, v in active.items() if n in self.knobs}
+        return Configuration(space, values=values)
+
+
+def _narrow(
+    name: str, spec: KnobSpec, platform: Platform, facts: Mapping[str, float]
+) -> Knob | str:
+    """The knob as this platform can run it, or the reason it cannot run here at all."""
+    missing = [r for r in spec.requires if not platform.satisfies(r)]
+    if missing:
+        return f"needs {', '.join(missing)}"
+    when = tuple((p, as_tuple(a)) for p, a in (spec.when or {}).items())
+    if spec.type in ("int", "float"):
+        assert spec.range is not None
+        unknown = [b for b in spec.range if isinstance(b, str) and b not in facts]
+        if unknown:
+            return f"its range needs {', '.join(map(str, unknown))}, not known here"
+        low, high = (_bound(b, facts) for b in spec.range)
+        if high < low:
+            return f"its range {low}..{high} is empty here"
+        default = spec.default
+        if not isinstance(default, int | float) or isinstance(default, bool):
+            raise TunerError(f"knob {name}: default {default!r} is not a number")
+        default = min(max(default, low), high)
+        if spec.type == "int":
+            low, high, default = int(low), int(high), int(default)
+        choices: tuple[Value, ...] = (low,) if low == high else ()
+        if spec.divides is not None:
+            if spec.divides not in facts:
+                return f"needs {spec.divides}, not known here"
+            whole = int(facts[spec.divides])
+            choices = tuple(v for v in range(int(low), int(high) + 1) if whole % v == 0)
+            if not choices:
+                return f"no value in {low}..{high} divides {spec.divides}={whole}"
+            if default not in choices:
+                default = (
+                    max(v for v in choices if v <= default) if choices[0] <= default else choices[0]
+                )
+        return Knob(
+            name,
+            spec.type,
+            spec.stage,
+            spec.help,
+            default,
+            low,
+            high,
+            spec.log,
+            choices,
+            when,
+            spec.engine_default,
+        )
+    choices = tuple(
+        c.value for c in spec.choice_specs() if all(map(platform.satisfies, c.requires))
+    )
+    if not choices:
+        return "none of its values runs here"
+    preferred = [d for d in as_tuple(spec.default) if d in choices]
+    all_values = [c.value for c in spec.choice_specs()]
+    for d in as_tuple(spec.default):
+        if d not in all_values:
+            raise TunerError(f"knob {name}: default {_fmt(d)} is not one of its choices")
+    default = preferred[0] if preferred else choices[0]
+    return Knob(
+        name,
+        spec.type,
+        spec.stage,
+        spec.help,
+        default,
+        choices=choices,
+        when=when,
+        engine_default=spec.engine_default,
+    )
+
+
+def _bound(bound: float | str, facts: Mapping[str, float]) -> float:
+    return facts[bound] if isinstance(bound, str) else bound
+
+
+def _narrow_rule(
+    catalogue: Catalogue,
+    spec: ForbiddenSpec,
+    knobs: dict[str, Knob],
+    fixed: dict[str, Value],
+    dropped: dict[str, str],
+    facts: Mapping[str, float],
+) -> Rule | None:
+    """A forbidden rule as it stands here, or None where it can never apply."""
+    values: list[tuple[str, tuple[Value, ...]]] = []
+    for name, allowed in spec.if_.items():
+        allowed_t = as_tuple(allowed)
+        if name in dropped or (name in fixed and fixed[name] not in allowed_t):
+            return None
+        if name in knobs:
+            knob = knobs[name]
+            if knob.choices:
+                allowed_t = tuple(v for v in allowed_t if v in knob.choices)
+            if not allowed_t:
+                return None
+            values.append((name, allowed_t))
+    expr: ast.expr | bool | None = None
+    bound: dict[str, Any] = {}
+    if spec.expr is not None:
+        expr = rules.parse(spec.expr)
+        used = rules.names(expr)
+        if used & set(dropped):
+            return None
+        missing = used - set(knobs) - set(fixed) - set(facts)
+        if missing:
+            raise TunerError(
+                f"{catalogue.engine}: rule {spec.expr!r} names {', '.join(sorted(missing))}, "
+                f"neither a knob nor a known fact"
+            )
+        bound = {n: facts[n] for n in used if n in facts}
+        bound.update({n: fixed[n] for n in used if n in fixed})
+        expr = rules.simplify(expr, bound, searched=set(knobs))
+        if expr is False:
+            return None
+    if not values and not isinstance(expr, ast.expr):
+        raise TunerError(
+            f"{catalogue.engine}: the fixed knobs {_fmt_knobs(fixed)} are forbidden together: "
+            f"{spec.because}"
+        )
+    return Rule(
+        tuple(values),
+        spec.because,
+        expr if isinstance(expr, ast.expr) else None,
+        spec.expr or "",
+        tuple(sorted(bound.items())),
+    )
+
+
+def _replace_when(knob: Knob, when: tuple[tuple[str, tuple[Value, ...]], ...]) -> Knob:
+    from dataclasses import replace
+
+    return replace(knob, when=when)
+
+
+def _when_text(when: tuple[tuple[str, tuple[Value, ...]], ...]) -> str:
+    return " and ".join(f"{p}={'|'.join(_fmt(v) for v in a)}" for p, a in when)
+
+
+def _fmt_knobs(knobs: Mapping[str, Value]) -> str:
+    return " ".join(f"{k}={_fmt(v)}" for k, v in knobs.items())
+
+
+def _unknown_knob(catalogue: Catalogue, name: str) -> str:
+    return f"{catalogue.engine} has no knob {name!r}; its knobs: {', '.join(catalogue.knobs)}"
+
+
+def _parse_fixed(space: SearchSpace, name: str, text: str) -> Value:
+    value = space.fixed[name]
+    if _fmt(value) != text.strip():
+        raise TunerError(f"{name} is fixed at {_fmt(value)} here")
+    return value
