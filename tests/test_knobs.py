@@ -314,7 +314,7 @@ SCHED = {
             "default": 0.9,
             "engine_default": True,
             "help": "u",
-            "on": {"cpu": {"range": [0.05, 0.4], "default": 0.2, "engine_default": False}},
+            "per_device": {"cpu": {"range": [0.05, 0.4], "default": 0.2, "engine_default": False}},
         },
     },
     "forbidden": [
@@ -342,7 +342,7 @@ def test_engine_defaults_are_left_to_the_engine_in_the_baseline() -> None:
     assert gpu.default_knobs() == {"tp": 1}
     assert gpu.centre_knobs()["seqs"] == 256 and gpu.centre_knobs()["mem"] == 0.9
     cpu = Catalogue.model_validate(SCHED).resolve(CPU, facts=FACTS)
-    assert cpu.default_knobs() == {"mem": 0.2}  # on: cpu overrides the engine's default
+    assert cpu.default_knobs() == {"mem": 0.2}  # per_device: cpu overrides the engine's default
     assert (cpu.knobs["mem"].low, cpu.knobs["mem"].high) == (0.05, 0.4)
     cs = gpu.configspace(0)
     baseline = gpu.config_from_knobs(cs, gpu.default_knobs())

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tuner.errors import TunerError
 
@@ -47,7 +48,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except TunerError as exc:
-        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -87,6 +88,20 @@ TrialTimeout = Annotated[
     float | None,
     typer.Option(min=1, help="Hard limit on a trial, load included [default: from the limits]."),
 ]
+ServerCmd = Annotated[
+    str | None,
+    typer.Option(
+        help="vllm-server: the command that serves the OpenAI API, with {model} "
+        "{port} {host} {args} filled in [default: vLLM's api_server]."
+    ),
+]
+Port = Annotated[int | None, typer.Option(min=1, max=65535, help="vllm-server: fixed port.")]
+Concurrency = Annotated[
+    int | None, typer.Option(min=1, help="vllm-server: requests in flight at most.")
+]
+RequestRate = Annotated[
+    float | None, typer.Option(min=0.001, help="vllm-server: requests/s, Poisson arrivals.")
+]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")]
 
@@ -123,6 +138,11 @@ def _protocol(
         max_remeasures=max_remeasures,
         sample_period_s=sample_period,
     )
+
+
+def _engine_options(**given: Any) -> dict[str, Any]:
+    """The engine options the user gave (only those)."""
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _optimizer(name: str) -> Any:
@@ -169,6 +189,10 @@ def tune(
     max_remeasures: MaxRemeasures = 2,
     sample_period: SamplePeriod = 0.05,
     trial_timeout: TrialTimeout = None,
+    server_cmd: ServerCmd = None,
+    port: Port = None,
+    concurrency: Concurrency = None,
+    request_rate: RequestRate = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Run directory [default: runs/<time>-<engine>-...].")
     ] = None,
@@ -200,7 +224,10 @@ def tune(
                 trials = 12
             spec_workload = load_workload(workload, requests=requests, output_tokens=output_tokens)
             # Parse --set against the catalogue before anything slow happens.
-            setup = prepare(engine, model, spec_workload, set_pairs=set_ or [])
+            options = _engine_options(
+                server_cmd=server_cmd, port=port, concurrency=concurrency, request_rate=request_rate
+            )
+            setup = prepare(engine, model, spec_workload, set_pairs=set_ or [], options=options)
             spec = StudySpec(
                 engine=engine,
                 model=model,
@@ -218,6 +245,7 @@ def tune(
                     sample_period,
                 ),
                 pinned=setup.space.pinned,
+                engine_options=options,
                 trial_timeout_s=trial_timeout,
             )
             study = Study.create(spec, run_dir or run_dir_for(Path("runs"), setup), setup)
@@ -227,7 +255,9 @@ def tune(
 def _say_no_telemetry(hardware: Any) -> None:
     """Once per command, not per trial: why there will be no energy figures."""
     if not hardware.gpus:
-        err.print(f"[dim]no GPU telemetry on this machine: {hardware.no_gpu_reason}[/]")
+        err.print(
+            f"[dim]no GPU telemetry on this machine: {escape(str(hardware.no_gpu_reason))}[/]"
+        )
 
 
 def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> None:
@@ -313,6 +343,10 @@ def bench(
     max_remeasures: MaxRemeasures = 2,
     sample_period: SamplePeriod = 0.05,
     trial_timeout: TrialTimeout = None,
+    server_cmd: ServerCmd = None,
+    port: Port = None,
+    concurrency: Concurrency = None,
+    request_rate: RequestRate = None,
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -326,7 +360,10 @@ def bench(
     with user_errors():
         model, requests, output_tokens = _model_and_sizes(model, requests, output_tokens, quiet)
         spec_workload = load_workload(workload, requests=requests, output_tokens=output_tokens)
-        setup = prepare(engine, model, spec_workload)
+        options = _engine_options(
+            server_cmd=server_cmd, port=port, concurrency=concurrency, request_rate=request_rate
+        )
+        setup = prepare(engine, model, spec_workload, options=options)
         knobs = setup.space.complete(setup.space.parse_overrides(set_ or []))
         protocol = _protocol(
             repeats, run_time_limit, warmup_time_limit, max_cv, max_remeasures, sample_period
@@ -354,7 +391,9 @@ def bench(
     elif not quiet:
         out.print(measurement_table(result))
     if result.status != "ok":
-        err.print(f"[red]{result.status}[/]: {result.reason} (worker log: {result.log})")
+        err.print(
+            f"[red]{result.status}[/]: {escape(str(result.reason))} (worker log: {result.log})"
+        )
         raise typer.Exit(1)
 
 
@@ -374,15 +413,29 @@ def gpus(json_: Json = False) -> None:
 
 
 @app.command()
-def knobs(engine: Engine = "hf", json_: Json = False) -> None:
-    """Show an engine's knobs as they stand on this machine."""
+def knobs(
+    engine: Engine = "hf",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Fill in bounds that depend on the model."),
+    ] = None,
+    workload: Annotated[
+        str, typer.Option("--workload", "-w", help="With --model: the workload.")
+    ] = "humaneval",
+    json_: Json = False,
+) -> None:
+    """Show an engine's knobs as they stand on this machine (and model)."""
     from tuner.console import knobs_table
     from tuner.engines import engine_class
     from tuner.hardware import detect_platform
+    from tuner.study import prepare
 
     with user_errors():
-        catalogue = engine_class(engine).catalogue()
-        space = catalogue.resolve(detect_platform(catalogue.modules()))
+        if model is not None:
+            space = prepare(engine, model, workload).space
+        else:
+            catalogue = engine_class(engine).catalogue()
+            space = catalogue.resolve(detect_platform(catalogue.modules()))
     if json_:
         _emit_json(
             {

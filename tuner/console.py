@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -80,7 +81,7 @@ class StudyView:
         figure = (
             f"{fmt_rate(result.output_tokens_per_s)} tok/s"
             if result.measurement
-            else (result.reason or "")
+            else escape(result.reason or "")
         )
         self.console.print(
             f"#{result.number:<3} [{style}]{result.status:<7}[/] {figure:>14}  "
@@ -117,7 +118,7 @@ def trials_table(results: Sequence[TrialResult], best: TrialResult | None) -> Ta
             e = m.energy if m else None
             figures.append(f"{e.joules_per_output_token.median:.3g}" if e else "-")
         if not m:
-            figures[0] = f"[dim]{r.reason or ''}[/]"
+            figures[0] = f"[dim]{escape(r.reason or '')}[/]"
         knobs = [_fmt_value(r.knobs[n]) if n in r.knobs else "" for n in names]
         table.add_row(
             f"{r.number}{mark}",
@@ -140,7 +141,7 @@ def measurement_table(result: TrialResult) -> Table:
     table.add_column(justify="right")
     table.add_row("status", f"[{STATUS_STYLE[result.status]}]{result.status}[/]")
     if result.reason:
-        table.add_row("reason", result.reason)
+        table.add_row("reason", escape(result.reason))
     if result.load_s is not None:
         table.add_row("load", f"{result.load_s:.2f} s")
     m = result.measurement
@@ -168,7 +169,7 @@ def energy_rows(m: Measurement) -> list[tuple[str, str]]:
     """Energy, power, memory and throttling of a measurement, as table rows."""
     e = m.energy
     if e is None:
-        return [("energy", f"[dim]{m.energy_note or 'not measured'}[/]")]
+        return [("energy", f"[dim]{escape(m.energy_note or 'not measured')}[/]")]
     peak_w = f"{e.peak_power_w:,.0f} W" if e.peak_power_w is not None else "-"
     memory = f"{e.peak_memory_mib:,.0f} MiB" if e.peak_memory_mib is not None else "-"
     return [
@@ -212,7 +213,7 @@ def profile_table(profile: Profile) -> Table:
         figure = (
             f"{base.measurement.output_tokens_per_s.median:,.1f}"
             if base.measurement
-            else f"{base.status}: {base.reason}"
+            else f"{base.status}: {escape(str(base.reason))}"
         )
         table.add_row("baseline", f"{figure}  ({fmt_knobs(base.knobs)})")
     if profile.speedup is not None:
@@ -233,7 +234,9 @@ def profiles_table(rows: Sequence[tuple[str, Profile | str]]) -> Table:
         table.add_column(col, justify="right" if col in ("best tok/s", "speed-up") else "left")
     for path, p in rows:
         if isinstance(p, str):
-            table.add_row("[red]unreadable[/]", "", "", "", "", "", "", f"{path}\n[dim]{p}[/]")
+            table.add_row(
+                "[red]unreadable[/]", "", "", "", "", "", "", f"{path}\n[dim]{escape(p)}[/]"
+            )
             continue
         m = p.best.measurement
         table.add_row(
@@ -267,7 +270,7 @@ def hardware_table(hw: Hardware) -> Table:
     if hw.gpus:
         caption += f" · driver {hw.driver_version} · CUDA {hw.cuda_version}"
     else:
-        caption += f" · no GPU: {hw.no_gpu_reason}"
+        caption += f" · no GPU: {escape(str(hw.no_gpu_reason))}"
     table.caption = caption
     return table
 
@@ -280,7 +283,8 @@ def knobs_table(space: SearchSpace) -> Table:
         if name in space.knobs:
             k = space.knobs[name]
             when = " and ".join(f"{p}={'|'.join(map(str, a))}" for p, a in k.when)
-            table.add_row(name, k.stage, k.describe_values(), str(k.default), when, k.help)
+            default = "engine picks" if k.engine_default else _fmt_value(k.default)
+            table.add_row(name, k.stage, k.describe_values(), default, when, k.help)
         elif name in space.fixed:
             table.add_row(name, spec.stage, f"{space.fixed[name]} (fixed)", "", "", spec.help)
         else:
@@ -296,7 +300,10 @@ def knobs_table(space: SearchSpace) -> Table:
         table.add_row(
             "[dim]forbidden[/]",
             "",
-            fmt_knobs({n: "|".join(map(str, a)) for n, a in rule.values}),
+            " and ".join(
+                [f"{n}={'|'.join(map(_fmt_value, a))}" for n, a in rule.values]
+                + ([rule.text] if rule.expr is not None else [])
+            ),
             "",
             rule.because,
             "",

@@ -8,7 +8,7 @@ space for SMAC and checks knob values a user gives by hand.
 Range bounds may name facts of the platform, model and workload (`gpus`, `model_max_len`,
 `workload_max_tokens`, `num_attention_heads`, ...). A knob with `engine_default: true` is left
 unset in the baseline, so the engine picks its own value; its `default` is then only the centre
-of the search. `on: {cpu: {...}}` overrides range and default on one kind of device.
+of the search. `per_device: {cpu: {...}}` overrides range and default on one kind of device.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ Bound = float | str
 
 
 class DeviceOverride(BaseModel):
-    """Range and default of a knob on one kind of device (`on: {cpu: ...}`)."""
+    """Range and default of a knob on one kind of device (`per_device: {cpu: ...}`)."""
 
     model_config = ConfigDict(extra="forbid")
     range: tuple[Bound, Bound] | None = None
@@ -75,7 +75,8 @@ class KnobSpec(BaseModel):
     choices: list[Value | ChoiceSpec] | None = None
     requires: list[str] = []
     when: dict[str, Value | list[Value]] | None = None
-    on: dict[Literal["cpu", "cuda"], DeviceOverride] = {}
+    # Not `on`: YAML 1.1 reads a bare `on` key as the boolean true.
+    per_device: dict[Literal["cpu", "cuda"], DeviceOverride] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> KnobSpec:
@@ -97,7 +98,7 @@ class KnobSpec(BaseModel):
 
     def on_device(self, device: str) -> KnobSpec:
         """This knob with the overrides for `device` applied."""
-        override = self.on.get(device)  # type: ignore[call-overload]
+        override = self.per_device.get(device)  # type: ignore[call-overload]
         if override is None:
             return self
         changes = {k: v for k, v in override.model_dump().items() if v is not None}
@@ -152,7 +153,7 @@ class Catalogue(BaseModel):
         """Names that expressions and bounds use besides knobs: facts to be supplied."""
         used = {r for f in self.forbidden if f.expr for r in rules.names(rules.parse(f.expr))}
         for knob in self.knobs.values():
-            for spec in (knob, *knob.on.values()):
+            for spec in (knob, *knob.per_device.values()):
                 used |= {b for b in (spec.range or ()) if isinstance(b, str)}
             if knob.divides:
                 used.add(knob.divides)

@@ -36,6 +36,42 @@ class Protocol(BaseModel):
     sample_period_s: float = Field(default=DEFAULT_PERIOD_S, gt=0, description="GPU sampling")
 
 
+class Percentiles(BaseModel):
+    """A latency's distribution over the requests of one run, in milliseconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+
+
+def percentiles(samples_s: Sequence[float]) -> Percentiles | None:
+    """Mean and 50th, 90th and 99th percentiles (linear interpolation) of samples in seconds."""
+    if not samples_s:
+        return None
+    ordered = sorted(s * 1000 for s in samples_s)
+
+    def at(q: float) -> float:
+        pos = q * (len(ordered) - 1)
+        low = int(pos)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+    return Percentiles(
+        mean_ms=statistics.fmean(ordered), p50_ms=at(0.5), p90_ms=at(0.9), p99_ms=at(0.99)
+    )
+
+
+class Latency(BaseModel):
+    """Per-request latencies of a run, where the engine streams (server mode)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    ttft: Percentiles | None = Field(description="time to first token")
+    itl: Percentiles | None = Field(description="time between streamed tokens")
+    e2e: Percentiles | None = Field(description="request start to last token")
+
+
 class Run(BaseModel):
     """One pass over the workload."""
 
@@ -46,6 +82,11 @@ class Run(BaseModel):
     output_tokens: int
     truncated: bool = Field(description="stopped at the time limit before every request was done")
     telemetry: Telemetry | None = None
+    latency: Latency | None = None
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -97,6 +138,22 @@ class Energy(BaseModel):
     energy_source: str = Field(description="counter, integrated_power, or mixed")
 
 
+def median_latency(runs: Sequence[Run]) -> Latency | None:
+    """Each latency figure's median over the runs that have it."""
+    latencies = [r.latency for r in runs if r.latency is not None]
+    if not latencies:
+        return None
+
+    def median_of(kind: str) -> Percentiles | None:
+        found = [getattr(lat, kind) for lat in latencies if getattr(lat, kind) is not None]
+        if not found:
+            return None
+        fields = Percentiles.model_fields
+        return Percentiles(**{f: statistics.median(getattr(p, f) for p in found) for f in fields})
+
+    return Latency(ttft=median_of("ttft"), itl=median_of("itl"), e2e=median_of("e2e"))
+
+
 def energy_of(runs: Sequence[Run]) -> tuple[Energy | None, str | None]:
     """Energy figures of runs, or None and the reason."""
     windows: list[Telemetry] = []
@@ -133,7 +190,11 @@ class Measurement(BaseModel):
     runs: list[Run]
     output_tokens_per_s: Stats
     total_tokens_per_s: Stats
+    requests_per_s: Stats
     truncated: bool = Field(description="some timed run hit its time limit")
+    latency: Latency | None = Field(
+        default=None, description="the median over runs of each latency figure (server mode)"
+    )
     energy: Energy | None = None
     energy_note: str | None = Field(default=None, description="why there are no energy figures")
     throttled: bool = Field(default=False, description="a GPU throttled during a timed run")
@@ -152,7 +213,9 @@ class Measurement(BaseModel):
             runs=list(runs),
             output_tokens_per_s=rates,
             total_tokens_per_s=stats([r.total_tokens_per_s for r in runs]),
+            requests_per_s=stats([r.requests_per_s for r in runs]),
             truncated=any(r.truncated for r in runs),
+            latency=median_latency(runs),
             energy=energy,
             energy_note=note,
             throttled=throttled,
@@ -187,6 +250,11 @@ def timed_run(
         output_tokens=out.output_tokens,
         truncated=out.requests < total_requests,
         telemetry=telemetry,
+        latency=Latency(
+            ttft=percentiles(out.ttft_s), itl=percentiles(out.itl_s), e2e=percentiles(out.e2e_s)
+        )
+        if out.e2e_s
+        else None,
     )
 
 

@@ -127,6 +127,8 @@ def prepare(
     check = getattr(cls, "check_options", None)
     if check is not None:
         check(options or {})
+    elif options:
+        raise TunerError(f"{engine} takes no engine options ({', '.join(options)})")
     return Setup(
         engine,
         catalogue,

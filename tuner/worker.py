@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuner.engines.base import Engine, EngineOutOfMemory, EngineTimeout
+from tuner.engines.base import Engine, EngineFailed, EngineOutOfMemory, EngineTimeout
 from tuner.errors import NvmlError
 from tuner.nvml import open_devices
 from tuner.telemetry import Sampler
@@ -46,7 +46,10 @@ def is_oom(exc: BaseException) -> bool:
 def one_line(exc: BaseException, limit: int = 400) -> str:
     """`Type: first line of the message`, trimmed."""
     message = str(exc).strip().splitlines()
-    text = f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
+    if isinstance(exc, EngineFailed) and message:
+        text = message[0]
+    else:
+        text = f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -185,8 +188,10 @@ class Worker:
         self._started += 1
         self.log_path = self._log_dir / f"worker-{os.getpid()}-{self._started}.log"
         parent, child = self._ctx.Pipe()
+        # Not a daemon: engines such as vLLM start processes of their own. A worker exits when
+        # its pipe closes, so it does not outlive the study.
         self._proc = self._ctx.Process(
-            target=_main, args=(child, str(self.log_path)), name="tuner-worker", daemon=True
+            target=_main, args=(child, str(self.log_path)), name="tuner-worker", daemon=False
         )
         self._proc.start()
         child.close()

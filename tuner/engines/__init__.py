@@ -17,6 +17,8 @@ from tuner.specs import spec_dir
 ENGINES: dict[str, str] = {
     "hf": "tuner.engines.hf:GenerateEngine",
     "hf-pipeline": "tuner.engines.hf_pipeline:PipelineEngine",
+    "vllm": "tuner.engines.vllm:OfflineEngine",
+    "vllm-server": "tuner.engines.vllm_server:ServerEngine",
 }
 
 

@@ -32,6 +32,14 @@ class RunOutput:
     requests: int
     input_tokens: int
     output_tokens: int
+    ttft_s: tuple[float, ...] = ()
+    itl_s: tuple[float, ...] = ()
+    e2e_s: tuple[float, ...] = ()
+
+
+class EngineFailed(Exception):
+    """The engine refused a configuration or failed, in its own words (the message is shown
+    as it is, without this class's name)."""
 
 
 class Engine(Protocol):
