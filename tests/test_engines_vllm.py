@@ -229,3 +229,19 @@ def test_tune_writes_a_valid_profile(tmp_path: Path, engine: str) -> None:
         assert baseline["engine_config"]["max_num_seqs"] >= 1
     else:
         assert profile["best"]["measurement"]["latency"]["ttft"]["p50_ms"] > 0
+
+
+def test_memory_shortfalls_are_out_of_memory(tmp_path: Path) -> None:
+    from tuner.engines.base import EngineFailed, EngineOutOfMemory
+    from tuner.engines.vllm import failure
+
+    log = tmp_path / "w.log"
+    log.write_text(
+        "RuntimeError: Worker failed with error 'Available memory on node 0 (6.74/8.46 GiB) on "
+        "kv cache allocation is less than requested memory for kv (-0.26/0.53 GiB).'\n"
+    )
+    exc = failure(RuntimeError("Engine core initialization failed."), str(log), 0)
+    assert isinstance(exc, EngineOutOfMemory) and "less than requested" in str(exc)
+    log.write_text("ValueError: max_num_batched_tokens (32) must be >= max_num_seqs (64)\n")
+    exc = failure(RuntimeError("Engine core initialization failed."), str(log), 0)
+    assert isinstance(exc, EngineFailed) and str(exc).startswith("ValueError: max_num_batched")

@@ -61,7 +61,8 @@ class StudySpec(BaseModel):
         if self.trial_timeout_s is not None:
             return self.trial_timeout_s
         p = self.protocol
-        return self.load_timeout_s + p.warmup_time_limit_s + p.repeats * p.run_time_limit_s + 60
+        runs = p.repeats * (1 + p.max_remeasures)
+        return self.load_timeout_s + p.warmup_time_limit_s + runs * p.run_time_limit_s + 60
 
 
 @dataclass

@@ -116,6 +116,7 @@ _GENERIC = ("Engine core initialization failed", "See root cause above")
 _MEMORY = (
     "out of memory",
     "less than desired",
+    "less than requested",
     "no available memory",
     "not enough memory",
     "insufficient memory",
@@ -152,6 +153,16 @@ def failure(exc: BaseException, log_file: str | None, offset: int) -> Exception:
     if any(m in message.lower() for m in _MEMORY):
         return EngineOutOfMemory(message)
     return EngineFailed(message)
+
+
+def parallel_gpus(knobs: Mapping[str, Value]) -> list[int]:
+    """CUDA ordinals a vLLM engine with these knobs occupies (none without a GPU)."""
+    from tuner.hardware import detect_hardware
+
+    if not detect_hardware().gpus:
+        return []
+    tensor = int(knobs.get("tensor_parallel_size", 1))
+    return list(range(tensor * int(knobs.get("pipeline_parallel_size", 1))))
 
 
 def log_size(log_file: str | None) -> int:
@@ -221,14 +232,7 @@ class OfflineEngine:
         return found
 
     def gpu_indices(self) -> list[int]:
-        import torch
-
-        if not torch.cuda.is_available():
-            return []
-        gpus = int(self.knobs.get("tensor_parallel_size", 1)) * int(
-            self.knobs.get("pipeline_parallel_size", 1)
-        )
-        return list(range(gpus))
+        return parallel_gpus(self.knobs)
 
     def prepare(self, requests: Sequence[Request], knobs: Mapping[str, Value]) -> Any:
         from vllm import SamplingParams

@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tuner.engines.base import EngineFailed, EngineOutOfMemory, EngineTimeout, RunOutput
-from tuner.engines.vllm import failure, root_cause, vllm_catalogue, vllm_versions
+from tuner.engines.vllm import (
+    failure,
+    parallel_gpus,
+    root_cause,
+    vllm_catalogue,
+    vllm_versions,
+)
 from tuner.errors import TunerError
 from tuner.knobs import Catalogue, Value
 from tuner.workloads import Request
@@ -177,14 +183,7 @@ class ServerEngine:
         return models[0]["id"] if models else fallback
 
     def gpu_indices(self) -> list[int]:
-        from tuner.hardware import detect_hardware
-
-        if not detect_hardware().gpus:
-            return []
-        gpus = int(self.knobs.get("tensor_parallel_size", 1)) * int(
-            self.knobs.get("pipeline_parallel_size", 1)
-        )
-        return list(range(gpus))
+        return parallel_gpus(self.knobs)
 
     def close(self) -> None:
         """Stops the server's process group: SIGTERM, then SIGKILL after 30 s."""
