@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -74,13 +75,17 @@ def catalogue(**overrides: object) -> Catalogue:
 
 def test_shipped_catalogues_load_and_resolve_on_cpu_and_gpus() -> None:
     for name in ENGINES:
-        cat = load_catalogue(name)
+        if name.startswith("vllm") and importlib.util.find_spec("vllm") is None:
+            continue  # its catalogue is checked against the installed vLLM
+        cat = engine_class(name).catalogue()
         assert cat.engine == name
-        assert engine_class(name).catalogue() == cat
+        if not name.startswith("vllm"):
+            assert cat == load_catalogue(name)
+        facts = {"workload_max_tokens": 300, "model_max_len": 2048, "num_attention_heads": 8}
         for platform in (CPU, FOUR_GPUS):
-            space = cat.resolve(platform)
+            space = cat.resolve(platform, facts=facts)
             defaults = space.default_knobs()
-            assert defaults["batch_size"] == 1
+            assert defaults.get("batch_size", 1) == 1
             space.config_from_knobs(space.configspace(0), defaults).check_valid_configuration()
 
 

@@ -86,3 +86,14 @@ def test_bad_profiles_are_one_line(tmp_path: Path, content: str, message: str) -
         read_profile(path)
     with pytest.raises(TunerError, match="no profile at"):
         read_profile(tmp_path / "missing.json")
+
+
+def test_committed_profiles_validate_and_read() -> None:
+    root = Path(__file__).resolve().parent.parent / "profiles"
+    schema = json.loads(SCHEMA_FILE.read_text())
+    paths = find_profiles(root)
+    assert paths, "the repository commits profiles"
+    for path in paths:
+        jsonschema.validate(json.loads(path.read_text()), schema)
+        profile = read_profile(path)
+        assert path == profile_path(root, profile)

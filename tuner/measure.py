@@ -31,7 +31,7 @@ class Protocol(BaseModel):
     repeats: int = Field(default=3, ge=3, description="timed runs after the warm-up")
     run_time_limit_s: float = Field(default=60.0, gt=0, description="bound on each timed run")
     warmup_time_limit_s: float = Field(default=180.0, gt=0, description="bound on the warm-up")
-    max_cv: float = Field(default=0.05, ge=0, description="spread above which to re-measure")
+    max_cv: float = Field(default=0.10, ge=0, description="spread above which to re-measure")
     max_remeasures: int = Field(default=2, ge=0, description="extra sets of repeats at most")
     sample_period_s: float = Field(default=DEFAULT_PERIOD_S, gt=0, description="GPU sampling")
 
