@@ -169,12 +169,11 @@ def log_size(log_file: str | None) -> int:
     return Path(log_file).stat().st_size if log_file and Path(log_file).exists() else 0
 
 
-class OfflineEngine:
-    """`vllm.LLM` under the trial's EngineArgs; requests go in as prompt token ids with a fixed
-    output length, sampled like vLLM's own throughput benchmark."""
+class VllmAdapter:
+    """What the vLLM adapters share: the checked catalogue, versions, the GPUs in use."""
 
-    name: ClassVar[str] = "vllm"
-    fresh_process_per_load: ClassVar[bool] = True  # vLLM frees memory reliably only on exit
+    name: ClassVar[str]
+    knobs: dict[str, Value]
 
     @classmethod
     def catalogue(cls) -> Catalogue:
@@ -183,6 +182,17 @@ class OfflineEngine:
     @classmethod
     def versions(cls) -> dict[str, str]:
         return vllm_versions()
+
+    def gpu_indices(self) -> list[int]:
+        return parallel_gpus(self.knobs)
+
+
+class OfflineEngine(VllmAdapter):
+    """`vllm.LLM` under the trial's EngineArgs; requests go in as prompt token ids with a fixed
+    output length, sampled like vLLM's own throughput benchmark."""
+
+    name: ClassVar[str] = "vllm"
+    fresh_process_per_load: ClassVar[bool] = True  # vLLM frees memory reliably only on exit
 
     def __init__(
         self, model_dir: Path, knobs: Mapping[str, Value], options: Mapping[str, Any] | None = None
@@ -230,9 +240,6 @@ class OfflineEngine:
             if isinstance(value, bool | int | float | str):
                 found[name] = value
         return found
-
-    def gpu_indices(self) -> list[int]:
-        return parallel_gpus(self.knobs)
 
     def prepare(self, requests: Sequence[Request], knobs: Mapping[str, Value]) -> Any:
         from vllm import SamplingParams

@@ -28,15 +28,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tuner.engines.base import EngineFailed, EngineOutOfMemory, EngineTimeout, RunOutput
-from tuner.engines.vllm import (
-    failure,
-    parallel_gpus,
-    root_cause,
-    vllm_catalogue,
-    vllm_versions,
-)
+from tuner.engines.vllm import VllmAdapter, failure, root_cause
 from tuner.errors import TunerError
-from tuner.knobs import Catalogue, Value
+from tuner.knobs import Value
 from tuner.workloads import Request
 
 DEFAULT_SERVER_CMD = (
@@ -80,19 +74,11 @@ class _Result:
     prompt_tokens: int = 0
 
 
-class ServerEngine:
+class ServerEngine(VllmAdapter):
     """A served engine measured through its OpenAI-compatible completions API."""
 
     name: ClassVar[str] = "vllm-server"
     fresh_process_per_load: ClassVar[bool] = False  # the server is a process of its own
-
-    @classmethod
-    def catalogue(cls) -> Catalogue:
-        return vllm_catalogue(cls.name)
-
-    @classmethod
-    def versions(cls) -> dict[str, str]:
-        return vllm_versions()
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
@@ -181,9 +167,6 @@ class ServerEngine:
         except (urllib.error.URLError, OSError, ValueError):
             return fallback
         return models[0]["id"] if models else fallback
-
-    def gpu_indices(self) -> list[int]:
-        return parallel_gpus(self.knobs)
 
     def close(self) -> None:
         """Stops the server's process group: SIGTERM, then SIGKILL after 30 s."""
