@@ -121,6 +121,22 @@ def test_time_budget_stops_the_study(fake_model: Path, tmp_path: Path) -> None:
     assert outcome.stopped == "budget spent"
 
 
+def test_resuming_with_more_trials_lifts_a_spent_time_budget(
+    fake_model: Path, tmp_path: Path
+) -> None:
+    # Seen on the H100: a study stopped by --time-budget, resumed with --trials 16, stopped at
+    # once ("budget spent"). Trials named on resume are the budget.
+    run_dir = tmp_path / "run"
+    first = Study.create(spec(fake_model, trials=None, time_budget_s=1), run_dir).run()
+    done = len(first.results)
+    more = Study.resume(run_dir, trials=done + 2).run()
+    assert [r.number for r in more.results] == list(range(done + 2))
+    assert more.stopped == "budget spent"
+    # A time budget given on resume replaces the stored one (and is counted over all trials).
+    again = Study.resume(run_dir, time_budget_s=1).run()
+    assert len(again.results) == done + 2
+
+
 def test_crashes_and_hangs_are_data_and_the_study_goes_on(fake_model: Path, tmp_path: Path) -> None:
     crash = Study.create(
         spec(fake_model, engine="tuner.testing:CrashingEngine", trials=12, seed=2),

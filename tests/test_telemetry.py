@@ -37,6 +37,15 @@ def test_energy_comes_from_the_counter_delta() -> None:
     assert g.note is None
 
 
+def test_a_sampled_peak_below_the_counters_average_is_noted() -> None:
+    # NVML's power reading lags: in a short window the counter's average can exceed every sample.
+    clock = FakeClock()
+    gpu = FakeGpu(energy_j=[0.0, 240.0], power_w=[150, 200, 210])
+    g = window([gpu], clock, [0.25, 0.25]).gpus[0]
+    assert g.avg_power_w == 480.0 and g.peak_power_w == 210
+    assert "power readings lag this 0.50 s window" in (g.note or "")
+
+
 def test_integrated_power_stands_in_without_a_counter() -> None:
     clock = FakeClock()
     gpu = FakeGpu(energy_j=None, power_w=[100, 200, 300])

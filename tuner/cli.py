@@ -199,8 +199,9 @@ def tune(
     resume: Annotated[
         Path | None,
         typer.Option(
-            help="Resume the study in this run directory (other options are ignored "
-            "but --trials, which raises its budget)."
+            help="Resume the study in this run directory. Other options are ignored but "
+            "--trials and --time-budget, which replace its budgets (--trials alone lifts "
+            "the time budget)."
         ),
     ] = None,
     profiles_dir: Annotated[Path, typer.Option(help="Where profiles are written.")] = Path(
@@ -217,7 +218,7 @@ def tune(
     with user_errors():
         check_writable(profiles_dir, "profiles folder")
         if resume is not None:
-            study = Study.resume(resume, trials=trials)
+            study = Study.resume(resume, trials=trials, time_budget_s=time_budget)
         else:
             model, requests, output_tokens = _model_and_sizes(model, requests, output_tokens, quiet)
             if trials is None and time_budget is None:

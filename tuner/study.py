@@ -254,8 +254,12 @@ class Study:
         return cls(spec, setup, run_dir)
 
     @classmethod
-    def resume(cls, run_dir: Path, *, trials: int | None = None) -> Study:
-        """Reopens the study in `run_dir`; `trials` raises its trial budget."""
+    def resume(
+        cls, run_dir: Path, *, trials: int | None = None, time_budget_s: float | None = None
+    ) -> Study:
+        """Reopens the study in `run_dir`. A budget given here replaces the stored ones: `trials`
+        alone sets the trial budget and lifts the time budget (the user named the budget in
+        trials), `time_budget_s` sets the time budget (counted over all sessions' trials)."""
         path = run_dir / STUDY_FILE
         if not path.is_file():
             raise TunerError(f"{run_dir} holds no study ({STUDY_FILE} is missing)")
@@ -263,8 +267,11 @@ class Study:
             spec = StudySpec.model_validate_json(path.read_text())
         except ValidationError as exc:
             raise TunerError(f"{path}: {describe(exc)}") from None
-        if trials is not None:
-            spec = spec.model_copy(update={"trials": trials})
+        if trials is not None or time_budget_s is not None:
+            update: dict[str, Any] = {"time_budget_s": time_budget_s}
+            if trials is not None:
+                update["trials"] = trials
+            spec = spec.model_copy(update=update)
             path.write_text(spec.model_dump_json(indent=2) + "\n")
         setup = prepare(
             spec.engine, spec.model, spec.workload, spec.pinned, options=spec.engine_options

@@ -150,6 +150,15 @@ def summarize_gpu(track: _Track, window_s: float) -> GpuWindow:
 
     clocks, memory = clean("sm_clock_mhz"), clean("memory_used_mib")
     temps, utils = clean("temperature_c"), clean("utilization_pct")
+    avg_power = energy / window_s if energy is not None and window_s > 0 else None
+    peak_power = max(powers) if powers and not track.lost else None
+    if avg_power is not None and peak_power is not None and avg_power > peak_power:
+        # Seen on the H100 in 0.5 s runs: NVML's power reading is averaged over about a
+        # second, so it lags a short window that the energy counter measures exactly.
+        notes.append(
+            f"power readings lag this {window_s:.2f} s window: the sampled peak "
+            f"({peak_power:.0f} W) is below the average from energy ({avg_power:.0f} W)"
+        )
     mask = 0
     for value in clean("clock_event_reasons"):
         mask |= int(value)
@@ -160,8 +169,8 @@ def summarize_gpu(track: _Track, window_s: float) -> GpuWindow:
         energy_source=source if energy is not None else None,
         counter_energy_j=counter,
         integrated_energy_j=integrated,
-        avg_power_w=energy / window_s if energy is not None and window_s > 0 else None,
-        peak_power_w=max(powers) if powers and not track.lost else None,
+        avg_power_w=avg_power,
+        peak_power_w=peak_power,
         peak_memory_mib=max(memory) if memory else None,
         sm_clock_mhz_mean=sum(clocks) / len(clocks) if clocks else None,
         sm_clock_mhz_min=min(clocks) if clocks else None,
