@@ -396,3 +396,33 @@ def test_rule_expressions_are_a_small_safe_language() -> None:
     for bad in ("__import__('os')", "a.b > 1", "[1][0]", "a if b else c", "lambda: 1"):
         with pytest.raises(ValueError):
             rules.parse(bad)
+
+
+def test_complete_switches_on_a_conditional_knob_at_its_default() -> None:
+    # Overrides that satisfy a condition bring the conditional knob in at its default (or fixed)
+    # value, rather than leaving it out because it was inactive under the other defaults.
+    space = catalogue().resolve(FOUR_GPUS)
+    assert space.complete({"cache": "static"})["compile"] is False
+    pinned = catalogue().resolve(FOUR_GPUS, {"compile": True, "cache": "static"})
+    assert pinned.complete({})["compile"] is True
+
+
+def test_values_make_an_ordered_set_of_numbers() -> None:
+    knobs = catalogue().model_dump(by_alias=True, exclude_unset=True)["knobs"]
+    knobs["batch"] = {
+        "type": "int",
+        "stage": "run",
+        "values": [64, 1, 16, 4],
+        "default": 3,
+        "help": "b",
+    }
+    space = catalogue(knobs=knobs).resolve(CPU)
+    batch = space.knobs["batch"]
+    assert batch.choices == (1, 4, 16, 64) and batch.default == 4
+    assert (batch.low, batch.high) == (1, 64)
+    hp = space.configspace(0)["batch"]
+    assert type(hp).__name__ == "OrdinalHyperparameter" and list(hp.sequence) == [1, 4, 16, 64]
+    with pytest.raises(TunerError, match="batch=8 is not one of: 1, 4, 16, 64"):
+        space.parse_overrides(["batch=8"])
+    with pytest.raises(ValueError, match="only int and float knobs take values"):
+        catalogue(knobs={**knobs, "cache": {**knobs["cache"], "values": [1]}})

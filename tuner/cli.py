@@ -220,19 +220,30 @@ def tune(
         if resume is not None:
             study = Study.resume(resume, trials=trials, time_budget_s=time_budget)
         else:
-            model, requests, output_tokens = _model_and_sizes(model, requests, output_tokens, quiet)
             if trials is None and time_budget is None:
                 trials = 12
-            spec_workload = load_workload(workload, requests=requests, output_tokens=output_tokens)
+            if is_replay(engine):
+                if model is not None:
+                    raise TunerError("a replay takes its model and workload from the table")
+                spec_workload: Any = workload
+            else:
+                model, requests, output_tokens = _model_and_sizes(
+                    model, requests, output_tokens, quiet
+                )
+                spec_workload = load_workload(
+                    workload, requests=requests, output_tokens=output_tokens
+                )
             # Parse --set against the catalogue before anything slow happens.
             options = _engine_options(
                 server_cmd=server_cmd, port=port, concurrency=concurrency, request_rate=request_rate
             )
-            setup = prepare(engine, model, spec_workload, set_pairs=set_ or [], options=options)
+            setup = prepare(
+                engine, model or "", spec_workload, set_pairs=set_ or [], options=options
+            )
             spec = StudySpec(
                 engine=engine,
-                model=model,
-                workload=spec_workload,
+                model=setup.model.ref,
+                workload=setup.workload,
                 trials=trials,
                 time_budget_s=time_budget,
                 seed=seed,
@@ -253,6 +264,10 @@ def tune(
         _run_study(study, profiles_dir, json_=json_, quiet=quiet)
 
 
+def is_replay(engine: str) -> bool:
+    return engine.startswith("replay:")
+
+
 def _say_no_telemetry(hardware: Any) -> None:
     """Once per command, not per trial: why there will be no energy figures."""
     if not hardware.gpus:
@@ -270,8 +285,9 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
     if not quiet:
         s = study.setup
         err.print(
-            f"[bold]{s.catalogue.engine}[/] · {s.model.ref} · {s.workload.name} "
-            f"({len(s.requests)} requests) · {s.hardware.gpu_name} · run dir {study.run_dir}"
+            f"[bold]{s.catalogue.engine}[/] · {s.model.ref} · {s.workload.name}"
+            + (f" ({len(s.requests)} requests)" if s.requests else " (recorded)")
+            + f" · {s.hardware.gpu_name} · run dir {study.run_dir}"
             + (f" · resuming after {done} trials" if done else "")
         )
         _say_no_telemetry(s.hardware)
@@ -295,6 +311,9 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
         if not quiet:
             out.print(trials_table(outcome.results, None))
         raise typer.Exit(1)
+    if is_replay(study.spec.engine):
+        _replay_summary(study, outcome, json_=json_, quiet=quiet)
+        return
     profile = build_profile(study, outcome)
     path = write_profile(profile, profile_path(profiles_dir, profile))
     if json_:
@@ -324,6 +343,41 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
         out.print(profile_table(profile))
         out.print(f"stopped: {outcome.stopped}")
     out.print(f"profile written: {path}")
+
+
+def _replay_summary(study: Any, outcome: Any, *, json_: bool, quiet: bool) -> None:
+    """A replayed study writes no profile: its figures are the table's, not this machine's."""
+    from tuner.console import trials_table
+    from tuner.engines import engine_class
+
+    table = engine_class(study.spec.engine).table
+    optimum = table.optimum()
+    best = outcome.best
+    ratio = best.output_tokens_per_s / optimum.output_tokens_per_s
+    cost = sum(r.wall_s for r in outcome.results)
+    if json_:
+        _emit_json(
+            {
+                "run_dir": str(study.run_dir),
+                "best": {"knobs": best.knobs, "output_tokens_per_s": best.output_tokens_per_s},
+                "table_optimum": {
+                    "knobs": optimum.knobs,
+                    "output_tokens_per_s": optimum.output_tokens_per_s,
+                },
+                "ratio_to_optimum": ratio,
+                "recorded_gpu_s": cost,
+                "trials": len(outcome.results),
+            }
+        )
+        return
+    if not quiet:
+        out.print(trials_table(outcome.results, best))
+    out.print(
+        f"replay of {table.gpu.name}: best {best.output_tokens_per_s:,.1f} tok/s, "
+        f"{ratio:.1%} of the table's optimum ({optimum.output_tokens_per_s:,.1f} tok/s), "
+        f"{len(outcome.results)} trials, {cost:,.0f} recorded GPU-seconds; no profile written "
+        "(the figures are recorded ones)"
+    )
 
 
 @app.command()

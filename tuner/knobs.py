@@ -72,6 +72,7 @@ class KnobSpec(BaseModel):
     range: tuple[Bound, Bound] | None = None
     log: bool = False
     divides: str | None = None
+    values: list[int | float] | None = None
     choices: list[Value | ChoiceSpec] | None = None
     requires: list[str] = []
     when: dict[str, Value | list[Value]] | None = None
@@ -82,6 +83,11 @@ class KnobSpec(BaseModel):
     def _consistent(self) -> KnobSpec:
         _check_requirements(self.requires)
         numeric = self.type in ("int", "float")
+        if self.values is not None:
+            if not numeric or not self.values:
+                raise ValueError("only int and float knobs take values, and at least one")
+            if self.range is None:
+                self.range = (min(self.values), max(self.values))
         if numeric and self.range is None:
             raise ValueError(f"an {self.type} knob needs a range")
         if not numeric and (self.range is not None or self.log):

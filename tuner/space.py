@@ -195,9 +195,13 @@ class SearchSpace:
     def default_knobs(self) -> dict[str, Value]:
         """The engine's own default configuration on this platform (the baseline): knobs the
         engine picks itself (`engine_default`) are left unset."""
+        return self._active(self._defaults())
+
+    def _defaults(self) -> dict[str, Value]:
+        """Default and fixed values of every knob, whether or not its condition holds."""
         knobs = {n: k.default for n, k in self.knobs.items() if not k.engine_default}
         knobs.update(self.fixed)
-        return self._active(knobs)
+        return knobs
 
     def centre_knobs(self) -> dict[str, Value]:
         """The centre of the search: every searched knob at its catalogue default."""
@@ -230,7 +234,9 @@ class SearchSpace:
                 raise TunerError(_unknown_knob(self.catalogue, name))
             if name in self.knobs:
                 self.knobs[name].check(value)
-        knobs = self.default_knobs()
+        # From all defaults, not the active ones: a knob that the overrides switch on (a
+        # compile flag under a static cache) takes its default or fixed value.
+        knobs = self._defaults()
         knobs.update(overrides)
         active = self._active(knobs)
         for name in overrides:
@@ -361,6 +367,12 @@ def _narrow(
         if spec.type == "int":
             low, high, default = int(low), int(high), int(default)
         choices: tuple[Value, ...] = (low,) if low == high else ()
+        if spec.values is not None:
+            # Only these values, searched as an ordered set (a recorded grid, say).
+            choices = tuple(sorted({v for v in spec.values if low <= v <= high}))
+            if not choices:
+                return f"none of its values lies in {low}..{high} here"
+            default = min(choices, key=lambda v: (abs(v - default), v))
         if spec.divides is not None:
             if spec.divides not in facts:
                 return f"needs {spec.divides}, not known here"

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuner.engines import engine_class
 from tuner.errors import TunerError
-from tuner.hardware import Hardware, detect_hardware, detect_platform
+from tuner.hardware import Hardware, detect_hardware, detect_platform, slugify
 from tuner.knobs import Catalogue, Value, describe
 from tuner.measure import Protocol as MeasureProtocol
 from tuner.models import ModelRef, model_facts, resolve_model
@@ -116,10 +116,16 @@ def prepare(
     cls = engine_class(engine)
     catalogue = cls.catalogue()
     platform = detect_platform(catalogue.modules())
-    spec = load_workload(workload) if isinstance(workload, str) else workload
-    model_ref = resolve_model(model)
-    requests = build_requests(spec, Tokenizer(model_ref.path))
-    facts = facts_of(model_ref, requests)
+    table = getattr(cls, "table", None)
+    if table is not None:
+        # A replay: the model and workload are the table's; nothing is loaded or tokenized.
+        model_ref = ModelRef(table.model, cls.table_path, slugify(table.model), "replay")
+        spec, requests, facts = table.workload, [], {}
+    else:
+        spec = load_workload(workload) if isinstance(workload, str) else workload
+        model_ref = resolve_model(model)
+        requests = build_requests(spec, Tokenizer(model_ref.path))
+        facts = facts_of(model_ref, requests)
     space = catalogue.resolve(platform, facts=facts)
     pinned = {**(pinned or {}), **space.parse_overrides(set_pairs)}
     if pinned:
@@ -322,6 +328,8 @@ class Study:
         from smac.runhistory.dataclasses import TrialInfo
 
         observer = observer or NullObserver()
+        if evaluate is None and hasattr(engine_class(self.spec.engine), "answerer"):
+            evaluate = engine_class(self.spec.engine).answerer(self.spec.seed)
         space = self.setup.space
         results = read_trials(self.trials_path)
         resumed = len(results)

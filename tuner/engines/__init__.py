@@ -23,7 +23,11 @@ ENGINES: dict[str, str] = {
 
 
 def engine_class(name: str) -> Any:
-    """The adapter class for an engine name or `module:Class` path."""
+    """The adapter class for an engine name, `module:Class` path, or `replay:<table.json>`."""
+    if name.startswith("replay:"):
+        from tuner.engines.replay import replay_engine
+
+        return replay_engine(name)
     target = ENGINES.get(name, name)
     module_name, sep, attr = target.partition(":")
     if not sep:

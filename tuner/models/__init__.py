@@ -25,7 +25,7 @@ class ModelRef:
     ref: str
     path: Path
     slug: str
-    source: Literal["synthetic", "local", "hf-cache"]
+    source: Literal["synthetic", "local", "hf-cache", "replay"]
 
 
 def cache_root() -> Path:

@@ -1,0 +1,276 @@
+"""Search efficiency on recorded landscapes: SMAC, random search, Optuna's TPE, the default.
+
+Every method runs on the replay engine of each table in benchmarks/data/ (the recorded
+measurement with its recorded spread as noise, the recorded GPU-seconds as cost), at equal trial
+budgets over many seeds. A method's result is the configuration it would pick (the best it
+observed); it is scored by that configuration's recorded tok/s over the table's optimum.
+No GPU and no timing. Writes reports/search-efficiency.md and reports/search-efficiency.png.
+
+    python benchmarks/search_efficiency.py [--seeds 10] [--tables benchmarks/data/*.json]
+
+Needs optuna and matplotlib (pip install optuna matplotlib); they are not tuner's dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tuner.engines.replay import replay_engine
+from tuner.knobs import Value
+from tuner.study import Study, StudySpec, prepare
+from tuner.trial import TrialResult
+
+BUDGETS = (5, 10, 20)
+ROOT = Path(__file__).resolve().parent.parent
+REPORT = ROOT / "reports" / "search-efficiency.md"
+PLOT = REPORT.with_suffix(".png")
+SMAC_METHODS = {
+    "smac (tuner's default: GP)": "gp",
+    "smac (RF, HPO facade)": "rf",
+    "random": "random",
+}
+
+
+def tuner_study(
+    table: Path, optimizer: str, budget: int, seed: int, tmp: Path
+) -> list[TrialResult]:
+    """tuner's own study loop (baseline first, then the optimizer) on the replay engine."""
+    engine = f"replay:{table}"
+    setup = prepare(engine, "", "")
+    spec = StudySpec(
+        engine=engine,
+        model=setup.model.ref,
+        workload=setup.workload,
+        trials=budget,
+        seed=seed,
+        optimizer=optimizer,
+    )
+    run_dir = tmp / f"{table.stem}-{optimizer}-{budget}-{seed}"
+    return Study.create(spec, run_dir, setup).run().results
+
+
+def tpe_study(table: Path, budget: int, seed: int) -> list[TrialResult]:
+    """Optuna's TPESampler with its defaults over the same space (ordinal knobs as indices),
+    baseline first as tuner does; repeated proposals are answered without cost, as in tuner."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cls = replay_engine(f"replay:{table}")
+    space = prepare(f"replay:{table}", "", "").space
+    answer = cls.answerer(seed)
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    results: list[TrialResult] = []
+    seen: dict[str, TrialResult] = {}
+
+    def measure(knobs: dict[str, Value]) -> TrialResult:
+        result = answer(len(results), "tpe", knobs)
+        results.append(result)
+        seen[_key(knobs)] = result
+        return result
+
+    baseline = space.default_knobs()
+    study.enqueue_trial(_to_params(space, baseline))
+    proposals = 0
+    while len(results) < budget and proposals < 50 * budget:
+        proposals += 1
+        trial = study.ask()
+        knobs = _from_trial(space, trial)
+        if space.violated(knobs) is not None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        result = seen.get(_key(knobs)) or measure(knobs)
+        study.tell(trial, result.output_tokens_per_s or 0.0)
+    return results
+
+
+def _to_params(space: Any, knobs: dict[str, Value]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, knob in space.knobs.items():
+        if name in knobs:
+            value = knobs[name]
+            params[name] = knob.choices.index(value) if _ordinal(knob) else value
+    return params
+
+
+def _from_trial(space: Any, trial: Any) -> dict[str, Value]:
+    knobs: dict[str, Value] = {}
+    for name, knob in space.knobs.items():
+        if any({**space.fixed, **knobs}.get(p) not in allowed for p, allowed in knob.when):
+            continue
+        if _ordinal(knob):
+            knobs[name] = knob.choices[trial.suggest_int(name, 0, len(knob.choices) - 1)]
+        else:
+            knobs[name] = trial.suggest_categorical(name, list(knob.choices))
+    return space.complete(knobs)
+
+
+def _ordinal(knob: Any) -> bool:
+    return knob.type in ("int", "float") and len(knob.choices) > 1
+
+
+def _key(knobs: dict[str, Value]) -> str:
+    return repr(sorted(knobs.items()))
+
+
+def curve(results: list[TrialResult], truth: Callable[[dict[str, Value]], float]) -> list[float]:
+    """After each trial: the recorded ratio to the optimum of the configuration picked so far
+    (the best observed, noise included)."""
+    out, best, best_seen = [], 0.0, -1.0
+    for r in results:
+        seen = r.output_tokens_per_s or 0.0
+        if seen > best_seen:
+            best_seen, best = seen, truth(r.knobs)
+        out.append(best)
+    return out
+
+
+def reach(results: list[TrialResult], ratios: list[float], target: float) -> tuple[int, float]:
+    """Trials and recorded GPU-seconds spent when the pick first reached `target`."""
+    cost = 0.0
+    for n, (r, ratio) in enumerate(zip(results, ratios, strict=True), 1):
+        cost += r.wall_s
+        if ratio >= target:
+            return n, cost
+    return 0, cost
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument(
+        "--tables",
+        nargs="*",
+        type=Path,
+        default=sorted((ROOT / "benchmarks" / "data").glob("*.json")),
+    )
+    args = parser.parse_args()
+    sections, curves_by_table = [], {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for table_path in args.tables:
+            table = replay_engine(f"replay:{table_path}").table
+            optimum = table.optimum().output_tokens_per_s or 1.0
+
+            def truth(
+                knobs: dict[str, Value], table: Any = table, optimum: float = optimum
+            ) -> float:
+                return (table.point(knobs).output_tokens_per_s or 0.0) / optimum
+
+            runs: dict[tuple[str, int], list[list[TrialResult]]] = {}
+            for name, optimizer in SMAC_METHODS.items():
+                for budget in BUDGETS:
+                    runs[(name, budget)] = [
+                        tuner_study(table_path, optimizer, budget, s, tmp)
+                        for s in range(args.seeds)
+                    ]
+                    print(table_path.name, name, budget, flush=True)
+            for budget in BUDGETS:
+                runs[("optuna TPE", budget)] = [
+                    tpe_study(table_path, budget, s) for s in range(args.seeds)
+                ]
+            print(table_path.name, "optuna TPE", flush=True)
+            sections.append(_section(table_path, table, optimum, runs, truth, args.seeds))
+            curves_by_table[table_path.stem] = {
+                name: [curve(r, truth) for r in runs[(name, max(BUDGETS))]]
+                for name in [*SMAC_METHODS, "optuna TPE"]
+            }
+    _plot(curves_by_table)
+    REPORT.write_text(_header(args) + "\n".join(sections))
+    print(f"wrote {REPORT} and {PLOT}")
+
+
+def _header(args: argparse.Namespace) -> str:
+    tables = " ".join(
+        str(t.relative_to(ROOT)) if t.is_relative_to(ROOT) else str(t) for t in args.tables
+    )
+    return "\n".join(
+        [
+            "# Search efficiency on recorded landscapes",
+            "",
+            f"Generated by `python benchmarks/search_efficiency.py --seeds {args.seeds}` over "
+            f"{tables}. Each method searches the replay of a recorded table (the recorded "
+            "measurement with its recorded spread as seeded noise, the recorded GPU-seconds, "
+            "model loads included, as cost). A method's pick is the best configuration it "
+            "observed; the ratio is the pick's recorded tok/s over the table's optimum. Every "
+            "method measures the engine's default configuration first. `default` is that "
+            "configuration alone. "
+            "Optuna's TPE runs with its defaults (10 random start-up trials); SMAC runs through "
+            "tuner's own study loop. Seeds 0.." + f"{args.seeds - 1}.",
+            "",
+            f"![convergence]({PLOT.name})",
+            "",
+            "",
+        ]
+    )
+
+
+def _section(path: Path, table: Any, optimum: float, runs: dict, truth: Any, seeds: int) -> str:
+    ok = sum(p.status == "ok" for p in table.points)
+    best = table.optimum()
+    baseline_ratio = truth(table.baseline)
+    lines = [
+        f"## {path.name}",
+        "",
+        f"{table.engine} · {table.model} · {table.workload.name} "
+        f"({table.workload.requests} requests, {table.workload.output_tokens} tokens out) · "
+        f"{table.gpu.name} · {', '.join(f'{k} {v}' for k, v in table.versions.items())}. "
+        f"{len(table.points)} points ({ok} ok) over {', '.join(table.grid)}; optimum "
+        f"{optimum:,.1f} tok/s at {_fmt(best.knobs)}; measuring every point cost "
+        f"{sum(p.wall_s for p in table.points):,.0f} GPU-seconds.",
+        "",
+        "| method | trials | median ratio | worst ratio | seeds >= 95% | median trials to 95% "
+        "| median GPU-s to 95% |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| default | 1 | {baseline_ratio:.3f} | {baseline_ratio:.3f} | "
+        f"{seeds if baseline_ratio >= 0.95 else 0}/{seeds} | - | - |",
+    ]
+    for (name, budget), results in runs.items():
+        ratios = [curve(r, truth) for r in results]
+        finals = [c[-1] for c in ratios]
+        reached = [reach(r, c, 0.95) for r, c in zip(results, ratios, strict=True)]
+        hits = [(n, s) for n, s in reached if n]
+        med_n = f"{statistics.median(n for n, _ in hits):.0f}" if hits else "not reached"
+        med_s = f"{statistics.median(s for _, s in hits):,.0f}" if hits else "-"
+        lines.append(
+            f"| {name} | {budget} | {statistics.median(finals):.3f} | {min(finals):.3f} | "
+            f"{len(hits)}/{len(results)} | {med_n} | {med_s} |"
+        )
+    return "\n".join(lines) + "\n\n"
+
+
+def _plot(curves_by_table: dict[str, dict[str, list[list[float]]]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, len(curves_by_table), figsize=(6 * len(curves_by_table), 4), squeeze=False
+    )
+    for ax, (table, methods) in zip(axes[0], curves_by_table.items(), strict=True):
+        for name, curves in methods.items():
+            n = min(len(c) for c in curves)
+            median = [statistics.median(c[i] for c in curves) for i in range(n)]
+            ax.plot(range(1, n + 1), median, marker=".", label=name)
+        ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(table, fontsize=9)
+        ax.set_xlabel("trial")
+        ax.set_ylabel("median pick / table optimum")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=110)
+
+
+def _fmt(knobs: dict[str, Value]) -> str:
+    return " ".join(f"{k}={v}" for k, v in knobs.items())
+
+
+if __name__ == "__main__":
+    main()

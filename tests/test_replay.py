@@ -1,0 +1,159 @@
+"""Recorded landscapes and the replay engine (real SMAC, no GPU, no engine loaded)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tuner.cli import app
+from tuner.engines.replay import replay_engine
+from tuner.errors import TunerError
+from tuner.landscape import read_landscape
+from tuner.study import Study, StudySpec, prepare
+
+DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"
+TABLES = sorted(DATA.glob("*.json"))
+H100 = DATA / "h100-hf-tiny-llama-humaneval.json"
+runner = CliRunner()
+
+
+def replay_study(table: Path, seed: int, trials: int, run_dir: Path, optimizer: str = "gp"):  # type: ignore[no-untyped-def]
+    engine = f"replay:{table}"
+    setup = prepare(engine, "", "")
+    spec = StudySpec(
+        engine=engine,
+        model=setup.model.ref,
+        workload=setup.workload,
+        trials=trials,
+        seed=seed,
+        optimizer=optimizer,
+    )
+    return Study.create(spec, run_dir, setup).run()
+
+
+@pytest.mark.parametrize("table", TABLES, ids=[t.stem for t in TABLES])
+def test_committed_tables_read_and_hold_their_grid(table: Path) -> None:
+    land = read_landscape(table)
+    assert land.points and land.baseline
+    sizes = [len(v) for v in land.grid.values()]
+    assert len(land.points) <= int(statistics.fmean(sizes) ** len(sizes)) + 1
+    assert land.point(land.baseline).knobs == land.baseline
+    assert land.optimum().output_tokens_per_s >= land.point(land.baseline).output_tokens_per_s
+
+
+def test_the_replay_space_is_the_recorded_grid() -> None:
+    space = prepare(f"replay:{H100}", "", "").space
+    assert space.knobs["batch_size"].choices == (1, 4, 16, 64)
+    assert set(space.knobs) == {
+        "batch_size",
+        "dtype",
+        "attn_implementation",
+        "cache_implementation",
+    }
+    assert space.fixed == {"torch_compile": False, "num_gpus": 1}
+    assert space.default_knobs() == read_landscape(H100).baseline
+
+
+def test_a_replay_study_reaches_90_percent_of_the_optimum_within_20_trials(
+    tmp_path: Path,
+) -> None:
+    # The issue's behaviour check: most seeds (3 of 5) pick a configuration whose recorded
+    # figure is within 90% of the table's optimum. The pick is made on noisy answers (the
+    # CPU table's recorded spread is 15% at the median), so a seed can pick a near-peak point.
+    for table in TABLES:
+        land = read_landscape(table)
+        optimum = land.optimum().output_tokens_per_s
+        ratios = []
+        for seed in range(5):
+            outcome = replay_study(table, seed, 20, tmp_path / f"{table.stem}-{seed}")
+            assert len(outcome.results) == 20 and outcome.results[0].origin == "baseline"
+            picked = land.point(outcome.best.knobs).output_tokens_per_s
+            ratios.append(picked / optimum)
+        assert sum(r >= 0.9 for r in ratios) >= 3, (table.name, ratios)
+
+
+def test_replay_answers_with_seeded_noise_and_recorded_costs(tmp_path: Path) -> None:
+    land = read_landscape(H100)
+    a = replay_study(H100, 3, 6, tmp_path / "a").results
+    b = replay_study(H100, 3, 6, tmp_path / "b").results
+    assert [r.output_tokens_per_s for r in a] == [r.output_tokens_per_s for r in b]
+    for r in a:
+        point = land.point(r.knobs)
+        recorded = point.output_tokens_per_s
+        cv = point.measurement.output_tokens_per_s.cv
+        assert abs(r.output_tokens_per_s / recorded - 1) <= 5 * cv + 1e-9
+        load = 0.0 if r.reused_model else land.load_cost_s(r.knobs)
+        assert r.wall_s == pytest.approx(land.measure_cost_s(point) + load)
+    assert not a[0].reused_model and a[0].load_s == land.load_cost_s(a[0].knobs)
+
+
+def test_knobs_outside_the_table_are_a_clear_error(tmp_path: Path) -> None:
+    cls = replay_engine(f"replay:{H100}")
+    answer = cls.answerer(0)
+    with pytest.raises(TunerError, match=r"batch_size=2 .* is not in the recorded table"):
+        answer(0, "x", {**read_landscape(H100).baseline, "batch_size": 2})
+    result = runner.invoke(
+        app,
+        [
+            "tune",
+            "--engine",
+            f"replay:{H100}",
+            "--set",
+            "batch_size=2",
+            "--run-dir",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "batch_size=2 is not one of: 1, 4, 16, 64" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_tune_on_a_replay_prints_the_ratio_and_writes_no_profile(tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles"
+    result = runner.invoke(
+        app,
+        [
+            "tune",
+            "--engine",
+            f"replay:{H100}",
+            "--trials",
+            "8",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--profiles-dir",
+            str(profiles),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["trials"] == 8 and 0 < data["ratio_to_optimum"] <= 1.5
+    assert data["table_optimum"]["output_tokens_per_s"] == pytest.approx(
+        read_landscape(H100).optimum().output_tokens_per_s
+    )
+    assert not profiles.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "cannot read landscape"),
+        ("{", "not JSON"),
+        ('{"kind": "profile"}', "is not a recorded landscape"),
+        ('{"kind": "tuner-landscape"}', "engine: Field required"),
+    ],
+)
+def test_bad_tables_are_one_line(tmp_path: Path, text: str | None, message: str) -> None:
+    path = tmp_path / "t.json"
+    if text is not None:
+        path.write_text(text)
+    result = runner.invoke(
+        app, ["tune", "--engine", f"replay:{path}", "--run-dir", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,227 @@
+"""Recorded landscapes: every point of a small search space, measured, kept as a table.
+
+A landscape (`benchmarks/data/*.json`) is a grid of knob values (for example batch size x attention
+x cache x dtype) each measured with the full protocol of a trial, plus the GPU, versions, workload
+and protocol they were measured with. `--engine replay:<table.json>` answers trials from it
+(`tuner.engines.replay`), so that searches can be compared in seconds without a GPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuner.errors import TunerError
+from tuner.knobs import Value, describe
+from tuner.measure import Protocol
+from tuner.profiles import GpuRecord, HostRecord, gpu_record, host_record
+from tuner.trial import TrialResult
+from tuner.workloads import WorkloadSpec
+
+SCHEMA_VERSION = 1
+
+
+class Landscape(BaseModel):
+    """A recorded grid: every point a trial result, in the order it was measured."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["tuner-landscape"] = "tuner-landscape"
+    engine: str
+    model: str
+    workload: WorkloadSpec
+    protocol: Protocol
+    gpu: GpuRecord
+    host: HostRecord
+    versions: dict[str, str]
+    grid: dict[str, list[Value]] = Field(description="the values measured, per knob")
+    fixed: dict[str, Value] = Field(description="knobs held at one value in every point")
+    baseline: dict[str, Value] = Field(description="the engine's default configuration")
+    load_knobs: list[str] = Field(description="knobs that need a new model load")
+    points: list[TrialResult]
+    recorded_at: datetime
+    command: str = ""
+
+    def point(self, knobs: Mapping[str, Value]) -> TrialResult:
+        """The recorded trial of `knobs`; knobs outside the table are a `TunerError`."""
+        found = self._index().get(_key(knobs))
+        if found is None:
+            raise TunerError(
+                f"{_fmt(knobs)} is not in the recorded table (it holds {len(self.points)} "
+                f"points of {', '.join(self.grid)})"
+            )
+        return found
+
+    def _index(self) -> dict[str, TrialResult]:
+        cached: dict[str, TrialResult] | None = getattr(self, "_points_by_key", None)
+        if cached is None:
+            cached = {_key(p.knobs): p for p in self.points}
+            object.__setattr__(self, "_points_by_key", cached)
+        return cached
+
+    def load_cost_s(self, knobs: Mapping[str, Value]) -> float:
+        """The recorded model load of the load group `knobs` belong to (0 if none loaded)."""
+        group = self.load_key(knobs)
+        loads = [p.load_s for p in self.points if p.load_s and self.load_key(p.knobs) == group]
+        return loads[0] if loads else 0.0
+
+    def load_key(self, knobs: Mapping[str, Value]) -> str:
+        return _key({n: v for n, v in knobs.items() if n in self.load_knobs})
+
+    def optimum(self) -> TrialResult:
+        """The fastest point."""
+        ok = [p for p in self.points if p.output_tokens_per_s is not None]
+        if not ok:
+            raise TunerError("the table holds no successful point")
+        return max(ok, key=lambda p: p.output_tokens_per_s or 0.0)
+
+    def measure_cost_s(self, point: TrialResult) -> float:
+        """GPU seconds a point took, its model load left out."""
+        return max(point.wall_s - (point.load_s or 0.0), 0.0)
+
+
+def read_landscape(path: Path) -> Landscape:
+    """Reads and checks a table; any problem is one `TunerError` line."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TunerError(f"cannot read landscape {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TunerError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(data, dict) or data.get("kind") != "tuner-landscape":
+        raise TunerError(f"{path} is not a recorded landscape (no kind: tuner-landscape)")
+    try:
+        return Landscape.model_validate(data)
+    except ValidationError as exc:
+        raise TunerError(f"{path}: {describe(exc)}") from None
+
+
+def write_landscape(landscape: Landscape, path: Path) -> Path:
+    """Writes atomically (a table is never half written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(landscape.model_dump_json(indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def parse_grid(pairs: Sequence[str], space: Any) -> dict[str, list[Value]]:
+    """`name=v1,v2,...` pairs, each value parsed and checked against the search space."""
+    grid: dict[str, list[Value]] = {}
+    for pair in pairs:
+        name, sep, values = pair.partition("=")
+        name = name.strip()
+        if not sep or not values.strip():
+            raise TunerError(f"--grid takes name=value,value,... not {pair!r}")
+        if name not in space.knobs:
+            raise TunerError(f"--grid {name}: not a searched knob here ({', '.join(space.knobs)})")
+        grid[name] = [space.knobs[name].parse(v) for v in values.split(",")]
+    return grid
+
+
+def grid_points(space: Any, grid: Mapping[str, list[Value]], pinned: Mapping[str, Value]) -> list:
+    """Every grid combination completed with defaults and `pinned`, forbidden ones left out,
+    duplicates (a knob inactive under its condition) once; ordered so that points sharing a
+    model load follow each other."""
+    names = list(grid)
+    seen: dict[str, dict[str, Value]] = {}
+    for combo in itertools.product(*(grid[n] for n in names)):
+        given = {**pinned, **dict(zip(names, combo, strict=True))}
+        values = {**space.default_knobs(), **given}
+        # A knob whose condition fails in this combination is left out (torch_compile under a
+        # dynamic cache), so that one grid can hold a conditional knob.
+        given = {
+            n: v
+            for n, v in given.items()
+            if all(values.get(p) in allowed for p, allowed in space.when.get(n, ()))
+        }
+        knobs = space.complete(given)
+        if space.violated(knobs) is None:
+            seen.setdefault(_key(knobs), knobs)
+    points = list(seen.values())
+    load = [n for n, k in space.knobs.items() if k.stage == "load"]
+    points.sort(key=lambda k: json.dumps([k.get(n) for n in load], default=str))
+    return points
+
+
+def record(
+    setup: Any,
+    grid: Mapping[str, list[Value]],
+    protocol: Protocol,
+    timeout_s: float,
+    work_dir: Path,
+    *,
+    command: str = "",
+    on_point: Callable[[int, int, TrialResult], None] | None = None,
+) -> Landscape:
+    """Measures every grid point in one worker (loads shared where the load knobs match).
+    Knobs outside the grid stay at their defaults, or at the values pinned in `setup`."""
+    from tuner.study import NullObserver, run_trial
+    from tuner.worker import Worker
+
+    space = setup.space
+    baseline = space.default_knobs()
+    # The engine's defaults are a point of every table: the comparison's "default" method.
+    full = {
+        n: list(dict.fromkeys([*v, baseline[n]])) if n in baseline else v for n, v in grid.items()
+    }
+    points = grid_points(space, full, space.fixed)
+    if _key(baseline) not in {_key(p) for p in points}:
+        points.insert(0, baseline)
+    results: list[TrialResult] = []
+    worker = Worker(work_dir)
+    try:
+        for number, knobs in enumerate(points):
+            result = run_trial(
+                worker, setup, number, "grid", knobs, protocol, timeout_s, NullObserver()
+            )
+            results.append(result)
+            if on_point is not None:
+                on_point(number, len(points), result)
+    finally:
+        worker.close()
+    versions = next((r.versions for r in results if r.versions), {})
+    return Landscape(
+        engine=setup.engine,
+        model=setup.model.ref,
+        workload=setup.workload,
+        protocol=protocol,
+        gpu=gpu_record(setup.hardware),
+        host=host_record(setup.hardware),
+        versions=versions,
+        grid={n: sorted(v, key=_order) for n, v in full.items()},
+        fixed=dict(space.fixed),
+        baseline=baseline,
+        load_knobs=[n for n, k in space.knobs.items() if k.stage == "load"]
+        + [
+            n
+            for n in space.fixed
+            if n in space.catalogue.knobs and space.catalogue.knobs[n].stage == "load"
+        ],
+        points=results,
+        recorded_at=datetime.now(UTC),
+        command=command,
+    )
+
+
+def _order(value: Value) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, int | float) else (1, str(value))
+
+
+def _key(knobs: Mapping[str, Value]) -> str:
+    return json.dumps(dict(knobs), sort_keys=True)
+
+
+def _fmt(knobs: Mapping[str, Value]) -> str:
+    return " ".join(f"{n}={v}" for n, v in knobs.items())
