@@ -426,3 +426,19 @@ def test_values_make_an_ordered_set_of_numbers() -> None:
         space.parse_overrides(["batch=8"])
     with pytest.raises(ValueError, match="only int and float knobs take values"):
         catalogue(knobs={**knobs, "cache": {**knobs["cache"], "values": [1]}})
+
+
+def test_initial_points_resolve_bounds_and_skip_what_is_not_searched() -> None:
+    cat = catalogue(initial=[{"batch": "max"}, {"batch": "min", "compile": True}, {"gpus": 2}])
+    cpu = cat.resolve(CPU)
+    # On the CPU: batch at its bounds; compile and gpus are not searched there.
+    assert cpu.initial_knobs() == [
+        {**cpu.default_knobs(), "batch": 64},
+        {**cpu.default_knobs(), "batch": 1},
+    ]
+    gpu = cat.resolve(FOUR_GPUS)
+    # compile=true needs cache=static, which the point does not set: that point is left out.
+    assert [p["batch"] for p in gpu.initial_knobs()] == [64, 4]
+    assert gpu.initial_knobs()[1]["gpus"] == 2
+    with pytest.raises(ValueError, match="an initial point names unknown knob 'bsz'"):
+        catalogue(initial=[{"bsz": 1}])

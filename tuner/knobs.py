@@ -142,6 +142,9 @@ class Catalogue(BaseModel):
     summary: str
     knobs: dict[str, KnobSpec]
     forbidden: list[ForbiddenSpec] = []
+    # Starting points the search measures right after the baseline: knob values, or `max` /
+    # `min` for a numeric knob's bound here (known good corners, say the largest batch).
+    initial: list[dict[str, Value]] = []
 
     @model_validator(mode="after")
     def _references(self) -> Catalogue:
@@ -153,6 +156,10 @@ class Catalogue(BaseModel):
             for name in rule.if_:
                 if name not in self.knobs:
                     raise ValueError(f"a forbidden rule names unknown knob {name!r}")
+        for point in self.initial:
+            for name in point:
+                if name not in self.knobs:
+                    raise ValueError(f"an initial point names unknown knob {name!r}")
         return self
 
     def names(self) -> set[str]:

@@ -25,12 +25,21 @@ def _never_called(config: Any, seed: int = 0) -> float:
 
 
 def make_optimizer(
-    kind: Optimizer, configspace: Any, *, budget: int, seed: int, output_dir: Path
+    kind: Optimizer,
+    configspace: Any,
+    *,
+    budget: int,
+    seed: int,
+    output_dir: Path,
+    starts: list[Any] | None = None,
 ) -> Any:
     """A SMAC facade over `configspace` for a study of about `budget` trials.
 
     Trials are deterministic to SMAC (tuner repeats runs itself) and each configuration is
-    measured once. The initial design is a Sobol sample of about a quarter of the budget.
+    measured once. The initial design is a Sobol sample of about a quarter of the budget, then
+    `starts`: the catalogue's starting points (the largest batch, for `hf`), which lifted the
+    median pick at 5 trials from 0.50 to 0.91 and 0.51 to 0.82 of the optimum on the recorded
+    landscapes (reports/search-efficiency.md).
     """
     from smac import BlackBoxFacade, HyperparameterOptimizationFacade, RandomFacade, Scenario
 
@@ -46,7 +55,11 @@ def make_optimizer(
     extra: dict[str, Any] = {}
     if kind != "random":
         n_init = max(1, min(5 * len(list(configspace.values())), budget // 4))
-        extra["initial_design"] = facade.get_initial_design(scenario, n_configs=n_init)
+        extra["initial_design"] = facade.get_initial_design(
+            scenario,
+            n_configs=n_init,
+            additional_configs=list(starts or []),
+        )
     return facade(
         scenario,
         _never_called,

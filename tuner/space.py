@@ -331,6 +331,30 @@ class SearchSpace:
         knobs.update(self.fixed)
         return self._active(knobs)
 
+    def initial_knobs(self) -> list[dict[str, Value]]:
+        """The catalogue's starting points as they stand here (`max`/`min` resolved; knobs
+        that are not searched here ignored; points that add nothing or are forbidden left out)."""
+        points = []
+        for point in self.catalogue.initial:
+            given: dict[str, Value] = {}
+            for name, value in point.items():
+                knob = self.knobs.get(name)
+                if knob is None:
+                    continue
+                if value in ("max", "min") and knob.type in ("int", "float"):
+                    pool = knob.choices if len(knob.choices) > 1 else (knob.low, knob.high)
+                    value = max(pool) if value == "max" else min(pool)  # type: ignore[type-var]
+                given[name] = value
+            if not given:
+                continue
+            try:
+                knobs = self.complete(given)
+            except TunerError:
+                continue
+            if knobs not in points and knobs != self.default_knobs():
+                points.append(knobs)
+        return points
+
     def config_from_knobs(self, space: Any, knobs: Mapping[str, Value]) -> Any:
         """The ConfigSpace configuration for engine knobs (fixed knobs left out). Searched knobs
         that `knobs` leave unset take their value from the centre of the search."""

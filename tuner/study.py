@@ -302,6 +302,10 @@ class Study:
             budget=self.spec.trials or 40,
             seed=self.spec.seed,
             output_dir=self.run_dir / "smac",
+            starts=[
+                self.setup.space.config_from_knobs(configspace, k)
+                for k in self.setup.space.initial_knobs()
+            ],
         )
 
     @staticmethod

@@ -30,6 +30,25 @@ def is_replay(engine: str) -> bool:
     return engine.startswith(PREFIX)
 
 
+def replay_study(
+    table: Path, *, trials: int, seed: int, run_dir: Path, optimizer: str = "gp"
+) -> Any:
+    """A whole study on the replay of `table`: tuner's own loop, baseline first."""
+    from tuner.study import Study, StudySpec, prepare
+
+    engine = f"{PREFIX}{table}"
+    setup = prepare(engine, "", "")
+    spec = StudySpec(
+        engine=engine,
+        model=setup.model.ref,
+        workload=setup.workload,
+        trials=trials,
+        seed=seed,
+        optimizer=optimizer,  # type: ignore[arg-type]
+    )
+    return Study.create(spec, run_dir, setup).run()
+
+
 @cache
 def replay_engine(engine: str) -> type[Replay]:
     """The replay adapter class of `replay:<path>` (one class per table)."""
@@ -92,6 +111,7 @@ class Replay:
             summary=f"{cls.table.engine} as recorded in {cls.table_path.name}",
             knobs=knobs,
             forbidden=forbidden,
+            initial=[{n: v for n, v in p.items() if n in knobs} for p in source.initial],
         )
 
     @classmethod
