@@ -101,6 +101,8 @@ def test_knobs_outside_the_table_are_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "batch_size=2 is not one of: 1, 4, 16, 64" in result.output
+    bench = runner.invoke(app, ["bench", "--engine", f"replay:{H100}"])
+    assert bench.exit_code == 2 and "a replay answers studies only" in bench.output
     assert "Traceback" not in result.output
 
 

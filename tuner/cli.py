@@ -59,7 +59,15 @@ def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-Engine = Annotated[str, typer.Option("--engine", "-e", help="hf, hf-pipeline, or module:Class.")]
+Engine = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        "-e",
+        help="hf, hf-pipeline, vllm, vllm-server, replay:TABLE.json (a recorded landscape), "
+        "or module:Class.",
+    ),
+]
 Workload = Annotated[
     str,
     typer.Option("--workload", "-w", help="humaneval, synthetic, jsonl:PATH, or a .yaml file."),
@@ -413,6 +421,8 @@ def bench(
 
     quiet = quiet or json_
     with user_errors():
+        if is_replay(engine):
+            raise TunerError("a replay answers studies only (tuner tune); bench runs an engine")
         model, requests, output_tokens = _model_and_sizes(model, requests, output_tokens, quiet)
         spec_workload = load_workload(workload, requests=requests, output_tokens=output_tokens)
         options = _engine_options(
