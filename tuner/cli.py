@@ -219,6 +219,7 @@ def tune(
     quiet: Quiet = False,
 ) -> None:
     """Search the engine's knobs with SMAC3 and write the best configuration as a profile."""
+    from tuner.engines import is_replay
     from tuner.study import Study, StudySpec, check_writable, prepare, run_dir_for
     from tuner.workloads import load_workload
 
@@ -272,10 +273,6 @@ def tune(
         _run_study(study, profiles_dir, json_=json_, quiet=quiet)
 
 
-def is_replay(engine: str) -> bool:
-    return engine.startswith("replay:")
-
-
 def _say_no_telemetry(hardware: Any) -> None:
     """Once per command, not per trial: why there will be no energy figures."""
     if not hardware.gpus:
@@ -286,6 +283,7 @@ def _say_no_telemetry(hardware: Any) -> None:
 
 def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> None:
     from tuner.console import StudyView, profile_table, trials_table
+    from tuner.engines import is_replay
     from tuner.profiles import build_profile, profile_path, write_profile
     from tuner.study import NullObserver, read_trials
 
@@ -415,6 +413,7 @@ def bench(
 ) -> None:
     """Measure one configuration: the engine's defaults with --set changes."""
     from tuner.console import StudyView, measurement_table
+    from tuner.engines import is_replay
     from tuner.study import NullObserver, StudySpec, prepare
     from tuner.study import bench as run_bench
     from tuner.workloads import load_workload

@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,7 +53,7 @@ class Landscape(BaseModel):
 
     def point(self, knobs: Mapping[str, Value]) -> TrialResult:
         """The recorded trial of `knobs`; knobs outside the table are a `TunerError`."""
-        found = self._index().get(_key(knobs))
+        found = self.by_key.get(_key(knobs))
         if found is None:
             raise TunerError(
                 f"{_fmt(knobs)} is not in the recorded table (it holds {len(self.points)} "
@@ -60,12 +61,10 @@ class Landscape(BaseModel):
             )
         return found
 
-    def _index(self) -> dict[str, TrialResult]:
-        cached: dict[str, TrialResult] | None = getattr(self, "_points_by_key", None)
-        if cached is None:
-            cached = {_key(p.knobs): p for p in self.points}
-            object.__setattr__(self, "_points_by_key", cached)
-        return cached
+    @cached_property
+    def by_key(self) -> dict[str, TrialResult]:
+        """The points by their knobs."""
+        return {_key(p.knobs): p for p in self.points}
 
     def load_cost_s(self, knobs: Mapping[str, Value]) -> float:
         """The recorded model load of the load group `knobs` belong to (0 if none loaded)."""
@@ -135,10 +134,11 @@ def grid_points(space: Any, grid: Mapping[str, list[Value]], pinned: Mapping[str
     duplicates (a knob inactive under its condition) once; ordered so that points sharing a
     model load follow each other."""
     names = list(grid)
+    defaults = space.default_knobs()
     seen: dict[str, dict[str, Value]] = {}
     for combo in itertools.product(*(grid[n] for n in names)):
         given = {**pinned, **dict(zip(names, combo, strict=True))}
-        values = {**space.default_knobs(), **given}
+        values = {**defaults, **given}
         # A knob whose condition fails in this combination is left out (torch_compile under a
         # dynamic cache), so that one grid can hold a conditional knob.
         given = {
@@ -150,9 +150,15 @@ def grid_points(space: Any, grid: Mapping[str, list[Value]], pinned: Mapping[str
         if space.violated(knobs) is None:
             seen.setdefault(_key(knobs), knobs)
     points = list(seen.values())
-    load = [n for n, k in space.knobs.items() if k.stage == "load"]
+    load = load_knob_names(space)
     points.sort(key=lambda k: json.dumps([k.get(n) for n in load], default=str))
     return points
+
+
+def load_knob_names(space: Any) -> list[str]:
+    """Knobs, searched or fixed, whose change needs a new model load."""
+    stages = {n: k.stage for n, k in space.catalogue.knobs.items()}
+    return [n for n in [*space.knobs, *space.fixed] if stages.get(n) == "load"]
 
 
 def record(
@@ -203,12 +209,7 @@ def record(
         grid={n: sorted(v, key=_order) for n, v in full.items()},
         fixed=dict(space.fixed),
         baseline=baseline,
-        load_knobs=[n for n, k in space.knobs.items() if k.stage == "load"]
-        + [
-            n
-            for n in space.fixed
-            if n in space.catalogue.knobs and space.catalogue.knobs[n].stage == "load"
-        ],
+        load_knobs=load_knob_names(space),
         points=results,
         recorded_at=datetime.now(UTC),
         command=command,

@@ -37,9 +37,10 @@ def make_optimizer(
 
     Trials are deterministic to SMAC (tuner repeats runs itself) and each configuration is
     measured once. The initial design is a Sobol sample of about a quarter of the budget, then
-    `starts`: the catalogue's starting points (the largest batch, for `hf`), which lifted the
-    median pick at 5 trials from 0.50 to 0.91 and 0.51 to 0.82 of the optimum on the recorded
-    landscapes (reports/search-efficiency.md).
+    `starts`: the catalogue's starting points (the largest batch, for `hf`). On the recorded
+    landscapes they lifted SMAC's median pick at 5 trials from 0.50 to 0.85 (CPU table) and 0.51
+    to 0.82 (H100 table) of the optimum (reports/search-efficiency.md; the earlier figures are
+    from a run whose hash seed was not fixed).
     """
     from smac import BlackBoxFacade, HyperparameterOptimizationFacade, RandomFacade, Scenario
 

@@ -332,8 +332,9 @@ class Study:
         from smac.runhistory.dataclasses import TrialInfo
 
         observer = observer or NullObserver()
-        if evaluate is None and hasattr(engine_class(self.spec.engine), "answerer"):
-            evaluate = engine_class(self.spec.engine).answerer(self.spec.seed)
+        answerer = getattr(engine_class(self.spec.engine), "answerer", None)
+        if evaluate is None and answerer is not None:
+            evaluate = answerer(self.spec.seed)
         space = self.setup.space
         results = read_trials(self.trials_path)
         resumed = len(results)

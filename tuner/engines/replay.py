@@ -17,17 +17,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tuner import rules
+from tuner.engines import REPLAY_PREFIX
 from tuner.errors import TunerError
 from tuner.knobs import Catalogue, ChoiceSpec, KnobSpec, Value
 from tuner.landscape import Landscape, read_landscape
 from tuner.measure import Measurement, Run
 from tuner.trial import TrialResult
-
-PREFIX = "replay:"
-
-
-def is_replay(engine: str) -> bool:
-    return engine.startswith(PREFIX)
 
 
 def replay_study(
@@ -36,7 +31,7 @@ def replay_study(
     """A whole study on the replay of `table`: tuner's own loop, baseline first."""
     from tuner.study import Study, StudySpec, prepare
 
-    engine = f"{PREFIX}{table}"
+    engine = f"{REPLAY_PREFIX}{table}"
     setup = prepare(engine, "", "")
     spec = StudySpec(
         engine=engine,
@@ -52,15 +47,16 @@ def replay_study(
 @cache
 def replay_engine(engine: str) -> type[Replay]:
     """The replay adapter class of `replay:<path>` (one class per table)."""
-    path = Path(engine.removeprefix(PREFIX)).expanduser()
-    if not str(path):
+    given = engine.removeprefix(REPLAY_PREFIX)
+    if not given:
         raise TunerError("replay takes a table: --engine replay:<table.json>")
+    path = Path(given).expanduser()
     table = read_landscape(path)
     return type(f"Replay[{path.name}]", (Replay,), {"table": table, "table_path": path})
 
 
 class Replay:
-    """Not loaded like other adapters: `answer` stands in for a worker's trial."""
+    """Not loaded like other adapters: `answerer` stands in for a worker's trials."""
 
     name: ClassVar[str] = "replay"
     fresh_process_per_load: ClassVar[bool] = False
