@@ -182,3 +182,25 @@ def test_background_sampling_takes_samples_on_its_own() -> None:
     time.sleep(0.2)
     t = sampler.stop()
     assert t.gpus[0].samples >= 5  # start, stop, and the thread's samples between
+
+
+def test_the_series_sums_gpus_over_time_and_marks_failed_readings() -> None:
+    clock = FakeClock()
+    a = FakeGpu(energy_j=None, power_w=[100, 200, float("nan")], memory_used_mib=[1000] * 3)
+    b = FakeGpu(energy_j=None, power_w=[50, 50, 50], memory_used_mib=[500, 600, 700])
+    s = window([a, b], clock, [0.5, 0.5]).series
+    assert s is not None
+    assert s.t_s == [0.0, 0.5, 1.0]
+    assert s.power_w == [150.0, 250.0, None]
+    assert s.memory_mib == [1500.0, 1600.0, 1700.0]
+
+
+def test_a_long_window_is_thinned_to_its_first_and_last_samples_and_evenly_between() -> None:
+    clock = FakeClock()
+    gpu = FakeGpu(energy_j=None, power_w=itertools.count(0.0, 1.0))
+    s = window([gpu], clock, [0.01] * 999).series
+    assert s is not None and len(s.t_s) == 100
+    assert s.t_s[0] == 0.0 and s.t_s[-1] == pytest.approx(9.99)
+    assert s.power_w[0] == 0.0 and s.power_w[-1] == 999.0
+    gaps = {round(b - a, 4) for a, b in zip(s.t_s, s.t_s[1:], strict=False)}
+    assert gaps <= {0.1, 0.11}

@@ -1,27 +1,26 @@
 """The `tuner` command line: parses options and calls one library function per command.
 
 Exit codes: 0 done; 1 the work ran but no configuration succeeded; 2 bad input (one line on
-stderr); 130 interrupted (finished trials are kept in the run directory).
+stderr); 3 a regression (`tuner ci`); 130 interrupted (finished trials are kept in the run
+directory).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from tuner.cli_common import Json, Quiet, emit_json, err, out, user_errors
+from tuner.cli_profile import profile_app
 from tuner.errors import TunerError
 
 EXIT_CODES = (
     "Exit codes: 0 done; 1 ran, but no configuration succeeded; 2 bad input; "
+    "3 (tuner ci) throughput fell below the profile by more than the tolerance; "
     "130 interrupted (finished trials are kept)."
 )
 app = typer.Typer(
@@ -30,34 +29,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-profile_app = typer.Typer(help="Read tuned profiles.", no_args_is_help=True)
 app.add_typer(profile_app, name="profile")
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
 
 #: `tuner tune` with no --model: a tiny synthetic model answering the HumanEval prompts with 32
 #: tokens each, a few minutes on a 2-core CPU.
 DEFAULT_MODEL = "synthetic:tiny-llama"
 DEFAULT_OUTPUT_TOKENS = 32
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Bad input: one line on stderr and exit 2. Ctrl-C: exit 130."""
-    try:
-        yield
-    except TunerError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(130) from None
-
-
-def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
 
 Engine = Annotated[
     str,
@@ -110,8 +87,6 @@ Concurrency = Annotated[
 RequestRate = Annotated[
     float | None, typer.Option(min=0.001, help="vllm-server: requests/s, Poisson arrivals.")
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")]
 
 
 def _model_and_sizes(
@@ -323,7 +298,7 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
     profile = build_profile(study, outcome)
     path = write_profile(profile, profile_path(profiles_dir, profile))
     if json_:
-        _emit_json(
+        emit_json(
             {
                 "profile": str(path),
                 "run_dir": str(study.run_dir),
@@ -362,7 +337,7 @@ def _replay_summary(study: Any, outcome: Any, *, json_: bool, quiet: bool) -> No
     ratio = best.output_tokens_per_s / optimum.output_tokens_per_s
     cost = sum(r.wall_s for r in outcome.results)
     if json_:
-        _emit_json(
+        emit_json(
             {
                 "run_dir": str(study.run_dir),
                 "best": {"knobs": best.knobs, "output_tokens_per_s": best.output_tokens_per_s},
@@ -451,7 +426,7 @@ def bench(
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if json_:
-        _emit_json(result.model_dump(mode="json"))
+        emit_json(result.model_dump(mode="json"))
     elif not quiet:
         out.print(measurement_table(result))
     if result.status != "ok":
@@ -471,7 +446,7 @@ def gpus(json_: Json = False) -> None:
 
     hw = detect_hardware()
     if json_:
-        _emit_json({**asdict(hw), "slug": hw.slug})
+        emit_json({**asdict(hw), "slug": hw.slug})
     else:
         out.print(hardware_table(hw))
 
@@ -501,7 +476,7 @@ def knobs(
             catalogue = engine_class(engine).catalogue()
             space = catalogue.resolve(detect_platform(catalogue.modules()))
     if json_:
-        _emit_json(
+        emit_json(
             {
                 "engine": space.engine,
                 "searched": {n: k.describe_values() for n, k in space.knobs.items()},
@@ -512,69 +487,6 @@ def knobs(
         )
     else:
         out.print(knobs_table(space))
-
-
-@profile_app.command("show")
-def profile_show(
-    path: Annotated[Path, typer.Argument(help="A profile JSON file.")], json_: Json = False
-) -> None:
-    """Show one profile."""
-    from tuner.console import profile_table
-    from tuner.profiles import read_profile
-
-    with user_errors():
-        profile = read_profile(path)
-    if json_:
-        sys.stdout.write(profile.model_dump_json(indent=2) + "\n")
-    else:
-        out.print(profile_table(profile))
-
-
-@profile_app.command("list")
-def profile_list(
-    directory: Annotated[Path, typer.Option("--dir", help="The profiles folder.")] = Path(
-        "profiles"
-    ),
-    json_: Json = False,
-) -> None:
-    """List the profiles in a profiles folder."""
-    from tuner.console import profiles_table
-    from tuner.profiles import find_profiles, read_profile
-
-    rows: list[tuple[str, Any]] = []
-    for path in find_profiles(directory):
-        try:
-            rows.append((str(path), read_profile(path)))
-        except TunerError as exc:
-            rows.append((str(path), str(exc)))
-    if json_:
-        _emit_json(
-            [
-                {"path": p, "error": v}
-                if isinstance(v, str)
-                else {
-                    "path": p,
-                    "key": v.key,
-                    "best_output_tokens_per_s": v.best.measurement
-                    and v.best.measurement.output_tokens_per_s.median,
-                    "speedup": v.speedup,
-                    "created_at": v.created_at,
-                }
-                for p, v in rows
-            ]
-        )
-    elif not rows:
-        err.print(f"no profiles under {directory}")
-    else:
-        out.print(profiles_table(rows))
-
-
-@profile_app.command("schema")
-def profile_schema() -> None:
-    """Print the JSON Schema of profiles (as shipped in tuner/schemas/)."""
-    from tuner.profiles import schema_text
-
-    sys.stdout.write(schema_text())
 
 
 @app.command()

@@ -15,6 +15,7 @@ from tuner.knobs import Value
 from tuner.measure import Measurement
 from tuner.profiles import Profile
 from tuner.space import SearchSpace
+from tuner.store import Row
 from tuner.trial import TrialResult
 
 STATUS_STYLE = {"ok": "green", "oom": "yellow", "crashed": "red", "timeout": "magenta"}
@@ -308,4 +309,23 @@ def knobs_table(space: SearchSpace) -> Table:
             rule.because,
             "",
         )
+    return table
+
+
+def diff_table(rows: Sequence[Row], a: str, b: str) -> Table:
+    """Two profiles side by side; differences in bold, figures with B / A."""
+    table = Table(title=f"A {a}\nB {b}", title_justify="left")
+    for col in ("", "", "A", "B", "B / A"):
+        table.add_column(col, justify="right" if col in ("A", "B", "B / A") else "left")
+    section = ""
+    for r in rows:
+        style = "bold" if r.differs else "dim"
+        table.add_row(
+            r.section if r.section != section else "",
+            r.name,
+            f"[{style}]{escape(r.a)}[/]",
+            f"[{style}]{escape(r.b)}[/]",
+            f"{r.ratio:.3f}" if r.ratio is not None else "",
+        )
+        section = r.section
     return table

@@ -20,7 +20,7 @@ from tuner import __version__
 from tuner.errors import TunerError
 from tuner.hardware import Hardware
 from tuner.knobs import Value, describe
-from tuner.measure import Measurement, Protocol
+from tuner.measure import Measurement, Protocol, Run
 from tuner.trial import STATUSES, Status, TrialResult
 
 SCHEMA_VERSION = 1
@@ -138,14 +138,25 @@ def host_record(hardware: Hardware) -> HostRecord:
 
 
 def trial_record(result: TrialResult) -> TrialRecord:
+    """A trial as a profile quotes it: the power and memory time series stay in the run's
+    trials.jsonl (reports plot them), so that a profile stays a short file to read and diff."""
+    m = result.measurement
+    if m is not None:
+        m = m.model_copy(update={"cold": _lean(m.cold), "runs": [_lean(r) for r in m.runs]})
     return TrialRecord(
         number=result.number,
         status=result.status,
         reason=result.reason,
         knobs=result.knobs,
-        measurement=result.measurement,
+        measurement=m,
         load_s=result.load_s,
     )
+
+
+def _lean(run: Run) -> Run:
+    if run.telemetry is None or run.telemetry.series is None:
+        return run
+    return run.model_copy(update={"telemetry": run.telemetry.model_copy(update={"series": None})})
 
 
 def build_profile(study: Any, outcome: Any) -> Profile:

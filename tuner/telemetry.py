@@ -20,6 +20,8 @@ from tuner.errors import GpuLost, NvmlError, NvmlNotSupported
 from tuner.nvml import is_throttled, reason_names
 
 DEFAULT_PERIOD_S = 0.05
+#: Points kept of a window's power and memory over time (a longer window is thinned evenly).
+SERIES_POINTS = 100
 READINGS = (
     "power_w",
     "memory_used_mib",
@@ -69,6 +71,16 @@ class GpuWindow(BaseModel):
     note: str | None = None
 
 
+class Series(BaseModel):
+    """Power and memory of all GPUs together over one window, for plots; None marks a failed
+    reading. `t_s` counts from the window's start."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    t_s: list[float]
+    power_w: list[float | None]
+    memory_mib: list[float | None]
+
+
 class Telemetry(BaseModel):
     """All GPUs of a trial over one window: per-GPU figures and their sums."""
 
@@ -80,6 +92,7 @@ class Telemetry(BaseModel):
     peak_power_w: float | None
     peak_memory_mib: float | None
     throttled: bool
+    series: Series | None = None
 
 
 @dataclass
@@ -183,7 +196,31 @@ def summarize_gpu(track: _Track, window_s: float) -> GpuWindow:
     )
 
 
-def combine(gpus: list[GpuWindow], summed_power: list[float], window_s: float) -> Telemetry:
+def series_of(tracks: Sequence[_Track], start_s: float, points: int = SERIES_POINTS) -> Series:
+    """Summed power and memory of the tracks over time, thinned evenly to at most `points`."""
+    count = min((len(t.times) for t in tracks), default=0)
+    if count <= points:
+        keep = list(range(count))
+    else:
+        keep = sorted({round(i * (count - 1) / (points - 1)) for i in range(points)})
+
+    def summed(name: str, i: int) -> float | None:
+        values = [t.values[name][i] for t in tracks]
+        return None if any(v != v for v in values) else round(sum(values), 1)
+
+    return Series(
+        t_s=[round(tracks[0].times[i] - start_s, 4) for i in keep],
+        power_w=[summed("power_w", i) for i in keep],
+        memory_mib=[summed("memory_used_mib", i) for i in keep],
+    )
+
+
+def combine(
+    gpus: list[GpuWindow],
+    summed_power: list[float],
+    window_s: float,
+    series: Series | None = None,
+) -> Telemetry:
     """A trial's figures: per-GPU windows and their sums (None if any GPU lacks the figure)."""
 
     def total(values: list[float | None]) -> float | None:
@@ -199,6 +236,7 @@ def combine(gpus: list[GpuWindow], summed_power: list[float], window_s: float) -
         peak_power_w=max(summed_power) if summed_power and peaks is not None else None,
         peak_memory_mib=total([g.peak_memory_mib for g in gpus]),
         throttled=any(g.throttled for g in gpus),
+        series=series,
     )
 
 
@@ -270,4 +308,5 @@ class Sampler:
         for track in self._tracks:
             track.energy_end = _read(track, "energy_j")
         gpus = [summarize_gpu(track, window_s) for track in self._tracks]
-        return combine(gpus, self._summed_power, window_s)
+        series = series_of(self._tracks, self._start_s) if self._tracks else None
+        return combine(gpus, self._summed_power, window_s, series)

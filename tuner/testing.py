@@ -29,7 +29,9 @@ from typing import Any, ClassVar
 
 from tuner.engines.base import EngineOutOfMemory, RunOutput
 from tuner.errors import GpuLost, NvmlNotSupported
+from tuner.hardware import Hardware
 from tuner.knobs import Catalogue, Value
+from tuner.nvml import GpuInfo
 from tuner.workloads import Request
 
 FAKE_CATALOGUE = {
@@ -329,3 +331,25 @@ class FakeGpu:
 
     def close(self) -> None:
         self.closed = True
+
+
+def fake_hardware(
+    name: str | None = "NVIDIA H100 80GB HBM3",
+    memory_mib: int = 81_559,
+    compute_capability: str = "9.0",
+    count: int = 1,
+) -> Hardware:
+    """A machine with `count` GPUs of one model (name None: a machine without a GPU)."""
+    gpus = tuple(
+        GpuInfo(i, name, f"GPU-fake-{i}", memory_mib, compute_capability, 700.0)
+        for i in range(count if name else 0)
+    )
+    return Hardware(
+        gpus=gpus,
+        driver_version="580.0" if gpus else None,
+        cuda_version="13.0" if gpus else None,
+        no_gpu_reason=None if gpus else "no GPU (fake)",
+        cpu_model="fake CPU",
+        cpu_cores=2,
+        memory_mib=24_000,
+    )

@@ -1,0 +1,239 @@
+"""`tuner profile ...`: list, show, compare and export tuned profiles."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from tuner.cli_common import Json, emit_json, err, out, user_errors
+from tuner.errors import TunerError
+
+profile_app = typer.Typer(
+    help="Find, show, compare and export tuned profiles. Exit codes: 0 done; 2 bad input.",
+    no_args_is_help=True,
+)
+
+Dir = Annotated[Path, typer.Option("--dir", help="The profiles folder.")]
+Gpu = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu",
+        help="auto (this machine's GPU; the closest GPU's profile when it has none, "
+        "marked as such) or a GPU folder name such as nvidia-h100-80gb-hbm3.",
+    ),
+]
+EngineFilter = Annotated[
+    str | None, typer.Option("--engine", "-e", help="Only profiles of this engine.")
+]
+ModelFilter = Annotated[
+    str | None, typer.Option("--model", "-m", help="Only profiles of this model (ref or slug).")
+]
+WorkloadFilter = Annotated[
+    str | None, typer.Option("--workload", "-w", help="Only profiles of this workload.")
+]
+ProfileRef = Annotated[
+    str | None,
+    typer.Argument(
+        help="A profile file, or its key <gpu>/<engine>/<model>--<workload> under --dir. "
+        "Leave it out to look one up with --gpu (default auto) and the filters.",
+        show_default=False,
+    ),
+]
+DEFAULT_DIR = Path("profiles")
+
+
+def _lookup(
+    directory: Path, gpu: str, engine: str | None, model: str | None, workload: str | None
+) -> tuple[Any, list[Any]]:
+    """The store's lookup for `--gpu`: this machine's (auto) or a named GPU folder's."""
+    from tuner.hardware import detect_hardware
+    from tuner.store import Lookup, for_machine, matches, read_store
+
+    entries = read_store(directory)
+    if gpu == "auto":
+        return for_machine(
+            entries, detect_hardware(), engine=engine, model=model, workload=workload
+        ), entries
+    chosen = [
+        e
+        for e in entries
+        if e.profile and e.profile.gpu.slug == gpu and matches(e.profile, engine, model, workload)
+    ]
+    return Lookup(gpu, chosen), entries
+
+
+def load(
+    ref: str | None,
+    directory: Path,
+    gpu: str | None,
+    engine: str | None,
+    model: str | None,
+    workload: str | None,
+) -> tuple[Path, Any]:
+    """The profile a command names: by file or key, or looked up; one line when it cannot."""
+    from tuner.hardware import detect_hardware
+    from tuner.profiles import read_profile
+    from tuner.store import check_engine, pick, resolve
+
+    if ref is not None:
+        if gpu is not None:
+            raise TunerError("name a profile or look one up with --gpu, not both")
+        path = resolve(ref, directory)
+        profile = read_profile(path)
+        check_engine(profile, path, engine)
+        return path, profile
+    lookup, _ = _lookup(directory, gpu or "auto", engine, model, workload)
+    path, profile, warning = pick(lookup, detect_hardware())
+    if warning:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    return path, profile
+
+
+@profile_app.command("list")
+def profile_list(
+    directory: Dir = DEFAULT_DIR,
+    gpu: Gpu = None,
+    engine: EngineFilter = None,
+    model: ModelFilter = None,
+    workload: WorkloadFilter = None,
+    json_: Json = False,
+) -> None:
+    """List the profiles of a profiles folder: all, or those for a GPU (--gpu auto: this one)."""
+    from tuner.console import profiles_table
+    from tuner.store import matches, read_store
+
+    with user_errors():
+        closest = None
+        if gpu is None:
+            entries = [
+                e
+                for e in read_store(directory)
+                if e.profile is None or matches(e.profile, engine, model, workload)
+            ]
+        else:
+            lookup, _ = _lookup(directory, gpu, engine, model, workload)
+            entries, closest = lookup.entries, lookup.closest
+            if not entries:
+                raise TunerError(f"no profiles for {lookup.gpu_slug} under {directory}")
+    if json_:
+        emit_json(
+            [
+                {"path": str(e.path), "error": e.error}
+                if e.profile is None
+                else {
+                    "path": str(e.path),
+                    "key": e.profile.key,
+                    "best_output_tokens_per_s": e.profile.best.measurement
+                    and e.profile.best.measurement.output_tokens_per_s.median,
+                    "speedup": e.profile.speedup,
+                    "created_at": e.profile.created_at,
+                    "closest_gpu": closest is not None,
+                }
+                for e in entries
+            ]
+        )
+        return
+    if not entries:
+        err.print(f"no profiles under {directory}")
+        return
+    if closest is not None:
+        err.print(
+            f"[yellow]no profile for this GPU; these are the closest GPU's ({closest}), "
+            "measured on another GPU model[/]"
+        )
+    out.print(profiles_table([(str(e.path), e.profile or e.error) for e in entries]))
+
+
+@profile_app.command("show")
+def profile_show(
+    ref: ProfileRef = None,
+    directory: Dir = DEFAULT_DIR,
+    gpu: Gpu = None,
+    engine: EngineFilter = None,
+    model: ModelFilter = None,
+    workload: WorkloadFilter = None,
+    json_: Json = False,
+) -> None:
+    """Show one profile: named, or looked up for this machine's GPU."""
+    from tuner.console import profile_table
+
+    with user_errors():
+        path, profile = load(ref, directory, gpu, engine, model, workload)
+    if json_:
+        sys.stdout.write(profile.model_dump_json(indent=2) + "\n")
+    else:
+        out.print(profile_table(profile))
+        out.print(f"[dim]{path}[/]")
+
+
+@profile_app.command("diff")
+def profile_diff(
+    a: Annotated[str, typer.Argument(help="A profile file or key.")],
+    b: Annotated[str, typer.Argument(help="Another profile file or key.")],
+    directory: Dir = DEFAULT_DIR,
+    json_: Json = False,
+) -> None:
+    """Two profiles side by side: identity, knobs and figures (with B / A)."""
+    from dataclasses import asdict
+
+    from tuner.console import diff_table
+    from tuner.profiles import read_profile
+    from tuner.store import diff, resolve
+
+    with user_errors():
+        pa, pb = (read_profile(resolve(ref, directory)) for ref in (a, b))
+    rows = diff(pa, pb)
+    if json_:
+        emit_json([{**asdict(r), "differs": r.differs} for r in rows])
+    else:
+        out.print(diff_table(rows, pa.key, pb.key))
+
+
+@profile_app.command("export")
+def profile_export(
+    ref: ProfileRef = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="vllm-args (flags for vllm serve), vllm-config (YAML for vllm serve --config), "
+            "hf-kwargs (JSON for from_pretrained / generate / pipeline), env (shell "
+            "variables), json.",
+        ),
+    ] = "json",
+    output: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write to this file [default: stdout].")
+    ] = None,
+    directory: Dir = DEFAULT_DIR,
+    gpu: Gpu = None,
+    engine: EngineFilter = None,
+    model: ModelFilter = None,
+    workload: WorkloadFilter = None,
+) -> None:
+    """Write a profile's best configuration in a form an engine or a deployment takes."""
+    from tuner.export import export
+
+    with user_errors():
+        _, profile = load(ref, directory, gpu, engine, model, workload)
+        text = export(profile, fmt)
+        if output is None:
+            sys.stdout.write(text)
+            return
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            raise TunerError(f"cannot write {output}: {exc.strerror or exc}") from None
+    err.print(f"{fmt} written: {output}")
+
+
+@profile_app.command("schema")
+def profile_schema() -> None:
+    """Print the JSON Schema of profiles (as shipped in tuner/schemas/)."""
+    from tuner.profiles import schema_text
+
+    sys.stdout.write(schema_text())

@@ -1,0 +1,169 @@
+"""A profile's best configuration in the forms engines and deployments take.
+
+`vllm-args` (flags for `vllm serve`), `vllm-config` (a YAML file for `vllm serve --config`),
+`hf-kwargs` (JSON: keyword arguments for `from_pretrained`, `generate` and `pipeline`), `env`
+(shell variables, one per knob) and `json` (the knobs and where they were measured). Each format is
+checked against its real consumer in the tests: vLLM's own argument parser, transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from tuner.engines.vllm_server import cli_args
+from tuner.errors import TunerError
+from tuner.knobs import Value
+from tuner.profiles import Profile
+
+VLLM_ENGINES = ("vllm", "vllm-server")
+HF_ENGINES = ("hf", "hf-pipeline")
+#: hf knobs and where each goes: from_pretrained, generate or the batching around it.
+HF_KNOBS = {
+    "batch_size",
+    "dtype",
+    "attn_implementation",
+    "cache_implementation",
+    "torch_compile",
+    "num_gpus",
+}
+
+
+def _header(profile: Profile) -> list[str]:
+    m = profile.best.measurement
+    rate = f"{m.output_tokens_per_s.median:,.1f} output tok/s" if m else "no measurement"
+    return [
+        f"tuner profile {profile.key}",
+        f"{rate} on {profile.gpu.name}, {profile.workload.name} "
+        f"({profile.workload.requests} requests); tuner {profile.tuner_version}",
+    ]
+
+
+def _need(profile: Profile, engines: tuple[str, ...], fmt: str) -> None:
+    if profile.engine.name not in engines:
+        raise TunerError(
+            f"{profile.key} is a profile for engine {profile.engine.name}; --format {fmt} "
+            f"needs a {' or '.join(engines)} profile"
+        )
+
+
+def _servable_model(profile: Profile) -> str | None:
+    """The model reference an engine can load by itself (not a synthetic model's name)."""
+    return profile.model.ref if profile.model.source in ("local", "hf-cache") else None
+
+
+def vllm_args(profile: Profile) -> str:
+    """One line of `vllm serve` flags: `vllm serve MODEL $(tuner profile export ...)`."""
+    _need(profile, VLLM_ENGINES, "vllm-args")
+    return shlex.join(cli_args(profile.best.knobs)) + "\n"
+
+
+def vllm_config(profile: Profile) -> str:
+    """A YAML file for `vllm serve --config FILE` (with the model in it when it is a real one)."""
+    _need(profile, VLLM_ENGINES, "vllm-config")
+    config: dict[str, Value] = {}
+    model = _servable_model(profile)
+    if model is not None:
+        config["model"] = model
+    for name, value in profile.best.knobs.items():
+        key = name.replace("_", "-")
+        if value is False:
+            # vLLM 0.32's `vllm serve --config` drops `key: false` (it looks for --no-key among
+            # the top-level parser's options, not serve's), so false is written as no-key: true.
+            config[f"no-{key}"] = True
+        else:
+            config[key] = value
+    header = "".join(f"# {line}\n" for line in _header(profile))
+    return header + yaml.safe_dump(config, sort_keys=False)
+
+
+def hf_kwargs(profile: Profile) -> dict[str, Any]:
+    """Keyword arguments for transformers: `from_pretrained(model, **from_pretrained)`,
+    `generate(**inputs, **generate)` on batches of `batch_size` prompts, or
+    `pipeline("text-generation", model=..., **pipeline)` called with `**generate`."""
+    _need(profile, HF_ENGINES, "hf-kwargs")
+    knobs = profile.best.knobs
+    unknown = sorted(set(knobs) - HF_KNOBS)
+    if unknown:
+        raise TunerError(f"{profile.key}: hf-kwargs does not know the knob(s) {', '.join(unknown)}")
+    load: dict[str, Any] = {}
+    if "dtype" in knobs:
+        load["dtype"] = knobs["dtype"]
+    if "attn_implementation" in knobs:
+        load["attn_implementation"] = knobs["attn_implementation"]
+    if profile.gpu.count:
+        # As the hf engine placed it: one GPU, or spread over num_gpus by accelerate.
+        load["device_map"] = "auto" if int(knobs.get("num_gpus", 1)) > 1 else "cuda"
+    generate: dict[str, Any] = {"do_sample": False}
+    if "cache_implementation" in knobs:
+        generate["cache_implementation"] = knobs["cache_implementation"]
+    if "torch_compile" in knobs:
+        generate["disable_compile"] = not knobs["torch_compile"]
+    batch = int(knobs.get("batch_size", 1))
+    pipeline: dict[str, Any] = {k: v for k, v in load.items() if k != "attn_implementation"}
+    pipeline["batch_size"] = batch
+    if "attn_implementation" in load:
+        pipeline["model_kwargs"] = {"attn_implementation": load["attn_implementation"]}
+    return {
+        "from_pretrained": load,
+        "generate": generate,
+        "batch_size": batch,
+        "pipeline": pipeline,
+    }
+
+
+def env_lines(profile: Profile) -> str:
+    """Shell variables (`set -a; . FILE`): the profile's identity and one `TUNER_KNOB_<NAME>` per
+    knob; vLLM profiles add `TUNER_VLLM_ARGS`, the flags for `vllm serve`."""
+    values: dict[str, str] = {
+        "TUNER_PROFILE": profile.key,
+        "TUNER_ENGINE": profile.engine.name,
+        "TUNER_MODEL": profile.model.ref,
+        "TUNER_GPU": profile.gpu.slug,
+    }
+    for name, value in profile.best.knobs.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        values[f"TUNER_KNOB_{name.upper()}"] = text
+    if profile.engine.name in VLLM_ENGINES:
+        values["TUNER_VLLM_ARGS"] = shlex.join(cli_args(profile.best.knobs))
+    header = "".join(f"# {line}\n" for line in _header(profile))
+    return header + "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
+
+
+def knobs_json(profile: Profile) -> dict[str, Any]:
+    """The knobs and what they were measured on, for scripts."""
+    m = profile.best.measurement
+    return {
+        "profile": profile.key,
+        "engine": profile.engine.name,
+        "model": profile.model.ref,
+        "workload": profile.workload.name,
+        "gpu": profile.gpu.slug,
+        "knobs": profile.best.knobs,
+        "output_tokens_per_s": m.output_tokens_per_s.median if m else None,
+        "tuner_version": profile.tuner_version,
+    }
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
+FORMATS: dict[str, Callable[[Profile], str]] = {
+    "vllm-args": vllm_args,
+    "vllm-config": vllm_config,
+    "hf-kwargs": lambda p: _dumps(hf_kwargs(p)),
+    "env": env_lines,
+    "json": lambda p: _dumps(knobs_json(p)),
+}
+
+
+def export(profile: Profile, fmt: str) -> str:
+    """The profile in format `fmt` (a key of `FORMATS`), as text."""
+    if fmt not in FORMATS:
+        raise TunerError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    return FORMATS[fmt](profile)
