@@ -85,6 +85,9 @@ def test_tune_shows_progress_and_a_summary(fake_model: Path, tmp_path: Path) -> 
     assert "#0   ok" in result.stderr and "baseline" in result.stderr
     assert "trials" in result.stdout and "speed-up" in result.stdout
     assert "profile written:" in result.stdout
+    report = tmp_path / "run" / "report" / "report.html"
+    assert f"report written: {report}" in result.stdout.replace("\n", "")
+    assert report.is_file() and (tmp_path / "run" / "machine.json").is_file()
 
 
 def test_bench_measures_one_configuration(fake_model: Path, tmp_path: Path) -> None:

@@ -292,6 +292,7 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
         if not quiet:
             out.print(trials_table(outcome.results, None))
         raise typer.Exit(1)
+    report = _study_report(study.run_dir, quiet=quiet)
     if is_replay(study.spec.engine):
         _replay_summary(study, outcome, json_=json_, quiet=quiet)
         return
@@ -301,6 +302,7 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
         emit_json(
             {
                 "profile": str(path),
+                "report": str(report) if report else None,
                 "run_dir": str(study.run_dir),
                 "stopped": outcome.stopped,
                 "best": profile.best.model_dump(mode="json"),
@@ -324,6 +326,47 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
         out.print(profile_table(profile))
         out.print(f"stopped: {outcome.stopped}")
     out.print(f"profile written: {path}")
+    if report is not None:
+        out.print(f"report written: {report}")
+
+
+def _study_report(run_dir: Path, *, quiet: bool) -> Path | None:
+    """A finished study's report in `RUN_DIR/report/`; a report that fails costs no trial or
+    profile: it is one line, and `tuner report` can make it again."""
+    from tuner.report import write_report
+
+    try:
+        return write_report(run_dir, run_dir / "report").html
+    except TunerError as exc:
+        if not quiet:
+            err.print(f"[yellow]no report:[/] {escape(str(exc))}")
+        return None
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A study's run directory.")],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where to write [default: reports/<run directory name>]."),
+    ] = None,
+    json_: Json = False,
+) -> None:
+    """Write a study's report: report.md and a self-contained report.html, with PNG plots."""
+    from tuner.report import write_report
+
+    with user_errors():
+        written = write_report(run_dir, out_dir or Path("reports") / run_dir.resolve().name)
+    if json_:
+        emit_json(
+            {
+                "markdown": str(written.markdown),
+                "html": str(written.html),
+                "images": [str(p) for p in written.images],
+            }
+        )
+    else:
+        out.print(f"report written: {written.markdown} and {written.html}")
 
 
 def _replay_summary(study: Any, outcome: Any, *, json_: bool, quiet: bool) -> None:

@@ -50,6 +50,14 @@ class HostRecord(_Record):
     memory_mib: int
 
 
+class Machine(_Record):
+    """The machine a study ran on, kept as `machine.json` in its run directory."""
+
+    schema_version: Literal[1] = 1
+    gpu: GpuRecord
+    host: HostRecord
+
+
 class EngineRecord(_Record):
     name: str
     adapter: str = Field(description="registry name or import path given as --engine")
@@ -135,6 +143,10 @@ def host_record(hardware: Hardware) -> HostRecord:
     return HostRecord(
         cpu=hardware.cpu_model, cores=hardware.cpu_cores, memory_mib=hardware.memory_mib
     )
+
+
+def machine_record(hardware: Hardware) -> Machine:
+    return Machine(gpu=gpu_record(hardware), host=host_record(hardware))
 
 
 def trial_record(result: TrialResult) -> TrialRecord:

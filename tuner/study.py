@@ -24,6 +24,7 @@ from tuner.hardware import Hardware, detect_hardware, detect_platform, slugify
 from tuner.knobs import Catalogue, Value, describe
 from tuner.measure import Protocol as MeasureProtocol
 from tuner.models import ModelRef, model_facts, resolve_model
+from tuner.profiles import machine_record
 from tuner.search import Optimizer, make_optimizer
 from tuner.space import SearchSpace
 from tuner.trial import TrialResult, TrialTask
@@ -32,6 +33,7 @@ from tuner.workloads import Request, Tokenizer, WorkloadSpec, build_requests, lo
 
 STUDY_FILE = "study.json"
 TRIALS_FILE = "trials.jsonl"
+MACHINE_FILE = "machine.json"
 #: Consecutive proposals of already-measured configurations after which the space counts as spent.
 MAX_REPEATED_PROPOSALS = 50
 
@@ -257,6 +259,8 @@ class Study:
         )
         check_writable(run_dir, "run directory")
         (run_dir / STUDY_FILE).write_text(spec.model_dump_json(indent=2) + "\n")
+        machine = machine_record(setup.hardware).model_dump_json(indent=2)
+        (run_dir / MACHINE_FILE).write_text(machine + "\n")
         return cls(spec, setup, run_dir)
 
     @classmethod

@@ -1,0 +1,187 @@
+"""The plots of a study's report, drawn with matplotlib into PNG files.
+
+Each function takes finished trials and a path, draws one figure, and returns the path, or None
+with nothing written when the trials hold nothing to plot (no energy figures on a CPU, say).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tuner.telemetry import SERIES_POINTS
+from tuner.trial import TrialResult
+
+OK, FAILED, BEST, FRONT = "#1f77b4", "#d62728", "#ff7f0e", "#2ca02c"
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def best_so_far(results: Sequence[TrialResult], path: Path) -> Path | None:
+    """Best output tok/s so far against trial number and against GPU-seconds spent."""
+    if not any(r.output_tokens_per_s for r in results):
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    spent, best, seconds, curve = 0.0, 0.0, [], []
+    for r in results:
+        spent += r.wall_s
+        best = max(best, r.output_tokens_per_s or 0.0)
+        seconds.append(spent)
+        curve.append(best)
+    numbers = [r.number for r in results]
+    for ax, xs, label in ((axes[0], numbers, "trial"), (axes[1], seconds, "GPU-seconds spent")):
+        ax.step(xs, curve, where="post", color=BEST, label="best so far")
+        ok = [(x, r.output_tokens_per_s) for x, r in zip(xs, results, strict=True)]
+        ax.scatter([x for x, v in ok if v], [v for _, v in ok if v], s=18, color=OK, label="trial")
+        failed = [x for x, v in ok if not v]
+        if failed:
+            ax.scatter(failed, [0] * len(failed), marker="x", color=FAILED, label="failed")
+        ax.set_xlabel(label)
+        ax.set_ylabel("output tok/s (median)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right")
+    axes[1].set_title("trial wall time, loads included", fontsize=9)
+    return _save(fig, path)
+
+
+def _is_numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def per_knob(results: Sequence[TrialResult], path: Path) -> Path | None:
+    """Output tok/s against each knob: a scatter for numbers, a strip per value otherwise."""
+    names: list[str] = []
+    for r in results:
+        names += [n for n in r.knobs if n not in names]
+    if not names or not any(r.output_tokens_per_s for r in results):
+        return None
+    plt = _pyplot()
+    cols = min(3, len(names))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    jitter = random.Random(0)
+    best = max(results, key=lambda r: r.output_tokens_per_s or 0.0)
+    for ax, name in zip(axes.flat, names, strict=False):
+        points = [(r.knobs[name], r) for r in results if name in r.knobs]
+        values = [v for v, _ in points]
+        if _is_numeric(values):
+            xs = [float(v) for v in values]
+            if min(xs) > 0 and max(xs) / min(xs) >= 8:
+                ax.set_xscale("log")
+        else:
+            labels = sorted({str(v).lower() for v in values})
+            xs = [labels.index(str(v).lower()) + jitter.uniform(-0.15, 0.15) for v in values]
+            ax.set_xticks(range(len(labels)), labels)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
+        if _is_numeric(values) and len(set(values)) <= 4 and ax.get_xscale() == "linear":
+            ax.set_xticks(sorted(set(xs)))
+        kinds: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in "obf"}
+        for x, (_, r) in zip(xs, points, strict=True):
+            kind = "f" if r.output_tokens_per_s is None else "b" if r is best else "o"
+            kinds[kind][0].append(x)
+            kinds[kind][1].append(r.output_tokens_per_s or 0.0)
+        ax.scatter(*kinds["o"], s=22, color=OK)
+        ax.scatter(*kinds["b"], s=22, color=BEST)
+        if kinds["f"][0]:
+            ax.scatter(*kinds["f"], marker="x", color=FAILED)
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel("output tok/s")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (tok/s, J/token) points no other point beats on both (faster and no more energy, or
+    as fast with less), sorted by tok/s."""
+    front = [p for p in points if not any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in points)]
+    return sorted(set(front))
+
+
+def speed_energy(results: Sequence[TrialResult], path: Path) -> Path | None:
+    """Output tok/s against joules per output token, with the Pareto front."""
+    points = [
+        (r.output_tokens_per_s, r.measurement.energy.joules_per_output_token.median)
+        for r in results
+        if r.measurement and r.measurement.energy and r.output_tokens_per_s
+    ]
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.scatter([p[1] for p in points], [p[0] for p in points], s=22, color=OK, label="trial")
+    front = pareto_front(points)
+    ax.plot([p[1] for p in front], [p[0] for p in front], "o-", color=FRONT, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("joules per output token (lower is better)")
+    ax.set_ylabel("output tok/s (higher is better)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return _save(fig, path)
+
+
+def _windows(result: TrialResult) -> list[tuple[str, Any]]:
+    m = result.measurement
+    if m is None:
+        return []
+    runs = [("warm-up", m.cold)] + [(f"run {i}", r) for i, r in enumerate(m.runs, 1)]
+    return [(label, run.telemetry) for label, run in runs if run.telemetry is not None]
+
+
+def power_memory(result: TrialResult, path: Path) -> tuple[Path | None, str]:
+    """Power and GPU memory over the warm-up and timed runs of one trial, back to back.
+
+    Uses the sampled series where the trial has them; an older trial (no series kept) is drawn
+    from each window's average power and peak memory instead, and the caption says so."""
+    windows = _windows(result)
+    if not windows:
+        return None, "no GPU telemetry for this trial"
+    sampled = all(t.series is not None for _, t in windows)
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5), sharex=True)
+    offset = 0.0
+    for label, t in windows:
+        if sampled:
+            xs = [offset + x for x in t.series.t_s]
+            top.plot(xs, t.series.power_w, color=BEST, lw=1)
+            bottom.plot(xs, t.series.memory_mib, color=OK, lw=1)
+        else:
+            xs = [offset, offset + t.window_s]
+            top.plot(xs, [t.avg_power_w] * 2, color=BEST, lw=2)
+            if t.peak_power_w is not None:
+                top.plot(xs, [t.peak_power_w] * 2, color=BEST, lw=1, ls=":")
+            bottom.plot(xs, [t.peak_memory_mib] * 2, color=OK, lw=2)
+        top.axvline(offset, color="grey", lw=0.5)
+        top.text(offset, 1.01, label, transform=top.get_xaxis_transform(), fontsize=7)
+        offset += t.window_s
+    top.set_ylabel("power W")
+    bottom.set_ylabel("GPU memory MiB")
+    bottom.set_xlabel("seconds of measurement (windows back to back)")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
+    how = (
+        f"sampled power and memory, at most {SERIES_POINTS} points a window"
+        if sampled
+        else "per window: average power (solid), sampled peak (dotted), peak memory; this "
+        "study's tuner kept no time series"
+    )
+    return _save(fig, path), how

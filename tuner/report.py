@@ -1,0 +1,267 @@
+"""A study's report: `report.md` and a self-contained `report.html` (plots inlined as PNG).
+
+Read from a run directory alone (`study.json`, `trials.jsonl`, and `machine.json` where the
+study recorded its machine), so a report can be made again anywhere, without the model.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from tuner import __version__, plots
+from tuner.errors import TunerError
+from tuner.knobs import describe
+from tuner.profiles import Machine
+from tuner.study import MACHINE_FILE, STUDY_FILE, TRIALS_FILE, StudySpec, best_of, read_trials
+from tuner.trial import TrialResult
+
+
+@dataclass
+class Doc:
+    """A report as blocks, written out both as Markdown and as HTML."""
+
+    blocks: list[tuple[str, object]] = field(default_factory=list)
+
+    def h(self, text: str) -> None:
+        self.blocks.append(("h", text))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        self.blocks.append(("table", (list(header), [list(r) for r in rows])))
+
+    def image(self, path: Path, caption: str) -> None:
+        self.blocks.append(("img", (path, caption)))
+
+    def markdown(self, title: str) -> str:
+        lines = [f"# {title}", ""]
+        for kind, value in self.blocks:
+            if kind == "h":
+                lines += [f"## {value}", ""]
+            elif kind == "p":
+                lines += [str(value), ""]
+            elif kind == "table":
+                header, rows = value  # type: ignore[misc]
+                lines.append("| " + " | ".join(header) + " |")
+                lines.append("| " + " | ".join("---" for _ in header) + " |")
+                lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+                lines.append("")
+            else:
+                path, caption = value  # type: ignore[misc]
+                lines += [f"![{caption}]({path.name})", "", f"*{caption}*", ""]
+        return "\n".join(lines)
+
+    def html(self, title: str) -> str:
+        parts = [
+            "<!doctype html><html><head><meta charset='utf-8'>",
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+            f"<h1>{html.escape(title)}</h1>",
+        ]
+        for kind, value in self.blocks:
+            if kind == "h":
+                parts.append(f"<h2>{html.escape(str(value))}</h2>")
+            elif kind == "p":
+                parts.append(f"<p>{html.escape(str(value))}</p>")
+            elif kind == "table":
+                header, rows = value  # type: ignore[misc]
+                head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                    for r in rows
+                )
+                parts.append(f"<table><tr>{head}</tr>{body}</table>")
+            else:
+                path, caption = value  # type: ignore[misc]
+                data = base64.b64encode(path.read_bytes()).decode()
+                parts.append(
+                    f"<figure><img src='data:image/png;base64,{data}' "
+                    f"alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}"
+                    "</figcaption></figure>"
+                )
+        parts.append("</body></html>")
+        return "\n".join(parts) + "\n"
+
+
+CSS = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;"
+    "text-align:right}th{background:#f3f3f3}img{max-width:100%}figcaption{font-size:12px;"
+    "color:#555}"
+)
+
+
+@dataclass(frozen=True)
+class Written:
+    """Where a report went."""
+
+    markdown: Path
+    html: Path
+    images: list[Path]
+
+
+def read_run(run_dir: Path) -> tuple[StudySpec, list[TrialResult], Machine | None]:
+    """A run directory's study, trials and machine; one line when it is not a run directory."""
+    path = run_dir / STUDY_FILE
+    if not path.is_file():
+        raise TunerError(f"{run_dir} holds no study ({STUDY_FILE} is missing)")
+    try:
+        spec = StudySpec.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        raise TunerError(f"{path}: {describe(exc)}") from None
+    results = read_trials(run_dir / TRIALS_FILE)
+    if not results:
+        raise TunerError(f"{run_dir} holds no finished trial yet")
+    machine = None
+    if (run_dir / MACHINE_FILE).is_file():
+        try:
+            machine = Machine.model_validate_json((run_dir / MACHINE_FILE).read_text())
+        except ValidationError as exc:
+            raise TunerError(f"{run_dir / MACHINE_FILE}: {describe(exc)}") from None
+    return spec, results, machine
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _knobs(r: TrialResult) -> str:
+    return " ".join(
+        f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in r.knobs.items()
+    )
+
+
+def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
+    """The report's blocks and title, with its plots drawn into `out_dir`."""
+    spec, results, machine = read_run(run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    best = best_of(results)
+    baseline = next((r for r in results if r.origin == "baseline"), None)
+    gpu = machine.gpu.name if machine else "machine not recorded"
+    title = f"{spec.engine} · {spec.model} · {spec.workload.name} on {gpu}"
+    doc = Doc()
+    counts = Counter(r.status for r in results)
+    gpu_s = sum(r.wall_s for r in results)
+    w = spec.workload
+    doc.p(
+        f"Run directory {run_dir.name}: {len(results)} trials "
+        f"({', '.join(f'{n} {s}' for s, n in counts.items())}), {gpu_s:,.0f} s of trials with "
+        f"loads; optimizer {spec.optimizer}, seed {spec.seed}. Workload {w.name}"
+        + (f", {w.requests} requests" if w.requests else "")
+        + (f" x {w.output_tokens} tokens out" if w.output_tokens else "")
+        + f". Each trial: a warm-up, then {spec.protocol.repeats} timed runs (more while they "
+        f"spread over {spec.protocol.max_cv:.0%}); figures are medians."
+    )
+    if machine is not None:
+        g, h = machine.gpu, machine.host
+        doc.p(
+            f"Machine: {g.name}"
+            + (f" x{g.count}, driver {g.driver_version}, CUDA {g.cuda_version}" if g.count else "")
+            + f"; {h.cpu}, {h.cores} cores."
+        )
+    versions = next((r.versions for r in reversed(results) if r.versions), {})
+    if versions:
+        doc.p("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    if best is not None:
+        doc.h("Best configuration")
+        m = best.measurement
+        assert m is not None
+        rows = [["trial", f"#{best.number} ({best.origin})"], ["knobs", _knobs(best)]]
+        rows.append(
+            [
+                "output tok/s",
+                f"{_rate(m.output_tokens_per_s.median)} (cv {m.output_tokens_per_s.cv:.1%})",
+            ]
+        )
+        if baseline is not None and baseline.output_tokens_per_s:
+            rows.append(
+                [
+                    "baseline (engine defaults)",
+                    f"{_rate(baseline.output_tokens_per_s)}: "
+                    f"{best.output_tokens_per_s / baseline.output_tokens_per_s:.2f}x",
+                ]
+            )
+        e = m.energy
+        if e is not None:
+            rows.append(["J / output token", f"{e.joules_per_output_token.median:.4g}"])
+            rows.append(["average power", f"{e.avg_power_w.median:,.0f} W"])
+            if e.peak_memory_mib is not None:
+                rows.append(["peak GPU memory", f"{e.peak_memory_mib:,.0f} MiB"])
+        else:
+            rows.append(["energy", m.energy_note or "not measured"])
+        doc.table(["", ""], rows)
+    doc.h("Plots")
+    images: list[Path] = []
+
+    def add(path: Path | None, caption: str, missing: str) -> None:
+        if path is None:
+            doc.p(f"No plot of {missing}.")
+        else:
+            images.append(path)
+            doc.image(path, caption)
+
+    add(
+        plots.best_so_far(results, out_dir / "best-so-far.png"),
+        "Best output tok/s so far, against trial number and against GPU-seconds spent "
+        "(trial wall time, loads included); failed trials at zero.",
+        "progress: no trial succeeded",
+    )
+    add(
+        plots.per_knob(results, out_dir / "knobs.png"),
+        "Output tok/s against each knob; the best trial in orange, failed trials at zero.",
+        "knobs: no trial succeeded",
+    )
+    add(
+        plots.speed_energy(results, out_dir / "speed-energy.png"),
+        "Output tok/s against joules per output token; the green line is the Pareto front.",
+        "speed against energy: no trial has energy figures (no GPU telemetry)",
+    )
+    if best is not None:
+        path, how = plots.power_memory(best, out_dir / "power-memory.png")
+        add(
+            path,
+            f"Power and GPU memory over the best trial's warm-up and timed runs ({how}).",
+            f"power and memory over time: {how}",
+        )
+    doc.h("Trials")
+    energy = any(r.measurement and r.measurement.energy for r in results)
+    header = ["#", "origin", "status", "out tok/s", "cv"] + (["J/tok"] if energy else [])
+    header += ["wall s", "knobs / reason"]
+    rows = []
+    for r in results:
+        m = r.measurement
+        row = [
+            f"{r.number}{' *' if best is not None and r.number == best.number else ''}",
+            r.origin,
+            r.status,
+            _rate(r.output_tokens_per_s),
+            f"{m.output_tokens_per_s.cv:.1%}" if m else "-",
+        ]
+        if energy:
+            row.append(f"{m.energy.joules_per_output_token.median:.3g}" if m and m.energy else "-")
+        row += [f"{r.wall_s:.1f}", _knobs(r) + (f" ({r.reason})" if r.reason else "")]
+        rows.append(row)
+    doc.table(header, rows)
+    doc.p(f"Made by tuner {__version__} on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.")
+    return doc, title, images
+
+
+def write_report(run_dir: Path, out_dir: Path) -> Written:
+    """Writes `report.md`, `report.html` and the plots' PNG files into `out_dir`."""
+    try:
+        doc, title, images = build(run_dir, out_dir)
+        md = out_dir / "report.md"
+        md.write_text(doc.markdown(title))
+        page = out_dir / "report.html"
+        page.write_text(doc.html(title))
+    except OSError as exc:
+        raise TunerError(f"cannot write the report to {out_dir}: {exc.strerror or exc}") from None
+    return Written(md, page, images)
