@@ -479,6 +479,56 @@ def bench(
         raise typer.Exit(1)
 
 
+@app.command(
+    epilog="Exit codes: 0 throughput held (or a new profile was written); 1 no configuration "
+    "ran to the end; 2 bad input (the config, a missing or mismatched profile); 3 throughput "
+    "fell below the profile by more than the tolerance; 130 interrupted."
+)
+def ci(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="The CI config file (YAML or JSON).")
+    ] = Path("tuner-ci.yaml"),
+    update: Annotated[
+        bool, typer.Option("--update", help="Write the new profile (overrides the config).")
+    ] = False,
+    json_: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Hold a committed profile: run a bounded bench or tune, compare, write a Markdown summary
+    and JUnit XML, and fail on a regression beyond the tolerance."""
+    from tuner.ci import HEADLINE, load_config, outcome_json, run_ci
+    from tuner.console import StudyView
+    from tuner.study import NullObserver
+
+    quiet = quiet or json_
+    with user_errors():
+        cfg = load_config(config)
+        if update:
+            cfg = cfg.model_copy(update={"update_profile": True})
+        if quiet:
+            outcome = run_ci(cfg, NullObserver())
+        else:
+            err.print(
+                f"[bold]tuner ci[/] · {cfg.job} · {cfg.engine} · {cfg.model} · {cfg.workload}"
+            )
+            with StudyView(err, 1 if cfg.job == "bench" else cfg.trials) as view:
+                outcome = run_ci(cfg, view)
+    if json_:
+        emit_json(outcome_json(outcome))
+    elif not quiet:
+        style = {"pass": "green", "new profile": "green", "failed": "red", "regression": "red"}
+        out.print(f"[{style[outcome.verdict]}]{HEADLINE[outcome.verdict]}[/]")
+        if outcome.ratio is not None:
+            out.print(
+                f"{outcome.measured:,.1f} output tok/s, {outcome.ratio:.3f} of the profile's "
+                f"{outcome.held_rate:,.1f} (tolerance {outcome.tolerance:.0%})"
+            )
+        if outcome.written is not None:
+            out.print(f"profile written: {outcome.written}")
+        out.print(f"summary: {cfg.summary} · junit: {cfg.junit} · run dir: {outcome.run_dir}")
+    raise typer.Exit(outcome.exit_code)
+
+
 @app.command()
 def gpus(json_: Json = False) -> None:
     """Show the GPUs (through NVML) and the CPU of this machine."""

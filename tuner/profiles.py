@@ -121,7 +121,12 @@ class Profile(_Record):
 
     @property
     def key(self) -> str:
-        return f"{self.gpu.slug}/{self.engine.name}/{self.model.slug}--{self.workload.name}"
+        return profile_key(self.gpu.slug, self.engine.name, self.model.slug, self.workload.name)
+
+
+def profile_key(gpu_slug: str, engine: str, model_slug: str, workload: str) -> str:
+    """Where a profile lives under a profiles folder, without `.json`."""
+    return f"{gpu_slug}/{engine}/{model_slug}--{workload}"
 
 
 def gpu_record(hardware: Hardware) -> GpuRecord:

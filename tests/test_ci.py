@@ -1,0 +1,163 @@
+"""`tuner ci` end to end on the CPU: the real transformers engine writes, holds and catches a
+regression against a profile; the fake engine covers the tune job and failures quickly."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tuner.cli import app
+
+runner = CliRunner()
+PROTOCOL = {"repeats": 3, "max_remeasures": 0, "run_time_limit_s": 30, "warmup_time_limit_s": 60}
+
+
+def write_config(folder: Path, **values: Any) -> Path:
+    config = {
+        "engine": "hf",
+        "model": "synthetic:tiny-llama",
+        "workload": "synthetic",
+        "requests": 8,
+        "output_tokens": 8,
+        "protocol": PROTOCOL,
+        "profiles_dir": str(folder / "profiles"),
+        "run_dir": str(folder / "run"),
+        "summary": str(folder / "summary.md"),
+        "junit": str(folder / "junit.xml"),
+        **values,
+    }
+    path = folder / "tuner-ci.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def ci(path: Path, *extra: str) -> Any:
+    return runner.invoke(app, ["ci", "--config", str(path), "--json", *extra])
+
+
+def junit(folder: Path) -> ET.Element:
+    return ET.parse(folder / "junit.xml").getroot()
+
+
+@pytest.mark.slow
+def test_hf_on_the_cpu_writes_holds_and_catches_a_regression(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # 1. No profile yet: --update measures and writes one.
+    first = tmp_path / "first"
+    first.mkdir()
+    result = ci(write_config(first, profiles_dir=str(tmp_path / "profiles")), "--update")
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.stdout)
+    assert verdict["verdict"] == "new profile" and verdict["profile_written"]
+    profile_file = Path(verdict["profile_written"])
+    assert profile_file == tmp_path / "profiles/cpu/hf/synthetic-tiny-llama--synthetic.json"
+    assert junit(first).get("skipped") == "1" and junit(first).get("failures") == "0"
+
+    # 2. The same job against it passes (the 2-core machine's noise is well inside 50%).
+    second = tmp_path / "second"
+    second.mkdir()
+    config = write_config(second, profiles_dir=str(tmp_path / "profiles"), tolerance=0.5)
+    result = ci(config)
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.stdout)
+    assert verdict["verdict"] == "pass" and verdict["ratio"] >= 0.5
+    assert junit(second).get("failures") == "0" and junit(second).get("skipped") == "0"
+    summary = (second / "summary.md").read_text()
+    assert summary.startswith("## tuner ci: PASS")
+    # The bench job measured the held profile's knobs.
+    held = json.loads(profile_file.read_text())["best"]["knobs"]
+    trial = json.loads((second / "run" / "trials.jsonl").read_text().splitlines()[0])
+    assert trial["knobs"] == held
+
+    # 3. A profile claiming 10x the throughput: the same job is a regression, exit 3.
+    data = json.loads(profile_file.read_text())
+    data["best"]["measurement"]["output_tokens_per_s"]["median"] *= 10
+    profile_file.write_text(json.dumps(data))
+    third = tmp_path / "third"
+    third.mkdir()
+    result = ci(write_config(third, profiles_dir=str(tmp_path / "profiles"), tolerance=0.5))
+    assert result.exit_code == 3, result.output
+    verdict = json.loads(result.stdout)
+    assert verdict["verdict"] == "regression" and verdict["ratio"] < 0.5
+    failure = junit(third).find("testcase[@name='throughput']/failure")
+    assert failure is not None and "below 0.50" in failure.get("message", "")
+    assert (third / "summary.md").read_text().startswith("## tuner ci: REGRESSION")
+
+
+FAKE = {"engine": "tuner.testing:FakeEngine", "output_tokens": 4}
+
+
+def test_a_tune_job_searches_and_can_replace_the_profile(fake_model: Path, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, model=str(fake_model), job="tune", trials=4, tolerance=0.5, **FAKE
+    )
+    result = ci(config, "--update")
+    assert result.exit_code == 0, result.output
+    written = Path(json.loads(result.stdout)["profile_written"])
+    profile = json.loads(written.read_text())
+    assert profile["trials"]["total"] == 4
+    # A run directory is never reused: its trials are kept.
+    refused = ci(config, "--update")
+    assert refused.exit_code == 2 and "already holds a study" in refused.stderr
+    data = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**data, "run_dir": str(tmp_path / "run2")}))
+    again = ci(config, "--update")
+    assert again.exit_code == 0 and json.loads(again.stdout)["verdict"] == "pass"
+    assert json.loads(written.read_text())["created_at"] != profile["created_at"]
+
+
+def test_no_configuration_that_runs_is_exit_1(fake_model: Path, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        model=str(fake_model),
+        engine="tuner.testing:CrashingEngine",
+        output_tokens=4,
+        set={"batch_size": 64},
+    )
+    result = ci(config, "--update")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["verdict"] == "failed"
+    assert junit(tmp_path).find("testcase[@name='measurement']/failure") is not None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"flavour": "x"}, "unknown key 'flavour'; known keys: schema_version, engine"),
+        ({"protocol": {"repeat": 3}}, "protocol.repeat: Extra inputs are not permitted"),
+        ({"tolerance": 1.5}, "tolerance: Input should be less than 1"),
+        ({"job": "soak"}, "job: Input should be 'bench' or 'tune'"),
+    ],
+)
+def test_a_bad_config_is_one_line_naming_the_key(
+    fake_model: Path, tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    config = write_config(tmp_path, model=str(fake_model), **FAKE)
+    data = yaml.safe_load(config.read_text())
+    data.update(change)
+    config.write_text(yaml.safe_dump(data))
+    result = ci(config)
+    assert result.exit_code == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_or_foreign_profile_is_one_line(fake_model: Path, tmp_path: Path) -> None:
+    config = write_config(tmp_path, model=str(fake_model), **FAKE)
+    result = ci(config)
+    assert result.exit_code == 2 and "no profile to hold at" in result.stderr
+    h100 = Path(__file__).parent.parent / "profiles/nvidia-h100-80gb-hbm3/hf"
+    foreign = write_config(
+        tmp_path, model=str(fake_model), profile=str(next(h100.glob("*.json"))), **FAKE
+    )
+    result = ci(foreign)
+    assert result.exit_code == 2
+    assert "is a profile for engine hf, not fake" in result.stderr
+    result = runner.invoke(app, ["ci", "--config", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 2 and "no CI config at" in result.stderr

@@ -1,0 +1,326 @@
+"""`tuner ci`: hold a committed profile's throughput in continuous integration.
+
+A small config file names the engine, model and workload, a bounded job (`bench`: measure the
+profile's configuration once; `tune`: a short study) and a tolerance. The job runs as a study in
+a run directory of its own (its report and trials are CI artifacts), its best figure is compared
+with the profile committed for the GPU it ran on, and the verdict is written as a Markdown summary
+and a JUnit XML file. A regression beyond the tolerance is exit code 3; `update_profile` writes the
+new profile instead.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuner.errors import TunerError
+from tuner.knobs import Value, describe
+from tuner.measure import Protocol
+from tuner.profiles import Profile, build_profile, profile_key, read_profile, write_profile
+from tuner.study import NullObserver, Observer, Study, StudyOutcome, StudySpec, prepare
+from tuner.workloads import load_workload
+
+
+class CiConfig(BaseModel):
+    """The config file of `tuner ci` (YAML or JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = 1
+    engine: str = "hf"
+    model: str
+    workload: str = "humaneval"
+    requests: int | None = Field(default=None, ge=1)
+    output_tokens: int | None = Field(default=None, ge=1)
+    job: Literal["bench", "tune"] = Field(
+        default="bench",
+        description="bench: measure the held profile's knobs; tune: a bounded study",
+    )
+    trials: int = Field(default=8, ge=1, description="tune: trial budget, baseline included")
+    time_budget_s: float | None = Field(default=None, gt=0, description="tune: wall-clock budget")
+    seed: int = 0
+    tolerance: float = Field(
+        default=0.10, ge=0, lt=1, description="fall below the profile by more than this: fail"
+    )
+    profile: str = Field(
+        default="auto",
+        description="the profile to hold: auto (<profiles_dir>/<this GPU>/<engine>/"
+        "<model>--<workload>.json) or a path",
+    )
+    profiles_dir: Path = Path("profiles")
+    update_profile: bool = Field(
+        default=False, description="write the new profile (where none exists, or to replace it)"
+    )
+    set: dict[str, Value] = Field(default={}, description="knobs held at these values")
+    protocol: Protocol = Protocol()
+    engine_options: dict[str, Any] = {}
+    run_dir: Path | None = Field(default=None, description="default: runs/ci-<time>")
+    summary: Path = Path("tuner-ci.md")
+    junit: Path = Path("tuner-ci.xml")
+
+
+def load_config(path: Path) -> CiConfig:
+    """Reads a CI config; an unknown key is named, any other problem is one line."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise TunerError(f"no CI config at {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TunerError(f"cannot read {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise TunerError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise TunerError(f"{path}: a CI config is a mapping of keys to values")
+    unknown = sorted(set(data) - set(CiConfig.model_fields))
+    if unknown:
+        raise TunerError(
+            f"{path}: unknown key {', '.join(map(repr, unknown))}; known keys: "
+            f"{', '.join(CiConfig.model_fields)}"
+        )
+    try:
+        return CiConfig.model_validate(data)
+    except ValidationError as exc:
+        raise TunerError(f"{path}: {describe(exc)}") from None
+
+
+Verdict = Literal["pass", "regression", "failed", "new profile"]
+
+
+@dataclass
+class CiOutcome:
+    """What a CI run found."""
+
+    verdict: Verdict
+    held: Profile | None
+    held_path: Path
+    measured: float | None
+    ratio: float | None
+    tolerance: float
+    study: StudyOutcome
+    run_dir: Path
+    written: Path | None
+    gpu: str
+
+    @property
+    def held_rate(self) -> float | None:
+        return _median(self.held)
+
+    @property
+    def exit_code(self) -> int:
+        return {"pass": 0, "new profile": 0, "failed": 1, "regression": 3}[self.verdict]
+
+
+def _median(profile: Profile | None) -> float | None:
+    m = profile.best.measurement if profile else None
+    return m.output_tokens_per_s.median if m else None
+
+
+def _held(config: CiConfig, key_path: Path, gpu_slug: str) -> tuple[Path, Profile | None]:
+    path = key_path if config.profile == "auto" else Path(config.profile)
+    if not path.is_file():
+        if config.update_profile:
+            return path, None
+        raise TunerError(
+            f"no profile to hold at {path}; set update_profile: true (or pass --update) to "
+            "write one from this run"
+        )
+    profile = read_profile(path)
+    if profile.engine.name != key_path.parent.name:
+        raise TunerError(
+            f"{path} is a profile for engine {profile.engine.name}, not {key_path.parent.name}"
+        )
+    if profile.gpu.slug != gpu_slug:
+        raise TunerError(
+            f"{path} was measured on {profile.gpu.name}; this machine is {gpu_slug}: "
+            "throughput on one GPU model does not hold another's"
+        )
+    return path, profile
+
+
+def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
+    """Runs the configured job, compares it with the held profile and writes the outputs."""
+    workload = load_workload(
+        config.workload, requests=config.requests, output_tokens=config.output_tokens
+    )
+    setup = prepare(config.engine, config.model, workload, options=config.engine_options)
+    key = profile_key(
+        setup.hardware.slug, setup.catalogue.engine, setup.model.slug, setup.workload.slug
+    )
+    held_path, held = _held(config, config.profiles_dir / f"{key}.json", setup.hardware.slug)
+    pinned = dict(config.set)
+    if config.job == "bench" and held is not None:
+        pinned = {**held.best.knobs, **pinned}
+    if pinned:
+        setup = prepare(
+            config.engine, config.model, workload, pinned, options=config.engine_options
+        )
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    spec = StudySpec(
+        engine=config.engine,
+        model=setup.model.ref,
+        workload=workload,
+        trials=1 if config.job == "bench" else config.trials,
+        time_budget_s=config.time_budget_s if config.job == "tune" else None,
+        seed=config.seed,
+        protocol=config.protocol,
+        pinned=setup.space.pinned,
+        engine_options=config.engine_options,
+    )
+    study = Study.create(spec, config.run_dir or Path("runs") / f"ci-{stamp}", setup)
+    outcome = study.run(observer or NullObserver())
+    measured = outcome.best.output_tokens_per_s if outcome.best else None
+    held_rate = _median(held)
+    ratio = measured / held_rate if measured is not None and held_rate else None
+    written = None
+    if measured is None:
+        verdict: Verdict = "failed"
+    elif held is None:
+        verdict = "new profile"
+    else:
+        verdict = "pass" if ratio is not None and ratio >= 1 - config.tolerance else "regression"
+    if measured is not None and config.update_profile:
+        written = write_profile(build_profile(study, outcome), held_path)
+    result = CiOutcome(
+        verdict,
+        held,
+        held_path,
+        measured,
+        ratio,
+        config.tolerance,
+        outcome,
+        study.run_dir,
+        written,
+        setup.hardware.gpu_name,
+    )
+    write_outputs(result, config)
+    return result
+
+
+# -- outputs -------------------------------------------------------------------------------------
+
+HEADLINE = {
+    "pass": "PASS",
+    "regression": "REGRESSION",
+    "failed": "FAILED: no configuration ran to the end",
+    "new profile": "NEW PROFILE: nothing to hold yet",
+}
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def summary_markdown(o: CiOutcome) -> str:
+    """The verdict and its figures, for a CI job's summary."""
+    best = o.study.best
+    lines = [f"## tuner ci: {HEADLINE[o.verdict]}", ""]
+    if o.ratio is not None:
+        floor = 1 - o.tolerance
+        lines += [
+            f"Measured {_rate(o.measured)} output tok/s against the profile's "
+            f"{_rate(o.held_rate)}: {o.ratio:.3f} of it (at least {floor:.2f} passes).",
+            "",
+        ]
+    lines += ["| | held profile | this run |", "| --- | --- | --- |"]
+    held = o.held
+    m = best.measurement if best else None
+    hm = held.best.measurement if held else None
+    rows = [
+        ("GPU", held.gpu.name if held else "-", o.gpu),
+        ("output tok/s", _rate(o.held_rate), _rate(o.measured)),
+        (
+            "cv",
+            f"{hm.output_tokens_per_s.cv:.1%}" if hm else "-",
+            f"{m.output_tokens_per_s.cv:.1%}" if m else "-",
+        ),
+        (
+            "J / output token",
+            f"{hm.energy.joules_per_output_token.median:.4g}" if hm and hm.energy else "-",
+            f"{m.energy.joules_per_output_token.median:.4g}" if m and m.energy else "-",
+        ),
+        (
+            "knobs",
+            " ".join(f"{k}={v}" for k, v in held.best.knobs.items()) if held else "-",
+            " ".join(f"{k}={v}" for k, v in best.knobs.items()) if best else "-",
+        ),
+        ("versions", _versions(held.engine.versions) if held else "-", _versions(o.study.versions)),
+    ]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines += ["", f"Profile: `{o.held_path}`. Run directory: `{o.run_dir}`."]
+    if o.written is not None:
+        lines.append(f"Profile written: `{o.written}`.")
+    failed = [r for r in o.study.results if r.status != "ok"]
+    for r in failed:
+        lines.append(f"Trial {r.number} {r.status}: {r.reason}")
+    return "\n".join(lines) + "\n"
+
+
+def _versions(versions: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in versions.items()) or "-"
+
+
+def junit_xml(o: CiOutcome) -> str:
+    """Two test cases: the measurement ran, and throughput held within the tolerance."""
+    suite = ET.Element("testsuite", name="tuner ci", tests="2")
+    ran = ET.SubElement(suite, "testcase", classname="tuner.ci", name="measurement")
+    throughput = ET.SubElement(suite, "testcase", classname="tuner.ci", name="throughput")
+    failures = skipped = 0
+    if o.verdict == "failed":
+        reasons = "; ".join(f"{r.status}: {r.reason}" for r in o.study.results)
+        ET.SubElement(ran, "failure", message="no configuration ran to the end").text = reasons
+        ET.SubElement(throughput, "skipped", message="nothing was measured")
+        failures, skipped = 1, 1
+    elif o.verdict == "new profile":
+        ET.SubElement(throughput, "skipped", message=f"no profile to hold at {o.held_path}")
+        skipped = 1
+    elif o.verdict == "regression":
+        ET.SubElement(
+            throughput,
+            "failure",
+            message=f"{_rate(o.measured)} output tok/s is {o.ratio:.3f} of the profile's "
+            f"{_rate(o.held_rate)}, below {1 - o.tolerance:.2f}",
+        )
+        failures = 1
+    suite.set("failures", str(failures))
+    suite.set("skipped", str(skipped))
+    suite.set("errors", "0")
+    wall = sum(r.wall_s for r in o.study.results)
+    suite.set("time", f"{wall:.3f}")
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_outputs(o: CiOutcome, config: CiConfig) -> None:
+    """The summary (also appended to GitHub's step summary when there is one) and the JUnit."""
+    summary = summary_markdown(o)
+    try:
+        for path, text in ((config.summary, summary), (config.junit, junit_xml(o))):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if step_summary:
+            with open(step_summary, "a") as f:
+                f.write(summary)
+    except OSError as exc:
+        raise TunerError(f"cannot write the CI outputs: {exc}") from None
+
+
+def outcome_json(o: CiOutcome) -> dict[str, Any]:
+    """The verdict for scripts (`tuner ci --json`)."""
+    return {
+        "verdict": o.verdict,
+        "exit_code": o.exit_code,
+        "measured_output_tokens_per_s": o.measured,
+        "profile_output_tokens_per_s": o.held_rate,
+        "ratio": o.ratio,
+        "tolerance": o.tolerance,
+        "profile": str(o.held_path),
+        "profile_written": str(o.written) if o.written else None,
+        "run_dir": str(o.run_dir),
+    }
