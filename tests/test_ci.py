@@ -161,3 +161,9 @@ def test_a_missing_or_foreign_profile_is_one_line(fake_model: Path, tmp_path: Pa
     assert "is a profile for engine hf, not fake" in result.stderr
     result = runner.invoke(app, ["ci", "--config", str(tmp_path / "none.yaml")])
     assert result.exit_code == 2 and "no CI config at" in result.stderr
+
+
+def test_help_documents_the_exit_codes() -> None:
+    text = " ".join(runner.invoke(app, ["ci", "--help"]).stdout.split())
+    assert "3 throughput fell below the profile by more than the tolerance" in text
+    assert "2 bad input" in " ".join(runner.invoke(app, ["tune", "--help"]).stdout.split())

@@ -136,7 +136,7 @@ def _optimizer(name: str) -> Any:
     return name
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def tune(
     engine: Engine = "hf",
     model: Annotated[
@@ -343,7 +343,7 @@ def _study_report(run_dir: Path, *, quiet: bool) -> Path | None:
         return None
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A study's run directory.")],
     out_dir: Annotated[
@@ -404,7 +404,7 @@ def _replay_summary(study: Any, outcome: Any, *, json_: bool, quiet: bool) -> No
     )
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def bench(
     engine: Engine = "hf",
     model: Annotated[
@@ -494,8 +494,10 @@ def ci(
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Hold a committed profile: run a bounded bench or tune, compare, write a Markdown summary
-    and JUnit XML, and fail on a regression beyond the tolerance."""
+    """Hold a committed profile in CI: bounded bench or tune, compare, summary and JUnit XML.
+
+    Fails (exit 3) when throughput falls below the profile by more than the tolerance.
+    """
     from tuner.ci import HEADLINE, load_config, outcome_json, run_ci
     from tuner.console import StudyView
     from tuner.study import NullObserver
