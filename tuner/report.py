@@ -20,7 +20,7 @@ from tuner import __version__, plots
 from tuner.errors import TunerError
 from tuner.knobs import describe
 from tuner.profiles import Machine
-from tuner.study import MACHINE_FILE, STUDY_FILE, TRIALS_FILE, StudySpec, best_of, read_trials
+from tuner.study import MACHINE_FILE, TRIALS_FILE, StudySpec, best_of, read_spec, read_trials
 from tuner.trial import TrialResult
 
 
@@ -110,13 +110,7 @@ class Written:
 
 def read_run(run_dir: Path) -> tuple[StudySpec, list[TrialResult], Machine | None]:
     """A run directory's study, trials and machine; one line when it is not a run directory."""
-    path = run_dir / STUDY_FILE
-    if not path.is_file():
-        raise TunerError(f"{run_dir} holds no study ({STUDY_FILE} is missing)")
-    try:
-        spec = StudySpec.model_validate_json(path.read_text())
-    except ValidationError as exc:
-        raise TunerError(f"{path}: {describe(exc)}") from None
+    spec = read_spec(run_dir)
     results = read_trials(run_dir / TRIALS_FILE)
     if not results:
         raise TunerError(f"{run_dir} holds no finished trial yet")

@@ -220,6 +220,17 @@ def read_trials(path: Path) -> list[TrialResult]:
     return results
 
 
+def read_spec(run_dir: Path) -> StudySpec:
+    """The study a run directory holds; one line when it holds none."""
+    path = run_dir / STUDY_FILE
+    if not path.is_file():
+        raise TunerError(f"{run_dir} holds no study ({STUDY_FILE} is missing)")
+    try:
+        return StudySpec.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        raise TunerError(f"{path}: {describe(exc)}") from None
+
+
 def _append(path: Path, result: TrialResult) -> None:
     with open(path, "a") as f:
         f.write(result.model_dump_json() + "\n")
@@ -270,13 +281,8 @@ class Study:
         """Reopens the study in `run_dir`. A budget given here replaces the stored ones: `trials`
         alone sets the trial budget and lifts the time budget (the user named the budget in
         trials), `time_budget_s` sets the time budget (counted over all sessions' trials)."""
+        spec = read_spec(run_dir)
         path = run_dir / STUDY_FILE
-        if not path.is_file():
-            raise TunerError(f"{run_dir} holds no study ({STUDY_FILE} is missing)")
-        try:
-            spec = StudySpec.model_validate_json(path.read_text())
-        except ValidationError as exc:
-            raise TunerError(f"{path}: {describe(exc)}") from None
         if trials is not None or time_budget_s is not None:
             update: dict[str, Any] = {"time_budget_s": time_budget_s}
             if trials is not None:
