@@ -91,6 +91,24 @@ def test_vllm_serve_config_file_gives_the_profiles_knobs(
 
 
 @needs_vllm
+def test_the_api_server_entry_point_takes_the_config_too(fake_model: Path, tmp_path: Path) -> None:
+    # `python -m vllm.entrypoints.openai.api_server`, which the vllm-server engine launches,
+    # parses with a parser of its own (no `serve` sub-command).
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    profile = with_knobs(VLLM_SERVER_CPU, **VLLM_VARIANTS[1])
+    config = tmp_path / "serve.yaml"
+    config.write_text(export(profile, "vllm-config"))
+    parser = make_arg_parser(FlexibleArgumentParser())
+    namespace = parser.parse_args(["--model", str(fake_model), "--config", str(config)])
+    args = EngineArgs.from_cli_args(namespace)
+    for name, value in profile.best.knobs.items():
+        assert getattr(args, name) == value, name
+
+
+@needs_vllm
 def test_a_real_models_config_names_it_so_vllm_serve_needs_nothing_else(
     serve_parser: Any, tmp_path: Path
 ) -> None:
