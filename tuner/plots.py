@@ -56,7 +56,7 @@ def best_so_far(results: Sequence[TrialResult], path: Path) -> Path | None:
         ax.set_xlabel(label)
         ax.set_ylabel("output tok/s (median)")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right")
+    axes[0].legend(loc="best")
     axes[1].set_title("trial wall time, loads included", fontsize=9)
     return _save(fig, path)
 

@@ -149,7 +149,7 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
         f"Run directory {run_dir.name}: {len(results)} trials "
         f"({', '.join(f'{n} {s}' for s, n in counts.items())}), {gpu_s:,.0f} s of trials with "
         f"loads; optimizer {spec.optimizer}, seed {spec.seed}. Workload {w.name}"
-        + (f", {w.requests} requests" if w.requests else "")
+        + (f", {w.requests} requests" if w.requests else ", all its requests")
         + (f" x {w.output_tokens} tokens out" if w.output_tokens else "")
         + f". Each trial: a warm-up, then {spec.protocol.repeats} timed runs (more while they "
         f"spread over {spec.protocol.max_cv:.0%}); figures are medians."
