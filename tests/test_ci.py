@@ -89,6 +89,20 @@ def test_hf_on_the_cpu_writes_holds_and_catches_a_regression(
     failure = junit(third).find("testcase[@name='throughput']/failure")
     assert failure is not None and "below 0.50" in failure.get("message", "")
     assert (third / "summary.md").read_text().startswith("## tuner ci: REGRESSION")
+    assert json.loads(profile_file.read_text()) == data  # a failed check writes nothing
+
+    # 4. Asked to update, the same regression replaces the profile instead of failing.
+    fourth = tmp_path / "fourth"
+    fourth.mkdir()
+    config = write_config(fourth, profiles_dir=str(tmp_path / "profiles"), tolerance=0.5)
+    result = ci(config, "--update")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["verdict"] == "replaced"
+    replaced = json.loads(profile_file.read_text())["best"]["measurement"]["output_tokens_per_s"]
+    assert replaced["median"] == pytest.approx(
+        json.loads(result.stdout)["measured_output_tokens_per_s"]
+    )
+    assert junit(fourth).get("failures") == "0" and junit(fourth).get("skipped") == "1"
 
 
 FAKE = {"engine": "tuner.testing:FakeEngine", "output_tokens": 4}

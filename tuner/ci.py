@@ -5,7 +5,7 @@ profile's configuration once; `tune`: a short study) and a tolerance. The job ru
 a run directory of its own (its report and trials are CI artifacts), its best figure is compared
 with the profile committed for the GPU it ran on, and the verdict is written as a Markdown summary
 and a JUnit XML file. A regression beyond the tolerance is exit code 3; `update_profile` writes the
-new profile instead.
+new profile instead (a regression then replaces the profile, exit 0).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def load_config(path: Path) -> CiConfig:
         raise TunerError(f"{path}: {describe(exc)}") from None
 
 
-Verdict = Literal["pass", "regression", "failed", "new profile"]
+Verdict = Literal["pass", "regression", "failed", "new profile", "replaced"]
 
 
 @dataclass
@@ -113,7 +113,9 @@ class CiOutcome:
 
     @property
     def exit_code(self) -> int:
-        return {"pass": 0, "new profile": 0, "failed": 1, "regression": 3}[self.verdict]
+        return {"pass": 0, "new profile": 0, "replaced": 0, "failed": 1, "regression": 3}[
+            self.verdict
+        ]
 
 
 def _median(profile: Profile | None) -> float | None:
@@ -186,6 +188,8 @@ def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
         verdict = "pass" if ratio is not None and ratio >= 1 - config.tolerance else "regression"
     if measured is not None and config.update_profile:
         written = write_profile(build_profile(study, outcome), held_path)
+        if verdict == "regression":
+            verdict = "replaced"  # asked to write the new profile instead of failing
     result = CiOutcome(
         verdict,
         held,
@@ -209,6 +213,7 @@ HEADLINE = {
     "regression": "REGRESSION",
     "failed": "FAILED: no configuration ran to the end",
     "new profile": "NEW PROFILE: nothing to hold yet",
+    "replaced": "PROFILE REPLACED: below the tolerance, and asked to write the new profile",
 }
 
 
@@ -278,6 +283,13 @@ def junit_xml(o: CiOutcome) -> str:
         failures, skipped = 1, 1
     elif o.verdict == "new profile":
         ET.SubElement(throughput, "skipped", message=f"no profile to hold at {o.held_path}")
+        skipped = 1
+    elif o.verdict == "replaced":
+        ET.SubElement(
+            throughput,
+            "skipped",
+            message=f"{o.ratio:.3f} of the old profile; the new profile replaced it",
+        )
         skipped = 1
     elif o.verdict == "regression":
         ET.SubElement(

@@ -480,7 +480,8 @@ def bench(
 
 
 @app.command(
-    epilog="Exit codes: 0 throughput held (or a new profile was written); 1 no configuration "
+    epilog="Exit codes: 0 throughput held (or, with --update, the new profile was written); "
+    "1 no configuration "
     "ran to the end; 2 bad input (the config, a missing or mismatched profile); 3 throughput "
     "fell below the profile by more than the tolerance; 130 interrupted."
 )
@@ -518,8 +519,10 @@ def ci(
     if json_:
         emit_json(outcome_json(outcome))
     elif not quiet:
-        style = {"pass": "green", "new profile": "green", "failed": "red", "regression": "red"}
-        out.print(f"[{style[outcome.verdict]}]{HEADLINE[outcome.verdict]}[/]")
+        style = {"failed": "red", "regression": "red", "replaced": "yellow"}.get(
+            outcome.verdict, "green"
+        )
+        out.print(f"[{style}]{HEADLINE[outcome.verdict]}[/]")
         if outcome.ratio is not None:
             out.print(
                 f"{outcome.measured:,.1f} output tok/s, {outcome.ratio:.3f} of the profile's "
