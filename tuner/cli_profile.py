@@ -48,7 +48,7 @@ DEFAULT_DIR = Path("profiles")
 
 def _lookup(
     directory: Path, gpu: str, engine: str | None, model: str | None, workload: str | None
-) -> tuple[Any, list[Any]]:
+) -> Any:
     """The store's lookup for `--gpu`: this machine's (auto) or a named GPU folder's."""
     from tuner.hardware import detect_hardware
     from tuner.store import Lookup, for_machine, matches, read_store
@@ -57,13 +57,13 @@ def _lookup(
     if gpu == "auto":
         return for_machine(
             entries, detect_hardware(), engine=engine, model=model, workload=workload
-        ), entries
+        )
     chosen = [
         e
         for e in entries
         if e.profile and e.profile.gpu.slug == gpu and matches(e.profile, engine, model, workload)
     ]
-    return Lookup(gpu, chosen), entries
+    return Lookup(gpu, chosen)
 
 
 def load(
@@ -86,7 +86,7 @@ def load(
         profile = read_profile(path)
         check_engine(profile, path, engine)
         return path, profile
-    lookup, _ = _lookup(directory, gpu or "auto", engine, model, workload)
+    lookup = _lookup(directory, gpu or "auto", engine, model, workload)
     path, profile, warning = pick(lookup, detect_hardware())
     if warning:
         err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
@@ -115,7 +115,7 @@ def profile_list(
                 if e.profile is None or matches(e.profile, engine, model, workload)
             ]
         else:
-            lookup, _ = _lookup(directory, gpu, engine, model, workload)
+            lookup = _lookup(directory, gpu, engine, model, workload)
             entries, closest = lookup.entries, lookup.closest
             if not entries:
                 raise TunerError(f"no profiles for {lookup.gpu_slug} under {directory}")
