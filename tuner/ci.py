@@ -21,9 +21,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuner.errors import TunerError
+from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol
 from tuner.profiles import Profile, build_profile, profile_key, read_profile, write_profile
+from tuner.store import check_engine
 from tuner.study import NullObserver, Observer, Study, StudyOutcome, StudySpec, prepare
 from tuner.workloads import load_workload
 
@@ -133,10 +135,7 @@ def _held(config: CiConfig, key_path: Path, gpu_slug: str) -> tuple[Path, Profil
             "write one from this run"
         )
     profile = read_profile(path)
-    if profile.engine.name != key_path.parent.name:
-        raise TunerError(
-            f"{path} is a profile for engine {profile.engine.name}, not {key_path.parent.name}"
-        )
+    check_engine(profile, path, key_path.parent.name)
     if profile.gpu.slug != gpu_slug:
         raise TunerError(
             f"{path} was measured on {profile.gpu.name}; this machine is {gpu_slug}: "
@@ -217,10 +216,6 @@ HEADLINE = {
 }
 
 
-def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
-
-
 def summary_markdown(o: CiOutcome) -> str:
     """The verdict and its figures, for a CI job's summary."""
     best = o.study.best
@@ -228,8 +223,8 @@ def summary_markdown(o: CiOutcome) -> str:
     if o.ratio is not None:
         floor = 1 - o.tolerance
         lines += [
-            f"Measured {_rate(o.measured)} output tok/s against the profile's "
-            f"{_rate(o.held_rate)}: {o.ratio:.3f} of it (at least {floor:.2f} passes).",
+            f"Measured {fmt_rate(o.measured)} output tok/s against the profile's "
+            f"{fmt_rate(o.held_rate)}: {o.ratio:.3f} of it (at least {floor:.2f} passes).",
             "",
         ]
     lines += ["| | held profile | this run |", "| --- | --- | --- |"]
@@ -238,7 +233,7 @@ def summary_markdown(o: CiOutcome) -> str:
     hm = held.best.measurement if held else None
     rows = [
         ("GPU", held.gpu.name if held else "-", o.gpu),
-        ("output tok/s", _rate(o.held_rate), _rate(o.measured)),
+        ("output tok/s", fmt_rate(o.held_rate), fmt_rate(o.measured)),
         (
             "cv",
             f"{hm.output_tokens_per_s.cv:.1%}" if hm else "-",
@@ -251,8 +246,8 @@ def summary_markdown(o: CiOutcome) -> str:
         ),
         (
             "knobs",
-            " ".join(f"{k}={v}" for k, v in held.best.knobs.items()) if held else "-",
-            " ".join(f"{k}={v}" for k, v in best.knobs.items()) if best else "-",
+            fmt_knobs(held.best.knobs) if held else "-",
+            fmt_knobs(best.knobs) if best else "-",
         ),
         ("versions", _versions(held.engine.versions) if held else "-", _versions(o.study.versions)),
     ]
@@ -295,8 +290,8 @@ def junit_xml(o: CiOutcome) -> str:
         ET.SubElement(
             throughput,
             "failure",
-            message=f"{_rate(o.measured)} output tok/s is {o.ratio:.3f} of the profile's "
-            f"{_rate(o.held_rate)}, below {1 - o.tolerance:.2f}",
+            message=f"{fmt_rate(o.measured)} output tok/s is {o.ratio:.3f} of the profile's "
+            f"{fmt_rate(o.held_rate)}, below {1 - o.tolerance:.2f}",
         )
         failures = 1
     suite.set("failures", str(failures))

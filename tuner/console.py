@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tuner.fmt import fmt_knobs, fmt_rate, fmt_value
 from tuner.hardware import Hardware
 from tuner.knobs import Value
 from tuner.measure import Measurement
@@ -19,14 +20,6 @@ from tuner.store import Row
 from tuner.trial import TrialResult
 
 STATUS_STYLE = {"ok": "green", "oom": "yellow", "crashed": "red", "timeout": "magenta"}
-
-
-def fmt_knobs(knobs: dict[str, Value]) -> str:
-    return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in knobs.items())
-
-
-def fmt_rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
 
 
 class StudyView:
@@ -120,7 +113,7 @@ def trials_table(results: Sequence[TrialResult], best: TrialResult | None) -> Ta
             figures.append(f"{e.joules_per_output_token.median:.3g}" if e else "-")
         if not m:
             figures[0] = f"[dim]{escape(r.reason or '')}[/]"
-        knobs = [_fmt_value(r.knobs[n]) if n in r.knobs else "" for n in names]
+        knobs = [fmt_value(r.knobs[n]) if n in r.knobs else "" for n in names]
         table.add_row(
             f"{r.number}{mark}",
             r.origin,
@@ -129,10 +122,6 @@ def trials_table(results: Sequence[TrialResult], best: TrialResult | None) -> Ta
             *knobs,
         )
     return table
-
-
-def _fmt_value(value: Value) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def measurement_table(result: TrialResult) -> Table:
@@ -284,7 +273,7 @@ def knobs_table(space: SearchSpace) -> Table:
         if name in space.knobs:
             k = space.knobs[name]
             when = " and ".join(f"{p}={'|'.join(map(str, a))}" for p, a in k.when)
-            default = "engine picks" if k.engine_default else _fmt_value(k.default)
+            default = "engine picks" if k.engine_default else fmt_value(k.default)
             table.add_row(name, k.stage, k.describe_values(), default, when, k.help)
         elif name in space.fixed:
             table.add_row(name, spec.stage, f"{space.fixed[name]} (fixed)", "", "", spec.help)
@@ -302,7 +291,7 @@ def knobs_table(space: SearchSpace) -> Table:
             "[dim]forbidden[/]",
             "",
             " and ".join(
-                [f"{n}={'|'.join(map(_fmt_value, a))}" for n, a in rule.values]
+                [f"{n}={'|'.join(map(fmt_value, a))}" for n, a in rule.values]
                 + ([rule.text] if rule.expr is not None else [])
             ),
             "",

@@ -17,6 +17,7 @@ import yaml
 
 from tuner.engines.vllm_server import cli_args
 from tuner.errors import TunerError
+from tuner.fmt import fmt_value
 from tuner.knobs import Value
 from tuner.profiles import Profile
 
@@ -126,8 +127,7 @@ def env_lines(profile: Profile) -> str:
         "TUNER_GPU": profile.gpu.slug,
     }
     for name, value in profile.best.knobs.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        values[f"TUNER_KNOB_{name.upper()}"] = text
+        values[f"TUNER_KNOB_{name.upper()}"] = fmt_value(value)
     if profile.engine.name in VLLM_ENGINES:
         values["TUNER_VLLM_ARGS"] = shlex.join(cli_args(profile.best.knobs))
     header = "".join(f"# {line}\n" for line in _header(profile))

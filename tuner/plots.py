@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tuner.study import best_of
 from tuner.telemetry import SERIES_POINTS
 from tuner.trial import TrialResult
 
@@ -77,7 +78,7 @@ def per_knob(results: Sequence[TrialResult], path: Path) -> Path | None:
     rows = (len(names) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     jitter = random.Random(0)
-    best = max(results, key=lambda r: r.output_tokens_per_s or 0.0)
+    best = best_of(results)
     for ax, name in zip(axes.flat, names, strict=False):
         points = [(r.knobs[name], r) for r in results if name in r.knobs]
         values = [v for v, _ in points]

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from tuner import __version__, plots
 from tuner.errors import TunerError
+from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.knobs import describe
 from tuner.profiles import Machine
 from tuner.study import MACHINE_FILE, TRIALS_FILE, StudySpec, best_of, read_spec, read_trials
@@ -123,16 +124,6 @@ def read_run(run_dir: Path) -> tuple[StudySpec, list[TrialResult], Machine | Non
     return spec, results, machine
 
 
-def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
-
-
-def _knobs(r: TrialResult) -> str:
-    return " ".join(
-        f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in r.knobs.items()
-    )
-
-
 def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
     """The report's blocks and title, with its plots drawn into `out_dir`."""
     spec, results, machine = read_run(run_dir)
@@ -168,18 +159,18 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
         doc.h("Best configuration")
         m = best.measurement
         assert m is not None
-        rows = [["trial", f"#{best.number} ({best.origin})"], ["knobs", _knobs(best)]]
+        rows = [["trial", f"#{best.number} ({best.origin})"], ["knobs", fmt_knobs(best.knobs)]]
         rows.append(
             [
                 "output tok/s",
-                f"{_rate(m.output_tokens_per_s.median)} (cv {m.output_tokens_per_s.cv:.1%})",
+                f"{fmt_rate(m.output_tokens_per_s.median)} (cv {m.output_tokens_per_s.cv:.1%})",
             ]
         )
         if baseline is not None and baseline.output_tokens_per_s:
             rows.append(
                 [
                     "baseline (engine defaults)",
-                    f"{_rate(baseline.output_tokens_per_s)}: "
+                    f"{fmt_rate(baseline.output_tokens_per_s)}: "
                     f"{best.output_tokens_per_s / baseline.output_tokens_per_s:.2f}x",
                 ]
             )
@@ -236,12 +227,12 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
             f"{r.number}{' *' if best is not None and r.number == best.number else ''}",
             r.origin,
             r.status,
-            _rate(r.output_tokens_per_s),
+            fmt_rate(r.output_tokens_per_s),
             f"{m.output_tokens_per_s.cv:.1%}" if m else "-",
         ]
         if energy:
             row.append(f"{m.energy.joules_per_output_token.median:.3g}" if m and m.energy else "-")
-        row += [f"{r.wall_s:.1f}", _knobs(r) + (f" ({r.reason})" if r.reason else "")]
+        row += [f"{r.wall_s:.1f}", fmt_knobs(r.knobs) + (f" ({r.reason})" if r.reason else "")]
         rows.append(row)
     doc.table(header, rows)
     doc.p(f"Made by tuner {__version__} on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.")

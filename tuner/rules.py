@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tuner.fmt import fmt_value as _fmt
+
 Value = bool | int | float | str
 
 _COMPARE = {
@@ -205,7 +207,3 @@ def _encode(term: ast.expr, params: Mapping[str, Any]) -> Any | None:
             if relation is not None:
                 return relation(params[left.id], params[right.id])
     return None
-
-
-def _fmt(value: Value) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -13,6 +13,8 @@ from typing import Any
 
 from tuner import rules
 from tuner.errors import TunerError
+from tuner.fmt import fmt_knobs as _fmt_knobs
+from tuner.fmt import fmt_value as _fmt
 from tuner.hardware import Platform
 from tuner.knobs import Catalogue, ForbiddenSpec, KnobSpec, Stage, Value, as_tuple
 from tuner.rules import Rule
@@ -93,10 +95,6 @@ _BOOLS = {
     "on": True,
     "off": False,
 }
-
-
-def _fmt(value: Value) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _native(value: Any) -> Value:
@@ -509,10 +507,6 @@ def _replace_when(knob: Knob, when: tuple[tuple[str, tuple[Value, ...]], ...]) -
 
 def _when_text(when: tuple[tuple[str, tuple[Value, ...]], ...]) -> str:
     return " and ".join(f"{p}={'|'.join(_fmt(v) for v in a)}" for p, a in when)
-
-
-def _fmt_knobs(knobs: Mapping[str, Value]) -> str:
-    return " ".join(f"{k}={_fmt(v)}" for k, v in knobs.items())
 
 
 def _unknown_knob(catalogue: Catalogue, name: str) -> str:

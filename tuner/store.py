@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuner.errors import TunerError
+from tuner.fmt import fmt_value
 from tuner.hardware import Hardware, slugify
 from tuner.profiles import Profile, find_profiles, gpu_record, read_profile
 
@@ -154,11 +155,9 @@ class Row:
 def _fmt(value: object) -> str:
     if value is None:
         return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
     if isinstance(value, float):
         return f"{value:,.4g}" if abs(value) < 10 else f"{value:,.1f}"
-    return str(value)
+    return fmt_value(value)  # type: ignore[arg-type]
 
 
 def figures(p: Profile) -> dict[str, float | None]:
