@@ -71,13 +71,13 @@ MaxRemeasures = Annotated[int, typer.Option(min=0, help="Extra sets of repeats a
 SamplePeriod = Annotated[float, typer.Option(min=0.001, help="GPU sampling period in seconds.")]
 TrialTimeout = Annotated[
     float | None,
-    typer.Option(min=1, help="Hard limit on a trial, load included [default: from the limits]."),
+    typer.Option(min=1, help="Hard limit on a trial, load included (default: from the limits)."),
 ]
 ServerCmd = Annotated[
     str | None,
     typer.Option(
         help="vllm-server: the command that serves the OpenAI API, with {model} "
-        "{port} {host} {args} filled in [default: vLLM's api_server]."
+        "{port} {host} {args} filled in (default: vLLM's api_server)."
     ),
 ]
 Port = Annotated[int | None, typer.Option(min=1, max=65535, help="vllm-server: fixed port.")]
@@ -145,7 +145,7 @@ def tune(
             "--model",
             "-m",
             help="A local folder, a Hub id already in the local cache, "
-            f"or synthetic:NAME [default: {DEFAULT_MODEL}, the embedded default job].",
+            f"or synthetic:NAME (default: {DEFAULT_MODEL}, the embedded default job).",
         ),
     ] = None,
     workload: Workload = "humaneval",
@@ -177,7 +177,7 @@ def tune(
     concurrency: Concurrency = None,
     request_rate: RequestRate = None,
     run_dir: Annotated[
-        Path | None, typer.Option(help="Run directory [default: runs/<time>-<engine>-...].")
+        Path | None, typer.Option(help="Run directory (default: runs/<time>-<engine>-...).")
     ] = None,
     resume: Annotated[
         Path | None,
@@ -348,7 +348,7 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A study's run directory.")],
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Where to write [default: reports/<run directory name>]."),
+        typer.Option("--out", "-o", help="Where to write (default: reports/<run directory name>)."),
     ] = None,
     json_: Json = False,
 ) -> None:
@@ -409,7 +409,7 @@ def bench(
     engine: Engine = "hf",
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help=f"As for tune [default: {DEFAULT_MODEL}, small job]."),
+        typer.Option("--model", "-m", help=f"As for tune (default: {DEFAULT_MODEL}, small job)."),
     ] = None,
     workload: Workload = "humaneval",
     set_: SetKnob = None,

@@ -207,7 +207,7 @@ def profile_export(
         ),
     ] = "json",
     output: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write to this file [default: stdout].")
+        Path | None, typer.Option("--out", "-o", help="Write to this file (default: stdout).")
     ] = None,
     directory: Dir = DEFAULT_DIR,
     gpu: Gpu = None,
