@@ -22,7 +22,8 @@ from pathlib import Path
 from tuner.errors import TunerError
 from tuner.landscape import parse_grid, record, write_landscape
 from tuner.measure import Protocol
-from tuner.study import StudySpec, prepare
+from tuner.rundir import StudySpec
+from tuner.setup import prepare
 from tuner.workloads import load_workload
 
 

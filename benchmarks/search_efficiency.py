@@ -24,7 +24,7 @@ from typing import Any
 
 from tuner.engines.replay import replay_engine, replay_study
 from tuner.knobs import Value
-from tuner.study import prepare
+from tuner.setup import prepare
 from tuner.trial import TrialResult
 
 BUDGETS = (5, 10, 20)

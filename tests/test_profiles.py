@@ -18,7 +18,8 @@ from tuner.profiles import (
     schema_text,
     write_profile,
 )
-from tuner.study import Study, StudySpec
+from tuner.rundir import StudySpec
+from tuner.study import Study
 from tuner.workloads import load_workload
 
 

@@ -14,7 +14,7 @@ from tuner.engines.replay import replay_engine
 from tuner.engines.replay import replay_study as study_of
 from tuner.errors import TunerError
 from tuner.landscape import read_landscape
-from tuner.study import prepare
+from tuner.setup import prepare
 
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"
 TABLES = sorted(DATA.glob("*.json"))

@@ -15,7 +15,7 @@ from tuner.cli import app
 from tuner.measure import Measurement, Run
 from tuner.plots import pareto_front
 from tuner.report import write_report
-from tuner.study import TRIALS_FILE
+from tuner.rundir import TRIALS_FILE
 from tuner.telemetry import Sampler
 from tuner.testing import FakeClock, FakeGpu
 from tuner.trial import TrialResult

@@ -9,7 +9,8 @@ import pytest
 
 from tuner.errors import TunerError
 from tuner.measure import Protocol
-from tuner.study import Study, StudySpec, read_trials
+from tuner.rundir import StudySpec, read_trials
+from tuner.study import Study
 from tuner.testing import peak, surface
 from tuner.trial import TrialResult
 from tuner.workloads import load_workload

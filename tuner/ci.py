@@ -25,8 +25,10 @@ from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol
 from tuner.profiles import Profile, build_profile, profile_key, read_profile, write_profile
+from tuner.rundir import StudySpec
+from tuner.setup import prepare
 from tuner.store import check_engine
-from tuner.study import NullObserver, Observer, Study, StudyOutcome, StudySpec, prepare
+from tuner.study import NullObserver, Observer, Study, StudyOutcome
 from tuner.workloads import load_workload
 
 

@@ -195,7 +195,9 @@ def tune(
 ) -> None:
     """Search the engine's knobs with SMAC3 and write the best configuration as a profile."""
     from tuner.engines import is_replay
-    from tuner.study import Study, StudySpec, check_writable, prepare, run_dir_for
+    from tuner.rundir import StudySpec, check_writable, run_dir_for
+    from tuner.setup import prepare
+    from tuner.study import Study
     from tuner.workloads import load_workload
 
     quiet = quiet or json_
@@ -244,7 +246,10 @@ def tune(
                 engine_options=options,
                 trial_timeout_s=trial_timeout,
             )
-            study = Study.create(spec, run_dir or run_dir_for(Path("runs"), setup), setup)
+            run_dir = run_dir or run_dir_for(
+                Path("runs"), setup.catalogue.engine, setup.model.slug, setup.workload.slug
+            )
+            study = Study.create(spec, run_dir, setup)
         _run_study(study, profiles_dir, json_=json_, quiet=quiet)
 
 
@@ -260,7 +265,8 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
     from tuner.console import StudyView, profile_table, trials_table
     from tuner.engines import is_replay
     from tuner.profiles import build_profile, profile_path, write_profile
-    from tuner.study import NullObserver, read_trials
+    from tuner.rundir import read_trials
+    from tuner.study import NullObserver
 
     done = len(read_trials(study.trials_path))
     if not quiet:
@@ -432,7 +438,9 @@ def bench(
     """Measure one configuration: the engine's defaults with --set changes."""
     from tuner.console import StudyView, measurement_table
     from tuner.engines import is_replay
-    from tuner.study import NullObserver, StudySpec, prepare
+    from tuner.rundir import StudySpec
+    from tuner.setup import prepare
+    from tuner.study import NullObserver
     from tuner.study import bench as run_bench
     from tuner.workloads import load_workload
 
@@ -565,7 +573,7 @@ def knobs(
     from tuner.console import knobs_table
     from tuner.engines import engine_class
     from tuner.hardware import detect_platform
-    from tuner.study import prepare
+    from tuner.setup import prepare
 
     with user_errors():
         if model is not None:

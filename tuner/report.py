@@ -21,7 +21,8 @@ from tuner.errors import TunerError
 from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.knobs import describe
 from tuner.profiles import Machine
-from tuner.study import MACHINE_FILE, TRIALS_FILE, StudySpec, best_of, read_spec, read_trials
+from tuner.rundir import MACHINE_FILE, TRIALS_FILE, StudySpec, read_spec, read_trials
+from tuner.study import best_of
 from tuner.trial import TrialResult
 
 

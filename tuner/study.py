@@ -8,147 +8,28 @@ resumes without repeating finished trials: they are told to a fresh optimizer, i
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
+from tuner import rundir
 from tuner.engines import engine_class
 from tuner.errors import TunerError
-from tuner.hardware import Hardware, detect_hardware, detect_platform, slugify
-from tuner.knobs import Catalogue, Value, describe
+from tuner.knobs import Value
 from tuner.measure import Protocol as MeasureProtocol
-from tuner.models import ModelRef, model_facts, resolve_model
 from tuner.profiles import machine_record
-from tuner.search import Optimizer, make_optimizer
+from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
+from tuner.search import make_optimizer
+from tuner.setup import Setup, prepare
 from tuner.space import SearchSpace
-from tuner.trial import TrialResult, TrialTask
+from tuner.trial import TrialResult
 from tuner.worker import Worker
-from tuner.workloads import Request, Tokenizer, WorkloadSpec, build_requests, load_workload
 
-STUDY_FILE = "study.json"
-TRIALS_FILE = "trials.jsonl"
-MACHINE_FILE = "machine.json"
 #: Consecutive proposals of already-measured configurations after which the space counts as spent.
 MAX_REPEATED_PROPOSALS = 50
-
-
-class StudySpec(BaseModel):
-    """What a study measures and how long it may search; saved as the run's `study.json`."""
-
-    model_config = ConfigDict(extra="forbid")
-    schema_version: Literal[1] = 1
-    engine: str
-    model: str
-    workload: WorkloadSpec
-    trials: int | None = Field(default=None, ge=1, description="trial budget, baseline included")
-    time_budget_s: float | None = Field(default=None, gt=0, description="wall-clock budget")
-    seed: int = 0
-    optimizer: Optimizer = "gp"
-    protocol: MeasureProtocol = MeasureProtocol()
-    pinned: dict[str, Value] = {}
-    engine_options: dict[str, Any] = Field(
-        default={}, description="options of the engine adapter (server command, concurrency)"
-    )
-    load_timeout_s: float = Field(default=900.0, gt=0)
-    trial_timeout_s: float | None = Field(default=None, gt=0)
-
-    def timeout_s(self) -> float:
-        """A trial's hard timeout: given, or enough for a load and every bounded run."""
-        if self.trial_timeout_s is not None:
-            return self.trial_timeout_s
-        p = self.protocol
-        runs = p.repeats * (1 + p.max_remeasures)
-        return self.load_timeout_s + p.warmup_time_limit_s + runs * p.run_time_limit_s + 60
-
-
-@dataclass
-class Setup:
-    """An engine, model and workload resolved and checked, ready for trials."""
-
-    engine: str
-    catalogue: Catalogue
-    space: SearchSpace
-    model: ModelRef
-    workload: WorkloadSpec
-    requests: list[Request]
-    hardware: Hardware
-    options: dict[str, Any] = field(default_factory=dict)
-    fresh_process: bool = False
-
-    def task(self, knobs: dict[str, Value], protocol: MeasureProtocol) -> TrialTask:
-        load, run = self.space.split(knobs)
-        return TrialTask(
-            self.engine,
-            str(self.model.path),
-            load,
-            run,
-            tuple(self.requests),
-            protocol,
-            dict(self.options),
-            self.fresh_process,
-        )
-
-
-def facts_of(model: ModelRef, requests: Sequence[Request]) -> dict[str, float]:
-    """Model and workload facts that catalogue bounds and rules may name."""
-    facts = model_facts(model.path)
-    facts["workload_max_tokens"] = max(len(r.prompt_token_ids) + r.output_tokens for r in requests)
-    return facts
-
-
-def prepare(
-    engine: str,
-    model: str,
-    workload: WorkloadSpec | str,
-    pinned: dict[str, Value] | None = None,
-    *,
-    set_pairs: Sequence[str] = (),
-    options: dict[str, Any] | None = None,
-) -> Setup:
-    """Resolves and checks everything a trial needs; bad input fails here, before any trial.
-
-    `set_pairs` are `name=value` strings parsed against the catalogue and added to `pinned`.
-    """
-    cls = engine_class(engine)
-    catalogue = cls.catalogue()
-    platform = detect_platform(catalogue.modules())
-    table = getattr(cls, "table", None)
-    if table is not None:
-        # A replay: the model and workload are the table's; nothing is loaded or tokenized.
-        model_ref = ModelRef(table.model, cls.table_path, slugify(table.model), "replay")
-        spec, requests, facts = table.workload, [], {}
-    else:
-        spec = load_workload(workload) if isinstance(workload, str) else workload
-        model_ref = resolve_model(model)
-        requests = build_requests(spec, Tokenizer(model_ref.path))
-        facts = facts_of(model_ref, requests)
-    space = catalogue.resolve(platform, facts=facts)
-    pinned = {**(pinned or {}), **space.parse_overrides(set_pairs)}
-    if pinned:
-        space.complete(pinned)  # ranges, conditions and forbidden combinations
-        space = catalogue.resolve(platform, pinned, facts)
-    check = getattr(cls, "check_options", None)
-    if check is not None:
-        check(options or {})
-    elif options:
-        raise TunerError(f"{engine} takes no engine options ({', '.join(options)})")
-    return Setup(
-        engine,
-        catalogue,
-        space,
-        model_ref,
-        spec,
-        requests,
-        detect_hardware(),
-        dict(options or {}),
-        bool(getattr(cls, "fresh_process_per_load", False)),
-    )
 
 
 class Observer(Protocol):
@@ -183,61 +64,6 @@ def best_of(results: Sequence[TrialResult]) -> TrialResult | None:
     return max(ok, key=lambda r: r.output_tokens_per_s or 0.0, default=None)
 
 
-def run_dir_for(root: Path, setup: Setup) -> Path:
-    """A new run directory name: time, engine, model and workload."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return root / f"{stamp}-{setup.catalogue.engine}-{setup.model.slug}-{setup.workload.slug}"
-
-
-def check_writable(folder: Path, what: str) -> None:
-    """Fails with one line unless files can be created in `folder` (created if missing)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".tuner-write-check-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise TunerError(f"cannot write to the {what} {folder}: {exc.strerror or exc}") from None
-
-
-def read_trials(path: Path) -> list[TrialResult]:
-    """Finished trials of a run directory; a torn last line (a crash mid-write) is dropped."""
-    if not path.is_file():
-        return []
-    lines = path.read_text().splitlines()
-    results = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            results.append(TrialResult.model_validate_json(line))
-        except ValidationError as exc:
-            if number == len(lines):
-                break
-            raise TunerError(
-                f"{path} line {number}: not a trial result ({describe(exc)})"
-            ) from None
-    return results
-
-
-def read_spec(run_dir: Path) -> StudySpec:
-    """The study a run directory holds; one line when it holds none."""
-    path = run_dir / STUDY_FILE
-    if not path.is_file():
-        raise TunerError(f"{run_dir} holds no study ({STUDY_FILE} is missing)")
-    try:
-        return StudySpec.model_validate_json(path.read_text())
-    except ValidationError as exc:
-        raise TunerError(f"{path}: {describe(exc)}") from None
-
-
-def _append(path: Path, result: TrialResult) -> None:
-    with open(path, "a") as f:
-        f.write(result.model_dump_json() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 @dataclass
 class StudyOutcome:
     """Where a study ended."""
@@ -263,15 +89,11 @@ class Study:
     def create(cls, spec: StudySpec, run_dir: Path, setup: Setup | None = None) -> Study:
         """Starts a new study in `run_dir`, which must not hold one already. `setup`, when
         given, is `prepare` of the spec's engine, model, workload and pinned knobs."""
-        if (run_dir / STUDY_FILE).exists():
-            raise TunerError(f"{run_dir} already holds a study; resume it with --resume {run_dir}")
+        rundir.check_new(run_dir)
         setup = setup or prepare(
             spec.engine, spec.model, spec.workload, spec.pinned, options=spec.engine_options
         )
-        check_writable(run_dir, "run directory")
-        (run_dir / STUDY_FILE).write_text(spec.model_dump_json(indent=2) + "\n")
-        machine = machine_record(setup.hardware).model_dump_json(indent=2)
-        (run_dir / MACHINE_FILE).write_text(machine + "\n")
+        rundir.create(run_dir, spec, machine_record(setup.hardware).model_dump_json(indent=2))
         return cls(spec, setup, run_dir)
 
     @classmethod
@@ -282,13 +104,12 @@ class Study:
         alone sets the trial budget and lifts the time budget (the user named the budget in
         trials), `time_budget_s` sets the time budget (counted over all sessions' trials)."""
         spec = read_spec(run_dir)
-        path = run_dir / STUDY_FILE
         if trials is not None or time_budget_s is not None:
             update: dict[str, Any] = {"time_budget_s": time_budget_s}
             if trials is not None:
                 update["trials"] = trials
             spec = spec.model_copy(update=update)
-            path.write_text(spec.model_dump_json(indent=2) + "\n")
+            rundir.write_spec(run_dir, spec)
         setup = prepare(
             spec.engine, spec.model, spec.workload, spec.pinned, options=spec.engine_options
         )
@@ -385,7 +206,7 @@ class Study:
             else:
                 observer.trial_started(number, origin, knobs)
                 result = evaluate(number, origin, knobs)
-            _append(self.trials_path, result)
+            rundir.append_trial(self.trials_path, result)
             results.append(result)
             record(result, info)
             observer.trial_finished(result, best_of(results))

@@ -29,7 +29,9 @@ def replay_study(
     table: Path, *, trials: int, seed: int, run_dir: Path, optimizer: str = "gp"
 ) -> Any:
     """A whole study on the replay of `table`: tuner's own loop, baseline first."""
-    from tuner.study import Study, StudySpec, prepare
+    from tuner.rundir import StudySpec
+    from tuner.setup import prepare
+    from tuner.study import Study
 
     engine = f"{REPLAY_PREFIX}{table}"
     setup = prepare(engine, "", "")

@@ -1,0 +1,106 @@
+"""A study's setup: engine, model and workload resolved and checked before any trial runs.
+
+Bad input (an unknown engine, knob or workload, a model that is not here, a pinned value outside
+its range) fails in `prepare` with one line, before anything slow happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.engines import engine_class
+from tuner.errors import TunerError
+from tuner.hardware import Hardware, detect_hardware, detect_platform, slugify
+from tuner.knobs import Catalogue, Value
+from tuner.measure import Protocol as MeasureProtocol
+from tuner.models import ModelRef, model_facts, resolve_model
+from tuner.space import SearchSpace
+from tuner.trial import TrialTask
+from tuner.workloads import Request, Tokenizer, WorkloadSpec, build_requests, load_workload
+
+
+@dataclass
+class Setup:
+    """An engine, model and workload resolved and checked, ready for trials."""
+
+    engine: str
+    catalogue: Catalogue
+    space: SearchSpace
+    model: ModelRef
+    workload: WorkloadSpec
+    requests: list[Request]
+    hardware: Hardware
+    options: dict[str, Any] = field(default_factory=dict)
+    fresh_process: bool = False
+
+    def task(self, knobs: dict[str, Value], protocol: MeasureProtocol) -> TrialTask:
+        """The self-contained unit of work that measures `knobs`."""
+        load, run = self.space.split(knobs)
+        return TrialTask(
+            self.engine,
+            str(self.model.path),
+            load,
+            run,
+            tuple(self.requests),
+            protocol,
+            dict(self.options),
+            self.fresh_process,
+        )
+
+
+def facts_of(model: ModelRef, requests: Sequence[Request]) -> dict[str, float]:
+    """Model and workload facts that catalogue bounds and rules may name."""
+    facts = model_facts(model.path)
+    facts["workload_max_tokens"] = max(len(r.prompt_token_ids) + r.output_tokens for r in requests)
+    return facts
+
+
+def prepare(
+    engine: str,
+    model: str,
+    workload: WorkloadSpec | str,
+    pinned: dict[str, Value] | None = None,
+    *,
+    set_pairs: Sequence[str] = (),
+    options: dict[str, Any] | None = None,
+) -> Setup:
+    """Resolves and checks everything a trial needs; bad input fails here, before any trial.
+
+    `set_pairs` are `name=value` strings parsed against the catalogue and added to `pinned`.
+    """
+    cls = engine_class(engine)
+    catalogue = cls.catalogue()
+    platform = detect_platform(catalogue.modules())
+    table = getattr(cls, "table", None)
+    if table is not None:
+        # A replay: the model and workload are the table's; nothing is loaded or tokenized.
+        model_ref = ModelRef(table.model, cls.table_path, slugify(table.model), "replay")
+        spec, requests, facts = table.workload, [], {}
+    else:
+        spec = load_workload(workload) if isinstance(workload, str) else workload
+        model_ref = resolve_model(model)
+        requests = build_requests(spec, Tokenizer(model_ref.path))
+        facts = facts_of(model_ref, requests)
+    space = catalogue.resolve(platform, facts=facts)
+    pinned = {**(pinned or {}), **space.parse_overrides(set_pairs)}
+    if pinned:
+        space.complete(pinned)  # ranges, conditions and forbidden combinations
+        space = catalogue.resolve(platform, pinned, facts)
+    check = getattr(cls, "check_options", None)
+    if check is not None:
+        check(options or {})
+    elif options:
+        raise TunerError(f"{engine} takes no engine options ({', '.join(options)})")
+    return Setup(
+        engine,
+        catalogue,
+        space,
+        model_ref,
+        spec,
+        requests,
+        detect_hardware(),
+        dict(options or {}),
+        bool(getattr(cls, "fresh_process_per_load", False)),
+    )
