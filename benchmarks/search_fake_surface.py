@@ -16,8 +16,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from tuner.optimizers import OPTIMIZERS
 from tuner.rundir import StudySpec
-from tuner.search import OPTIMIZERS
 from tuner.study import Study
 from tuner.testing import fake_model_dir, peak, surface, surface_result
 from tuner.workloads import load_workload

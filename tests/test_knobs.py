@@ -11,6 +11,7 @@ from tuner.engines import ENGINES, engine_class, load_catalogue
 from tuner.errors import TunerError
 from tuner.hardware import Platform
 from tuner.knobs import Catalogue
+from tuner.optimizers.smac import config_of, configspace, knobs_of
 from tuner.testing import FAKE_CATALOGUE
 
 ONE_GPU_NO_BF16 = Platform("cuda", 1, frozenset({"cuda", "fp16"}))
@@ -86,12 +87,12 @@ def test_shipped_catalogues_load_and_resolve_on_cpu_and_gpus() -> None:
             space = cat.resolve(platform, facts=facts)
             defaults = space.default_knobs()
             assert defaults.get("batch_size", 1) == 1
-            space.config_from_knobs(space.configspace(0), defaults).check_valid_configuration()
+            config_of(space, configspace(space, 0), defaults).check_valid_configuration()
 
 
 def test_translation_to_configspace_types_ranges_defaults() -> None:
     space = catalogue().resolve(FOUR_GPUS)
-    cs = space.configspace(seed=1)
+    cs = configspace(space, seed=1)
     batch = cs["batch"]
     assert isinstance(batch, UniformIntegerHyperparameter)
     assert (batch.lower, batch.upper, batch.log, batch.default_value) == (1, 64, True, 4)
@@ -109,9 +110,9 @@ def test_translation_to_configspace_types_ranges_defaults() -> None:
 
 def test_samples_respect_conditions_and_forbidden_rules() -> None:
     space = catalogue().resolve(FOUR_GPUS)
-    cs = space.configspace(seed=3)
+    cs = configspace(space, seed=3)
     for config in cs.sample_configuration(200):
-        knobs = space.knobs_from_config(config)
+        knobs = knobs_of(space, config)
         assert ("compile" in knobs) == (knobs["cache"] == "static")
         assert not (knobs["dtype"] == "fp32" and knobs["cache"] == "static")
         assert all(type(v) in (int, float, str, bool) for v in knobs.values())
@@ -128,8 +129,8 @@ def test_platform_drops_knobs_and_choices_it_cannot_run() -> None:
     assert "dtype" not in space.knobs
     # With dtype fixed at fp32, the forbidden rule narrows to cache=static alone.
     assert [r.values for r in space.rules] == [(("cache", ("static",)),)]
-    for config in space.configspace(0).sample_configuration(50):
-        assert space.knobs_from_config(config)["cache"] == "dyn"
+    for config in configspace(space, 0).sample_configuration(50):
+        assert knobs_of(space, config)["cache"] == "dyn"
 
 
 def test_default_prefers_first_available_choice() -> None:
@@ -187,10 +188,10 @@ def test_bad_overrides_say_what_is_wrong(pairs: list[str], message: str) -> None
 
 def test_configspace_round_trip() -> None:
     space = catalogue().resolve(FOUR_GPUS)
-    cs = space.configspace(0)
+    cs = configspace(space, 0)
     for config in cs.sample_configuration(20):
-        knobs = space.knobs_from_config(config)
-        assert space.knobs_from_config(space.config_from_knobs(cs, knobs)) == knobs
+        knobs = knobs_of(space, config)
+        assert knobs_of(space, config_of(space, cs, knobs)) == knobs
 
 
 @pytest.mark.parametrize(
@@ -335,7 +336,7 @@ def test_facts_bound_ranges_and_divisors() -> None:
     space = Catalogue.model_validate(SCHED).resolve(FOUR_GPUS, facts=FACTS)
     assert (space.knobs["max_len"].low, space.knobs["max_len"].high) == (300, 2048)
     assert space.knobs["tp"].choices == (1, 2, 3, 4)  # in 1..4 and dividing 12
-    assert type(space.configspace(0)["tp"]).__name__ == "OrdinalHyperparameter"
+    assert type(configspace(space, 0)["tp"]).__name__ == "OrdinalHyperparameter"
     with pytest.raises(TunerError, match="tp=5 is outside"):
         space.complete({"tp": 5})
     missing = Catalogue.model_validate(SCHED).resolve(FOUR_GPUS)
@@ -349,9 +350,9 @@ def test_engine_defaults_are_left_to_the_engine_in_the_baseline() -> None:
     cpu = Catalogue.model_validate(SCHED).resolve(CPU, facts=FACTS)
     assert cpu.default_knobs() == {"mem": 0.2}  # per_device: cpu overrides the engine's default
     assert (cpu.knobs["mem"].low, cpu.knobs["mem"].high) == (0.05, 0.4)
-    cs = gpu.configspace(0)
-    baseline = gpu.config_from_knobs(cs, gpu.default_knobs())
-    assert gpu.knobs_from_config(baseline)["seqs"] == 256
+    cs = configspace(gpu, 0)
+    baseline = config_of(gpu, cs, gpu.default_knobs())
+    assert knobs_of(gpu, baseline)["seqs"] == 256
 
 
 def test_expression_rules_become_forbidden_relations() -> None:
@@ -361,11 +362,11 @@ def test_expression_rules_become_forbidden_relations() -> None:
         "not chunked and tokens < max_len",
         "tp * 2 > gpus",
     ]
-    cs = space.configspace(1)
+    cs = configspace(space, 1)
     assert len(cs.forbidden_clauses) == 2  # the third is checked per proposal
     assert space.violated({**space.centre_knobs(), "tp": 3}) is space.rules[2]
     for config in cs.sample_configuration(300):
-        k = space.knobs_from_config(config)
+        k = knobs_of(space, config)
         assert k["tokens"] >= k["seqs"]
         assert k["chunked"] or k["tokens"] >= k["max_len"]
         assert space.violated(k) in (None, space.rules[2])
@@ -420,7 +421,7 @@ def test_values_make_an_ordered_set_of_numbers() -> None:
     batch = space.knobs["batch"]
     assert batch.choices == (1, 4, 16, 64) and batch.default == 4
     assert (batch.low, batch.high) == (1, 64)
-    hp = space.configspace(0)["batch"]
+    hp = configspace(space, 0)["batch"]
     assert type(hp).__name__ == "OrdinalHyperparameter" and list(hp.sequence) == [1, 4, 16, 64]
     with pytest.raises(TunerError, match="batch=8 is not one of: 1, 4, 16, 64"):
         space.parse_overrides(["batch=8"])

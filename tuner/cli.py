@@ -129,7 +129,7 @@ def _engine_options(**given: Any) -> dict[str, Any]:
 
 
 def _optimizer(name: str) -> Any:
-    from tuner.search import OPTIMIZERS
+    from tuner.optimizers import OPTIMIZERS
 
     if name not in OPTIMIZERS:
         raise TunerError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
@@ -159,7 +159,8 @@ def tune(
     optimizer: Annotated[
         str,
         typer.Option(
-            help="gp (SMAC BlackBoxFacade), rf (SMAC HyperparameterOptimizationFacade) or random."
+            help="gp (SMAC BlackBoxFacade), rf (SMAC HyperparameterOptimizationFacade), random, "
+            "optuna-tpe (Optuna's TPE) or hyperopt-tpe (Hyperopt's TPE)."
         ),
     ] = "gp",
     requests: Requests = None,

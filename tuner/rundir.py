@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tuner.errors import TunerError
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol as MeasureProtocol
-from tuner.search import Optimizer as OptimizerName
+from tuner.optimizers import OptimizerName
 from tuner.trial import TrialResult
 from tuner.workloads import WorkloadSpec
 

@@ -1,7 +1,8 @@
 """Search spaces: a knob catalogue narrowed to one platform, model and workload.
 
 A `SearchSpace` knows which knobs are searched, fixed or dropped (and why), checks values a user
-gives by hand, and turns into a ConfigSpace space for SMAC.
+gives by hand, and turns an optimizer's values into engine knobs and back. Each optimizer
+(`tuner.optimizers`) translates the space into its library's terms itself.
 """
 
 from __future__ import annotations
@@ -270,64 +271,25 @@ class SearchSpace:
         run = {n: v for n, v in knobs.items() if stage[n] == "run"}
         return load, run
 
-    # -- ConfigSpace ---------------------------------------------------------------------------
-
-    def configspace(self, seed: int = 0) -> Any:
-        """The searched knobs as a ConfigSpace space, defaults being the engine's defaults."""
-        from ConfigSpace import (
-            Categorical,
-            ConfigurationSpace,
-            EqualsCondition,
-            Float,
-            InCondition,
-            Integer,
-            OrdinalHyperparameter,
-        )
-        from ConfigSpace.exceptions import ForbiddenValueError
-
-        space = ConfigurationSpace(seed=seed)
-        params = {}
-        for name, knob in self.knobs.items():
-            if knob.type in ("int", "float") and len(knob.choices) > 1:
-                params[name] = OrdinalHyperparameter(
-                    name, list(knob.choices), default_value=knob.default
-                )
-            elif knob.type == "int":
-                params[name] = Integer(
-                    name, (int(knob.low), int(knob.high)), default=knob.default, log=knob.log
-                )
-            elif knob.type == "float":
-                params[name] = Float(
-                    name, (knob.low, knob.high), default=knob.default, log=knob.log
-                )
-            else:
-                params[name] = Categorical(name, list(knob.choices), default=knob.default)
-        space.add(list(params.values()))
-        for name, knob in self.knobs.items():
-            for parent, allowed in knob.when:
-                child, par = params[name], params[parent]
-                if len(allowed) == 1:
-                    space.add(EqualsCondition(child, par, allowed[0]))
-                else:
-                    space.add(InCondition(child, par, list(allowed)))
-        for rule in self.rules:
-            clause = rule.clause(params)
-            if clause is None:
-                continue  # checked on each proposal instead (`violated`)
-            try:
-                space.add(clause)
-            except ForbiddenValueError:
-                raise TunerError(
-                    f"{self.engine}: the search's centre {_fmt_knobs(self.centre_knobs())} is "
-                    f"itself forbidden ({rule.because}); change the knobs' defaults"
-                ) from None
-        return space
-
-    def knobs_from_config(self, config: Any) -> dict[str, Value]:
-        """Engine knobs for a ConfigSpace configuration: the searched values plus fixed ones."""
-        knobs = {name: _native(value) for name, value in dict(config).items()}
+    def assemble(self, values: Mapping[str, Any]) -> dict[str, Value]:
+        """Engine knobs from an optimizer's values for the searched knobs: plain Python values,
+        the fixed knobs added, knobs whose condition does not hold left out."""
+        knobs = {name: _native(value) for name, value in values.items()}
         knobs.update(self.fixed)
         return self._active(knobs)
+
+    def searched_values(self, knobs: Mapping[str, Value]) -> dict[str, Value]:
+        """The searched knobs' values of a configuration, for telling an optimizer about it:
+        searched knobs that `knobs` leave unset take the centre's value; inactive ones are left
+        out. A value outside its knob's range or choices is a `TunerError`."""
+        merged = {**self.centre_knobs(), **knobs}
+        active = self._active(
+            {n: v for n, v in merged.items() if n in self.knobs or n in self.fixed}
+        )
+        values = {n: v for n, v in active.items() if n in self.knobs}
+        for name, value in values.items():
+            self.knobs[name].check(value)
+        return values
 
     def initial_knobs(self) -> list[dict[str, Value]]:
         """The catalogue's starting points as they stand here (`max`/`min` resolved; knobs
@@ -352,18 +314,6 @@ class SearchSpace:
             if knobs not in points and knobs != self.default_knobs():
                 points.append(knobs)
         return points
-
-    def config_from_knobs(self, space: Any, knobs: Mapping[str, Value]) -> Any:
-        """The ConfigSpace configuration for engine knobs (fixed knobs left out). Searched knobs
-        that `knobs` leave unset take their value from the centre of the search."""
-        from ConfigSpace import Configuration
-
-        merged = {**self.centre_knobs(), **knobs}
-        active = self._active(
-            {n: v for n, v in merged.items() if n in self.knobs or n in self.fixed}
-        )
-        values = {n: v for n, v in active.items() if n in self.knobs}
-        return Configuration(space, values=values)
 
 
 def _narrow(

@@ -20,9 +20,9 @@ from tuner.engines import engine_class
 from tuner.errors import TunerError
 from tuner.knobs import Value
 from tuner.measure import Protocol as MeasureProtocol
+from tuner.optimizers import Optimizer, make_optimizer
 from tuner.profiles import machine_record
 from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
-from tuner.search import make_optimizer
 from tuner.setup import Setup, prepare
 from tuner.space import SearchSpace
 from tuner.trial import TrialResult
@@ -126,31 +126,15 @@ class Study:
                 return False
         return True
 
-    def _optimizer(self, configspace: Any) -> Any:
+    def _optimizer(self) -> Optimizer:
         return make_optimizer(
             self.spec.optimizer,
-            configspace,
+            self.setup.space,
             budget=self.spec.trials or 40,
             seed=self.spec.seed,
-            output_dir=self.run_dir / "smac",
-            starts=[
-                self.setup.space.config_from_knobs(configspace, k)
-                for k in self.setup.space.initial_knobs()
-            ],
+            output_dir=self.run_dir / "optimizer",
+            starts=self.setup.space.initial_knobs(),
         )
-
-    @staticmethod
-    def _value(result: TrialResult) -> Any:
-        from smac.runhistory.dataclasses import TrialValue
-        from smac.runhistory.enumerations import StatusType
-
-        if result.output_tokens_per_s is None:
-            # No tokens at all: the worst value on the tok/s scale SMAC minimizes the negative of.
-            info = {"status": result.status, "reason": result.reason}
-            return TrialValue(
-                cost=0.0, time=result.wall_s, status=StatusType.CRASHED, additional_info=info
-            )
-        return TrialValue(cost=-result.output_tokens_per_s, time=result.wall_s)
 
     def run(
         self, observer: Observer | None = None, *, evaluate: Evaluate | None = None
@@ -160,8 +144,6 @@ class Study:
         `evaluate(number, origin, knobs)` replaces measuring in a worker process (benchmarks of
         the search itself use it with a known surface).
         """
-        from smac.runhistory.dataclasses import TrialInfo
-
         observer = observer or NullObserver()
         answerer = getattr(engine_class(self.spec.engine), "answerer", None)
         if evaluate is None and answerer is not None:
@@ -171,25 +153,24 @@ class Study:
         resumed = len(results)
         started = time.time()
         measured: dict[str, TrialResult] = {}
-        configspace = space.configspace(self.spec.seed) if space.knobs else None
-        smac = self._optimizer(configspace) if configspace is not None else None
+        optimizer = self._optimizer() if space.knobs else None
 
-        def record(result: TrialResult, info: Any | None) -> None:
+        def record(result: TrialResult, handle: Any = None, asked: bool = False) -> None:
             measured[_key(result.knobs)] = result
-            if smac is None:
+            if optimizer is None:
                 return
-            if info is None:
-                # Knobs the engine chose itself (the baseline's) are told as it reported them.
-                reported = {
-                    n: v
-                    for n, v in result.engine_config.items()
-                    if n in space.knobs and _fits(space, n, v)
-                }
-                config = space.config_from_knobs(configspace, {**reported, **result.knobs})
-                info = TrialInfo(config=config, seed=0)
-            smac.tell(info, self._value(result))
+            if asked:
+                optimizer.tell(handle, _loss(result))
+                return
+            # Knobs the engine chose itself (the baseline's) are told as it reported them.
+            reported = {
+                n: v
+                for n, v in result.engine_config.items()
+                if n in space.knobs and _fits(space, n, v)
+            }
+            optimizer.observe({**reported, **result.knobs}, _loss(result))
 
-        def trial(origin: str, knobs: dict[str, Value], info: Any | None) -> None:
+        def trial(origin: str, knobs: dict[str, Value], handle: Any, asked: bool) -> None:
             number = len(results)
             if evaluate is None:
                 result = run_trial(
@@ -208,13 +189,13 @@ class Study:
                 result = evaluate(number, origin, knobs)
             rundir.append_trial(self.trials_path, result)
             results.append(result)
-            record(result, info)
+            record(result, handle, asked)
             observer.trial_finished(result, best_of(results))
 
         for result in results:
             try:
-                record(result, None)
-            except ValueError as exc:  # ConfigSpace rejects knobs this platform does not offer
+                record(result)
+            except (TunerError, ValueError) as exc:  # knobs this platform does not offer
                 raise TunerError(
                     f"{self.trials_path}: trial {result.number} does not fit this machine's "
                     f"search space ({exc}); resume on the machine that started the study"
@@ -224,25 +205,25 @@ class Study:
         try:
             has_baseline = any(r.origin == "baseline" for r in results)
             if not has_baseline and self._budget_left(results, started):
-                trial("baseline", space.default_knobs(), None)
+                trial("baseline", space.default_knobs(), None, asked=False)
             repeats = 0
             while self._budget_left(results, started):
-                if smac is None:
+                if optimizer is None:
                     stopped = "nothing to search: every knob is fixed"
                     break
-                info = smac.ask()
-                knobs = space.knobs_from_config(info.config)
+                proposal = optimizer.ask()
+                knobs = proposal.knobs
                 known = measured.get(_key(knobs))
                 if known is not None or space.violated(knobs) is not None:
                     # Measured already, or a combination the engine rejects: no trial is run.
-                    smac.tell(info, self._value(known) if known else _forbidden_value())
+                    optimizer.tell(proposal.handle, _loss(known) if known else None)
                     repeats += 1
                     if repeats >= MAX_REPEATED_PROPOSALS:
                         stopped = "search space exhausted"
                         break
                     continue
                 repeats = 0
-                trial(_origin(info.config.origin), knobs, info)
+                trial(proposal.origin, knobs, proposal.handle, asked=True)
         finally:
             worker.close()
         baseline = next((r for r in results if r.origin == "baseline"), None)
@@ -317,19 +298,11 @@ def _fits(space: SearchSpace, name: str, value: Value) -> bool:
     return True
 
 
-def _forbidden_value() -> Any:
-    from smac.runhistory.dataclasses import TrialValue
-    from smac.runhistory.enumerations import StatusType
-
-    return TrialValue(cost=0.0, status=StatusType.CRASHED, additional_info={"forbidden": True})
-
-
 def _key(knobs: dict[str, Value]) -> str:
     return json.dumps(knobs, sort_keys=True)
 
 
-def _origin(text: str | None) -> str:
-    """SMAC's origin strings, shortened: `sobol`, `local search`, `random search`, ..."""
-    if not text:
-        return "search"
-    return text.split(":")[-1].strip().lower()
+def _loss(result: TrialResult) -> float | None:
+    """What the optimizer minimizes: minus the median output tok/s; None for no tokens."""
+    rate = result.output_tokens_per_s
+    return None if rate is None else -rate

@@ -1,0 +1,77 @@
+"""The optimizers a study can ask: one small protocol, one adapter per library.
+
+- `gp` (default): Bayesian optimization with a Gaussian process and expected improvement,
+  SMAC3's `BlackBoxFacade`; suited to a handful of knobs and tens of expensive trials.
+- `rf`: Bayesian optimization with a random forest on log costs, SMAC3's
+  `HyperparameterOptimizationFacade`; built for larger, more categorical spaces.
+- `random`: uniform random sampling (log-uniform on log knobs), the yardstick.
+- `optuna-tpe`: Optuna's tree-structured Parzen estimator (`TPESampler`; extra `optuna`).
+- `hyperopt-tpe`: Hyperopt's TPE (`tpe.suggest`), the method of the Martinez 2024 study (extra
+  `hyperopt`).
+
+Every adapter translates the search space itself, proposes through `ask()` and learns through
+`tell()`; several asks may be outstanding before their tells. The registry holds lazy import paths,
+so that naming an optimizer imports no library.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Literal, get_args
+
+from tuner.errors import TunerError
+from tuner.optimizers.base import Optimizer, Proposal, initial_design_size
+from tuner.space import SearchSpace
+
+OptimizerName = Literal["gp", "rf", "random", "optuna-tpe", "hyperopt-tpe"]
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+_ADAPTERS = {
+    "gp": "tuner.optimizers.smac:SmacOptimizer",
+    "rf": "tuner.optimizers.smac:SmacOptimizer",
+    "random": "tuner.optimizers.random:RandomOptimizer",
+    "optuna-tpe": "tuner.optimizers.optuna:OptunaTpe",
+    "hyperopt-tpe": "tuner.optimizers.hyperopt:HyperoptTpe",
+}
+#: The library an optional optimizer needs, and the extra that installs it.
+_NEEDS = {"optuna-tpe": "optuna", "hyperopt-tpe": "hyperopt"}
+
+__all__ = [
+    "OPTIMIZERS",
+    "Optimizer",
+    "OptimizerName",
+    "Proposal",
+    "initial_design_size",
+    "make_optimizer",
+]
+
+
+def make_optimizer(
+    name: str,
+    space: SearchSpace,
+    *,
+    budget: int,
+    seed: int,
+    output_dir: Path,
+    starts: list[dict] | None = None,
+) -> Optimizer:
+    """The optimizer `name` over `space` for a study of about `budget` trials.
+
+    `starts` are points to propose first (the catalogue's starting points); `output_dir` is where
+    an optimizer that keeps files (SMAC) keeps them.
+    """
+    if name not in _ADAPTERS:
+        raise TunerError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    module_name, _, attr = _ADAPTERS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        needs = _NEEDS.get(name)
+        if needs is None or exc.name != needs:
+            raise
+        raise TunerError(
+            f"the {name} optimizer needs {needs}, which is not installed: "
+            f"pip install 'tuner[{needs}]'"
+        ) from None
+    cls = getattr(module, attr)
+    return cls(name, space, budget=budget, seed=seed, output_dir=output_dir, starts=starts or [])

@@ -1,0 +1,48 @@
+"""The optimizer protocol: `ask()` a proposal, run it, `tell()` its loss.
+
+In the spirit of SMAC's ask/tell and Optuna's samplers: the optimizer never runs a trial itself.
+A loss is what the study's objective makes of a result, lower being better; `None` means the trial
+gave nothing to score (out of memory, a crash, a forbidden combination, an infeasible result), and
+each adapter tells its library that in the library's own terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tuner.knobs import Value
+from tuner.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A configuration to measure: its knobs, where it came from, and the optimizer's handle."""
+
+    knobs: dict[str, Value]
+    origin: str
+    handle: Any
+    budget: float | None = None
+
+
+class Optimizer(Protocol):
+    """What a study asks of an optimizer."""
+
+    def ask(self) -> Proposal:
+        """The next configuration to measure; may be called again before earlier tells."""
+        ...
+
+    def tell(self, handle: Any, loss: float | None) -> None:
+        """The loss of a proposal (None: the trial gave nothing to score)."""
+        ...
+
+    def observe(self, knobs: Mapping[str, Value], loss: float | None) -> None:
+        """A configuration measured without being asked for (the baseline, resumed trials)."""
+        ...
+
+
+def initial_design_size(space: SearchSpace, budget: int) -> int:
+    """Random or space-filling points before a model-based method models: a quarter of the
+    budget, at most five per searched knob, at least one (the same rule for every method)."""
+    return max(1, min(5 * len(space.knobs), budget // 4))
