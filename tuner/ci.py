@@ -24,6 +24,7 @@ from tuner.errors import TunerError
 from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol
+from tuner.objective import objective
 from tuner.profiles import Profile, build_profile, profile_key, read_profile, write_profile
 from tuner.rundir import StudySpec
 from tuner.setup import prepare
@@ -123,8 +124,8 @@ class CiOutcome:
 
 
 def _median(profile: Profile | None) -> float | None:
-    m = profile.best.measurement if profile else None
-    return m.output_tokens_per_s.median if m else None
+    """The held profile's figure under the objective it was tuned for."""
+    return objective(profile.objective).of(profile.best.measurement) if profile else None
 
 
 def _held(config: CiConfig, key_path: Path, gpu_slug: str) -> tuple[Path, Profile | None]:
@@ -177,7 +178,7 @@ def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
     )
     study = Study.create(spec, config.run_dir or Path("runs") / f"ci-{stamp}", setup)
     outcome = study.run(observer or NullObserver())
-    measured = outcome.best.output_tokens_per_s if outcome.best else None
+    measured = study.objective.value(outcome.best) if outcome.best else None
     held_rate = _median(held)
     ratio = measured / held_rate if measured is not None and held_rate else None
     written = None

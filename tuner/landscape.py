@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tuner.errors import TunerError
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol
+from tuner.objective import THROUGHPUT, Objective
 from tuner.profiles import GpuRecord, HostRecord, gpu_record, host_record
 from tuner.trial import TrialResult
 from tuner.workloads import WorkloadSpec
@@ -75,12 +76,12 @@ class Landscape(BaseModel):
     def load_key(self, knobs: Mapping[str, Value]) -> str:
         return _key({n: v for n, v in knobs.items() if n in self.load_knobs})
 
-    def optimum(self) -> TrialResult:
-        """The fastest point."""
-        ok = [p for p in self.points if p.output_tokens_per_s is not None]
-        if not ok:
+    def optimum(self, goal: Objective = THROUGHPUT) -> TrialResult:
+        """The best point under `goal` (the fastest, by default), however it spread."""
+        best = goal.best(self.points)
+        if best is None:
             raise TunerError("the table holds no successful point")
-        return max(ok, key=lambda p: p.output_tokens_per_s or 0.0)
+        return best
 
     def measure_cost_s(self, point: TrialResult) -> float:
         """GPU seconds a point took, its model load left out."""

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tuner.study import best_of
 from tuner.telemetry import SERIES_POINTS
 from tuner.trial import TrialResult
 
@@ -66,8 +65,9 @@ def _is_numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
-def per_knob(results: Sequence[TrialResult], path: Path) -> Path | None:
-    """Output tok/s against each knob: a scatter for numbers, a strip per value otherwise."""
+def per_knob(results: Sequence[TrialResult], path: Path, best: TrialResult | None) -> Path | None:
+    """Output tok/s against each knob: a scatter for numbers, a strip per value otherwise;
+    `best` (the study's winner) marked."""
     names: list[str] = []
     for r in results:
         names += [n for n in r.knobs if n not in names]
@@ -78,7 +78,6 @@ def per_knob(results: Sequence[TrialResult], path: Path) -> Path | None:
     rows = (len(names) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     jitter = random.Random(0)
-    best = best_of(results)
     for ax, name in zip(axes.flat, names, strict=False):
         points = [(r.knobs[name], r) for r in results if name in r.knobs]
         values = [v for v, _ in points]

@@ -112,7 +112,7 @@ class Profile(_Record):
     protocol: Protocol
     seed: int
     optimizer: str
-    objective: Literal["output_tokens_per_s"] = "output_tokens_per_s"
+    objective: str = Field(default="output_tokens_per_s", description="what the study maximized")
     best: TrialRecord
     baseline: TrialRecord | None
     speedup: float | None = Field(description="best over baseline median output tok/s")
@@ -206,6 +206,7 @@ def build_profile(study: Any, outcome: Any) -> Profile:
         protocol=study.spec.protocol,
         seed=study.spec.seed,
         optimizer=study.spec.optimizer,
+        objective=study.spec.objective,
         best=trial_record(outcome.best),
         baseline=trial_record(baseline) if baseline is not None else None,
         speedup=speedup,

@@ -20,9 +20,9 @@ from tuner import __version__, plots
 from tuner.errors import TunerError
 from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.knobs import describe
+from tuner.objective import objective
 from tuner.profiles import Machine
 from tuner.rundir import MACHINE_FILE, TRIALS_FILE, StudySpec, read_spec, read_trials
-from tuner.study import best_of
 from tuner.trial import TrialResult
 
 
@@ -129,7 +129,8 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
     """The report's blocks and title, with its plots drawn into `out_dir`."""
     spec, results, machine = read_run(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    best = best_of(results)
+    goal = objective(spec.objective)
+    best = goal.best(results, spec.protocol.max_cv)
     baseline = next((r for r in results if r.origin == "baseline"), None)
     gpu = machine.gpu.name if machine else "machine not recorded"
     title = f"{spec.engine} · {spec.model} · {spec.workload.name} on {gpu}"
@@ -201,7 +202,7 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
         "progress: no trial succeeded",
     )
     add(
-        plots.per_knob(results, out_dir / "knobs.png"),
+        plots.per_knob(results, out_dir / "knobs.png", best),
         "Output tok/s against each knob; the best trial in orange, failed trials at zero.",
         "knobs: no trial succeeded",
     )

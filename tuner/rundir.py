@@ -13,11 +13,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tuner.errors import TunerError
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol as MeasureProtocol
+from tuner.objective import objective
 from tuner.optimizers import OptimizerName
 from tuner.trial import TrialResult
 from tuner.workloads import WorkloadSpec
@@ -39,6 +40,7 @@ class StudySpec(BaseModel):
     time_budget_s: float | None = Field(default=None, gt=0, description="wall-clock budget")
     seed: int = 0
     optimizer: OptimizerName = "gp"
+    objective: str = Field(default="output_tokens_per_s", description="what the study maximizes")
     protocol: MeasureProtocol = MeasureProtocol()
     pinned: dict[str, Value] = {}
     engine_options: dict[str, Any] = Field(
@@ -46,6 +48,15 @@ class StudySpec(BaseModel):
     )
     load_timeout_s: float = Field(default=900.0, gt=0)
     trial_timeout_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, name: str) -> str:
+        try:
+            objective(name)
+        except TunerError as exc:
+            raise ValueError(str(exc)) from None
+        return name
 
     def timeout_s(self) -> float:
         """A trial's hard timeout: given, or enough for a load and every bounded run."""

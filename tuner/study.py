@@ -20,6 +20,7 @@ from tuner.engines import engine_class
 from tuner.errors import TunerError
 from tuner.knobs import Value
 from tuner.measure import Protocol as MeasureProtocol
+from tuner.objective import objective
 from tuner.optimizers import Optimizer, make_optimizer
 from tuner.profiles import machine_record
 from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
@@ -58,12 +59,6 @@ class NullObserver:
         pass
 
 
-def best_of(results: Sequence[TrialResult]) -> TrialResult | None:
-    """The successful trial with the highest median output tok/s (the earliest on a tie)."""
-    ok = [r for r in results if r.output_tokens_per_s is not None]
-    return max(ok, key=lambda r: r.output_tokens_per_s or 0.0, default=None)
-
-
 @dataclass
 class StudyOutcome:
     """Where a study ended."""
@@ -84,6 +79,7 @@ class Study:
         self.setup = setup
         self.run_dir = run_dir
         self.trials_path = run_dir / TRIALS_FILE
+        self.objective = objective(spec.objective)
 
     @classmethod
     def create(cls, spec: StudySpec, run_dir: Path, setup: Setup | None = None) -> Study:
@@ -114,6 +110,9 @@ class Study:
             spec.engine, spec.model, spec.workload, spec.pinned, options=spec.engine_options
         )
         return cls(spec, setup, run_dir)
+
+    def _best(self, results: Sequence[TrialResult]) -> TrialResult | None:
+        return self.objective.best(results, self.spec.protocol.max_cv)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -160,7 +159,7 @@ class Study:
             if optimizer is None:
                 return
             if asked:
-                optimizer.tell(handle, _loss(result))
+                optimizer.tell(handle, self.objective.loss(result))
                 return
             # Knobs the engine chose itself (the baseline's) are told as it reported them.
             reported = {
@@ -168,7 +167,7 @@ class Study:
                 for n, v in result.engine_config.items()
                 if n in space.knobs and _fits(space, n, v)
             }
-            optimizer.observe({**reported, **result.knobs}, _loss(result))
+            optimizer.observe({**reported, **result.knobs}, self.objective.loss(result))
 
         def trial(origin: str, knobs: dict[str, Value], handle: Any, asked: bool) -> None:
             number = len(results)
@@ -190,7 +189,7 @@ class Study:
             rundir.append_trial(self.trials_path, result)
             results.append(result)
             record(result, handle, asked)
-            observer.trial_finished(result, best_of(results))
+            observer.trial_finished(result, self._best(results))
 
         for result in results:
             try:
@@ -216,7 +215,7 @@ class Study:
                 known = measured.get(_key(knobs))
                 if known is not None or space.violated(knobs) is not None:
                     # Measured already, or a combination the engine rejects: no trial is run.
-                    optimizer.tell(proposal.handle, _loss(known) if known else None)
+                    optimizer.tell(proposal.handle, self.objective.loss(known) if known else None)
                     repeats += 1
                     if repeats >= MAX_REPEATED_PROPOSALS:
                         stopped = "search space exhausted"
@@ -228,7 +227,7 @@ class Study:
             worker.close()
         baseline = next((r for r in results if r.origin == "baseline"), None)
         versions = next((r.versions for r in reversed(results) if r.versions), {})
-        return StudyOutcome(results, best_of(results), baseline, stopped, resumed, versions)
+        return StudyOutcome(results, self._best(results), baseline, stopped, resumed, versions)
 
 
 def run_trial(
@@ -300,9 +299,3 @@ def _fits(space: SearchSpace, name: str, value: Value) -> bool:
 
 def _key(knobs: dict[str, Value]) -> str:
     return json.dumps(knobs, sort_keys=True)
-
-
-def _loss(result: TrialResult) -> float | None:
-    """What the optimizer minimizes: minus the median output tok/s; None for no tokens."""
-    rate = result.output_tokens_per_s
-    return None if rate is None else -rate
