@@ -1,14 +1,16 @@
-"""Search efficiency on recorded landscapes: SMAC, random search, Optuna's TPE, the default.
+"""Search efficiency on recorded landscapes: SMAC (GP, RF), random search, Optuna's TPE,
+Hyperopt's TPE and the default configuration.
 
-Every method runs on the replay engine of each table in benchmarks/data/ (the recorded
-measurement with its recorded spread as noise, the recorded GPU-seconds as cost), at equal trial
-budgets over many seeds. A method's result is the configuration it would pick (the best it
-observed); it is scored by that configuration's recorded tok/s over the table's optimum.
-No GPU and no timing. Writes reports/search-efficiency.md and reports/search-efficiency.png.
+Every method is one of tuner's optimizer adapters (`tuner.optimizers`), run by tuner's own study
+loop on the replay of each table in benchmarks/data/ (the recorded measurement with its recorded
+spread as noise, the recorded GPU-seconds as cost), at equal trial budgets over many seeds. A
+method's result is the configuration it would pick (the study's winner); it is scored by that
+configuration's recorded tok/s over the table's optimum. No GPU and no timing. Writes
+reports/search-efficiency.md and reports/search-efficiency.png.
 
     python benchmarks/search_efficiency.py [--seeds 10] [--tables benchmarks/data/*.json]
 
-Needs optuna and matplotlib (pip install optuna matplotlib); they are not tuner's dependencies.
+Needs the `optuna` and `hyperopt` extras (pip install -e ".[optuna,hyperopt]").
 """
 
 from __future__ import annotations
@@ -22,25 +24,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuner.engines.replay import replay_engine, replay_study
 from tuner.knobs import Value
-from tuner.setup import prepare
+from tuner.measure import Protocol
+from tuner.objective import THROUGHPUT
+from tuner.replay import load_replay
+from tuner.study import replay_study
 from tuner.trial import TrialResult
 
 BUDGETS = (5, 10, 20)
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "search-efficiency.md"
 PLOT = REPORT.with_suffix(".png")
-SMAC_METHODS = {
+#: A replay study's protocol (the default): its winner agrees within this spread.
+MAX_CV = Protocol().max_cv
+METHODS = {
     "smac (tuner's default: GP)": "gp",
     "smac (RF, HPO facade)": "rf",
     "random": "random",
+    "optuna TPE": "optuna-tpe",
+    "hyperopt TPE": "hyperopt-tpe",
 }
 
 
-def tuner_study(
-    table: Path, optimizer: str, budget: int, seed: int, tmp: Path
-) -> list[TrialResult]:
+def study(table: Path, optimizer: str, budget: int, seed: int, tmp: Path) -> list[TrialResult]:
     """tuner's own study loop (baseline first, then the optimizer) on the replay engine."""
     run_dir = tmp / f"{table.stem}-{optimizer}-{budget}-{seed}"
     return replay_study(
@@ -48,79 +54,13 @@ def tuner_study(
     ).results
 
 
-def tpe_study(table: Path, budget: int, seed: int) -> list[TrialResult]:
-    """Optuna's TPESampler with its defaults over the same space (ordinal knobs as indices),
-    baseline first as tuner does; repeated proposals are answered without cost, as in tuner."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cls = replay_engine(f"replay:{table}")
-    space = prepare(f"replay:{table}", "", "").space
-    answer = cls.answerer(seed)
-    sampler = optuna.samplers.TPESampler(seed=seed)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    results: list[TrialResult] = []
-    seen: dict[str, TrialResult] = {}
-
-    def measure(knobs: dict[str, Value]) -> TrialResult:
-        result = answer(len(results), "tpe", knobs)
-        results.append(result)
-        seen[_key(knobs)] = result
-        return result
-
-    baseline = space.default_knobs()
-    study.enqueue_trial(_to_params(space, baseline))
-    proposals = 0
-    while len(results) < budget and proposals < 50 * budget:
-        proposals += 1
-        trial = study.ask()
-        knobs = _from_trial(space, trial)
-        if space.violated(knobs) is not None:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
-        result = seen.get(_key(knobs)) or measure(knobs)
-        study.tell(trial, result.output_tokens_per_s or 0.0)
-    return results
-
-
-def _to_params(space: Any, knobs: dict[str, Value]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for name, knob in space.knobs.items():
-        if name in knobs:
-            value = knobs[name]
-            params[name] = knob.choices.index(value) if _ordinal(knob) else value
-    return params
-
-
-def _from_trial(space: Any, trial: Any) -> dict[str, Value]:
-    knobs: dict[str, Value] = {}
-    for name, knob in space.knobs.items():
-        if any({**space.fixed, **knobs}.get(p) not in allowed for p, allowed in knob.when):
-            continue
-        if _ordinal(knob):
-            knobs[name] = knob.choices[trial.suggest_int(name, 0, len(knob.choices) - 1)]
-        else:
-            knobs[name] = trial.suggest_categorical(name, list(knob.choices))
-    return space.complete(knobs)
-
-
-def _ordinal(knob: Any) -> bool:
-    return knob.type in ("int", "float") and len(knob.choices) > 1
-
-
-def _key(knobs: dict[str, Value]) -> str:
-    return repr(sorted(knobs.items()))
-
-
 def curve(results: list[TrialResult], truth: Callable[[dict[str, Value]], float]) -> list[float]:
-    """After each trial: the recorded ratio to the optimum of the configuration picked so far
-    (the best observed, noise included)."""
-    out, best, best_seen = [], 0.0, -1.0
-    for r in results:
-        seen = r.output_tokens_per_s or 0.0
-        if seen > best_seen:
-            best_seen, best = seen, truth(r.knobs)
-        out.append(best)
+    """After each trial: the recorded ratio to the optimum of the configuration the study would
+    pick so far (its objective's winner, noise included)."""
+    out = []
+    for n in range(1, len(results) + 1):
+        pick = THROUGHPUT.best(results[:n], (results[0].measurement and 0.10) or None)
+        out.append(truth(pick.knobs) if pick is not None else 0.0)
     return out
 
 
@@ -153,7 +93,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for table_path in args.tables:
-            table = replay_engine(f"replay:{table_path}").table
+            table = load_replay(f"replay:{table_path}").table
             optimum = table.optimum().output_tokens_per_s or 1.0
 
             def truth(
@@ -162,22 +102,15 @@ def main() -> None:
                 return (table.point(knobs).output_tokens_per_s or 0.0) / optimum
 
             runs: dict[tuple[str, int], list[list[TrialResult]]] = {}
-            for name, optimizer in SMAC_METHODS.items():
+            for name, optimizer in METHODS.items():
                 for budget in BUDGETS:
                     runs[(name, budget)] = [
-                        tuner_study(table_path, optimizer, budget, s, tmp)
-                        for s in range(args.seeds)
+                        study(table_path, optimizer, budget, s, tmp) for s in range(args.seeds)
                     ]
-                    print(table_path.name, name, budget, flush=True)
-            for budget in BUDGETS:
-                runs[("optuna TPE", budget)] = [
-                    tpe_study(table_path, budget, s) for s in range(args.seeds)
-                ]
-            print(table_path.name, "optuna TPE", flush=True)
+                print(table_path.name, name, flush=True)
             sections.append(_section(table_path, table, optimum, runs, truth, args.seeds))
             curves_by_table[table_path.stem] = {
-                name: [curve(r, truth) for r in runs[(name, max(BUDGETS))]]
-                for name in [*SMAC_METHODS, "optuna TPE"]
+                name: [curve(r, truth) for r in runs[(name, max(BUDGETS))]] for name in METHODS
             }
     _plot(curves_by_table)
     REPORT.write_text(_header(args) + "\n".join(sections))
@@ -198,9 +131,12 @@ def _header(args: argparse.Namespace) -> str:
             "model loads included, as cost). A method's pick is the best configuration it "
             "observed; the ratio is the pick's recorded tok/s over the table's optimum. Every "
             "method measures the engine's default configuration first. `default` is that "
-            "configuration alone. "
-            "Optuna's TPE runs with its defaults (10 random start-up trials); SMAC runs through "
-            "tuner's own study loop. Seeds 0.." + f"{args.seeds - 1}; PYTHONHASHSEED=0, because "
+            "configuration alone. Every method is a tuner optimizer adapter driven by tuner's own "
+            "study loop (`--optimizer gp|rf|random|optuna-tpe|hyperopt-tpe`); the model-based "
+            "ones start with the same number of space-filling or random points (a quarter of the "
+            "budget, at least one) and propose the catalogue's starting points; random search "
+            "does not. The pick is the study's winner (the fastest trial whose repeats agree "
+            "within 10%). Seeds 0.." + f"{args.seeds - 1}; PYTHONHASHSEED=0, because "
             "SMAC's proposals for a given seed vary with Python's string hashing.",
             "",
             f"![convergence]({PLOT.name})",

@@ -12,6 +12,7 @@ from tuner.errors import TunerError
 from tuner.hardware import Platform
 from tuner.knobs import Catalogue
 from tuner.optimizers.smac import config_of, configspace, knobs_of
+from tuner.space import resolve
 from tuner.testing import FAKE_CATALOGUE
 
 ONE_GPU_NO_BF16 = Platform("cuda", 1, frozenset({"cuda", "fp16"}))
@@ -84,14 +85,14 @@ def test_shipped_catalogues_load_and_resolve_on_cpu_and_gpus() -> None:
             assert cat == load_catalogue(name)
         facts = {"workload_max_tokens": 300, "model_max_len": 2048, "num_attention_heads": 8}
         for platform in (CPU, FOUR_GPUS):
-            space = cat.resolve(platform, facts=facts)
+            space = resolve(cat, platform, facts=facts)
             defaults = space.default_knobs()
             assert defaults.get("batch_size", 1) == 1
             config_of(space, configspace(space, 0), defaults).check_valid_configuration()
 
 
 def test_translation_to_configspace_types_ranges_defaults() -> None:
-    space = catalogue().resolve(FOUR_GPUS)
+    space = resolve(catalogue(), FOUR_GPUS)
     cs = configspace(space, seed=1)
     batch = cs["batch"]
     assert isinstance(batch, UniformIntegerHyperparameter)
@@ -109,7 +110,7 @@ def test_translation_to_configspace_types_ranges_defaults() -> None:
 
 
 def test_samples_respect_conditions_and_forbidden_rules() -> None:
-    space = catalogue().resolve(FOUR_GPUS)
+    space = resolve(catalogue(), FOUR_GPUS)
     cs = configspace(space, seed=3)
     for config in cs.sample_configuration(200):
         knobs = knobs_of(space, config)
@@ -119,12 +120,12 @@ def test_samples_respect_conditions_and_forbidden_rules() -> None:
 
 
 def test_platform_drops_knobs_and_choices_it_cannot_run() -> None:
-    space = catalogue().resolve(CPU)
+    space = resolve(catalogue(), CPU)
     assert set(space.dropped) == {"compile", "gpus"}
     assert space.dropped["gpus"] == "needs cuda"
     assert space.knobs["dtype"].choices == ("bf16", "fp32")
 
-    space = catalogue().resolve(ONE_GPU_NO_BF16)
+    space = resolve(catalogue(), ONE_GPU_NO_BF16)
     assert space.fixed == {"dtype": "fp32", "gpus": 1}  # one choice left, range 1..1
     assert "dtype" not in space.knobs
     # With dtype fixed at fp32, the forbidden rule narrows to cache=static alone.
@@ -134,25 +135,25 @@ def test_platform_drops_knobs_and_choices_it_cannot_run() -> None:
 
 
 def test_default_prefers_first_available_choice() -> None:
-    assert catalogue().resolve(CPU).default_knobs()["dtype"] == "bf16"
-    assert catalogue().resolve(ONE_GPU_NO_BF16).default_knobs()["dtype"] == "fp32"
+    assert resolve(catalogue(), CPU).default_knobs()["dtype"] == "bf16"
+    assert resolve(catalogue(), ONE_GPU_NO_BF16).default_knobs()["dtype"] == "fp32"
 
 
 def test_pinned_knobs_leave_the_search_and_decide_conditions() -> None:
-    space = catalogue().resolve(FOUR_GPUS, {"cache": "dyn"})
+    space = resolve(catalogue(), FOUR_GPUS, {"cache": "dyn"})
     assert "cache" not in space.knobs and space.fixed["cache"] == "dyn"
     assert space.dropped["compile"] == "applies only when cache=static"
-    space = catalogue().resolve(FOUR_GPUS, {"cache": "static"})
+    space = resolve(catalogue(), FOUR_GPUS, {"cache": "static"})
     assert space.knobs["compile"].when == ()
     assert "compile" in space.default_knobs()
     with pytest.raises(TunerError, match=r"batch=999 is outside 1\.\.64"):
-        catalogue().resolve(CPU, {"batch": 999})
+        resolve(catalogue(), CPU, {"batch": 999})
     with pytest.raises(TunerError, match="cannot set gpus here: needs cuda"):
-        catalogue().resolve(CPU, {"gpus": 2})
+        resolve(catalogue(), CPU, {"gpus": 2})
 
 
 def test_parse_overrides_and_complete() -> None:
-    space = catalogue().resolve(FOUR_GPUS)
+    space = resolve(catalogue(), FOUR_GPUS)
     knobs = space.complete(space.parse_overrides(["batch=16", "cache=static", "compile=on"]))
     assert knobs == {
         "batch": 16,
@@ -181,13 +182,13 @@ def test_parse_overrides_and_complete() -> None:
     ],
 )
 def test_bad_overrides_say_what_is_wrong(pairs: list[str], message: str) -> None:
-    space = catalogue().resolve(FOUR_GPUS)
+    space = resolve(catalogue(), FOUR_GPUS)
     with pytest.raises(TunerError, match=message.replace("(", r"\(").replace(")", r"\)")):
         space.complete(space.parse_overrides(pairs))
 
 
 def test_configspace_round_trip() -> None:
-    space = catalogue().resolve(FOUR_GPUS)
+    space = resolve(catalogue(), FOUR_GPUS)
     cs = configspace(space, 0)
     for config in cs.sample_configuration(20):
         knobs = knobs_of(space, config)
@@ -251,19 +252,19 @@ def test_catalogue_file_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_hf_catalogue_on_a_gpu_with_flash_attention() -> None:
-    space = load_catalogue("hf").resolve(FOUR_GPUS)
+    space = resolve(load_catalogue("hf"), FOUR_GPUS)
     assert "flash_attention_2" in space.knobs["attn_implementation"].choices
     assert space.knobs["num_gpus"].high == 4
     with pytest.raises(TunerError, match="flash attention runs in float16 or bfloat16 only"):
         space.complete({"attn_implementation": "flash_attention_2", "dtype": "float32"})
     assert (
         "flash_attention_2"
-        not in load_catalogue("hf").resolve(CPU).knobs["attn_implementation"].choices
+        not in resolve(load_catalogue("hf"), CPU).knobs["attn_implementation"].choices
     )
 
 
 def test_fake_catalogue_is_valid() -> None:
-    space = Catalogue.model_validate(FAKE_CATALOGUE).resolve(CPU)
+    space = resolve(Catalogue.model_validate(FAKE_CATALOGUE), CPU)
     assert set(space.knobs) == {"batch_size", "kernel", "cache", "compile"}
 
 
@@ -333,21 +334,21 @@ FACTS = {"workload_max_tokens": 300, "model_max_len": 2048, "heads": 12}
 
 
 def test_facts_bound_ranges_and_divisors() -> None:
-    space = Catalogue.model_validate(SCHED).resolve(FOUR_GPUS, facts=FACTS)
+    space = resolve(Catalogue.model_validate(SCHED), FOUR_GPUS, facts=FACTS)
     assert (space.knobs["max_len"].low, space.knobs["max_len"].high) == (300, 2048)
     assert space.knobs["tp"].choices == (1, 2, 3, 4)  # in 1..4 and dividing 12
     assert type(configspace(space, 0)["tp"]).__name__ == "OrdinalHyperparameter"
     with pytest.raises(TunerError, match="tp=5 is outside"):
         space.complete({"tp": 5})
-    missing = Catalogue.model_validate(SCHED).resolve(FOUR_GPUS)
+    missing = resolve(Catalogue.model_validate(SCHED), FOUR_GPUS)
     assert "workload_max_tokens" in missing.dropped["max_len"]
 
 
 def test_engine_defaults_are_left_to_the_engine_in_the_baseline() -> None:
-    gpu = Catalogue.model_validate(SCHED).resolve(FOUR_GPUS, facts=FACTS)
+    gpu = resolve(Catalogue.model_validate(SCHED), FOUR_GPUS, facts=FACTS)
     assert gpu.default_knobs() == {"tp": 1}
     assert gpu.centre_knobs()["seqs"] == 256 and gpu.centre_knobs()["mem"] == 0.9
-    cpu = Catalogue.model_validate(SCHED).resolve(CPU, facts=FACTS)
+    cpu = resolve(Catalogue.model_validate(SCHED), CPU, facts=FACTS)
     assert cpu.default_knobs() == {"mem": 0.2}  # per_device: cpu overrides the engine's default
     assert (cpu.knobs["mem"].low, cpu.knobs["mem"].high) == (0.05, 0.4)
     cs = configspace(gpu, 0)
@@ -356,7 +357,7 @@ def test_engine_defaults_are_left_to_the_engine_in_the_baseline() -> None:
 
 
 def test_expression_rules_become_forbidden_relations() -> None:
-    space = Catalogue.model_validate(SCHED).resolve(FOUR_GPUS, facts=FACTS)
+    space = resolve(Catalogue.model_validate(SCHED), FOUR_GPUS, facts=FACTS)
     assert [r.text for r in space.rules] == [
         "tokens < seqs",
         "not chunked and tokens < max_len",
@@ -378,9 +379,9 @@ def test_expression_rules_become_forbidden_relations() -> None:
 
 def test_fixed_knobs_decide_parts_of_a_rule() -> None:
     cat = Catalogue.model_validate(SCHED)
-    on = cat.resolve(FOUR_GPUS, {"chunked": True}, facts=FACTS)
+    on = resolve(cat, FOUR_GPUS, {"chunked": True}, facts=FACTS)
     assert [r.text for r in on.rules] == ["tokens < seqs", "tp * 2 > gpus"]
-    off = cat.resolve(FOUR_GPUS, {"chunked": False, "max_len": 1024}, facts=FACTS)
+    off = resolve(cat, FOUR_GPUS, {"chunked": False, "max_len": 1024}, facts=FACTS)
     rule = off.rules[1]
     assert rule.matches({"tokens": 512}) and not rule.matches({"tokens": 1024})
     assert rule.clause({}) is None  # a bound against a constant is checked per proposal
@@ -402,9 +403,9 @@ def test_rule_expressions_are_a_small_safe_language() -> None:
 def test_complete_switches_on_a_conditional_knob_at_its_default() -> None:
     # Overrides that satisfy a condition bring the conditional knob in at its default (or fixed)
     # value, rather than leaving it out because it was inactive under the other defaults.
-    space = catalogue().resolve(FOUR_GPUS)
+    space = resolve(catalogue(), FOUR_GPUS)
     assert space.complete({"cache": "static"})["compile"] is False
-    pinned = catalogue().resolve(FOUR_GPUS, {"compile": True, "cache": "static"})
+    pinned = resolve(catalogue(), FOUR_GPUS, {"compile": True, "cache": "static"})
     assert pinned.complete({})["compile"] is True
 
 
@@ -417,7 +418,7 @@ def test_values_make_an_ordered_set_of_numbers() -> None:
         "default": 3,
         "help": "b",
     }
-    space = catalogue(knobs=knobs).resolve(CPU)
+    space = resolve(catalogue(knobs=knobs), CPU)
     batch = space.knobs["batch"]
     assert batch.choices == (1, 4, 16, 64) and batch.default == 4
     assert (batch.low, batch.high) == (1, 64)
@@ -431,13 +432,13 @@ def test_values_make_an_ordered_set_of_numbers() -> None:
 
 def test_initial_points_resolve_bounds_and_skip_what_is_not_searched() -> None:
     cat = catalogue(initial=[{"batch": "max"}, {"batch": "min", "compile": True}, {"gpus": 2}])
-    cpu = cat.resolve(CPU)
+    cpu = resolve(cat, CPU)
     # On the CPU: batch at its bounds; compile and gpus are not searched there.
     assert cpu.initial_knobs() == [
         {**cpu.default_knobs(), "batch": 64},
         {**cpu.default_knobs(), "batch": 1},
     ]
-    gpu = cat.resolve(FOUR_GPUS)
+    gpu = resolve(cat, FOUR_GPUS)
     # compile=true needs cache=static, which the point does not set: that point is left out.
     assert [p["batch"] for p in gpu.initial_knobs()] == [64, 4]
     assert gpu.initial_knobs()[1]["gpus"] == 2

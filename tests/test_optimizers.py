@@ -10,11 +10,12 @@ from tests.conftest import CPU
 from tuner.errors import TunerError
 from tuner.knobs import Catalogue
 from tuner.optimizers import OPTIMIZERS, make_optimizer
+from tuner.space import resolve
 from tuner.testing import FAKE_CATALOGUE, peak, surface
 
 
 def fake_space():  # type: ignore[no-untyped-def]
-    return Catalogue.model_validate(FAKE_CATALOGUE).resolve(CPU)
+    return resolve(Catalogue.model_validate(FAKE_CATALOGUE), CPU)
 
 
 def loss(knobs):  # type: ignore[no-untyped-def]

@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tuner.cli import app
-from tuner.engines.replay import replay_engine
-from tuner.engines.replay import replay_study as study_of
 from tuner.errors import TunerError
 from tuner.landscape import read_landscape
+from tuner.replay import load_replay
 from tuner.setup import prepare
+from tuner.study import replay_study as study_of
 
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"
 TABLES = sorted(DATA.glob("*.json"))
@@ -83,8 +83,7 @@ def test_replay_answers_with_seeded_noise_and_recorded_costs(tmp_path: Path) -> 
 
 
 def test_knobs_outside_the_table_are_a_clear_error(tmp_path: Path) -> None:
-    cls = replay_engine(f"replay:{H100}")
-    answer = cls.answerer(0)
+    answer = load_replay(f"replay:{H100}").evaluator(0)
     with pytest.raises(TunerError, match=r"batch_size=2 .* is not in the recorded table"):
         answer(0, "x", {**read_landscape(H100).baseline, "batch_size": 2})
     result = runner.invoke(

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuner.errors import TunerError
+from tuner.executor import NullObserver, Observer
 from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol
@@ -29,7 +30,7 @@ from tuner.profiles import Profile, build_profile, profile_key, read_profile, wr
 from tuner.rundir import StudySpec
 from tuner.setup import prepare
 from tuner.store import check_engine
-from tuner.study import NullObserver, Observer, Study, StudyOutcome
+from tuner.study import Study, StudyOutcome
 from tuner.workloads import load_workload
 
 

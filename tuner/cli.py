@@ -8,6 +8,7 @@ directory).
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -195,7 +196,7 @@ def tune(
     quiet: Quiet = False,
 ) -> None:
     """Search the engine's knobs with SMAC3 and write the best configuration as a profile."""
-    from tuner.engines import is_replay
+    from tuner.replay import is_replay
     from tuner.rundir import StudySpec, check_writable, run_dir_for
     from tuner.setup import prepare
     from tuner.study import Study
@@ -264,10 +265,10 @@ def _say_no_telemetry(hardware: Any) -> None:
 
 def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> None:
     from tuner.console import StudyView, profile_table, trials_table
-    from tuner.engines import is_replay
+    from tuner.executor import NullObserver
     from tuner.profiles import build_profile, profile_path, write_profile
+    from tuner.replay import is_replay
     from tuner.rundir import read_trials
-    from tuner.study import NullObserver
 
     done = len(read_trials(study.trials_path))
     if not quiet:
@@ -379,9 +380,8 @@ def report(
 def _replay_summary(study: Any, outcome: Any, *, json_: bool, quiet: bool) -> None:
     """A replayed study writes no profile: its figures are the table's, not this machine's."""
     from tuner.console import trials_table
-    from tuner.engines import engine_class
 
-    table = engine_class(study.spec.engine).table
+    table = study.setup.replay.table
     optimum = table.optimum()
     best = outcome.best
     ratio = best.output_tokens_per_s / optimum.output_tokens_per_s
@@ -438,11 +438,11 @@ def bench(
 ) -> None:
     """Measure one configuration: the engine's defaults with --set changes."""
     from tuner.console import StudyView, measurement_table
-    from tuner.engines import is_replay
+    from tuner.executor import NullObserver
+    from tuner.executor import bench as run_bench
+    from tuner.replay import is_replay
     from tuner.rundir import StudySpec
     from tuner.setup import prepare
-    from tuner.study import NullObserver
-    from tuner.study import bench as run_bench
     from tuner.workloads import load_workload
 
     quiet = quiet or json_
@@ -466,15 +466,16 @@ def bench(
             protocol=protocol,
             trial_timeout_s=trial_timeout,
         ).timeout_s()
+        make_task = partial(setup.task, protocol=protocol)
     if not quiet:
         _say_no_telemetry(setup.hardware)
     log_dir = Path(tempfile.mkdtemp(prefix="tuner-bench-"))
     try:
         if quiet:
-            result = run_bench(setup, knobs, protocol, timeout, log_dir, NullObserver())
+            result = run_bench(make_task, knobs, timeout, log_dir, NullObserver())
         else:
             with StudyView(err, 1) as view:
-                result = run_bench(setup, knobs, protocol, timeout, log_dir, view)
+                result = run_bench(make_task, knobs, timeout, log_dir, view)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if json_:
@@ -510,7 +511,7 @@ def ci(
     """
     from tuner.ci import HEADLINE, load_config, outcome_json, run_ci
     from tuner.console import StudyView
-    from tuner.study import NullObserver
+    from tuner.executor import NullObserver
 
     quiet = quiet or json_
     with user_errors():
@@ -572,16 +573,16 @@ def knobs(
 ) -> None:
     """Show an engine's knobs as they stand on this machine (and model)."""
     from tuner.console import knobs_table
-    from tuner.engines import engine_class
     from tuner.hardware import detect_platform
-    from tuner.setup import prepare
+    from tuner.setup import catalogue_of, prepare
+    from tuner.space import resolve
 
     with user_errors():
         if model is not None:
             space = prepare(engine, model, workload).space
         else:
-            catalogue = engine_class(engine).catalogue()
-            space = catalogue.resolve(detect_platform(catalogue.modules()))
+            catalogue = catalogue_of(engine)
+            space = resolve(catalogue, detect_platform(catalogue.modules()))
     if json_:
         emit_json(
             {

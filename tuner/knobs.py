@@ -1,9 +1,8 @@
-"""Knob catalogues (the declarative files in `engines/`) and the search spaces made from them.
+"""Knob catalogues: the declarative files in `engines/`.
 
 A catalogue lists an engine's knobs: type, range or choices, default, whether the knob acts at
-load time or at run time, what the platform must offer, and when it applies. `Catalogue.resolve`
-drops what this platform cannot run and yields a `SearchSpace`, which turns into a ConfigSpace
-space for SMAC and checks knob values a user gives by hand.
+load time or at run time, what the platform must offer, and when it applies. `tuner.space.resolve`
+drops what a platform cannot run and yields the `SearchSpace` a study searches.
 
 Range bounds may name facts of the platform, model and workload (`gpus`, `model_max_len`,
 `workload_max_tokens`, `num_attention_heads`, ...). A knob with `engine_default: true` is left
@@ -13,15 +12,14 @@ of the search. `per_device: {cpu: {...}}` overrides range and default on one kin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuner import rules
 from tuner.errors import TunerError
-from tuner.hardware import FEATURES, Platform
+from tuner.hardware import FEATURES
 
 Value = bool | int | float | str
 Stage = Literal["load", "run"]
@@ -188,21 +186,6 @@ class Catalogue(BaseModel):
         reqs = [r for k in self.knobs.values() for r in k.requires]
         reqs += [r for k in self.knobs.values() for c in k.choice_specs() for r in c.requires]
         return {r.removeprefix("module:") for r in reqs if r.startswith("module:")}
-
-    def resolve(
-        self,
-        platform: Platform,
-        pinned: Mapping[str, Value] | None = None,
-        facts: Mapping[str, float] | None = None,
-    ) -> Any:
-        """The search space on `platform`, with `pinned` knobs held at the given values.
-
-        `facts` give the model and workload values that bounds and rules name; a knob whose
-        bounds need a fact not given is left out (reported as dropped)."""
-        from tuner.space import SearchSpace
-
-        all_facts = {"gpus": platform.gpu_count, **(facts or {})}
-        return SearchSpace.build(self, platform, dict(pinned or {}), all_facts)
 
 
 def describe(exc: ValidationError) -> str:

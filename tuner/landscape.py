@@ -3,7 +3,7 @@
 A landscape (`benchmarks/data/*.json`) is a grid of knob values (for example batch size x attention
 x cache x dtype) each measured with the full protocol of a trial, plus the GPU, versions, workload
 and protocol they were measured with. `--engine replay:<table.json>` answers trials from it
-(`tuner.engines.replay`), so that searches can be compared in seconds without a GPU.
+(`tuner.replay`), so that searches can be compared in seconds without a GPU.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuner.errors import TunerError
+from tuner.executor import NullObserver, run_trial
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol
 from tuner.objective import THROUGHPUT, Objective
 from tuner.profiles import GpuRecord, HostRecord, gpu_record, host_record
 from tuner.trial import TrialResult
+from tuner.worker import Worker
 from tuner.workloads import WorkloadSpec
 
 SCHEMA_VERSION = 1
@@ -174,8 +176,6 @@ def record(
 ) -> Landscape:
     """Measures every grid point in one worker (loads shared where the load knobs match).
     Knobs outside the grid stay at their defaults, or at the values pinned in `setup`."""
-    from tuner.study import NullObserver, run_trial
-    from tuner.worker import Worker
 
     space = setup.space
     baseline = space.default_knobs()
@@ -191,7 +191,13 @@ def record(
     try:
         for number, knobs in enumerate(points):
             result = run_trial(
-                worker, setup, number, "grid", knobs, protocol, timeout_s, NullObserver()
+                worker,
+                setup.task(knobs, protocol),
+                number,
+                "grid",
+                knobs,
+                timeout_s,
+                NullObserver(),
             )
             results.append(result)
             if on_point is not None:

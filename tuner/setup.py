@@ -16,7 +16,8 @@ from tuner.hardware import Hardware, detect_hardware, detect_platform, slugify
 from tuner.knobs import Catalogue, Value
 from tuner.measure import Protocol as MeasureProtocol
 from tuner.models import ModelRef, model_facts, resolve_model
-from tuner.space import SearchSpace
+from tuner.replay import Replay, is_replay, load_replay
+from tuner.space import SearchSpace, resolve
 from tuner.trial import TrialTask
 from tuner.workloads import Request, Tokenizer, WorkloadSpec, build_requests, load_workload
 
@@ -34,6 +35,7 @@ class Setup:
     hardware: Hardware
     options: dict[str, Any] = field(default_factory=dict)
     fresh_process: bool = False
+    replay: Replay | None = None
 
     def task(self, knobs: dict[str, Value], protocol: MeasureProtocol) -> TrialTask:
         """The self-contained unit of work that measures `knobs`."""
@@ -70,25 +72,26 @@ def prepare(
 
     `set_pairs` are `name=value` strings parsed against the catalogue and added to `pinned`.
     """
-    cls = engine_class(engine)
-    catalogue = cls.catalogue()
+    replay = load_replay(engine) if is_replay(engine) else None
+    cls = None if replay is not None else engine_class(engine)
+    catalogue = replay.catalogue() if replay is not None else cls.catalogue()
     platform = detect_platform(catalogue.modules())
-    table = getattr(cls, "table", None)
-    if table is not None:
-        # A replay: the model and workload are the table's; nothing is loaded or tokenized.
-        model_ref = ModelRef(table.model, cls.table_path, slugify(table.model), "replay")
+    if replay is not None:
+        # The model and workload are the table's; nothing is loaded or tokenized.
+        table = replay.table
+        model_ref = ModelRef(table.model, replay.path, slugify(table.model), "replay")
         spec, requests, facts = table.workload, [], {}
     else:
         spec = load_workload(workload) if isinstance(workload, str) else workload
         model_ref = resolve_model(model)
         requests = build_requests(spec, Tokenizer(model_ref.path))
         facts = facts_of(model_ref, requests)
-    space = catalogue.resolve(platform, facts=facts)
+    space = resolve(catalogue, platform, facts=facts)
     pinned = {**(pinned or {}), **space.parse_overrides(set_pairs)}
     if pinned:
         space.complete(pinned)  # ranges, conditions and forbidden combinations
-        space = catalogue.resolve(platform, pinned, facts)
-    check = getattr(cls, "check_options", None)
+        space = resolve(catalogue, platform, pinned, facts)
+    check = getattr(cls, "check_options", None) if cls is not None else None
     if check is not None:
         check(options or {})
     elif options:
@@ -103,4 +106,12 @@ def prepare(
         detect_hardware(),
         dict(options or {}),
         bool(getattr(cls, "fresh_process_per_load", False)),
+        replay,
+    )
+
+
+def catalogue_of(engine: str) -> Catalogue:
+    """The knob catalogue of an engine, or of a replay's table."""
+    return (
+        load_replay(engine).catalogue() if is_replay(engine) else engine_class(engine).catalogue()
     )

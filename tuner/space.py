@@ -316,6 +316,19 @@ class SearchSpace:
         return points
 
 
+def resolve(
+    catalogue: Catalogue,
+    platform: Platform,
+    pinned: Mapping[str, Value] | None = None,
+    facts: Mapping[str, float] | None = None,
+) -> SearchSpace:
+    """The search space of `catalogue` on `platform`, with `pinned` knobs held at the given
+    values. `facts` give the model and workload values that bounds and rules name; a knob whose
+    bounds need a fact not given is left out (reported as dropped)."""
+    all_facts = {"gpus": platform.gpu_count, **(facts or {})}
+    return SearchSpace.build(catalogue, platform, dict(pinned or {}), all_facts)
+
+
 def _narrow(
     name: str, spec: KnobSpec, platform: Platform, facts: Mapping[str, float]
 ) -> Knob | str:

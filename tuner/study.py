@@ -1,62 +1,44 @@
-"""A study: SMAC3 ask/tell over an engine's knobs, one isolated trial at a time.
+"""A study: an optimizer's proposals measured by an executor, judged by an objective.
 
-The engine's default configuration is measured first as the baseline. Every finished trial is
-appended to `trials.jsonl` in the run directory before SMAC hears of it, so an interrupted study
-resumes without repeating finished trials: they are told to a fresh optimizer, in order.
+The engine's default configuration is measured first as the baseline. The study keeps up to the
+executor's `slots` trials in flight, numbering each at submission; every finished trial is
+appended to `trials.jsonl` in the run directory before the optimizer hears of it, so an
+interrupted study resumes without repeating finished trials: they are told to a fresh
+optimizer, in order.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tuner import rundir
-from tuner.engines import engine_class
 from tuner.errors import TunerError
+from tuner.executor import (
+    Evaluate,
+    Executor,
+    InProcessExecutor,
+    LocalExecutor,
+    NullObserver,
+    Observer,
+)
 from tuner.knobs import Value
-from tuner.measure import Protocol as MeasureProtocol
 from tuner.objective import objective
 from tuner.optimizers import Optimizer, make_optimizer
 from tuner.profiles import machine_record
+from tuner.replay import REPLAY_PREFIX
 from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
 from tuner.setup import Setup, prepare
 from tuner.space import SearchSpace
 from tuner.trial import TrialResult
-from tuner.worker import Worker
 
 #: Consecutive proposals of already-measured configurations after which the space counts as spent.
 MAX_REPEATED_PROPOSALS = 50
-
-
-class Observer(Protocol):
-    """Hears what a study does (the CLI draws it; tests record it)."""
-
-    def trial_started(self, number: int, origin: str, knobs: dict[str, Value]) -> None: ...
-
-    def trial_progress(self, number: int, text: str) -> None: ...
-
-    def trial_finished(self, result: TrialResult, best: TrialResult | None) -> None: ...
-
-
-Evaluate = Callable[[int, str, dict[str, Value]], TrialResult]
-
-
-class NullObserver:
-    """Observes nothing."""
-
-    def trial_started(self, number: int, origin: str, knobs: dict[str, Value]) -> None:
-        pass
-
-    def trial_progress(self, number: int, text: str) -> None:
-        pass
-
-    def trial_finished(self, result: TrialResult, best: TrialResult | None) -> None:
-        pass
 
 
 @dataclass
@@ -69,6 +51,13 @@ class StudyOutcome:
     stopped: str
     resumed: int = 0
     versions: dict[str, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def gpu_s(self) -> float:
+        """Seconds the trials took, summed (loads included): the GPU time spent, whether the
+        trials ran one after another or side by side."""
+        return sum(r.wall_s for r in self.results)
 
 
 class Study:
@@ -116,8 +105,10 @@ class Study:
 
     # -- the loop --------------------------------------------------------------------------------
 
-    def _budget_left(self, results: Sequence[TrialResult], started: float) -> bool:
-        if self.spec.trials is not None and len(results) >= self.spec.trials:
+    def _budget_left(
+        self, results: Sequence[TrialResult], started: float, in_flight: int = 0
+    ) -> bool:
+        if self.spec.trials is not None and len(results) + in_flight >= self.spec.trials:
             return False
         if self.spec.time_budget_s is not None:
             spent = sum(r.wall_s for r in results if r.started_at.timestamp() < started)
@@ -135,18 +126,35 @@ class Study:
             starts=self.setup.space.initial_knobs(),
         )
 
+    def executor(self, observer: Observer, evaluate: Evaluate | None = None) -> Executor:
+        """Where this study's trials run: in process for a replay or a given `evaluate`, else
+        in a local worker process."""
+        if evaluate is None and self.setup.replay is not None:
+            evaluate = self.setup.replay.evaluator(self.spec.seed)
+        if evaluate is not None:
+            return InProcessExecutor(evaluate, observer)
+        return LocalExecutor(
+            partial(self.setup.task, protocol=self.spec.protocol),
+            self.spec.timeout_s(),
+            self.run_dir / "workers",
+            observer,
+            self.run_dir,
+        )
+
     def run(
-        self, observer: Observer | None = None, *, evaluate: Evaluate | None = None
+        self,
+        observer: Observer | None = None,
+        *,
+        evaluate: Evaluate | None = None,
+        executor: Executor | None = None,
     ) -> StudyOutcome:
         """Runs trials until the budget is spent; returns every finished trial.
 
-        `evaluate(number, origin, knobs)` replaces measuring in a worker process (benchmarks of
-        the search itself use it with a known surface).
+        `evaluate(number, origin, knobs)` answers trials in process instead of measuring them
+        (benchmarks of the search itself use it with a known surface); `executor` runs them
+        elsewhere.
         """
         observer = observer or NullObserver()
-        answerer = getattr(engine_class(self.spec.engine), "answerer", None)
-        if evaluate is None and answerer is not None:
-            evaluate = answerer(self.spec.seed)
         space = self.setup.space
         results = read_trials(self.trials_path)
         resumed = len(results)
@@ -154,7 +162,7 @@ class Study:
         measured: dict[str, TrialResult] = {}
         optimizer = self._optimizer() if space.knobs else None
 
-        def record(result: TrialResult, handle: Any = None, asked: bool = False) -> None:
+        def tell(result: TrialResult, handle: Any = None, asked: bool = False) -> None:
             measured[_key(result.knobs)] = result
             if optimizer is None:
                 return
@@ -169,124 +177,98 @@ class Study:
             }
             optimizer.observe({**reported, **result.knobs}, self.objective.loss(result))
 
-        def trial(origin: str, knobs: dict[str, Value], handle: Any, asked: bool) -> None:
-            number = len(results)
-            if evaluate is None:
-                result = run_trial(
-                    worker,
-                    self.setup,
-                    number,
-                    origin,
-                    knobs,
-                    self.spec.protocol,
-                    self.spec.timeout_s(),
-                    observer,
-                    self.run_dir,
-                )
-            else:
-                observer.trial_started(number, origin, knobs)
-                result = evaluate(number, origin, knobs)
-            rundir.append_trial(self.trials_path, result)
-            results.append(result)
-            record(result, handle, asked)
-            observer.trial_finished(result, self._best(results))
-
         for result in results:
             try:
-                record(result)
+                tell(result)
             except (TunerError, ValueError) as exc:  # knobs this platform does not offer
                 raise TunerError(
                     f"{self.trials_path}: trial {result.number} does not fit this machine's "
                     f"search space ({exc}); resume on the machine that started the study"
                 ) from None
-        worker = Worker(self.run_dir / "workers")
+
+        runner = executor or self.executor(observer, evaluate)
+        in_flight: dict[int, tuple[Any, bool]] = {}  # number -> (optimizer handle, asked)
+        pending: set[str] = set()  # knobs in flight, not proposed twice
+        next_number = len(results)
         stopped = "budget spent"
+
+        def submit(origin: str, knobs: dict[str, Value], handle: Any, asked: bool) -> None:
+            nonlocal next_number
+            in_flight[next_number] = (handle, asked)
+            pending.add(_key(knobs))
+            runner.submit(next_number, origin, knobs)
+            next_number += 1
+
+        def fill() -> str | None:
+            """Proposals until every slot is busy; why the search stopped, if it did."""
+            repeats = 0
+            while len(in_flight) < runner.slots and self._budget_left(
+                results, started, len(in_flight)
+            ):
+                if optimizer is None:
+                    return "nothing to search: every knob is fixed"
+                proposal = optimizer.ask()
+                key = _key(proposal.knobs)
+                known = measured.get(key)
+                if known is not None or key in pending or space.violated(proposal.knobs):
+                    # Measured already, in flight, or a combination the engine rejects: no
+                    # trial is run. A pending twin is told as a failure for now.
+                    loss = self.objective.loss(known) if known else None
+                    optimizer.tell(proposal.handle, loss)
+                    repeats += 1
+                    if repeats >= MAX_REPEATED_PROPOSALS:
+                        return "search space exhausted"
+                    continue
+                repeats = 0
+                submit(proposal.origin, proposal.knobs, proposal.handle, asked=True)
+            return None
+
         try:
             has_baseline = any(r.origin == "baseline" for r in results)
             if not has_baseline and self._budget_left(results, started):
-                trial("baseline", space.default_knobs(), None, asked=False)
-            repeats = 0
-            while self._budget_left(results, started):
-                if optimizer is None:
-                    stopped = "nothing to search: every knob is fixed"
-                    break
-                proposal = optimizer.ask()
-                knobs = proposal.knobs
-                known = measured.get(_key(knobs))
-                if known is not None or space.violated(knobs) is not None:
-                    # Measured already, or a combination the engine rejects: no trial is run.
-                    optimizer.tell(proposal.handle, self.objective.loss(known) if known else None)
-                    repeats += 1
-                    if repeats >= MAX_REPEATED_PROPOSALS:
-                        stopped = "search space exhausted"
-                        break
-                    continue
-                repeats = 0
-                trial(proposal.origin, knobs, proposal.handle, asked=True)
+                submit("baseline", space.default_knobs(), None, asked=False)
+            why = fill()
+            for result in runner.as_completed():
+                handle, asked = in_flight.pop(result.number)
+                pending.discard(_key(result.knobs))
+                rundir.append_trial(self.trials_path, result)
+                results.append(result)
+                tell(result, handle, asked)
+                observer.trial_finished(result, self._best(results))
+                if why is None:
+                    why = fill()
+            stopped = why or stopped
         finally:
-            worker.close()
+            runner.close()
+        results.sort(key=lambda r: r.number)
         baseline = next((r for r in results if r.origin == "baseline"), None)
         versions = next((r.versions for r in reversed(results) if r.versions), {})
-        return StudyOutcome(results, self._best(results), baseline, stopped, resumed, versions)
-
-
-def run_trial(
-    worker: Worker,
-    setup: Setup,
-    number: int,
-    origin: str,
-    knobs: dict[str, Value],
-    protocol: MeasureProtocol,
-    timeout_s: float,
-    observer: Observer,
-    run_dir: Path | None = None,
-) -> TrialResult:
-    """Measures one configuration in `worker` and records everything about it."""
-    observer.trial_started(number, origin, knobs)
-    started_at = datetime.now(UTC)
-    start = time.monotonic()
-    outcome = worker.run(
-        setup.task(knobs, protocol),
-        timeout_s,
-        progress=lambda text: observer.trial_progress(number, text),
-    )
-    log = outcome.log
-    if log is not None and run_dir is not None and Path(log).is_relative_to(run_dir):
-        log = str(Path(log).relative_to(run_dir))
-    return TrialResult(
-        number=number,
-        origin=origin,
-        knobs=knobs,
-        status=outcome.status,
-        reason=outcome.reason,
-        measurement=outcome.measurement,
-        load_s=outcome.load_s,
-        reused_model=outcome.reused_model,
-        wall_s=time.monotonic() - start,
-        started_at=started_at,
-        log=log,
-        versions=outcome.versions,
-        engine_config=outcome.engine_config,
-    )
-
-
-def bench(
-    setup: Setup,
-    knobs: dict[str, Value],
-    protocol: MeasureProtocol,
-    timeout_s: float,
-    log_dir: Path,
-    observer: Observer | None = None,
-) -> TrialResult:
-    """Measures one configuration (`tuner bench`) in a worker of its own."""
-    worker = Worker(log_dir)
-    try:
-        result = run_trial(
-            worker, setup, 0, "bench", knobs, protocol, timeout_s, observer or NullObserver()
+        return StudyOutcome(
+            results,
+            self._best(results),
+            baseline,
+            stopped,
+            resumed,
+            versions,
+            time.time() - started,
         )
-    finally:
-        worker.close()
-    return result
+
+
+def replay_study(
+    table: Path, *, trials: int, seed: int, run_dir: Path, optimizer: str = "gp"
+) -> StudyOutcome:
+    """A whole study on the replay of `table`: tuner's own loop, baseline first."""
+    engine = f"{REPLAY_PREFIX}{table}"
+    setup = prepare(engine, "", "")
+    spec = StudySpec(
+        engine=engine,
+        model=setup.model.ref,
+        workload=setup.workload,
+        trials=trials,
+        seed=seed,
+        optimizer=optimizer,  # type: ignore[arg-type]
+    )
+    return Study.create(spec, run_dir, setup).run()
 
 
 def _fits(space: SearchSpace, name: str, value: Value) -> bool:

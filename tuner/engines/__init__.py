@@ -1,8 +1,8 @@
 """The engine registry: a plain map from names to lazy import paths.
 
 `--engine` takes a name from `ENGINES`, an import path `package.module:Class` of an adapter of
-your own (see `tuner.engines.base` and the fakes in `tuner.testing`), or `replay:<table.json>`
-(`tuner.engines.replay`).
+your own (see `tuner.engines.base` and the fakes in `tuner.testing`). `replay:<table.json>` is
+not an engine: `tuner.setup` hands it to `tuner.replay`.
 """
 
 from __future__ import annotations
@@ -21,20 +21,10 @@ ENGINES: dict[str, str] = {
     "vllm": "tuner.engines.vllm:OfflineEngine",
     "vllm-server": "tuner.engines.vllm_server:ServerEngine",
 }
-REPLAY_PREFIX = "replay:"
-
-
-def is_replay(engine: str) -> bool:
-    """Whether `engine` names a recorded table to replay rather than an engine."""
-    return engine.startswith(REPLAY_PREFIX)
 
 
 def engine_class(name: str) -> Any:
-    """The adapter class for an engine name, `module:Class` path, or `replay:<table.json>`."""
-    if is_replay(name):
-        from tuner.engines.replay import replay_engine
-
-        return replay_engine(name)
+    """The adapter class for an engine name or a `module:Class` path."""
     target = ENGINES.get(name, name)
     module_name, sep, attr = target.partition(":")
     if not sep:

@@ -5,7 +5,6 @@ tuner never downloads a model. A Hub id is looked up in the local cache only.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,6 @@ class ModelRef:
     path: Path
     slug: str
     source: Literal["synthetic", "local", "hf-cache", "replay"]
-
-
-def cache_root() -> Path:
-    """tuner's own cache (synthetic models): `$TUNER_CACHE` or `~/.cache/tuner`."""
-    env = os.environ.get("TUNER_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "tuner"
 
 
 def resolve_model(ref: str, *, build: bool = True) -> ModelRef:

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -42,10 +43,14 @@ def architecture(name: str) -> dict[str, Any]:
     return config
 
 
+def cache_root() -> Path:
+    """tuner's own cache (synthetic models): `$TUNER_CACHE` or `~/.cache/tuner`."""
+    env = os.environ.get("TUNER_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "tuner"
+
+
 def path_for(name: str) -> Path:
     """Where the built model lives in the cache (whether built yet or not)."""
-    from tuner.models import cache_root
-
     config = architecture(name)
     digest = hashlib.sha256(
         json.dumps([RECIPE_VERSION, config], sort_keys=True).encode()
