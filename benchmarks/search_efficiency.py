@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from tuner.knobs import Value
-from tuner.measure import Protocol
 from tuner.objective import THROUGHPUT
 from tuner.replay import load_replay
 from tuner.study import replay_study
@@ -35,8 +34,6 @@ BUDGETS = (5, 10, 20)
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "search-efficiency.md"
 PLOT = REPORT.with_suffix(".png")
-#: A replay study's protocol (the default): its winner agrees within this spread.
-MAX_CV = Protocol().max_cv
 METHODS = {
     "smac (tuner's default: GP)": "gp",
     "smac (RF, HPO facade)": "rf",
@@ -59,7 +56,7 @@ def curve(results: list[TrialResult], truth: Callable[[dict[str, Value]], float]
     pick so far (its objective's winner, noise included)."""
     out = []
     for n in range(1, len(results) + 1):
-        pick = THROUGHPUT.best(results[:n], (results[0].measurement and 0.10) or None)
+        pick = THROUGHPUT.best(results[:n])
         out.append(truth(pick.knobs) if pick is not None else 0.0)
     return out
 

@@ -209,3 +209,36 @@ def test_without_nvml_the_study_runs_and_says_so_once(fake_model: Path, tmp_path
         assert trial["measurement"]["energy"] is None
         assert trial["measurement"]["energy_note"] == "the engine runs on no GPU"
         assert trial["measurement"]["runs"][0]["telemetry"] is None
+
+
+def test_the_trials_table_is_readable_at_80_columns(tmp_path: Path) -> None:
+    # CI logs: rich sees no terminal and draws 80 columns; every knob of the best trial must
+    # be there as name=value, not squeezed to "…".
+    table = (
+        Path(__file__).parent.parent / "benchmarks" / "data" / "cpu-hf-tiny-llama-humaneval.json"
+    )
+    args = [
+        "tune",
+        "--engine",
+        f"replay:{table}",
+        "--trials",
+        "6",
+        "--run-dir",
+        str(tmp_path / "r"),
+    ]
+    result = runner.invoke(app, args, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("trials (* best)")))
+    drawn = lines[start:]
+    assert max(len(line) for line in drawn) <= 80
+    best = next(line for line in drawn if line.split("│")[1:2] and "*" in line.split("│")[1])
+    number = int(best.split("│")[1].strip().rstrip("*"))
+    run = json.loads((tmp_path / "r" / "trials.jsonl").read_text().splitlines()[number])
+    row_text = " ".join(
+        line.split("│")[-2].strip() for line in drawn[drawn.index(best) :] if line.startswith("│")
+    )
+    for name, value in run["knobs"].items():
+        shown = str(value).lower() if isinstance(value, bool) else str(value)
+        assert f"{name}={shown}" in row_text, (name, row_text)
+    assert "…" not in "\n".join(drawn)

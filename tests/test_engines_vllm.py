@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tuner.cli import app
+from tuner.engines.server import cli_args
 from tuner.engines.vllm import check_catalogue, engine_args_fields, root_cause, vllm_catalogue
-from tuner.engines.vllm_server import cli_args
 from tuner.errors import TunerError
 from tuner.measure import Protocol
 from tuner.profiles import SCHEMA_FILE

@@ -42,8 +42,8 @@ Engine = Annotated[
     typer.Option(
         "--engine",
         "-e",
-        help="hf, hf-pipeline, vllm, vllm-server, replay:TABLE.json (a recorded landscape), "
-        "or module:Class.",
+        help="hf, hf-pipeline, vllm, vllm-server, openai-server (any OpenAI-compatible server "
+        "started by --server-cmd), replay:TABLE.json (a recorded landscape), or module:Class.",
     ),
 ]
 Workload = Annotated[
@@ -77,16 +77,23 @@ TrialTimeout = Annotated[
 ServerCmd = Annotated[
     str | None,
     typer.Option(
-        help="vllm-server: the command that serves the OpenAI API, with {model} "
-        "{port} {host} {args} filled in (default: vLLM's api_server)."
+        help="vllm-server, openai-server: the command that serves the OpenAI API, with {model} "
+        "{port} {host} {args} filled in (vllm-server's default: vLLM's api_server)."
     ),
 ]
-Port = Annotated[int | None, typer.Option(min=1, max=65535, help="vllm-server: fixed port.")]
+Port = Annotated[int | None, typer.Option(min=1, max=65535, help="Server engines: a fixed port.")]
+ServerDialect = Annotated[
+    str | None,
+    typer.Option(
+        help="Server engines: what requests may say: vllm (token-id prompts, ignore_eos and "
+        "min_tokens for exact lengths) or openai (text prompts only; openai-server's default)."
+    ),
+]
 Concurrency = Annotated[
-    int | None, typer.Option(min=1, help="vllm-server: requests in flight at most.")
+    int | None, typer.Option(min=1, help="Server engines: requests in flight at most.")
 ]
 RequestRate = Annotated[
-    float | None, typer.Option(min=0.001, help="vllm-server: requests/s, Poisson arrivals.")
+    float | None, typer.Option(min=0.001, help="Server engines: requests/s, Poisson arrivals.")
 ]
 
 
@@ -178,6 +185,7 @@ def tune(
     port: Port = None,
     concurrency: Concurrency = None,
     request_rate: RequestRate = None,
+    server_dialect: ServerDialect = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Run directory (default: runs/<time>-<engine>-...).")
     ] = None,
@@ -223,7 +231,11 @@ def tune(
                 )
             # Parse --set against the catalogue before anything slow happens.
             options = _engine_options(
-                server_cmd=server_cmd, port=port, concurrency=concurrency, request_rate=request_rate
+                server_cmd=server_cmd,
+                port=port,
+                concurrency=concurrency,
+                request_rate=request_rate,
+                dialect=server_dialect,
             )
             setup = prepare(
                 engine, model or "", spec_workload, set_pairs=set_ or [], options=options
@@ -298,7 +310,7 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
             f"and worker logs in {study.run_dir}"
         )
         if not quiet:
-            out.print(trials_table(outcome.results, None))
+            out.print(trials_table(outcome.results, None, out.width))
         raise typer.Exit(1)
     report = _study_report(study.run_dir, quiet=quiet)
     if is_replay(study.spec.engine):
@@ -330,7 +342,7 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
         )
         return
     if not quiet:
-        out.print(trials_table(outcome.results, outcome.best))
+        out.print(trials_table(outcome.results, outcome.best, out.width))
         out.print(profile_table(profile))
         out.print(f"stopped: {outcome.stopped}")
     out.print(f"profile written: {path}")
@@ -402,7 +414,7 @@ def _replay_summary(study: Any, outcome: Any, *, json_: bool, quiet: bool) -> No
         )
         return
     if not quiet:
-        out.print(trials_table(outcome.results, best))
+        out.print(trials_table(outcome.results, best, out.width))
     out.print(
         f"replay of {table.gpu.name}: best {best.output_tokens_per_s:,.1f} tok/s, "
         f"{ratio:.1%} of the table's optimum ({optimum.output_tokens_per_s:,.1f} tok/s), "
@@ -433,6 +445,7 @@ def bench(
     port: Port = None,
     concurrency: Concurrency = None,
     request_rate: RequestRate = None,
+    server_dialect: ServerDialect = None,
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -440,6 +453,7 @@ def bench(
     from tuner.console import StudyView, measurement_table
     from tuner.executor import NullObserver
     from tuner.executor import bench as run_bench
+    from tuner.objective import THROUGHPUT
     from tuner.replay import is_replay
     from tuner.rundir import StudySpec
     from tuner.setup import prepare
@@ -452,7 +466,11 @@ def bench(
         model, requests, output_tokens = _model_and_sizes(model, requests, output_tokens, quiet)
         spec_workload = load_workload(workload, requests=requests, output_tokens=output_tokens)
         options = _engine_options(
-            server_cmd=server_cmd, port=port, concurrency=concurrency, request_rate=request_rate
+            server_cmd=server_cmd,
+            port=port,
+            concurrency=concurrency,
+            request_rate=request_rate,
+            dialect=server_dialect,
         )
         setup = prepare(engine, model, spec_workload, options=options)
         knobs = setup.space.complete(setup.space.parse_overrides(set_ or []))
@@ -486,6 +504,10 @@ def bench(
         err.print(
             f"[red]{result.status}[/]: {escape(str(result.reason))} (worker log: {result.log})"
         )
+        raise typer.Exit(1)
+    unclean = THROUGHPUT.feasible(result)
+    if unclean is not None:
+        err.print(f"[red]not a clean measurement[/]: {escape(unclean)}")
         raise typer.Exit(1)
 
 

@@ -86,41 +86,47 @@ class StudyView:
         self._refresh(result.number + 1)
 
 
-def trials_table(results: Sequence[TrialResult], best: TrialResult | None) -> Table:
-    """One row per trial: status, median tok/s with its spread, load time, one column per knob."""
-    names: list[str] = []
-    for r in results:
-        names += [n for n in r.knobs if n not in names]
-    table = Table(title="trials (* best)", title_justify="left")
+#: Below this many columns the trials table leaves out the cold run and the load time.
+WIDE = 120
+
+
+def trials_table(
+    results: Sequence[TrialResult], best: TrialResult | None, width: int = WIDE
+) -> Table:
+    """One row per trial: status, median tok/s with its spread, and its knobs in one column that
+    wraps (`name=value ...`), so that the table stays readable at 80 columns (CI logs). On a
+    terminal of `WIDE` columns or more it also shows the trial's origin, the cold run and the
+    model load."""
+    wide = width >= WIDE
+    table = Table(title="trials (* best)", title_justify="left", width=width if not wide else None)
     energy = any(r.measurement and r.measurement.energy for r in results)
-    columns = ["#", "origin", "status", "out tok/s", "cv", "cold tok/s", "load s"]
+    columns = ["#", "origin", "status"] if wide else ["#", "status"]
+    columns += ["out tok/s", "cv", "cold tok/s", "load s"] if wide else ["out tok/s", "cv"]
     columns += ["J/tok"] if energy else []
     for col in columns:
-        table.add_column(col, justify="right" if col not in ("origin", "status") else "left")
-    for name in names:
-        table.add_column(name)
+        table.add_column(
+            col, justify="left" if col in ("origin", "status") else "right", no_wrap=True
+        )
+    # As wide as the longest name=value, so that a wrapped row never breaks one apart.
+    longest = max((len(w) for r in results for w in fmt_knobs(r.knobs).split()), default=0)
+    table.add_column("knobs", overflow="fold", ratio=1, min_width=min(longest, 48))
     for r in results:
         m = r.measurement
-        mark = " *" if best is not None and r.number == best.number else ""
-        figures = [
-            fmt_rate(r.output_tokens_per_s),
-            f"{m.output_tokens_per_s.cv:.1%}" if m else "-",
-            fmt_rate(m.cold.output_tokens_per_s) if m else "-",
-            "reused" if r.reused_model else (f"{r.load_s:.1f}" if r.load_s is not None else "-"),
-        ]
+        mark = "*" if best is not None and r.number == best.number else ""
+        figures = [fmt_rate(r.output_tokens_per_s), f"{m.output_tokens_per_s.cv:.1%}" if m else "-"]
+        if wide:
+            figures.append(fmt_rate(m.cold.output_tokens_per_s) if m else "-")
+            figures.append(
+                "reused" if r.reused_model else (f"{r.load_s:.1f}" if r.load_s is not None else "-")
+            )
         if energy:
             e = m.energy if m else None
             figures.append(f"{e.joules_per_output_token.median:.3g}" if e else "-")
-        if not m:
-            figures[0] = f"[dim]{escape(r.reason or '')}[/]"
-        knobs = [fmt_value(r.knobs[n]) if n in r.knobs else "" for n in names]
-        table.add_row(
-            f"{r.number}{mark}",
-            r.origin,
-            f"[{STATUS_STYLE[r.status]}]{r.status}[/]",
-            *figures,
-            *knobs,
-        )
+        knobs = escape(fmt_knobs(r.knobs))
+        if not m and r.reason:
+            knobs += f"\n[dim]{escape(r.reason)}[/]"
+        first = [f"{r.number}{mark}", r.origin] if wide else [f"{r.number}{mark}"]
+        table.add_row(*first, f"[{STATUS_STYLE[r.status]}]{r.status}[/]", *figures, knobs)
     return table
 
 
@@ -145,6 +151,11 @@ def measurement_table(result: TrialResult) -> Table:
         table.add_row("runs", " ".join(f"{r.elapsed_s:.2f}s" for r in m.runs))
         done = m.runs[-1]
         table.add_row("per run", f"{done.requests} requests, {done.output_tokens:,} tokens out")
+        if m.failed_requests:
+            table.add_row(
+                "failed requests",
+                f"[red]{m.failed_requests}[/] over the timed runs: {escape('; '.join(m.failures))}",
+            )
         if m.truncated:
             table.add_row("note", "runs hit the time limit; scored from completed work")
         if m.remeasured:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tuner.engines.vllm_server import cli_args
+from tuner.engines.server import cli_args
 from tuner.errors import TunerError
 from tuner.fmt import fmt_value
 from tuner.knobs import Value

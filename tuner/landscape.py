@@ -80,7 +80,7 @@ class Landscape(BaseModel):
 
     def optimum(self, goal: Objective = THROUGHPUT) -> TrialResult:
         """The best point under `goal` (the fastest, by default), however it spread."""
-        best = goal.best(self.points)
+        best = goal.best(self.points, robust=False)
         if best is None:
             raise TunerError("the table holds no successful point")
         return best

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuner.engines.base import Engine
+from tuner.engines.base import Engine, EngineFailed
 from tuner.knobs import Value
 from tuner.telemetry import DEFAULT_PERIOD_S, Sampler, Telemetry
 from tuner.workloads import Request
@@ -81,6 +81,8 @@ class Run(BaseModel):
     input_tokens: int
     output_tokens: int
     truncated: bool = Field(description="stopped at the time limit before every request was done")
+    failed_requests: int = Field(default=0, description="requests refused or broken off")
+    failures: list[str] = Field(default=[], description="their first distinct messages")
     telemetry: Telemetry | None = None
     latency: Latency | None = None
 
@@ -192,6 +194,10 @@ class Measurement(BaseModel):
     total_tokens_per_s: Stats
     requests_per_s: Stats
     truncated: bool = Field(description="some timed run hit its time limit")
+    failed_requests: int = Field(
+        default=0, description="requests refused or broken off, over the timed runs"
+    )
+    failures: list[str] = Field(default=[], description="their first distinct messages")
     latency: Latency | None = Field(
         default=None, description="the median over runs of each latency figure (server mode)"
     )
@@ -215,6 +221,8 @@ class Measurement(BaseModel):
             total_tokens_per_s=stats([r.total_tokens_per_s for r in runs]),
             requests_per_s=stats([r.requests_per_s for r in runs]),
             truncated=any(r.truncated for r in runs),
+            failed_requests=sum(r.failed_requests for r in runs),
+            failures=list(dict.fromkeys(f for r in runs for f in r.failures))[:3],
             latency=median_latency(runs),
             energy=energy,
             energy_note=note,
@@ -248,7 +256,9 @@ def timed_run(
         requests=out.requests,
         input_tokens=out.input_tokens,
         output_tokens=out.output_tokens,
-        truncated=out.requests < total_requests,
+        truncated=out.requests + out.failed < total_requests,
+        failed_requests=out.failed,
+        failures=list(out.failures),
         telemetry=telemetry,
         latency=Latency(
             ttft=percentiles(out.ttft_s), itl=percentiles(out.itl_s), e2e=percentiles(out.e2e_s)
@@ -279,6 +289,10 @@ def measure(
     prepared = engine.prepare(requests, knobs)
     progress("warm-up")
     cold = timed_run(engine, prepared, len(requests), protocol.warmup_time_limit_s, clock, sampler)
+    if cold.requests == 0 and cold.failed_requests:
+        raise EngineFailed(
+            f"every request failed ({cold.failed_requests}): {'; '.join(cold.failures)}"
+        )
 
     def repeat_set(label: str) -> list[Run]:
         runs = []

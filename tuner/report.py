@@ -130,7 +130,7 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
     spec, results, machine = read_run(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     goal = objective(spec.objective)
-    best = goal.best(results, spec.protocol.max_cv)
+    best = goal.best(results)
     baseline = next((r for r in results if r.origin == "baseline"), None)
     gpu = machine.gpu.name if machine else "machine not recorded"
     title = f"{spec.engine} · {spec.model} · {spec.workload.name} on {gpu}"

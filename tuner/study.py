@@ -101,7 +101,7 @@ class Study:
         return cls(spec, setup, run_dir)
 
     def _best(self, results: Sequence[TrialResult]) -> TrialResult | None:
-        return self.objective.best(results, self.spec.protocol.max_cv)
+        return self.objective.best(results)
 
     # -- the loop --------------------------------------------------------------------------------
 

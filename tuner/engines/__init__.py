@@ -19,7 +19,8 @@ ENGINES: dict[str, str] = {
     "hf": "tuner.engines.hf:GenerateEngine",
     "hf-pipeline": "tuner.engines.hf_pipeline:PipelineEngine",
     "vllm": "tuner.engines.vllm:OfflineEngine",
-    "vllm-server": "tuner.engines.vllm_server:ServerEngine",
+    "vllm-server": "tuner.engines.vllm_server:VllmServer",
+    "openai-server": "tuner.engines.server:CommandServer",
 }
 
 

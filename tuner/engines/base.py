@@ -35,6 +35,8 @@ class RunOutput:
     ttft_s: tuple[float, ...] = ()
     itl_s: tuple[float, ...] = ()
     e2e_s: tuple[float, ...] = ()
+    failed: int = 0  # requests the engine refused or broke off; not counted above
+    failures: tuple[str, ...] = ()  # their first distinct messages (the server's answers)
 
 
 class EngineFailed(Exception):

@@ -63,7 +63,8 @@ def engine_args_fields() -> tuple[str, dict[str, list[Any] | None]]:
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise TunerError(
-            f"the vllm engines need vLLM, which does not import here ({last}); {INSTALL_HINT}"
+            f"the vllm engines need vLLM, which does not import here ({last}); {INSTALL_HINT}; "
+            "to measure another OpenAI-compatible server, use --engine openai-server --server-cmd"
         )
     data = json.loads(done.stdout.strip().splitlines()[-1])
     return data["version"], data["fields"]

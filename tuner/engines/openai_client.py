@@ -1,0 +1,189 @@
+"""The load client of every OpenAI-compatible server: streamed `/v1/completions`, measured.
+
+It sends the workload at a set concurrency or request rate (Poisson arrivals), streams each
+completion, and measures throughput and per-request latency: time to first token, inter-token
+latency and end to end. A request the server refuses (an HTTP error, a broken stream) is counted
+as failed with the server's answer, never dropped silently; so is a request that came back with
+another number of tokens than asked, where the server promised exact lengths.
+
+Servers differ in what a request may say (`Dialect`): vLLM and SGLang take prompts as token ids
+and fix the output length with `ignore_eos` and `min_tokens`; `transformers serve` takes string
+prompts only and refuses those fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.engines.base import RunOutput
+from tuner.workloads import Request
+
+#: How many distinct failure messages a run keeps.
+KEPT_FAILURES = 3
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What a server accepts in a completions request."""
+
+    name: str
+    token_prompts: bool
+    fixed_length: bool  # ignore_eos and min_tokens: every request yields exactly max_tokens
+
+
+VLLM = Dialect("vllm", token_prompts=True, fixed_length=True)
+OPENAI = Dialect("openai", token_prompts=False, fixed_length=False)
+DIALECTS = {d.name: d for d in (VLLM, OPENAI)}
+
+
+@dataclass
+class _Result:
+    asked: int
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    itl_s: list[float] = field(default_factory=list)
+    tokens: int = 0
+    prompt_tokens: int = 0
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Request bodies, arrival gaps and prompt lengths, made before the timed region."""
+
+    bodies: list[dict[str, Any]]
+    gaps: list[float]
+    prompt_tokens: list[int]
+
+
+class LoadClient:
+    """Drives one server: `prepare` the workload once, `run` it until done or the deadline."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model_name: str,
+        dialect: Dialect,
+        *,
+        concurrency: int | None = None,
+        request_rate: float | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self.model_name = model_name
+        self.dialect = dialect
+        self.concurrency = concurrency
+        self.request_rate = request_rate
+
+    def prepare(self, requests: Sequence[Request]) -> Prepared:
+        bodies = []
+        for r in requests:
+            body: dict[str, Any] = {
+                "model": self.model_name,
+                "prompt": list(r.prompt_token_ids) if self.dialect.token_prompts else r.prompt,
+                "max_tokens": r.output_tokens,
+                "temperature": 1.0,
+                "top_p": 1.0,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            if self.dialect.fixed_length:
+                body.update(min_tokens=r.output_tokens, ignore_eos=True)
+            bodies.append(body)
+        rng = random.Random(0)
+        rate = self.request_rate
+        gaps = [rng.expovariate(float(rate)) if rate else 0.0 for _ in requests]
+        return Prepared(bodies, gaps, [len(r.prompt_token_ids) for r in requests])
+
+    def run(self, prepared: Prepared, deadline: float) -> RunOutput:
+        return asyncio.run(self._drive(prepared, deadline))
+
+    async def _drive(self, prepared: Prepared, deadline: float) -> RunOutput:
+        import httpx
+
+        limit = int(self.concurrency) if self.concurrency else len(prepared.bodies)
+        gate = asyncio.Semaphore(limit)
+        done: list[_Result] = []
+        limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=None, limits=limits) as http:
+
+            async def one(body: dict[str, Any], prompt_tokens: int) -> None:
+                async with gate:
+                    result = _Result(asked=int(body["max_tokens"]), prompt_tokens=prompt_tokens)
+                    try:
+                        await self._stream(http, body, result)
+                    except (httpx.HTTPError, ValueError) as exc:
+                        result.failure = f"{type(exc).__name__}: {exc}"[:300]
+                    done.append(result)
+
+            tasks = []
+            for body, gap, prompt_tokens in zip(
+                prepared.bodies, prepared.gaps, prepared.prompt_tokens, strict=True
+            ):
+                if gap:
+                    await asyncio.sleep(gap)
+                if time.perf_counter() >= deadline:
+                    break
+                tasks.append(asyncio.create_task(one(body, prompt_tokens)))
+            remaining = deadline - time.perf_counter()
+            if tasks and remaining > 0:
+                await asyncio.wait(tasks, timeout=remaining)
+            for task in tasks:
+                task.cancel()  # closing the stream makes the server abort the request
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return self._output(done)
+
+    def _output(self, done: list[_Result]) -> RunOutput:
+        for r in done:
+            if r.failure is None and self.dialect.fixed_length and r.tokens != r.asked:
+                r.failure = f"asked for {r.asked} tokens, got {r.tokens}"
+        ok = [r for r in done if r.failure is None]
+        failures = list(dict.fromkeys(r.failure for r in done if r.failure is not None))
+        return RunOutput(
+            requests=len(ok),
+            input_tokens=sum(r.prompt_tokens for r in ok),
+            output_tokens=sum(r.tokens for r in ok),
+            ttft_s=tuple(r.ttft_s for r in ok if r.ttft_s is not None),
+            itl_s=tuple(gap for r in ok for gap in r.itl_s),
+            e2e_s=tuple(r.e2e_s for r in ok if r.e2e_s is not None),
+            failed=len(done) - len(ok),
+            failures=tuple(failures[:KEPT_FAILURES]),
+        )
+
+    async def _stream(self, http: Any, body: dict[str, Any], result: _Result) -> None:
+        start = last = time.perf_counter()
+        chunks = 0
+        async with http.stream("POST", "/v1/completions", json=body) as reply:
+            if reply.status_code != 200:
+                text = (await reply.aread()).decode(errors="replace").strip()[:300]
+                result.failure = f"server answered {reply.status_code}: {text}"
+                return
+            async for line in reply.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                event = json.loads(data)
+                if "error" in event:
+                    result.failure = f"server error in stream: {json.dumps(event['error'])[:300]}"
+                    return
+                now = time.perf_counter()
+                if event.get("choices") and event["choices"][0].get("text"):
+                    chunks += 1
+                    if result.ttft_s is None:
+                        result.ttft_s = now - start
+                    else:
+                        result.itl_s.append(now - last)
+                    last = now
+                usage = event.get("usage")
+                if usage:
+                    result.tokens = int(usage.get("completion_tokens") or 0)
+        result.e2e_s = time.perf_counter() - start
+        if not result.tokens:
+            result.tokens = chunks

@@ -1,0 +1,233 @@
+"""Server engines: a launcher starts an OpenAI-compatible server per load, and the shared load
+client (`tuner.engines.openai_client`) measures it.
+
+A load starts the server's command on a free loopback port in a process group of its own, with
+its log beside the worker's, and waits until `/health` answers (or `/v1/models`, for servers
+without a health route). Closing stops the whole process group, killing it if it does not stop.
+
+`openai-server` is the plain launcher: any command that serves the OpenAI API (`--server-cmd`,
+SGLang, TGI, llama.cpp's server, ...), measured as the command starts it; it needs no vLLM.
+`vllm-server` (`tuner.engines.vllm_server`) launches vLLM's own server with the trial's knobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tuner.engines import load_catalogue
+from tuner.engines.base import EngineFailed, EngineTimeout, RunOutput
+from tuner.engines.openai_client import DIALECTS, OPENAI, Dialect, LoadClient, Prepared
+from tuner.errors import TunerError
+from tuner.knobs import Catalogue, Value
+from tuner.workloads import Request
+
+HOST = "127.0.0.1"
+OPTIONS = {
+    "server_cmd": "command template: {model} {port} {host} {args} {python} are filled in",
+    "port": "port to serve on (default: a free one)",
+    "concurrency": "requests in flight at most (default: no limit)",
+    "request_rate": "requests per second, Poisson arrivals (default: all at once)",
+    "ready_timeout_s": "seconds to wait for the server to answer /health (default 600)",
+    "dialect": "what requests may say: vllm (token-id prompts, ignore_eos) or openai (text)",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def cli_args(knobs: Mapping[str, Value]) -> list[str]:
+    """Knobs as command-line flags, `--no-<flag>` for false (vLLM's and SGLang's spelling)."""
+    args: list[str] = []
+    for name, value in knobs.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+class ServerProcess:
+    """One server started from a command, ready when it answers; stopped with its group."""
+
+    def __init__(self, command: str, base_url: str, log_path: Path) -> None:
+        self.command = command
+        self.base_url = base_url
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 (closed in close())
+        self._log.write(f"$ {command}\n")
+        self._log.flush()
+        try:
+            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                shlex.split(command),
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._log.close()
+            raise EngineFailed(f"cannot start the server ({command}): {exc}") from None
+
+    def exited(self) -> tuple[int, str] | None:
+        """(exit code, the log after the command line) once the server has exited."""
+        assert self.proc is not None
+        code = self.proc.poll()
+        if code is None:
+            return None
+        self._log.flush()
+        return code, self.log_path.read_text(errors="replace").split("\n", 1)[-1]
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Returns when the server answers; an `EngineFailed` (the server exited) or an
+        `EngineTimeout` otherwise. The caller words the failure of an exited server."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.exited() is not None:
+                return
+            for route in ("/health", "/v1/models"):
+                try:
+                    with urllib.request.urlopen(f"{self.base_url}{route}", timeout=2) as reply:
+                        if reply.status == 200:
+                            return
+                except (urllib.error.URLError, OSError):
+                    pass
+            time.sleep(0.5)
+        raise EngineTimeout(
+            f"server did not answer /health within {timeout_s:.0f} s (log: {self.log_path})"
+        )
+
+    def served_model(self, fallback: str) -> str:
+        """The model name the server serves (`/v1/models`), or `fallback`."""
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/v1/models", timeout=10) as reply:
+                models = json.load(reply).get("data", [])
+        except (urllib.error.URLError, OSError, ValueError):
+            return fallback
+        return models[0]["id"] if models else fallback
+
+    def close(self) -> None:
+        """Stops the server's process group: SIGTERM, then SIGKILL after 30 s."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+            except ProcessLookupError:
+                pass
+        if not self._log.closed:
+            self._log.close()
+
+
+class ServerEngine:
+    """An engine served over the OpenAI API: a launcher (the command, its flags, its dialect)
+    and the shared load client. Subclasses set `default_command` and `dialect`, and may word a
+    failed start in the server's own terms (`start_failure`)."""
+
+    name: ClassVar[str]
+    fresh_process_per_load: ClassVar[bool] = False  # the server is a process of its own
+    default_command: ClassVar[str | None] = None
+    dialect: ClassVar[Dialect] = OPENAI
+    options: ClassVar[Mapping[str, str]] = OPTIONS
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Fails with one line on an unknown or malformed option."""
+        for key, value in options.items():
+            if key not in cls.options:
+                raise TunerError(
+                    f"{cls.name} has no option {key!r}; its options: {', '.join(cls.options)}"
+                )
+            if key == "server_cmd" and "{port}" not in str(value) and "port" not in options:
+                raise TunerError("--server-cmd needs {port} in it, or a fixed --port")
+            if key == "dialect" and value not in DIALECTS:
+                raise TunerError(f"--server-dialect takes {' or '.join(DIALECTS)}, not {value!r}")
+        if not options.get("server_cmd") and cls.default_command is None:
+            raise TunerError(f"{cls.name} needs --server-cmd: the command that starts the server")
+        for key in ("concurrency", "request_rate"):
+            if options.get(key) is not None and float(options[key]) <= 0:
+                raise TunerError(f"{key} must be positive")
+
+    def __init__(
+        self, model_dir: Path, knobs: Mapping[str, Value], options: Mapping[str, Any] | None = None
+    ) -> None:
+        options = dict(options or {})
+        self.knobs = dict(knobs)
+        port = int(options.get("port") or free_port())
+        base_url = f"http://{HOST}:{port}"
+        template = options.get("server_cmd") or self.default_command or ""
+        command = template.format(
+            python=shlex.quote(sys.executable),
+            model=shlex.quote(str(model_dir)),
+            host=HOST,
+            port=port,
+            args=" ".join(shlex.quote(a) for a in cli_args(knobs)),
+        )
+        log_dir = Path(options["log_file"]).parent if options.get("log_file") else Path.cwd()
+        self.server = ServerProcess(command, base_url, log_dir / f"server-{os.getpid()}-{port}.log")
+        try:
+            self.server.wait_ready(float(options.get("ready_timeout_s") or 600))
+            exited = self.server.exited()
+            if exited is not None:
+                raise self.start_failure(*exited)
+            model_name = self.server.served_model(str(model_dir))
+        except BaseException:
+            self.server.close()
+            raise
+        dialect = DIALECTS[options["dialect"]] if options.get("dialect") else self.dialect
+        self.client = LoadClient(
+            base_url,
+            model_name,
+            dialect,
+            concurrency=options.get("concurrency"),
+            request_rate=options.get("request_rate"),
+        )
+
+    @classmethod
+    def start_failure(cls, code: int, log_text: str) -> Exception:
+        """The exception for a server that exited before it was ready: its last log line."""
+        lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+        cause = lines[-1] if lines else "no output"
+        return EngineFailed(f"server exited before it was ready (code {code}): {cause}")
+
+    def prepare(self, requests: Sequence[Request], knobs: Mapping[str, Value]) -> Prepared:
+        return self.client.prepare(requests)
+
+    def run(self, prepared: Prepared, deadline: float) -> RunOutput:
+        return self.client.run(prepared, deadline)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+class CommandServer(ServerEngine):
+    """`openai-server`: the server `--server-cmd` starts, measured as it starts it. Its knobs
+    are its command's own flags, which tuner does not know: the catalogue is empty."""
+
+    name: ClassVar[str] = "openai-server"
+
+    @classmethod
+    def catalogue(cls) -> Catalogue:
+        return load_catalogue(cls.name)
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        return {}
