@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from tuner.engines.base import EngineBase
 from tuner.measure import Protocol
 from tuner.trial import TrialTask
-from tuner.worker import Worker, is_oom, one_line
+from tuner.worker import Worker, one_line
 from tuner.workloads import Request
+
+is_oom = EngineBase.is_oom
 
 REQUESTS = tuple(Request((1, 2, 3), 4, "p") for _ in range(8))
 PROTOCOL = Protocol(repeats=3, run_time_limit_s=5, warmup_time_limit_s=5)

@@ -91,9 +91,8 @@ def prepare(
     if pinned:
         space.complete(pinned)  # ranges, conditions and forbidden combinations
         space = resolve(catalogue, platform, pinned, facts)
-    check = getattr(cls, "check_options", None) if cls is not None else None
-    if check is not None:
-        check(options or {})
+    if cls is not None:
+        cls.check_options(options or {})
     elif options:
         raise TunerError(f"{engine} takes no engine options ({', '.join(options)})")
     return Setup(
@@ -105,7 +104,7 @@ def prepare(
         requests,
         detect_hardware(),
         dict(options or {}),
-        bool(getattr(cls, "fresh_process_per_load", False)),
+        cls is not None and cls.fresh_process_per_load,
         replay,
     )
 

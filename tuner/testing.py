@@ -11,6 +11,8 @@
 - `serve_stub`: an OpenAI-compatible completions server that streams fixed text, and refuses
   every n-th request with HTTP 500 when asked to (`python -m tuner.testing --port N
   --fail-every 2`), for testing the server engines' load client without vLLM.
+- `check_engine`: the engine contract, checked on one adapter (tests/test_engine_contract.py runs
+  it on every adapter tuner ships; run it on yours).
 - `FakeGpu`: a GPU whose NVML readings follow scripts (an energy counter built on
   `itertools.count`, one that goes backwards, a device that disappears, unsupported calls), for
   testing telemetry without a GPU.
@@ -30,7 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tuner.engines.base import EngineOutOfMemory, RunOutput
+from tuner.engines.base import EngineBase, EngineOutOfMemory, RunOutput
 from tuner.errors import GpuLost, NvmlNotSupported
 from tuner.hardware import Hardware
 from tuner.knobs import Catalogue, Value
@@ -118,7 +120,7 @@ def spin(seconds: float) -> None:
         pass
 
 
-class FakeEngine:
+class FakeEngine(EngineBase):
     """An engine whose throughput is `surface(knobs)`, spent as real time."""
 
     name: ClassVar[str] = "fake"
@@ -198,7 +200,7 @@ class FakeClock:
         self.now += seconds
 
 
-class ScriptedEngine:
+class ScriptedEngine(EngineBase):
     """Each run takes the next duration from a script on a `FakeClock` and completes
     `tokens_per_request` tokens for each request."""
 
@@ -403,6 +405,71 @@ def serve_stub(port: int, fail_every: int = 0, host: str = "127.0.0.1") -> None:
             self._send(200, stream.encode(), "text/event-stream")
 
     ThreadingHTTPServer((host, port), Handler).serve_forever()
+
+
+def check_engine(
+    engine: str,
+    model: str,
+    *,
+    requests: int = 8,
+    output_tokens: int = 4,
+    options: Mapping[str, Any] | None = None,
+    log_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Checks the engine contract (`tuner.engines.base`) on one adapter, loading it with its
+    default knobs on `model` and a synthetic workload; raises AssertionError naming the clause
+    broken, else returns what it saw. Run it in a process of its own for engines that start
+    processes (vLLM)."""
+    import tempfile
+
+    from tuner.engines import engine_class
+    from tuner.errors import TunerError
+    from tuner.knobs import Catalogue as CatalogueModel
+    from tuner.setup import prepare
+    from tuner.workloads import load_workload
+
+    workload = load_workload("synthetic", requests=requests, output_tokens=output_tokens)
+    setup = prepare(engine, model, workload, options=dict(options or {}))
+    cls = engine_class(engine)
+    for attr in ("name", "fresh_process_per_load", "options"):
+        assert hasattr(cls, attr), f"the adapter class declares no {attr}"
+    assert isinstance(cls.catalogue(), CatalogueModel), "catalogue() returns no Catalogue"
+    versions = cls.versions()
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items()), versions
+    try:
+        cls.check_options({"no-such-option": 1})
+    except TunerError:
+        pass
+    else:
+        raise AssertionError("check_options() took an option it does not declare")
+    assert cls.is_oom(MemoryError()) and not cls.is_oom(ValueError("bad value")), "is_oom()"
+    knobs = setup.space.default_knobs()
+    load, run = setup.space.split(knobs)
+    log_file = Path(log_dir or tempfile.mkdtemp(prefix="tuner-contract-")) / "engine.log"
+    loaded = cls(setup.model.path, load, {**setup.options, "log_file": str(log_file)})
+    try:
+        prepared = loaded.prepare(setup.requests, run)
+        out = loaded.run(prepared, time.perf_counter() + 600)
+        asked = sum(r.output_tokens for r in setup.requests)
+        assert out.requests == len(setup.requests), f"{out.requests} of {requests} requests done"
+        assert out.output_tokens == asked, f"{out.output_tokens} tokens out, {asked} asked"
+        assert out.failed == 0, f"{out.failed} requests failed: {out.failures}"
+        late = loaded.run(prepared, time.perf_counter() - 1)
+        assert late.requests < len(setup.requests), "a run past its deadline did all the work"
+        gpus = loaded.gpu_indices()
+        assert isinstance(gpus, list) and all(isinstance(g, int) for g in gpus), gpus
+        effective = loaded.effective_knobs()
+        assert isinstance(effective, dict), effective
+    finally:
+        loaded.close()
+    return {
+        "versions": versions,
+        "requests": out.requests,
+        "output_tokens": out.output_tokens,
+        "late_requests": late.requests,
+        "gpu_indices": gpus,
+        "effective_knobs": effective,
+    }
 
 
 if __name__ == "__main__":

@@ -19,28 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuner.engines.base import Engine, EngineFailed, EngineOutOfMemory, EngineTimeout
+from tuner.engines.base import Engine, EngineBase, EngineFailed, EngineTimeout
 from tuner.errors import NvmlError
 from tuner.nvml import open_devices
 from tuner.telemetry import Sampler
 from tuner.trial import Outcome, TrialTask
 
 Progress = Callable[[str], None]
-_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Whether an exception (or one it was raised from) means memory ran out."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, EngineOutOfMemory | MemoryError):
-            return True
-        if type(seen).__name__ == "OutOfMemoryError":
-            return True
-        if any(marker in str(seen).lower() for marker in _OOM_MARKERS):
-            return True
-        seen = seen.__cause__
-    return False
 
 
 def one_line(exc: BaseException, limit: int = 400) -> str:
@@ -72,7 +57,7 @@ class Loaded:
 
 def gpu_sampler(engine: Engine, period_s: float) -> tuple[Sampler | None, str | None]:
     """A sampler of the GPUs the engine placed its model on, or None and the reason."""
-    indices = list(getattr(engine, "gpu_indices", list)())
+    indices = engine.gpu_indices()
     if not indices:
         return None, "the engine runs on no GPU"
     try:
@@ -90,6 +75,7 @@ def execute(
     from tuner.measure import measure
 
     key = task.load_key
+    cls: type[EngineBase] = EngineBase  # classifies failures before the adapter is known
     try:
         load_s = None
         reused = loaded is not None and loaded.key == key
@@ -116,7 +102,7 @@ def execute(
         )
         if loaded.no_telemetry is not None:
             measurement = measurement.model_copy(update={"energy_note": loaded.no_telemetry})
-        effective = getattr(loaded.engine, "effective_knobs", dict)()
+        effective = loaded.engine.effective_knobs()
         outcome = Outcome(
             status="ok",
             measurement=measurement,
@@ -128,8 +114,10 @@ def execute(
         return outcome, loaded
     except Exception as exc:
         traceback.print_exc()
+        if loaded is not None:
+            cls = engine_class(task.engine)
         status = (
-            "timeout" if isinstance(exc, EngineTimeout) else "oom" if is_oom(exc) else "crashed"
+            "timeout" if isinstance(exc, EngineTimeout) else "oom" if cls.is_oom(exc) else "crashed"
         )
         versions = loaded.versions if loaded is not None else {}
         return Outcome(status=status, reason=one_line(exc), versions=versions), None

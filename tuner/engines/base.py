@@ -3,7 +3,8 @@
 An adapter class is constructed with a model folder and its load-time knobs (that is the load),
 prepares a workload under run-time knobs outside the timed region, runs it until done or until a
 deadline, and closes. It imports its engine inside its methods, so that importing `tuner` never
-imports torch or vLLM.
+imports torch or vLLM. `EngineClass` declares every capability a study may use, optional ones
+included; `EngineBase` gives their defaults, and every adapter derives from it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class EngineFailed(Exception):
     as it is, without this class's name)."""
 
 
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
 class Engine(Protocol):
     """A loaded engine (one instance per model load)."""
 
@@ -60,31 +64,30 @@ class Engine(Protocol):
         """Releases the model."""
         ...
 
+    def gpu_indices(self) -> list[int]:
+        """The GPUs (CUDA ordinals) that hold the model, whose telemetry is sampled during
+        runs; none for an engine on the CPU."""
+        ...
 
-class ReportsConfig(Protocol):
-    """Optional: an engine that reports the knob values it ran with, including those it chose
-    itself when a knob was left unset (recorded as the trial's `engine_config`)."""
-
-    def effective_knobs(self) -> dict[str, Value]: ...
-
-
-class UsesGpus(Protocol):
-    """Optional: an engine that says which GPUs (CUDA ordinals) hold its model, so that their
-    telemetry is sampled during runs. Engines without it are taken to use no GPU."""
-
-    def gpu_indices(self) -> list[int]: ...
+    def effective_knobs(self) -> dict[str, Value]:
+        """The knob values the engine ran with, those it chose itself for knobs left unset
+        included (the trial's `engine_config`); empty where the engine does not say."""
+        ...
 
 
 class EngineClass(Protocol):
-    """The adapter class: its name, knob catalogue, versions, and constructor (the load).
+    """An adapter class: its name, knob catalogue, versions, declared capabilities, and the
+    constructor (which is the load).
 
-    `options` are the study's engine options (a server command, a client concurrency, ...) plus
-    `log_file`, the worker's log. `fresh_process_per_load` asks for a new worker process before
-    each load (for engines that do not free their memory in-process).
+    The constructor takes the model folder, the load-time knobs and `options`: the study's
+    engine options (a server command, a concurrency, ...) plus `log_file`, the worker's log.
     """
 
     name: ClassVar[str]
+    #: A new worker process before each load, for engines that do not free memory in-process.
     fresh_process_per_load: ClassVar[bool]
+    #: The engine options it takes (`--server-cmd`, `--concurrency`, ...), with their help.
+    options: ClassVar[Mapping[str, str]]
 
     def __call__(
         self, model_dir: Path, knobs: Mapping[str, Value], options: Mapping[str, Any]
@@ -93,3 +96,53 @@ class EngineClass(Protocol):
     def catalogue(self) -> Catalogue: ...
 
     def versions(self) -> dict[str, str]: ...
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """One `TunerError` line for an option it does not take or a malformed value."""
+        ...
+
+    def is_oom(self, exc: BaseException) -> bool:
+        """Whether an exception from this engine means memory ran out: the one place an
+        adapter classifies out-of-memory."""
+        ...
+
+
+class EngineBase:
+    """The defaults of the optional capabilities: no engine options, same-process reloads, no
+    GPU, nothing reported of its own choices, out-of-memory told by `EngineOutOfMemory`,
+    `MemoryError`, an `OutOfMemoryError` or the usual messages (in the exception or a cause)."""
+
+    name: ClassVar[str]
+    fresh_process_per_load: ClassVar[bool] = False
+    options: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        from tuner.errors import TunerError
+
+        unknown = [k for k in options if k not in cls.options]
+        if unknown and not cls.options:
+            raise TunerError(f"{cls.name} takes no engine options ({', '.join(options)})")
+        if unknown:
+            raise TunerError(
+                f"{cls.name} has no option {unknown[0]!r}; its options: {', '.join(cls.options)}"
+            )
+
+    @classmethod
+    def is_oom(cls, exc: BaseException) -> bool:
+        seen: BaseException | None = exc
+        while seen is not None:
+            if isinstance(seen, EngineOutOfMemory | MemoryError):
+                return True
+            if type(seen).__name__ == "OutOfMemoryError":
+                return True
+            if any(marker in str(seen).lower() for marker in _OOM_MARKERS):
+                return True
+            seen = seen.__cause__
+        return False
+
+    def gpu_indices(self) -> list[int]:
+        return []
+
+    def effective_knobs(self) -> dict[str, Value]:
+        return {}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tuner.engines import load_catalogue
-from tuner.engines.base import EngineOutOfMemory, RunOutput
+from tuner.engines.base import EngineBase, EngineOutOfMemory, RunOutput
 from tuner.knobs import Catalogue, Value
 from tuner.workloads import Request
 
@@ -44,12 +44,6 @@ def device_map(knobs: Mapping[str, Value]) -> dict[str, Any]:
     return {"device_map": "balanced", "max_memory": total}
 
 
-def is_torch_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError)
-
-
 @dataclass(frozen=True)
 class _Batch:
     input_ids: Any
@@ -59,8 +53,9 @@ class _Batch:
     input_tokens: int
 
 
-class TransformersEngine:
-    """What the transformers adapters share: catalogue file, versions, releasing memory."""
+class TransformersEngine(EngineBase):
+    """What the transformers adapters share: catalogue file, versions, releasing memory. A
+    `torch.OutOfMemoryError` is out-of-memory by `EngineBase.is_oom`."""
 
     name: ClassVar[str]
     _torch: Any

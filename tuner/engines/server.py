@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tuner.engines import load_catalogue
-from tuner.engines.base import EngineFailed, EngineTimeout, RunOutput
+from tuner.engines.base import EngineBase, EngineFailed, EngineTimeout, RunOutput
 from tuner.engines.openai_client import DIALECTS, OPENAI, Dialect, LoadClient, Prepared
 from tuner.errors import TunerError
 from tuner.knobs import Catalogue, Value
@@ -137,7 +137,7 @@ class ServerProcess:
             self._log.close()
 
 
-class ServerEngine:
+class ServerEngine(EngineBase):
     """An engine served over the OpenAI API: a launcher (the command, its flags, its dialect)
     and the shared load client. Subclasses set `default_command` and `dialect`, and may word a
     failed start in the server's own terms (`start_failure`)."""
@@ -151,11 +151,8 @@ class ServerEngine:
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
         """Fails with one line on an unknown or malformed option."""
+        super().check_options(options)
         for key, value in options.items():
-            if key not in cls.options:
-                raise TunerError(
-                    f"{cls.name} has no option {key!r}; its options: {', '.join(cls.options)}"
-                )
             if key == "server_cmd" and "{port}" not in str(value) and "port" not in options:
                 raise TunerError("--server-cmd needs {port} in it, or a fixed --port")
             if key == "dialect" and value not in DIALECTS:

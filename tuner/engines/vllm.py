@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tuner.engines import load_catalogue
-from tuner.engines.base import EngineFailed, EngineOutOfMemory, RunOutput
+from tuner.engines.base import EngineBase, EngineFailed, EngineOutOfMemory, RunOutput
 from tuner.errors import TunerError
 from tuner.knobs import Catalogue, Value
 from tuner.workloads import Request
@@ -151,9 +151,14 @@ def failure(exc: BaseException, log_file: str | None, offset: int) -> Exception:
             text = f.read()
     own = str(exc).strip().splitlines()
     message = root_cause(text) or (f"{type(exc).__name__}: {own[0]}" if own else repr(exc))
-    if any(m in message.lower() for m in _MEMORY):
+    if memory_short(message):
         return EngineOutOfMemory(message)
     return EngineFailed(message)
+
+
+def memory_short(message: str) -> bool:
+    """Whether vLLM's message says memory ran short (KV cache, weights, host memory)."""
+    return any(m in message.lower() for m in _MEMORY)
 
 
 def parallel_gpus(knobs: Mapping[str, Value]) -> list[int]:
@@ -170,8 +175,9 @@ def log_size(log_file: str | None) -> int:
     return Path(log_file).stat().st_size if log_file and Path(log_file).exists() else 0
 
 
-class VllmAdapter:
-    """What the vLLM adapters share: the checked catalogue, versions, the GPUs in use."""
+class VllmAdapter(EngineBase):
+    """What the vLLM adapters share: the checked catalogue, versions, the GPUs in use, and
+    out-of-memory told by vLLM's own words (`memory_short`) too."""
 
     name: ClassVar[str]
     knobs: dict[str, Value]
@@ -183,6 +189,10 @@ class VllmAdapter:
     @classmethod
     def versions(cls) -> dict[str, str]:
         return vllm_versions()
+
+    @classmethod
+    def is_oom(cls, exc: BaseException) -> bool:
+        return super().is_oom(exc) or memory_short(str(exc))
 
     def gpu_indices(self) -> list[int]:
         return parallel_gpus(self.knobs)

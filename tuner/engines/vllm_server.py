@@ -13,7 +13,7 @@ from typing import ClassVar
 from tuner.engines.base import EngineFailed, EngineOutOfMemory
 from tuner.engines.openai_client import VLLM, Dialect
 from tuner.engines.server import ServerEngine
-from tuner.engines.vllm import VllmAdapter, failure, root_cause
+from tuner.engines.vllm import VllmAdapter, memory_short, root_cause
 
 DEFAULT_SERVER_CMD = (
     "{python} -m vllm.entrypoints.openai.api_server --model {model} --host {host} "
@@ -33,6 +33,6 @@ class VllmServer(VllmAdapter, ServerEngine):
         lines = [line.strip() for line in log_text.splitlines() if line.strip()]
         cause = root_cause(log_text) or (lines[-1] if lines else "no output")
         message = f"server exited before it was ready (code {code}): {cause}"
-        if isinstance(failure(RuntimeError(cause), None, 0), EngineOutOfMemory):
+        if memory_short(cause):
             return EngineOutOfMemory(message)
         return EngineFailed(message)

@@ -1,0 +1,55 @@
+"""One contract suite for every engine adapter tuner ships, the fake one included (as Optuna runs
+one suite against every storage): `tuner.testing.check_engine`, each in a process of its own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tuner.engines import ENGINES
+
+STUB = "{python} -m tuner.testing --port {port}"
+CASES = {
+    "tuner.testing:FakeEngine": ("fake", {}),
+    "hf": ("synthetic:tiny-llama", {}),
+    "hf-pipeline": ("synthetic:tiny-llama", {}),
+    "vllm": ("synthetic:tiny-llama", {}),
+    "vllm-server": ("synthetic:tiny-llama", {}),
+    "openai-server": ("synthetic:tiny-llama", {"server_cmd": STUB}),
+}
+SLOW = {"vllm", "vllm-server"}
+
+
+def test_every_shipped_engine_is_covered() -> None:
+    assert set(ENGINES) <= set(CASES)
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [pytest.param(e, marks=pytest.mark.slow) if e in SLOW else e for e in CASES],
+)
+def test_engine_contract(engine: str, fake_model: Path, tmp_path: Path) -> None:
+    model, options = CASES[engine]
+    model = str(fake_model) if model == "fake" else model
+    code = (
+        "import json, sys\n"
+        "from tuner.testing import check_engine\n"
+        "seen = check_engine(sys.argv[1], sys.argv[2], options=json.loads(sys.argv[3]), "
+        "log_dir=__import__('pathlib').Path(sys.argv[4]))\n"
+        "print(json.dumps(seen))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, engine, model, json.dumps(options), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["requests"] == 8 and seen["output_tokens"] == 32
+    assert seen["gpu_indices"] == []  # the CPU
