@@ -46,8 +46,9 @@ METHODS = {
 def study(table: Path, optimizer: str, budget: int, seed: int, tmp: Path) -> list[TrialResult]:
     """tuner's own study loop (baseline first, then the optimizer) on the replay engine."""
     run_dir = tmp / f"{table.stem}-{optimizer}-{budget}-{seed}"
+    # No confirmation trials: the search's own pick, at exactly `budget` trials.
     return replay_study(
-        table, trials=budget, seed=seed, run_dir=run_dir, optimizer=optimizer
+        table, trials=budget, seed=seed, run_dir=run_dir, optimizer=optimizer, confirm=0
     ).results
 
 

@@ -116,7 +116,7 @@ def test_a_tune_job_searches_and_can_replace_the_profile(fake_model: Path, tmp_p
     assert result.exit_code == 0, result.output
     written = Path(json.loads(result.stdout)["profile_written"])
     profile = json.loads(written.read_text())
-    assert profile["trials"]["total"] == 4
+    assert profile["trials"]["total"] == 4 + 2  # searched, then the best two confirmed
     # A run directory is never reused: its trials are kept.
     refused = ci(config, "--update")
     assert refused.exit_code == 2 and "already holds a study" in refused.stderr

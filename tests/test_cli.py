@@ -53,7 +53,9 @@ def test_tune_writes_a_profile_that_validates_against_the_shipped_schema(
     assert path.name == f"{Path(fake_model).name}--synthetic.json"
     profile = json.loads(path.read_text())
     jsonschema.validate(profile, json.loads(SCHEMA_FILE.read_text()))
-    assert len(data["trials"]) == 5 and data["trials"][0]["origin"] == "baseline"
+    # Five searched, then the best two measured again.
+    assert [t["origin"] for t in data["trials"]].count("confirm") == 2
+    assert len(data["trials"]) == 5 + 2 and data["trials"][0]["origin"] == "baseline"
     assert profile["speedup"] >= 1.0
 
     listed = runner.invoke(app, ["profile", "list", "--dir", str(tmp_path / "profiles"), "--json"])
@@ -76,7 +78,10 @@ def test_tune_writes_a_profile_that_validates_against_the_shipped_schema(
         ],
     )
     assert more.exit_code == 0, more.output
-    assert [t["number"] for t in json.loads(more.stdout)["trials"]] == list(range(7))
+    trials = json.loads(more.stdout)["trials"]
+    assert [t["number"] for t in trials] == list(range(len(trials)))
+    # Seven searched in all; a configuration that became one of the best two is confirmed.
+    assert len([t for t in trials if t["origin"] != "confirm"]) == 7
 
 
 def test_tune_shows_progress_and_a_summary(fake_model: Path, tmp_path: Path) -> None:
@@ -201,7 +206,7 @@ def test_without_nvml_the_study_runs_and_says_so_once(fake_model: Path, tmp_path
     assert result.exit_code == 0, result.output
     assert result.stderr.count("no GPU telemetry") == 1
     trials = [json.loads(line) for line in (tmp_path / "run" / "trials.jsonl").open()]
-    assert len(trials) == 3
+    assert len([t for t in trials if t["origin"] != "confirm"]) == 3
     # The fake surface runs out of memory at large batches, which the search may propose.
     measured = [t for t in trials if t["measurement"] is not None]
     assert measured and all(t["status"] == "oom" for t in trials if t not in measured)

@@ -9,6 +9,7 @@ import pytest
 
 from tuner.errors import TunerError
 from tuner.measure import Protocol
+from tuner.objective import THROUGHPUT
 from tuner.rundir import StudySpec, read_trials
 from tuner.study import Study
 from tuner.testing import peak, surface
@@ -24,6 +25,7 @@ def spec(model: Path, **kw: object) -> StudySpec:
         "model": str(model),
         "workload": load_workload("synthetic", requests=16, output_tokens=8),
         "trials": 10,
+        "confirm": 0,
         "seed": 0,
         "protocol": Protocol(repeats=3, run_time_limit_s=5, warmup_time_limit_s=5),
     }
@@ -173,3 +175,25 @@ def test_resume_refuses_trials_from_another_search_space(fake_model: Path, tmp_p
     path.write_text(path.read_text().replace('"kernel":"basic"', '"kernel":"quantum"'))
     with pytest.raises(TunerError, match="does not fit this machine's search space"):
         Study.resume(run_dir, trials=3).run()
+
+
+def test_a_study_ends_by_measuring_its_best_configurations_again(
+    fake_model: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    outcome = Study.create(spec(fake_model, trials=8, confirm=2), run_dir).run()
+    searched, confirmed = outcome.results[:8], outcome.results[8:]
+    assert [r.origin for r in confirmed] == ["confirm", "confirm"]
+    assert [r.number for r in outcome.results] == list(range(10))
+    ok = sorted(
+        (r for r in searched if r.status == "ok"),
+        key=lambda r: THROUGHPUT.pessimistic(r) or 0.0,
+        reverse=True,
+    )
+    assert [r.knobs for r in confirmed] == [r.knobs for r in ok[:2]]
+    # The pick and its figures are the confirmation's, not the search's.
+    assert outcome.best in confirmed
+    assert read_trials(run_dir / "trials.jsonl")[8:] == confirmed
+    # Resumed with the same budget: nothing left to search or to confirm.
+    again = Study.resume(run_dir).run()
+    assert len(again.results) == 10 and again.best == outcome.best

@@ -171,6 +171,7 @@ def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
         model=setup.model.ref,
         workload=workload,
         trials=1 if config.job == "bench" else config.trials,
+        confirm=0 if config.job == "bench" else 2,
         time_budget_s=config.time_budget_s if config.job == "tune" else None,
         seed=config.seed,
         protocol=config.protocol,

@@ -296,7 +296,8 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
         if quiet:
             outcome = study.run(NullObserver())
         else:
-            with StudyView(err, study.spec.trials, done) as view:
+            total = study.spec.trials + study.spec.confirm if study.spec.trials else None
+            with StudyView(err, total, done) as view:
                 outcome = study.run(view)
     except KeyboardInterrupt:
         err.print(
@@ -546,7 +547,7 @@ def ci(
             err.print(
                 f"[bold]tuner ci[/] · {cfg.job} · {cfg.engine} · {cfg.model} · {cfg.workload}"
             )
-            with StudyView(err, 1 if cfg.job == "bench" else cfg.trials) as view:
+            with StudyView(err, 1 if cfg.job == "bench" else cfg.trials + 2) as view:
                 outcome = run_ci(cfg, view)
     if json_:
         emit_json(outcome_json(outcome))

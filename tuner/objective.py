@@ -1,20 +1,24 @@
 """What a study optimizes, and what makes a trial unfit to be chosen.
 
 One `Objective` answers the study (the loss it tells the optimizer), the winner's choice, the
-profile (which records the objective by name), reports, plots, `tuner ci` and recorded
-landscapes (the optimum): `value(result)` is the figure, `feasible(result)` the reason a trial
-cannot count (None when it can), `score(result)` the figure of a feasible trial, `loss(result)`
-what an optimizer minimizes.
+profile (which records the objective by name), reports, plots, `tuner ci` and recorded landscapes
+(the optimum): `value(result)` is the figure, `feasible(result)` the reason a trial cannot count
+(None when it can), `score(result)` the figure of a feasible trial, `loss(result)` what an optimizer
+minimizes.
 
-The winner is chosen on a pessimistic estimate: the score moved against it by its own spread
-(median x (1 - cv) when larger is better), so that a trial whose repeats spread 26% wins only by
-a margin larger than that spread. Not "stable trials only": on this 2-core CPU most trials spread
-more than the protocol's 10% (7% to 26% in the recorded CPU landscape), and that rule handed the
-win to the baseline at 279 tok/s over trials at 2,386. Throttling is recorded but does not count
-against a trial: on a GPU the fastest configurations are the ones that reach its power limit
-(the committed H100 study's two fastest trials throttled, with spreads of 2.2% and 0.8%). A
-trial with failed requests (a server that answered errors) is not a clean measurement and is
-infeasible whatever its figure. Today there is one objective, median output tok/s.
+A study ends by measuring its best one or two configurations again on fresh repeats (origin
+`confirm`), and its pick is the best of those (`winner`): the tuning measurement that selected a
+configuration is not the one that reports it, as the HPO literature asks (the pick of the search is
+biased upwards by its own noise). The search's best is chosen on a pessimistic estimate: the score
+moved against it by its own spread (median x (1 - cv) when larger is better), so that a trial whose
+repeats spread 26% wins only by a margin larger than that spread. Not "stable trials only": on this
+2-core CPU most trials spread more than the protocol's 10% (7% to 26% in the recorded CPU
+landscape), and that rule handed the win to the baseline at 279 tok/s over trials at 2,386.
+Throttling is recorded but does not count against a trial: on a GPU the fastest configurations are
+the ones that reach its power limit (the committed H100 study's two fastest trials throttled, with
+spreads of 2.2% and 0.8%). A trial with failed requests (a server that answered errors) is not a
+clean measurement and is infeasible whatever its figure. Today there is one objective, median output
+tok/s.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from dataclasses import dataclass
 from tuner.errors import TunerError
 from tuner.measure import Measurement
 from tuner.trial import TrialResult
+
+#: The origin of a confirmation trial.
+CONFIRM = "confirm"
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,14 @@ class Objective:
             return None
         sign = 1.0 if self.maximize else -1.0
         return max(ranked, key=lambda rv: sign * (rv[1] or 0.0))[0]
+
+
+def winner(goal: Objective, results: Sequence[TrialResult]) -> TrialResult | None:
+    """A study's pick: the best of its confirmation trials (origin `confirm`: the best
+    configurations measured again on fresh repeats after the search) where there are feasible
+    ones, else the best of all its trials."""
+    confirmed = goal.best([r for r in results if r.origin == CONFIRM])
+    return confirmed or goal.best(results)
 
 
 def _spread(result: TrialResult) -> float:

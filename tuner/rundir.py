@@ -37,6 +37,11 @@ class StudySpec(BaseModel):
     model: str
     workload: WorkloadSpec
     trials: int | None = Field(default=None, ge=1, description="trial budget, baseline included")
+    confirm: int = Field(
+        default=2,
+        ge=0,
+        description="best configurations measured again on fresh repeats after the search",
+    )
     time_budget_s: float | None = Field(default=None, gt=0, description="wall-clock budget")
     seed: int = 0
     optimizer: OptimizerName = "gp"

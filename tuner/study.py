@@ -1,10 +1,10 @@
 """A study: an optimizer's proposals measured by an executor, judged by an objective.
 
-The engine's default configuration is measured first as the baseline. The study keeps up to the
-executor's `slots` trials in flight, numbering each at submission; every finished trial is
-appended to `trials.jsonl` in the run directory before the optimizer hears of it, so an
-interrupted study resumes without repeating finished trials: they are told to a fresh
-optimizer, in order.
+The engine's default configuration is measured first as the baseline, and the best one or two
+configurations are measured again at the end (`confirm`), on fresh repeats. The study keeps up to
+the executor's `slots` trials in flight, numbering each at submission; every finished trial is
+appended to `trials.jsonl` in the run directory before the optimizer hears of it, so an interrupted
+study resumes without repeating finished trials: they are told to a fresh optimizer, in order.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tuner.executor import (
     Observer,
 )
 from tuner.knobs import Value
-from tuner.objective import objective
+from tuner.objective import CONFIRM, objective, winner
 from tuner.optimizers import Optimizer, make_optimizer
 from tuner.profiles import machine_record
 from tuner.replay import REPLAY_PREFIX
@@ -101,14 +101,32 @@ class Study:
         return cls(spec, setup, run_dir)
 
     def _best(self, results: Sequence[TrialResult]) -> TrialResult | None:
-        return self.objective.best(results)
+        return winner(self.objective, results)
+
+    def _to_confirm(self, results: Sequence[TrialResult]) -> list[dict[str, Value]]:
+        """The best `confirm` configurations of the search that have no confirmation yet."""
+        tuning = [r for r in results if r.origin != CONFIRM]
+        confirmed = {_key(r.knobs) for r in results if r.origin == CONFIRM}
+        ranked = sorted(
+            (r for r in tuning if self.objective.score(r) is not None),
+            key=lambda r: self.objective.pessimistic(r) or 0.0,
+            reverse=self.objective.maximize,
+        )
+        top: list[dict[str, Value]] = []
+        for r in ranked:
+            if len(top) == self.spec.confirm:
+                break
+            if r.knobs not in top:
+                top.append(r.knobs)
+        return [k for k in top if _key(k) not in confirmed]
 
     # -- the loop --------------------------------------------------------------------------------
 
     def _budget_left(
         self, results: Sequence[TrialResult], started: float, in_flight: int = 0
     ) -> bool:
-        if self.spec.trials is not None and len(results) + in_flight >= self.spec.trials:
+        searched = sum(r.origin != CONFIRM for r in results)
+        if self.spec.trials is not None and searched + in_flight >= self.spec.trials:
             return False
         if self.spec.time_budget_s is not None:
             spent = sum(r.wall_s for r in results if r.started_at.timestamp() < started)
@@ -238,6 +256,14 @@ class Study:
                 if why is None:
                     why = fill()
             stopped = why or stopped
+            # Fresh repeats of the best configurations: the figures the profile keeps.
+            for knobs in self._to_confirm(results):
+                submit(CONFIRM, knobs, None, asked=False)
+            for result in runner.as_completed():
+                in_flight.pop(result.number)
+                rundir.append_trial(self.trials_path, result)
+                results.append(result)
+                observer.trial_finished(result, self._best(results))
         finally:
             runner.close()
         results.sort(key=lambda r: r.number)
@@ -255,7 +281,7 @@ class Study:
 
 
 def replay_study(
-    table: Path, *, trials: int, seed: int, run_dir: Path, optimizer: str = "gp"
+    table: Path, *, trials: int, seed: int, run_dir: Path, optimizer: str = "gp", confirm: int = 2
 ) -> StudyOutcome:
     """A whole study on the replay of `table`: tuner's own loop, baseline first."""
     engine = f"{REPLAY_PREFIX}{table}"
@@ -267,6 +293,7 @@ def replay_study(
         trials=trials,
         seed=seed,
         optimizer=optimizer,  # type: ignore[arg-type]
+        confirm=confirm,
     )
     return Study.create(spec, run_dir, setup).run()
 
