@@ -97,8 +97,9 @@ def hf_kwargs(profile: Profile) -> dict[str, Any]:
     if "attn_implementation" in knobs:
         load["attn_implementation"] = knobs["attn_implementation"]
     if profile.gpu.count:
-        # As the hf engine placed it: one GPU, or spread over num_gpus by accelerate.
-        load["device_map"] = "auto" if int(knobs.get("num_gpus", 1)) > 1 else "cuda"
+        # As the hf engine placed it: one GPU, or balanced over num_gpus by accelerate (the
+        # engine also caps each GPU at its total memory, which is what accelerate assumes).
+        load["device_map"] = "balanced" if int(knobs.get("num_gpus", 1)) > 1 else "cuda"
     generate: dict[str, Any] = {"do_sample": False}
     if "cache_implementation" in knobs:
         generate["cache_implementation"] = knobs["cache_implementation"]

@@ -56,6 +56,7 @@ def facts_of(model: ModelRef, requests: Sequence[Request]) -> dict[str, float]:
     """Model and workload facts that catalogue bounds and rules may name."""
     facts = model_facts(model.path)
     facts["workload_max_tokens"] = max(len(r.prompt_token_ids) + r.output_tokens for r in requests)
+    facts["workload_requests"] = len(requests)
     return facts
 
 

@@ -201,6 +201,15 @@ def _humaneval() -> list[tuple[str, int | None]]:
     return [(p["prompt"], None) for p in read_problems().values()]
 
 
+def request_count(spec: WorkloadSpec) -> int:
+    """How many requests the workload holds, without tokenizing it."""
+    if spec.source == "synthetic":
+        assert spec.requests is not None
+        return spec.requests
+    rows = _humaneval() if spec.source == "humaneval" else _read_jsonl(Path(spec.path or ""))
+    return min(len(rows), spec.requests or len(rows))
+
+
 def build_requests(spec: WorkloadSpec, tokenizer: Tokenizer) -> list[Request]:
     """The workload's requests, tokenized with the model's tokenizer (deterministic per seed)."""
     rng = random.Random(spec.seed)
