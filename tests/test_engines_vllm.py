@@ -208,6 +208,8 @@ def test_tune_writes_a_valid_profile(tmp_path: Path, engine: str) -> None:
             "enforce_eager=true",
             "--max-remeasures",
             "0",
+            "--confirm",
+            "0",
             "--run-dir",
             str(tmp_path / "run"),
             "--profiles-dir",

@@ -167,6 +167,14 @@ def tune(
         float | None, typer.Option(min=1, help="Wall-clock budget in seconds.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search.")] = 0,
+    confirm: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Measure the best N configurations again on fresh repeats after the search "
+            "(outside --trials); the profile keeps the best of those.",
+        ),
+    ] = 2,
     optimizer: Annotated[
         str,
         typer.Option(
@@ -250,6 +258,7 @@ def tune(
                 trials=trials,
                 time_budget_s=time_budget,
                 seed=seed,
+                confirm=confirm,
                 optimizer=_optimizer(optimizer),
                 protocol=_protocol(
                     repeats,
