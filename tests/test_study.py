@@ -142,7 +142,8 @@ def test_resuming_with_more_trials_lifts_a_spent_time_budget(
 
 def test_crashes_and_hangs_are_data_and_the_study_goes_on(fake_model: Path, tmp_path: Path) -> None:
     # Random search: its proposals do not depend on measured (timing-noisy) rates, so the
-    # crashing region is reached whatever the machine's load (GP's path varied under load).
+    # crashing and hanging regions are reached whatever the machine's load (GP's path varied
+    # under load: seen failing while another test run shared the machine).
     crash = Study.create(
         spec(
             fake_model, engine="tuner.testing:CrashingEngine", trials=12, seed=2, optimizer="random"
@@ -155,7 +156,14 @@ def test_crashes_and_hangs_are_data_and_the_study_goes_on(fake_model: Path, tmp_
         if r.knobs["batch_size"] >= 64:
             assert r.status == "crashed" and "SIGKILL" in (r.reason or "")
     hang = Study.create(
-        spec(fake_model, engine="tuner.testing:HangingEngine", trials=8, seed=2, trial_timeout_s=3),
+        spec(
+            fake_model,
+            engine="tuner.testing:HangingEngine",
+            trials=8,
+            seed=2,
+            optimizer="random",
+            trial_timeout_s=3,
+        ),
         tmp_path / "hang",
     ).run()
     assert {r.status for r in hang.results if r.knobs["batch_size"] >= 64} <= {"timeout"}

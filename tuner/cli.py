@@ -338,6 +338,8 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
                 "report": str(report) if report else None,
                 "run_dir": str(study.run_dir),
                 "stopped": outcome.stopped,
+                "gpu_s": outcome.gpu_s,
+                "wall_s": outcome.wall_s,
                 "best": profile.best.model_dump(mode="json"),
                 "speedup": profile.speedup,
                 "trials": [
@@ -410,7 +412,7 @@ def _replay_summary(study: Any, outcome: Any, *, json_: bool, quiet: bool) -> No
     optimum = table.optimum()
     best = outcome.best
     ratio = best.output_tokens_per_s / optimum.output_tokens_per_s
-    cost = sum(r.wall_s for r in outcome.results)
+    cost = outcome.gpu_s
     if json_:
         emit_json(
             {

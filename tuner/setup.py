@@ -74,28 +74,30 @@ def prepare(
     `set_pairs` are `name=value` strings parsed against the catalogue and added to `pinned`.
     """
     replay = load_replay(engine) if is_replay(engine) else None
-    cls = None if replay is not None else engine_class(engine)
-    catalogue = replay.catalogue() if replay is not None else cls.catalogue()
-    platform = detect_platform(catalogue.modules())
     if replay is not None:
         # The model and workload are the table's; nothing is loaded or tokenized.
+        if options:
+            raise TunerError(f"a replay takes no engine options ({', '.join(options)})")
+        catalogue = replay.catalogue()
         table = replay.table
         model_ref = ModelRef(table.model, replay.path, slugify(table.model), "replay")
         spec, requests, facts = table.workload, [], {}
+        fresh_process = False
     else:
+        cls = engine_class(engine)
+        cls.check_options(options or {})
+        catalogue = cls.catalogue()
         spec = load_workload(workload) if isinstance(workload, str) else workload
         model_ref = resolve_model(model)
         requests = build_requests(spec, Tokenizer(model_ref.path))
         facts = facts_of(model_ref, requests)
+        fresh_process = cls.fresh_process_per_load
+    platform = detect_platform(catalogue.modules())
     space = resolve(catalogue, platform, facts=facts)
     pinned = {**(pinned or {}), **space.parse_overrides(set_pairs)}
     if pinned:
         space.complete(pinned)  # ranges, conditions and forbidden combinations
         space = resolve(catalogue, platform, pinned, facts)
-    if cls is not None:
-        cls.check_options(options or {})
-    elif options:
-        raise TunerError(f"{engine} takes no engine options ({', '.join(options)})")
     return Setup(
         engine,
         catalogue,
@@ -105,7 +107,7 @@ def prepare(
         requests,
         detect_hardware(),
         dict(options or {}),
-        cls is not None and cls.fresh_process_per_load,
+        fresh_process,
         replay,
     )
 

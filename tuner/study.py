@@ -160,17 +160,12 @@ class Study:
         )
 
     def run(
-        self,
-        observer: Observer | None = None,
-        *,
-        evaluate: Evaluate | None = None,
-        executor: Executor | None = None,
+        self, observer: Observer | None = None, *, evaluate: Evaluate | None = None
     ) -> StudyOutcome:
         """Runs trials until the budget is spent; returns every finished trial.
 
         `evaluate(number, origin, knobs)` answers trials in process instead of measuring them
-        (benchmarks of the search itself use it with a known surface); `executor` runs them
-        elsewhere.
+        (benchmarks of the search itself use it with a known surface).
         """
         observer = observer or NullObserver()
         space = self.setup.space
@@ -204,7 +199,7 @@ class Study:
                     f"search space ({exc}); resume on the machine that started the study"
                 ) from None
 
-        runner = executor or self.executor(observer, evaluate)
+        runner = self.executor(observer, evaluate)
         in_flight: dict[int, tuple[Any, bool]] = {}  # number -> (optimizer handle, asked)
         pending: set[str] = set()  # knobs in flight, not proposed twice
         next_number = len(results)
