@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import CPU
 from tuner.errors import TunerError
 from tuner.knobs import Catalogue
-from tuner.optimizers import OPTIMIZERS, make_optimizer
+from tuner.optimizers import OPTIMIZERS, check_available, make_optimizer
 from tuner.space import resolve
 from tuner.testing import FAKE_CATALOGUE, peak, surface
 
@@ -69,3 +69,17 @@ def test_observing_knobs_outside_the_space_fails(name: str, tmp_path: Path) -> N
     optimizer = make_optimizer(name, fake_space(), budget=5, seed=0, output_dir=tmp_path)
     with pytest.raises((TunerError, ValueError)):
         optimizer.observe({"batch_size": 1, "kernel": "quantum", "cache": "dynamic"}, -1.0)
+
+
+def test_a_missing_optional_library_is_one_line_before_any_study(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "hyperopt" else real(name)
+    )
+    with pytest.raises(TunerError, match=r"needs hyperopt, which is not installed: pip install"):
+        check_available("hyperopt-tpe")
+    check_available("gp")

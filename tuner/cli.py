@@ -140,10 +140,9 @@ def _engine_options(**given: Any) -> dict[str, Any]:
 
 
 def _optimizer(name: str) -> Any:
-    from tuner.optimizers import OPTIMIZERS
+    from tuner.optimizers import check_available
 
-    if name not in OPTIMIZERS:
-        raise TunerError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    check_available(name)
     return name
 
 

@@ -41,9 +41,25 @@ __all__ = [
     "Optimizer",
     "OptimizerName",
     "Proposal",
+    "check_available",
     "initial_design_size",
     "make_optimizer",
 ]
+
+
+def check_available(name: str) -> None:
+    """One line when `name` is no optimizer, or needs a library that is not installed; checked
+    before a study starts, without importing the library."""
+    import importlib.util
+
+    if name not in _ADAPTERS:
+        raise TunerError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    needs = _NEEDS.get(name)
+    if needs is not None and importlib.util.find_spec(needs) is None:
+        raise TunerError(
+            f"the {name} optimizer needs {needs}, which is not installed: "
+            f"pip install 'tuner[{needs}]'"
+        )
 
 
 def make_optimizer(
