@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuner.engines.base import Engine, EngineFailed
+from tuner.engines.base import KEPT_FAILURES, Engine, EngineFailed
 from tuner.knobs import Value
 from tuner.telemetry import DEFAULT_PERIOD_S, Sampler, Telemetry
 from tuner.workloads import Request
@@ -222,7 +222,7 @@ class Measurement(BaseModel):
             requests_per_s=stats([r.requests_per_s for r in runs]),
             truncated=any(r.truncated for r in runs),
             failed_requests=sum(r.failed_requests for r in runs),
-            failures=list(dict.fromkeys(f for r in runs for f in r.failures))[:3],
+            failures=list(dict.fromkeys(f for r in runs for f in r.failures))[:KEPT_FAILURES],
             latency=median_latency(runs),
             energy=energy,
             energy_note=note,

@@ -86,16 +86,17 @@ class Objective:
         spread = _spread(result)
         return score * (1 - spread) if self.maximize else score * (1 + spread)
 
-    def best(self, results: Sequence[TrialResult], *, robust: bool = True) -> TrialResult | None:
-        """The feasible trial with the best score (the earliest on a tie); with `robust`, the
-        best pessimistic estimate (the winner of a study; a table's optimum takes the score)."""
+    def ranked(self, results: Sequence[TrialResult], *, robust: bool = True) -> list[TrialResult]:
+        """The feasible trials, best first (the earlier first on a tie): by pessimistic
+        estimate with `robust` (a study's choice), else by score (a table's optimum)."""
         rank = self.pessimistic if robust else self.score
-        scored = [(r, rank(r)) for r in results]
-        ranked = [(r, v) for r, v in scored if v is not None]
-        if not ranked:
-            return None
-        sign = 1.0 if self.maximize else -1.0
-        return max(ranked, key=lambda rv: sign * (rv[1] or 0.0))[0]
+        scored = [(r, v) for r in results if (v := rank(r)) is not None]
+        scored.sort(key=lambda rv: rv[1], reverse=self.maximize)  # stable: ties keep order
+        return [r for r, _ in scored]
+
+    def best(self, results: Sequence[TrialResult], *, robust: bool = True) -> TrialResult | None:
+        """The first of `ranked`, or None when no trial is feasible."""
+        return next(iter(self.ranked(results, robust=robust)), None)
 
 
 def winner(goal: Objective, results: Sequence[TrialResult]) -> TrialResult | None:

@@ -37,9 +37,19 @@ class Knob:
     when: tuple[tuple[str, tuple[Value, ...]], ...] = ()
     engine_default: bool = False
 
+    @property
+    def ordinal(self) -> bool:
+        """A number searched over an ordered set of values (a recorded grid, a divisor)."""
+        return self.type in ("int", "float") and len(self.choices) > 1
+
+    @property
+    def ranged(self) -> bool:
+        """A number searched over its whole range."""
+        return self.type in ("int", "float") and not self.ordinal
+
     def describe_values(self) -> str:
         """Human form of the allowed values: `1..512 (log)` or `sdpa, eager`."""
-        if self.type in ("int", "float") and len(self.choices) < 2:
+        if self.ranged:
             low, high = (
                 (int(self.low), int(self.high)) if self.type == "int" else (self.low, self.high)
             )

@@ -107,13 +107,8 @@ class Study:
         """The best `confirm` configurations of the search that have no confirmation yet."""
         tuning = [r for r in results if r.origin != CONFIRM]
         confirmed = {_key(r.knobs) for r in results if r.origin == CONFIRM}
-        ranked = sorted(
-            (r for r in tuning if self.objective.score(r) is not None),
-            key=lambda r: self.objective.pessimistic(r) or 0.0,
-            reverse=self.objective.maximize,
-        )
         top: list[dict[str, Value]] = []
-        for r in ranked:
+        for r in self.objective.ranked(tuning):
             if len(top) == self.spec.confirm:
                 break
             if r.knobs not in top:

@@ -424,7 +424,6 @@ def check_engine(
 
     from tuner.engines import engine_class
     from tuner.errors import TunerError
-    from tuner.knobs import Catalogue as CatalogueModel
     from tuner.setup import prepare
     from tuner.workloads import load_workload
 
@@ -433,7 +432,7 @@ def check_engine(
     cls = engine_class(engine)
     for attr in ("name", "fresh_process_per_load", "options"):
         assert hasattr(cls, attr), f"the adapter class declares no {attr}"
-    assert isinstance(cls.catalogue(), CatalogueModel), "catalogue() returns no Catalogue"
+    assert isinstance(cls.catalogue(), Catalogue), "catalogue() returns no Catalogue"
     versions = cls.versions()
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items()), versions
     try:

@@ -77,6 +77,7 @@ def execute(
     key = task.load_key
     cls: type[EngineBase] = EngineBase  # classifies failures before the adapter is known
     try:
+        cls = engine_class(task.engine)
         load_s = None
         reused = loaded is not None and loaded.key == key
         if not reused:
@@ -84,7 +85,6 @@ def execute(
                 loaded.close()
                 loaded = None
             progress("loading")
-            cls = engine_class(task.engine)
             start = time.perf_counter()
             options = {**task.engine_options, "log_file": log_file}
             engine = cls(Path(task.model_dir), task.load_knobs, options)
@@ -114,8 +114,6 @@ def execute(
         return outcome, loaded
     except Exception as exc:
         traceback.print_exc()
-        if loaded is not None:
-            cls = engine_class(task.engine)
         status = (
             "timeout" if isinstance(exc, EngineTimeout) else "oom" if cls.is_oom(exc) else "crashed"
         )

@@ -26,6 +26,10 @@ class EngineTimeout(Exception):
     """The engine did not become ready in time (a server that never answers, say)."""
 
 
+#: How many distinct failure messages a run, and a measurement, keep.
+KEPT_FAILURES = 3
+
+
 @dataclass(frozen=True)
 class RunOutput:
     """What one run produced, counted from what the engine returned."""

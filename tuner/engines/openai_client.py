@@ -21,11 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner.engines.base import RunOutput
+from tuner.engines.base import KEPT_FAILURES, RunOutput
 from tuner.workloads import Request
-
-#: How many distinct failure messages a run keeps.
-KEPT_FAILURES = 3
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tuner.engines import load_catalogue
-from tuner.engines.base import EngineBase, EngineFailed, EngineTimeout, RunOutput
+from tuner.engines.base import (
+    EngineBase,
+    EngineFailed,
+    EngineOutOfMemory,
+    EngineTimeout,
+    RunOutput,
+)
 from tuner.engines.openai_client import DIALECTS, OPENAI, Dialect, LoadClient, Prepared
 from tuner.errors import TunerError
 from tuner.knobs import Catalogue, Value
@@ -200,10 +206,19 @@ class ServerEngine(EngineBase):
 
     @classmethod
     def start_failure(cls, code: int, log_text: str) -> Exception:
-        """The exception for a server that exited before it was ready: its last log line."""
+        """The exception for a server that exited before it was ready, with `failure_cause`;
+        out-of-memory when the adapter's `is_oom` reads it so."""
+        cause = cls.failure_cause(log_text)
+        message = f"server exited before it was ready (code {code}): {cause}"
+        if cls.is_oom(EngineFailed(cause)):
+            return EngineOutOfMemory(message)
+        return EngineFailed(message)
+
+    @classmethod
+    def failure_cause(cls, log_text: str) -> str:
+        """Why the server stopped, from its log: its last line."""
         lines = [line.strip() for line in log_text.splitlines() if line.strip()]
-        cause = lines[-1] if lines else "no output"
-        return EngineFailed(f"server exited before it was ready (code {code}): {cause}")
+        return lines[-1] if lines else "no output"
 
     def prepare(self, requests: Sequence[Request], knobs: Mapping[str, Value]) -> Prepared:
         return self.client.prepare(requests)

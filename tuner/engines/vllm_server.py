@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tuner.engines.base import EngineFailed, EngineOutOfMemory
 from tuner.engines.openai_client import VLLM, Dialect
 from tuner.engines.server import ServerEngine
-from tuner.engines.vllm import VllmAdapter, memory_short, root_cause
+from tuner.engines.vllm import VllmAdapter, root_cause
 
 DEFAULT_SERVER_CMD = (
     "{python} -m vllm.entrypoints.openai.api_server --model {model} --host {host} "
@@ -29,10 +28,6 @@ class VllmServer(VllmAdapter, ServerEngine):
     dialect: ClassVar[Dialect] = VLLM
 
     @classmethod
-    def start_failure(cls, code: int, log_text: str) -> Exception:
-        lines = [line.strip() for line in log_text.splitlines() if line.strip()]
-        cause = root_cause(log_text) or (lines[-1] if lines else "no output")
-        message = f"server exited before it was ready (code {code}): {cause}"
-        if memory_short(cause):
-            return EngineOutOfMemory(message)
-        return EngineFailed(message)
+    def failure_cause(cls, log_text: str) -> str:
+        """vLLM's own error message, or the log's last line."""
+        return root_cause(log_text) or super().failure_cause(log_text)

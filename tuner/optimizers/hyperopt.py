@@ -27,14 +27,10 @@ from tuner.optimizers.base import Proposal, initial_design_size
 from tuner.space import Knob, SearchSpace
 
 
-def _ordinal(knob: Knob) -> bool:
-    return knob.type in ("int", "float") and len(knob.choices) > 1
-
-
 def expression(name: str, knob: Knob) -> Any:
     """The Hyperopt expression of a knob."""
     low, high = knob.low or 0.0, knob.high or 0.0
-    if _ordinal(knob):
+    if knob.ordinal:
         return hp.quniform(name, -0.5, len(knob.choices) - 0.5, 1)
     if knob.type == "int":
         if knob.log and low > 0:
@@ -72,7 +68,7 @@ class HyperoptTpe:
 
     def _value(self, name: str, raw: Any) -> Value:
         knob = self.space.knobs[name]
-        if _ordinal(knob):
+        if knob.ordinal:
             return knob.choices[min(max(round(raw), 0), len(knob.choices) - 1)]
         if knob.type == "int":
             return min(max(round(raw), int(knob.low or 0)), int(knob.high or 0))
@@ -85,7 +81,7 @@ class HyperoptTpe:
         encoded: dict[str, Any] = {}
         for name, value in values.items():
             knob = self.space.knobs[name]
-            if _ordinal(knob) or knob.type not in ("int", "float"):
+            if not knob.ranged:
                 encoded[name] = knob.choices.index(value)
             else:
                 encoded[name] = value

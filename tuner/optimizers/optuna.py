@@ -18,14 +18,10 @@ from tuner.optimizers.base import Proposal, initial_design_size
 from tuner.space import Knob, SearchSpace
 
 
-def _ordinal(knob: Knob) -> bool:
-    return knob.type in ("int", "float") and len(knob.choices) > 1
-
-
 def distribution(knob: Knob) -> Any:
     """The Optuna distribution of a knob (ordered value sets as indices)."""
     d = optuna.distributions
-    if _ordinal(knob):
+    if knob.ordinal:
         return d.IntDistribution(0, len(knob.choices) - 1)
     if knob.type == "int":
         return d.IntDistribution(int(knob.low or 0), int(knob.high or 0), log=knob.log)
@@ -36,7 +32,7 @@ def distribution(knob: Knob) -> Any:
 
 def suggest(trial: Any, name: str, knob: Knob) -> Any:
     """The trial's value of a knob, by the suggestion that matches `distribution(knob)`."""
-    if _ordinal(knob):
+    if knob.ordinal:
         return trial.suggest_int(name, 0, len(knob.choices) - 1)
     if knob.type == "int":
         return trial.suggest_int(name, int(knob.low or 0), int(knob.high or 0), log=knob.log)
@@ -72,7 +68,7 @@ class OptunaTpe:
     def _params(self, knobs: Mapping[str, Value]) -> dict[str, Any]:
         values = self.space.searched_values(knobs)
         return {
-            n: self.space.knobs[n].choices.index(v) if _ordinal(self.space.knobs[n]) else v
+            n: self.space.knobs[n].choices.index(v) if self.space.knobs[n].ordinal else v
             for n, v in values.items()
         }
 
@@ -84,7 +80,7 @@ class OptunaTpe:
             if any(state.get(p) not in allowed for p, allowed in knob.when):
                 continue
             value = suggest(trial, name, knob)
-            values[name] = knob.choices[int(value)] if _ordinal(knob) else value
+            values[name] = knob.choices[int(value)] if knob.ordinal else value
         origin = "start" if self.queued > 0 else "tpe"
         self.queued -= 1
         return Proposal(self.space.assemble(values), origin, trial)

@@ -22,7 +22,7 @@ from tuner.space import Knob, SearchSpace
 
 def draw(knob: Knob, rng: random.Random) -> Value:
     """One value of `knob`, uniformly (log-uniformly on a log range)."""
-    if knob.choices and (knob.type not in ("int", "float") or len(knob.choices) > 1):
+    if not knob.ranged:
         return rng.choice(knob.choices)
     assert knob.low is not None and knob.high is not None
     if knob.log and knob.low > 0:

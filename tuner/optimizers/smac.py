@@ -35,7 +35,7 @@ def configspace(space: SearchSpace, seed: int = 0) -> Any:
     cs = ConfigurationSpace(seed=seed)
     params = {}
     for name, knob in space.knobs.items():
-        if knob.type in ("int", "float") and len(knob.choices) > 1:
+        if knob.ordinal:
             params[name] = OrdinalHyperparameter(
                 name, list(knob.choices), default_value=knob.default
             )
