@@ -20,10 +20,10 @@ from tuner.export import FORMATS, export, hf_kwargs
 from tuner.profiles import Profile, read_profile
 
 PROFILES = Path(__file__).parent.parent / "profiles"
-VLLM_CPU = PROFILES / "cpu/vllm/synthetic-tiny-llama--humaneval.json"
-VLLM_SERVER_CPU = PROFILES / "cpu/vllm-server/synthetic-tiny-llama--humaneval.json"
-HF_CPU = PROFILES / "cpu/hf/synthetic-tiny-llama--humaneval.json"
-HF_H100 = PROFILES / "nvidia-h100-80gb-hbm3/hf/synthetic-llama-1b--humaneval.json"
+VLLM_CPU = PROFILES / "cpu/vllm/synthetic-tiny-llama--humaneval-164x64.json"
+VLLM_SERVER_CPU = PROFILES / "cpu/vllm-server/synthetic-tiny-llama--humaneval-164x64.json"
+HF_CPU = PROFILES / "cpu/hf/synthetic-tiny-llama--humaneval-64x16.json"
+HF_H100 = PROFILES / "nvidia-h100-80gb-hbm3/hf/synthetic-llama-1b--humaneval-64x64.json"
 needs_vllm = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None, reason="vLLM is not installed"
 )

@@ -20,7 +20,13 @@ def fake_space():  # type: ignore[no-untyped-def]
 
 def loss(knobs):  # type: ignore[no-untyped-def]
     rate = surface(knobs)
-    return None if rate is None else -rate
+    return None if rate is None else (-rate,)
+
+
+def two_losses(knobs):  # type: ignore[no-untyped-def]
+    """Speed against a cost that grows with the batch: the two pull apart."""
+    rate = surface(knobs)
+    return None if rate is None else (-rate, float(knobs["batch_size"]))
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -59,6 +65,31 @@ def test_model_based_methods_propose_the_starts_first_and_learn(name: str, tmp_p
     assert best >= 0.5 * peak()[1]
 
 
+@pytest.mark.parametrize("name", [n for n in OPTIMIZERS if n != "hyperopt-tpe"])
+def test_multi_objective_methods_take_one_loss_per_objective(name: str, tmp_path: Path) -> None:
+    space = fake_space()
+    optimizer = make_optimizer(
+        name, space, budget=12, seed=0, output_dir=tmp_path, starts=[], objectives=2
+    )
+    optimizer.observe(space.default_knobs(), two_losses(space.default_knobs()))
+    seen = set()
+    for _ in range(12):
+        proposal = optimizer.ask()
+        assert space.complete(proposal.knobs) == proposal.knobs
+        seen.add(tuple(sorted(proposal.knobs.items())))
+        optimizer.tell(proposal.handle, two_losses(proposal.knobs))
+    assert len(seen) > 3
+
+
+def test_hyperopt_takes_one_objective_only(tmp_path: Path) -> None:
+    with pytest.raises(TunerError, match="hyperopt-tpe optimizes one objective; for a Pareto"):
+        make_optimizer(
+            "hyperopt-tpe", fake_space(), budget=5, seed=0, output_dir=tmp_path, objectives=2
+        )
+    with pytest.raises(TunerError, match="hyperopt-tpe optimizes one objective"):
+        check_available("hyperopt-tpe", objectives=2)
+
+
 def test_an_unknown_optimizer_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(TunerError, match="unknown optimizer 'tpe'; known: gp, rf, random"):
         make_optimizer("tpe", fake_space(), budget=5, seed=0, output_dir=tmp_path)
@@ -68,7 +99,7 @@ def test_an_unknown_optimizer_is_one_line(tmp_path: Path) -> None:
 def test_observing_knobs_outside_the_space_fails(name: str, tmp_path: Path) -> None:
     optimizer = make_optimizer(name, fake_space(), budget=5, seed=0, output_dir=tmp_path)
     with pytest.raises((TunerError, ValueError)):
-        optimizer.observe({"batch_size": 1, "kernel": "quantum", "cache": "dynamic"}, -1.0)
+        optimizer.observe({"batch_size": 1, "kernel": "quantum", "cache": "dynamic"}, (-1.0,))
 
 
 def test_a_missing_optional_library_is_one_line_before_any_study(

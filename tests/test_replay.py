@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from tuner.cli import app
 from tuner.errors import TunerError
 from tuner.landscape import read_landscape
+from tuner.profiles import read_profile, write_profile
 from tuner.replay import load_replay
 from tuner.setup import prepare
 from tuner.study import replay_study as study_of
@@ -106,7 +107,7 @@ def test_knobs_outside_the_table_are_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_tune_on_a_replay_prints_the_ratio_and_writes_no_profile(tmp_path: Path) -> None:
+def test_tune_on_a_replay_prints_the_ratio_and_writes_the_tables_profile(tmp_path: Path) -> None:
     profiles = tmp_path / "profiles"
     result = runner.invoke(
         app,
@@ -129,7 +130,63 @@ def test_tune_on_a_replay_prints_the_ratio_and_writes_no_profile(tmp_path: Path)
     assert data["table_optimum"]["output_tokens_per_s"] == pytest.approx(
         read_landscape(H100).optimum().output_tokens_per_s
     )
-    assert not list(profiles.rglob("*.json"))
+    profile = read_profile(Path(data["profile"]))
+    # The table's machine and figures, marked as replayed.
+    assert profile.gpu.slug == "nvidia-h100-80gb-hbm3" and profile.replay == str(H100)
+    assert profile.shape == "humaneval-64x16" and profile.front == []
+    # A replay never replaces a measured profile.
+    measured = profile.model_copy(update={"replay": None})
+    write_profile(measured, Path(data["profile"]))
+    again = runner.invoke(
+        app,
+        ["tune", "--engine", f"replay:{H100}", "--trials", "4", "--run-dir",
+         str(tmp_path / "r2"), "--profiles-dir", str(profiles)],
+    )  # fmt: skip
+    assert again.exit_code == 2 and "holds a measured profile; a replay does not" in again.output
+    assert read_profile(Path(data["profile"])).replay is None
+
+
+@pytest.mark.parametrize("second", ["joules_per_token", "peak_memory_mib"])
+def test_a_two_objective_replay_writes_a_front_and_exports_each_end(
+    second: str, tmp_path: Path
+) -> None:
+    profiles = tmp_path / "profiles"
+    result = runner.invoke(
+        app,
+        [
+            "tune", "--engine", f"replay:{H100}", "--trials", "24",
+            "--objective", "output_tokens_per_s", "--objective", second,
+            "--run-dir", str(tmp_path / "r"), "--profiles-dir", str(profiles), "--json",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    path = Path(json.loads(result.stdout)["profile"])
+    assert path.name == f"synthetic-tiny-llama--humaneval-64x16--output_tokens_per_s+{second}.json"
+    profile = read_profile(path)
+    goal = profile.goal()
+    points = [[o.of(p.measurement) for o in goal.objectives] for p in profile.front]
+    assert points and all(None not in p for p in points)
+    for i, (speed, cost) in enumerate(points):
+        for j, (other_speed, other_cost) in enumerate(points):
+            if i != j:  # no point is as fast and as cheap as another, and better in one
+                assert not (other_speed >= speed and other_cost <= cost)  # type: ignore[operator]
+    assert [p[0] for p in points] == sorted((p[0] for p in points), reverse=True)
+    ends = {}
+    for pick in ("fastest", "0", str(len(points) - 1)):
+        out = runner.invoke(app, ["profile", "export", str(path), "--pick", pick])
+        assert out.exit_code == 0, out.output
+        ends[pick] = json.loads(out.stdout)["knobs"]
+    assert ends["fastest"] == ends["0"] == profile.front[0].knobs
+    assert ends[str(len(points) - 1)] == profile.front[-1].knobs
+    if second == "joules_per_token":
+        out = runner.invoke(app, ["profile", "export", str(path), "--pick", "most-efficient"])
+        thriftiest = min(profile.front, key=lambda p: goal.objectives[1].of(p.measurement))  # type: ignore[arg-type,return-value]
+        assert json.loads(out.stdout)["knobs"] == thriftiest.knobs
+    else:
+        # Memory and speed pull apart on this table: the front has two ends.
+        assert len(points) >= 2 and ends["0"] != ends[str(len(points) - 1)]
+    bad = runner.invoke(app, ["profile", "export", str(path), "--pick", "99"])
+    assert bad.exit_code == 2 and "--pick takes best, fastest, most-efficient" in bad.output
 
 
 @pytest.mark.parametrize(

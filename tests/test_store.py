@@ -16,8 +16,8 @@ from tuner.store import diff, for_machine, pick, read_store, resolve
 from tuner.testing import fake_hardware
 
 COMMITTED = Path(__file__).parent.parent / "profiles"
-H100 = "nvidia-h100-80gb-hbm3/hf/synthetic-llama-1b--humaneval"
-CPU_HF = "cpu/hf/synthetic-tiny-llama--humaneval"
+H100 = "nvidia-h100-80gb-hbm3/hf/synthetic-llama-1b--humaneval-64x64"
+CPU_HF = "cpu/hf/synthetic-tiny-llama--humaneval-64x16"
 
 
 @pytest.fixture
@@ -51,10 +51,10 @@ def test_same_architecture_counts_before_memory(tmp_path: Path, store: Path) -> 
     hopper = json.loads((store / f"{H100}.json").read_text())
     hopper["gpu"].update(slug="hopper-141", name="Hopper 141", memory_mib=144_000)
     for p in (ampere, hopper):
-        target = store / p["gpu"]["slug"] / "hf" / "synthetic-llama-1b--humaneval.json"
+        target = store / p["gpu"]["slug"] / "hf" / "synthetic-llama-1b--humaneval-64x64.json"
         target.parent.mkdir(parents=True)
         target.write_text(json.dumps(p))
-    (store / H100.split("/")[0]).joinpath("hf", "synthetic-llama-1b--humaneval.json").unlink()
+    (store / H100.split("/")[0]).joinpath("hf", "synthetic-llama-1b--humaneval-64x64.json").unlink()
     h100_nvl = fake_hardware("NVIDIA H100 NVL", 95_830, "9.0")
     lookup = for_machine(read_store(store), h100_nvl, engine="hf")
     assert lookup.closest == "hopper-141"

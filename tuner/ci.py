@@ -1,18 +1,21 @@
-"""`tuner ci`: hold a committed profile's throughput in continuous integration.
+"""`tuner ci`: hold a committed profile's throughput, and its limits, in continuous integration.
 
 A small config file names the engine, model and workload, a bounded job (`bench`: measure the
 profile's configuration once; `tune`: a short study) and a tolerance. The job runs as a study in
-a run directory of its own (its report and trials are CI artifacts), its best figure is compared
-with the profile committed for the GPU it ran on, and the verdict is written as a Markdown summary
-and a JUnit XML file. A regression beyond the tolerance is exit code 3; `update_profile` writes the
-new profile instead (a regression then replaces the profile, exit 0).
+a run directory of its own (its report and trials are CI artifacts) under the goal the profile was
+tuned for (its objectives and limits), its best figure is compared with the profile committed for
+the GPU it ran on, and the verdict is written as a Markdown summary and a JUnit XML file. A
+regression beyond the tolerance, or a held configuration that now breaks the profile's limits
+(an SLO), is exit code 3; `update_profile` writes the new profile instead (a regression then
+replaces the profile, exit 0). A run on another workload shape than the held profile's is bad
+input (exit 2), not a regression: the figures would not compare.
 """
 
 from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -25,13 +28,20 @@ from tuner.executor import NullObserver, Observer
 from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol
-from tuner.objective import objective
-from tuner.profiles import Profile, build_profile, profile_key, read_profile, write_profile
+from tuner.profiles import (
+    Profile,
+    build_profile,
+    profile_key,
+    read_profile,
+    tuned_for,
+    workload_shape,
+    write_profile,
+)
 from tuner.rundir import StudySpec
 from tuner.setup import prepare
 from tuner.store import check_engine
 from tuner.study import Study, StudyOutcome
-from tuner.workloads import load_workload
+from tuner.workloads import load_workload, summarize
 
 
 class CiConfig(BaseModel):
@@ -57,11 +67,18 @@ class CiConfig(BaseModel):
     profile: str = Field(
         default="auto",
         description="the profile to hold: auto (<profiles_dir>/<this GPU>/<engine>/"
-        "<model>--<workload>.json) or a path",
+        "<model>--<workload>-<requests>x<tokens>[--<objectives>][--<limits>].json) or a path",
     )
     profiles_dir: Path = Path("profiles")
     update_profile: bool = Field(
         default=False, description="write the new profile (where none exists, or to replace it)"
+    )
+    objectives: list[str] = Field(
+        default=["output_tokens_per_s"],
+        description="what the profile was tuned for (finds it under profile: auto)",
+    )
+    constraints: list[str] = Field(
+        default=[], description="the limits it was tuned within, as metric<=value"
     )
     set: dict[str, Value] = Field(default={}, description="knobs held at these values")
     protocol: Protocol = Protocol()
@@ -95,7 +112,7 @@ def load_config(path: Path) -> CiConfig:
         raise TunerError(f"{path}: {describe(exc)}") from None
 
 
-Verdict = Literal["pass", "regression", "failed", "new profile", "replaced"]
+Verdict = Literal["pass", "regression", "slo breach", "failed", "new profile", "replaced"]
 
 
 @dataclass
@@ -112,6 +129,7 @@ class CiOutcome:
     run_dir: Path
     written: Path | None
     gpu: str
+    breaches: list[str] = field(default_factory=list)
 
     @property
     def held_rate(self) -> float | None:
@@ -119,24 +137,27 @@ class CiOutcome:
 
     @property
     def exit_code(self) -> int:
-        return {"pass": 0, "new profile": 0, "replaced": 0, "failed": 1, "regression": 3}[
-            self.verdict
-        ]
+        codes = {"pass": 0, "new profile": 0, "replaced": 0, "failed": 1, "regression": 3}
+        return codes.get(self.verdict, 3)
 
 
 def _median(profile: Profile | None) -> float | None:
-    """The held profile's figure under the objective it was tuned for."""
-    return objective(profile.objective).of(profile.best.measurement) if profile else None
+    """The held profile's figure under the goal it was tuned for."""
+    return profile.goal().of(profile.best.measurement) if profile else None
 
 
-def _held(config: CiConfig, key_path: Path, gpu_slug: str) -> tuple[Path, Profile | None]:
+def _held(
+    config: CiConfig, key_path: Path, gpu_slug: str, shape: str
+) -> tuple[Path, Profile | None]:
     path = key_path if config.profile == "auto" else Path(config.profile)
     if not path.is_file():
         if config.update_profile:
             return path, None
+        others = sorted(p.name for p in key_path.parent.glob(f"{key_path.name.split('--')[0]}--*"))
         raise TunerError(
-            f"no profile to hold at {path}; set update_profile: true (or pass --update) to "
-            "write one from this run"
+            f"no profile to hold at {path} (this run: {shape}"
+            + (f"; profiles of this model here: {', '.join(others)}" if others else "")
+            + "); set update_profile: true (or pass --update) to write one from this run"
         )
     profile = read_profile(path)
     check_engine(profile, path, key_path.parent.name)
@@ -144,6 +165,12 @@ def _held(config: CiConfig, key_path: Path, gpu_slug: str) -> tuple[Path, Profil
         raise TunerError(
             f"{path} was measured on {profile.gpu.name}; this machine is {gpu_slug}: "
             "throughput on one GPU model does not hold another's"
+        )
+    if profile.shape != shape:
+        raise TunerError(
+            f"{path} was tuned on {profile.shape} and this run is {shape}: figures of "
+            "different workload shapes do not compare; set requests and output_tokens to the "
+            "profile's, or hold a profile of this shape"
         )
     return path, profile
 
@@ -154,10 +181,16 @@ def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
         config.workload, requests=config.requests, output_tokens=config.output_tokens
     )
     setup = prepare(config.engine, config.model, workload, options=config.engine_options)
-    key = profile_key(
-        setup.hardware.slug, setup.catalogue.engine, setup.model.slug, setup.workload.slug
+    shape = workload_shape(
+        setup.workload.slug, len(setup.requests), summarize(setup.requests)["mean_output_tokens"]
     )
-    held_path, held = _held(config, config.profiles_dir / f"{key}.json", setup.hardware.slug)
+    key = profile_key(
+        setup.hardware.slug,
+        setup.catalogue.engine,
+        setup.model.slug,
+        tuned_for(shape, config.objectives, config.constraints),
+    )
+    held_path, held = _held(config, config.profiles_dir / f"{key}.json", setup.hardware.slug, shape)
     pinned = dict(config.set)
     if config.job == "bench" and held is not None:
         pinned = {**held.best.knobs, **pinned}
@@ -174,23 +207,38 @@ def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
         confirm=0 if config.job == "bench" else 2,
         time_budget_s=config.time_budget_s if config.job == "tune" else None,
         seed=config.seed,
+        # Like with like: the goal the held profile was tuned for, its limits included.
+        objectives=held.objectives if held else config.objectives,
+        constraints=held.constraints if held else config.constraints,
         protocol=config.protocol,
         pinned=setup.space.pinned,
         engine_options=config.engine_options,
     )
     study = Study.create(spec, config.run_dir or Path("runs") / f"ci-{stamp}", setup)
     outcome = study.run(observer or NullObserver())
-    measured = study.objective.value(outcome.best) if outcome.best else None
+    goal = study.goal
+    breaches: list[str] = []
+    ran = [r for r in outcome.results if r.status == "ok" and r.measurement is not None]
+    if outcome.best is None and ran:
+        # It ran, and broke a limit: the best of what ran, and what it broke.
+        closest = max(ran, key=lambda r: (goal.value(r) or 0.0) * (1 if goal.maximize else -1))
+        breaches = goal.breaches(closest.measurement)
+    shown = outcome.best or (closest if breaches else None)
+    measured = goal.value(shown) if shown else None
     held_rate = _median(held)
-    ratio = measured / held_rate if measured is not None and held_rate else None
+    ratio = None
+    if measured is not None and held_rate:
+        ratio = measured / held_rate if goal.maximize else held_rate / measured
     written = None
-    if measured is None:
-        verdict: Verdict = "failed"
+    if breaches:
+        verdict: Verdict = "slo breach"
+    elif measured is None:
+        verdict = "failed"
     elif held is None:
         verdict = "new profile"
     else:
         verdict = "pass" if ratio is not None and ratio >= 1 - config.tolerance else "regression"
-    if measured is not None and config.update_profile:
+    if outcome.best is not None and config.update_profile:
         written = write_profile(build_profile(study, outcome), held_path)
         if verdict == "regression":
             verdict = "replaced"  # asked to write the new profile instead of failing
@@ -205,6 +253,7 @@ def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
         study.run_dir,
         written,
         setup.hardware.gpu_name,
+        breaches,
     )
     write_outputs(result, config)
     return result
@@ -218,6 +267,7 @@ HEADLINE = {
     "failed": "FAILED: no configuration ran to the end",
     "new profile": "NEW PROFILE: nothing to hold yet",
     "replaced": "PROFILE REPLACED: below the tolerance, and asked to write the new profile",
+    "slo breach": "SLO BREACH: the configuration no longer keeps the profile's limits",
 }
 
 
@@ -225,6 +275,8 @@ def summary_markdown(o: CiOutcome) -> str:
     """The verdict and its figures, for a CI job's summary."""
     best = o.study.best
     lines = [f"## tuner ci: {HEADLINE[o.verdict]}", ""]
+    if o.breaches:
+        lines += [f"- {b}" for b in o.breaches] + [""]
     if o.ratio is not None:
         floor = 1 - o.tolerance
         lines += [
@@ -291,6 +343,9 @@ def junit_xml(o: CiOutcome) -> str:
             message=f"{o.ratio:.3f} of the old profile; the new profile replaced it",
         )
         skipped = 1
+    elif o.verdict == "slo breach":
+        ET.SubElement(throughput, "failure", message="; ".join(o.breaches))
+        failures = 1
     elif o.verdict == "regression":
         ET.SubElement(
             throughput,
@@ -332,6 +387,7 @@ def outcome_json(o: CiOutcome) -> dict[str, Any]:
         "profile_output_tokens_per_s": o.held_rate,
         "ratio": o.ratio,
         "tolerance": o.tolerance,
+        "breaches": o.breaches,
         "profile": str(o.held_path),
         "profile_written": str(o.written) if o.written else None,
         "run_dir": str(o.run_dir),

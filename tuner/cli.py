@@ -21,7 +21,8 @@ from tuner.errors import TunerError
 
 EXIT_CODES = (
     "Exit codes: 0 done; 1 ran, but no configuration succeeded; 2 bad input; "
-    "3 (tuner ci) throughput fell below the profile by more than the tolerance; "
+    "3 (tuner ci) throughput fell below the profile by more than the tolerance, or the held "
+    "configuration broke the profile's limits; "
     "130 interrupted (finished trials are kept)."
 )
 app = typer.Typer(
@@ -94,6 +95,35 @@ ServerDialect = Annotated[
 Concurrency = Annotated[
     int | None, typer.Option(min=1, help="Server engines: requests in flight at most.")
 ]
+Objectives = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--objective",
+        help="What to optimize (repeat for a Pareto front): output_tokens_per_s (default), "
+        "goodput (requests/s within every latency limit), goodput_tokens_per_s, "
+        "joules_per_token, output_tokens_per_s_per_w, requests_per_s, or a latency "
+        "percentile such as ttft_p99_ms.",
+    ),
+]
+Slo = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--slo",
+        help="A limit every chosen configuration keeps, metric<=value (repeatable): "
+        "ttft_p99_ms<=500, itl_p99_ms<=50, e2e_p90_ms<=2000, any {ttft,itl,e2e}_"
+        "{mean,p50,p90,p99}_ms; or any metric, e.g. output_tokens_per_s>=100.",
+    ),
+]
+MaxMemory = Annotated[
+    float | None, typer.Option(min=0, help="Limit on peak GPU memory (MiB, GPU telemetry).")
+]
+MaxPower = Annotated[
+    float | None, typer.Option(min=0, help="Limit on peak GPU power (W, GPU telemetry).")
+]
+MaxJoules = Annotated[
+    float | None,
+    typer.Option(min=0, help="Limit on joules per output token (GPU telemetry)."),
+]
 RequestRate = Annotated[
     float | None, typer.Option(min=0.001, help="Server engines: requests/s, Poisson arrivals.")
 ]
@@ -139,11 +169,32 @@ def _engine_options(**given: Any) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _optimizer(name: str) -> Any:
+def _optimizer(name: str, objectives: int = 1) -> Any:
     from tuner.optimizers import check_available
 
-    check_available(name)
+    check_available(name, objectives)
     return name
+
+
+def _goal(
+    objectives: list[str] | None,
+    slo: list[str] | None,
+    max_memory_mib: float | None,
+    max_power_w: float | None,
+    max_joules_per_token: float | None,
+) -> tuple[list[str], list[str]]:
+    """The objectives and constraints as the study spec keeps them, checked (one line)."""
+    from tuner.objective import goal
+
+    limits = {
+        "peak_memory_mib": max_memory_mib,
+        "peak_power_w": max_power_w,
+        "joules_per_token": max_joules_per_token,
+    }
+    constraints = [*(slo or []), *(f"{n}<={v:g}" for n, v in limits.items() if v is not None)]
+    names = objectives or ["output_tokens_per_s"]
+    parsed = goal(names, constraints)
+    return names, [c.text for c in parsed.constraints]
 
 
 @app.command(epilog=EXIT_CODES)
@@ -196,6 +247,11 @@ def tune(
     concurrency: Concurrency = None,
     request_rate: RequestRate = None,
     server_dialect: ServerDialect = None,
+    objective: Objectives = None,
+    slo: Slo = None,
+    max_memory_mib: MaxMemory = None,
+    max_power_w: MaxPower = None,
+    max_joules_per_token: MaxJoules = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Run directory (default: runs/<time>-<engine>-...).")
     ] = None,
@@ -213,7 +269,10 @@ def tune(
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Search the engine's knobs with SMAC3 and write the best configuration as a profile."""
+    """Search the engine's knobs with SMAC3 and write the best configuration as a profile.
+
+    With --slo (and the other limits), only configurations that keep every limit can be chosen;
+    with several --objective, the profile keeps the Pareto front."""
     from tuner.replay import is_replay
     from tuner.rundir import StudySpec, check_writable, run_dir_for
     from tuner.setup import prepare
@@ -228,6 +287,9 @@ def tune(
         else:
             if trials is None and time_budget is None:
                 trials = 12
+            objectives, constraints = _goal(
+                objective, slo, max_memory_mib, max_power_w, max_joules_per_token
+            )
             if is_replay(engine):
                 if model is not None:
                     raise TunerError("a replay takes its model and workload from the table")
@@ -258,7 +320,9 @@ def tune(
                 time_budget_s=time_budget,
                 seed=seed,
                 confirm=confirm,
-                optimizer=_optimizer(optimizer),
+                optimizer=_optimizer(optimizer, len(objectives)),
+                objectives=objectives,
+                constraints=constraints,
                 protocol=_protocol(
                     repeats,
                     run_time_limit,
@@ -316,20 +380,31 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
             f"tuner tune --resume {study.run_dir}"
         )
         raise typer.Exit(130) from None
+    goal = study.goal
     if outcome.best is None:
-        err.print(
-            f"[red]no trial succeeded[/] ({len(outcome.results)} trials); see the trials "
-            f"and worker logs in {study.run_dir}"
-        )
+        ran = [r for r in outcome.results if r.status == "ok"]
+        if ran and goal.constraints:
+            limits = ", ".join(c.text for c in goal.constraints)
+            err.print(
+                f"[red]no configuration met the limits[/] ({limits}): "
+                f"{len(ran)} of {len(outcome.results)} trials ran, none within them; no "
+                f"profile written. Trials and worker logs: {study.run_dir}"
+            )
+        else:
+            err.print(
+                f"[red]no trial succeeded[/] ({len(outcome.results)} trials); see the trials "
+                f"and worker logs in {study.run_dir}"
+            )
         if not quiet:
-            out.print(trials_table(outcome.results, None, out.width))
+            out.print(trials_table(outcome.results, None, out.width, goal))
         raise typer.Exit(1)
     report = _study_report(study.run_dir, quiet=quiet)
-    if is_replay(study.spec.engine):
-        _replay_summary(study, outcome, json_=json_, quiet=quiet)
-        return
     profile = build_profile(study, outcome)
-    path = write_profile(profile, profile_path(profiles_dir, profile))
+    with user_errors():
+        path = write_profile(profile, profile_path(profiles_dir, profile))
+    if is_replay(study.spec.engine):
+        _replay_summary(study, outcome, path, json_=json_, quiet=quiet)
+        return
     if json_:
         emit_json(
             {
@@ -340,6 +415,9 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
                 "gpu_s": outcome.gpu_s,
                 "wall_s": outcome.wall_s,
                 "best": profile.best.model_dump(mode="json"),
+                "objectives": profile.objectives,
+                "constraints": profile.constraints,
+                "front": [p.model_dump(mode="json") for p in profile.front],
                 "speedup": profile.speedup,
                 "trials": [
                     {
@@ -347,6 +425,8 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
                         "origin": r.origin,
                         "status": r.status,
                         "output_tokens_per_s": r.output_tokens_per_s,
+                        "objectives": [o.of(r.measurement) for o in goal.objectives],
+                        "infeasible": goal.feasible(r),
                         "knobs": r.knobs,
                         "reason": r.reason,
                     }
@@ -356,7 +436,7 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
         )
         return
     if not quiet:
-        out.print(trials_table(outcome.results, outcome.best, out.width))
+        out.print(trials_table(outcome.results, outcome.best, out.width, goal))
         out.print(profile_table(profile))
         out.print(f"stopped: {outcome.stopped}")
     out.print(f"profile written: {path}")
@@ -403,24 +483,26 @@ def report(
         out.print(f"report written: {written.markdown} and {written.html}")
 
 
-def _replay_summary(study: Any, outcome: Any, *, json_: bool, quiet: bool) -> None:
-    """A replayed study writes no profile: its figures are the table's, not this machine's."""
+def _replay_summary(study: Any, outcome: Any, profile: Path, *, json_: bool, quiet: bool) -> None:
+    """A replayed study's pick against the table's optimum under the same goal; its profile
+    is the table's machine's, with recorded figures."""
     from tuner.console import trials_table
 
     table = study.setup.replay.table
-    optimum = table.optimum()
+    goal = study.goal
+    optimum = table.optimum(goal)
     best = outcome.best
-    ratio = best.output_tokens_per_s / optimum.output_tokens_per_s
+    picked, top = goal.value(best), goal.value(optimum)
+    ratio = picked / top if goal.maximize else top / picked
     cost = outcome.gpu_s
     if json_:
         emit_json(
             {
                 "run_dir": str(study.run_dir),
-                "best": {"knobs": best.knobs, "output_tokens_per_s": best.output_tokens_per_s},
-                "table_optimum": {
-                    "knobs": optimum.knobs,
-                    "output_tokens_per_s": optimum.output_tokens_per_s,
-                },
+                "profile": str(profile),
+                "objective": goal.name,
+                "best": {"knobs": best.knobs, goal.name: picked},
+                "table_optimum": {"knobs": optimum.knobs, goal.name: top},
                 "ratio_to_optimum": ratio,
                 "recorded_gpu_s": cost,
                 "trials": len(outcome.results),
@@ -428,13 +510,13 @@ def _replay_summary(study: Any, outcome: Any, *, json_: bool, quiet: bool) -> No
         )
         return
     if not quiet:
-        out.print(trials_table(outcome.results, best, out.width))
+        out.print(trials_table(outcome.results, best, out.width, goal))
     out.print(
-        f"replay of {table.gpu.name}: best {best.output_tokens_per_s:,.1f} tok/s, "
-        f"{ratio:.1%} of the table's optimum ({optimum.output_tokens_per_s:,.1f} tok/s), "
-        f"{len(outcome.results)} trials, {cost:,.0f} recorded GPU-seconds; no profile written "
-        "(the figures are recorded ones)"
+        f"replay of {table.gpu.name}: best {goal.primary.fmt(picked)} ({goal.label}), "
+        f"{ratio:.1%} of the table's optimum ({goal.primary.fmt(top)}), "
+        f"{len(outcome.results)} trials, {cost:,.0f} recorded GPU-seconds"
     )
+    out.print(f"profile written: {profile} (the table's machine and recorded figures)")
 
 
 @app.command(epilog=EXIT_CODES)
@@ -528,8 +610,9 @@ def bench(
 @app.command(
     epilog="Exit codes: 0 throughput held (or, with --update, the new profile was written); "
     "1 no configuration "
-    "ran to the end; 2 bad input (the config, a missing or mismatched profile); 3 throughput "
-    "fell below the profile by more than the tolerance; 130 interrupted."
+    "ran to the end; 2 bad input (the config, a missing or mismatched profile, another workload "
+    "shape); 3 throughput fell below the profile by more than the tolerance, or its limits "
+    "(an SLO) broke; 130 interrupted."
 )
 def ci(
     config: Annotated[
@@ -565,10 +648,15 @@ def ci(
     if json_:
         emit_json(outcome_json(outcome))
     elif not quiet:
-        style = {"failed": "red", "regression": "red", "replaced": "yellow"}.get(
-            outcome.verdict, "green"
-        )
+        style = {
+            "failed": "red",
+            "regression": "red",
+            "slo breach": "red",
+            "replaced": "yellow",
+        }.get(outcome.verdict, "green")
         out.print(f"[{style}]{HEADLINE[outcome.verdict]}[/]")
+        for breach in outcome.breaches:
+            out.print(f"  {escape(breach)}")
         if outcome.ratio is not None:
             out.print(
                 f"{outcome.measured:,.1f} output tok/s, {outcome.ratio:.3f} of the profile's "

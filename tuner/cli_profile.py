@@ -209,18 +209,27 @@ def profile_export(
     output: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write to this file (default: stdout).")
     ] = None,
+    pick: Annotated[
+        str,
+        typer.Option(
+            help="Which configuration: best (the chosen one), or a point of the Pareto front of "
+            "a several-objective profile: fastest (most output tok/s), most-efficient (fewest "
+            "J per output token), or its index (0 = best on the first objective).",
+        ),
+    ] = "best",
     directory: Dir = DEFAULT_DIR,
     gpu: Gpu = None,
     engine: EngineFilter = None,
     model: ModelFilter = None,
     workload: WorkloadFilter = None,
 ) -> None:
-    """Write a profile's best configuration in a form an engine or a deployment takes."""
+    """Write a profile's best configuration (or a point of its front) in a form an engine or a
+    deployment takes."""
     from tuner.export import export
 
     with user_errors():
         _, profile = load(ref, directory, gpu, engine, model, workload)
-        text = export(profile, fmt)
+        text = export(profile.pick(pick), fmt)
         if output is None:
             sys.stdout.write(text)
             return

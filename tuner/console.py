@@ -14,6 +14,7 @@ from tuner.fmt import fmt_knobs, fmt_rate, fmt_value
 from tuner.hardware import Hardware
 from tuner.knobs import Value
 from tuner.measure import Measurement
+from tuner.objective import Goal
 from tuner.profiles import Profile
 from tuner.space import SearchSpace
 from tuner.store import Row
@@ -91,18 +92,24 @@ WIDE = 120
 
 
 def trials_table(
-    results: Sequence[TrialResult], best: TrialResult | None, width: int = WIDE
+    results: Sequence[TrialResult],
+    best: TrialResult | None,
+    width: int = WIDE,
+    goal: Goal | None = None,
 ) -> Table:
     """One row per trial: status, median tok/s with its spread, and its knobs in one column that
     wraps (`name=value ...`), so that the table stays readable at 80 columns (CI logs). On a
     terminal of `WIDE` columns or more it also shows the trial's origin, the cold run and the
-    model load."""
+    model load. With a `goal` other than output tok/s, a column per objective, and under the
+    knobs why a measured trial is infeasible."""
+    extra = [o for o in goal.objectives if o.name != "output_tokens_per_s"] if goal else []
     wide = width >= WIDE
     table = Table(title="trials (* best)", title_justify="left", width=width if not wide else None)
     energy = any(r.measurement and r.measurement.energy for r in results)
     columns = ["#", "origin", "status"] if wide else ["#", "status"]
     columns += ["out tok/s", "cv", "cold tok/s", "load s"] if wide else ["out tok/s", "cv"]
     columns += ["J/tok"] if energy else []
+    columns += [o.name for o in extra if o.name != "joules_per_token" or not energy]
     for col in columns:
         table.add_column(
             col, justify="left" if col in ("origin", "status") else "right", no_wrap=True
@@ -122,9 +129,16 @@ def trials_table(
         if energy:
             e = m.energy if m else None
             figures.append(f"{e.joules_per_output_token.median:.3g}" if e else "-")
+        for o in extra:
+            if o.name != "joules_per_token" or not energy:
+                value = o.of(m)
+                figures.append(f"{value:,.4g}" if value is not None else "-")
         knobs = escape(fmt_knobs(r.knobs))
+        why = goal.feasible(r) if goal is not None and m is not None else None
         if not m and r.reason:
             knobs += f"\n[dim]{escape(r.reason)}[/]"
+        elif why:
+            knobs += f"\n[yellow]infeasible: {escape(why)}[/]"
         first = [f"{r.number}{mark}", r.origin] if wide else [f"{r.number}{mark}"]
         table.add_row(*first, f"[{STATUS_STYLE[r.status]}]{r.status}[/]", *figures, knobs)
     return table
@@ -203,7 +217,18 @@ def profile_table(profile: Profile) -> Table:
         f"{w.name}: {w.requests} requests, "
         f"{w.mean_input_tokens:g} in / {w.mean_output_tokens:g} out",
     )
+    goal = ", ".join(profile.objectives)
+    if profile.constraints:
+        goal += " within " + ", ".join(profile.constraints)
+    table.add_row("tuned for", goal + (f" (replay of {profile.replay})" if profile.replay else ""))
     table.add_row("best knobs", fmt_knobs(profile.best.knobs))
+    for i, point in enumerate(profile.front):
+        figures = ", ".join(
+            f"{o.name} {value:,.4g}"
+            for o in profile.goal().objectives
+            if (value := o.of(point.measurement)) is not None
+        )
+        table.add_row(f"front [{i}]", f"{figures}  ({fmt_knobs(point.knobs)})")
     if profile.best.measurement:
         s = profile.best.measurement.output_tokens_per_s
         table.add_row("best output tok/s", f"{s.median:,.1f} (cv {s.cv:.1%})")

@@ -24,7 +24,7 @@ from tuner.errors import TunerError
 from tuner.executor import NullObserver, run_trial
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol
-from tuner.objective import THROUGHPUT, Objective
+from tuner.objective import THROUGHPUT, Goal
 from tuner.profiles import GpuRecord, HostRecord, gpu_record, host_record
 from tuner.trial import TrialResult
 from tuner.worker import Worker
@@ -78,7 +78,7 @@ class Landscape(BaseModel):
     def load_key(self, knobs: Mapping[str, Value]) -> str:
         return _key({n: v for n, v in knobs.items() if n in self.load_knobs})
 
-    def optimum(self, goal: Objective = THROUGHPUT) -> TrialResult:
+    def optimum(self, goal: Goal = THROUGHPUT) -> TrialResult:
         """The best point under `goal` (the fastest, by default), however it spread."""
         best = goal.best(self.points, robust=False)
         if best is None:

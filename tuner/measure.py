@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuner.engines.base import KEPT_FAILURES, Engine, EngineFailed
+from tuner.engines.base import KEPT_FAILURES, Engine, EngineFailed, RequestTiming
 from tuner.knobs import Value
 from tuner.telemetry import DEFAULT_PERIOD_S, Sampler, Telemetry
 from tuner.workloads import Request
@@ -71,6 +71,48 @@ class Latency(BaseModel):
     itl: Percentiles | None = Field(description="time between streamed tokens")
     e2e: Percentiles | None = Field(description="request start to last token")
 
+    def scaled(self, factor: float) -> Latency:
+        """Every figure multiplied by `factor` (a replay's noise draw)."""
+
+        def times(p: Percentiles | None) -> Percentiles | None:
+            if p is None:
+                return None
+            return Percentiles(**{k: v * factor for k, v in p.model_dump().items()})
+
+        return Latency(ttft=times(self.ttft), itl=times(self.itl), e2e=times(self.e2e))
+
+
+class PerRequest(BaseModel):
+    """Each streamed request's latencies in one run, in milliseconds, in finishing order:
+    what goodput counts against an SLO after the fact."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    ttft_ms: list[float]
+    tpot_ms: list[float] = Field(description="time per output token after the first")
+    e2e_ms: list[float]
+    output_tokens: list[int]
+
+    def scaled(self, factor: float) -> PerRequest:
+        """Every latency multiplied by `factor` (a replay's noise draw)."""
+        return PerRequest(
+            ttft_ms=[v * factor for v in self.ttft_ms],
+            tpot_ms=[v * factor for v in self.tpot_ms],
+            e2e_ms=[v * factor for v in self.e2e_ms],
+            output_tokens=self.output_tokens,
+        )
+
+
+def per_request(timings: Sequence[RequestTiming]) -> PerRequest | None:
+    """The latencies of streamed requests, rounded to microseconds; None without any."""
+    if not timings:
+        return None
+    return PerRequest(
+        ttft_ms=[round(t.ttft_s * 1000, 3) for t in timings],
+        tpot_ms=[round(t.tpot_s * 1000, 3) for t in timings],
+        e2e_ms=[round(t.e2e_s * 1000, 3) for t in timings],
+        output_tokens=[t.output_tokens for t in timings],
+    )
+
 
 class Run(BaseModel):
     """One pass over the workload."""
@@ -85,6 +127,7 @@ class Run(BaseModel):
     failures: list[str] = Field(default=[], description="their first distinct messages")
     telemetry: Telemetry | None = None
     latency: Latency | None = None
+    per_request: PerRequest | None = None
 
     @property
     def requests_per_s(self) -> float:
@@ -265,6 +308,7 @@ def timed_run(
         )
         if out.e2e_s
         else None,
+        per_request=per_request(out.timings),
     )
 
 

@@ -1,6 +1,8 @@
 """Tuned profiles: the JSON record of a study's best configuration on one GPU model.
 
-Layout: `profiles/<gpu-slug>/<engine>/<model-slug>--<workload>.json`. The JSON Schema shipped in
+Layout: `profiles/<gpu-slug>/<engine>/<model-slug>--<workload>-<requests>x<tokens>[--<objectives>]
+[--<limits>].json`: what a profile was tuned for is in its name, so that a study on another
+workload shape, objective or SLO writes a profile of its own. The JSON Schema shipped in
 `tuner/schemas/profile.schema.json` is generated from `Profile` (`tuner profile schema`).
 """
 
@@ -10,17 +12,19 @@ import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuner import __version__
 from tuner.errors import TunerError
 from tuner.hardware import Hardware
 from tuner.knobs import Value, describe
 from tuner.measure import Measurement, Protocol, Run
+from tuner.objective import Goal, goal, metric
 from tuner.trial import STATUSES, Status, TrialResult
 
 SCHEMA_VERSION = 1
@@ -67,7 +71,7 @@ class EngineRecord(_Record):
 class ModelRecord(_Record):
     ref: str
     slug: str
-    source: Literal["synthetic", "local", "hf-cache"]
+    source: Literal["synthetic", "local", "hf-cache", "replay"]
 
 
 class WorkloadRecord(_Record):
@@ -112,21 +116,107 @@ class Profile(_Record):
     protocol: Protocol
     seed: int
     optimizer: str
-    objective: str = Field(default="output_tokens_per_s", description="what the study maximized")
-    best: TrialRecord
+    objectives: list[str] = Field(
+        default=["output_tokens_per_s"], description="what the study optimized, first to last"
+    )
+    constraints: list[str] = Field(
+        default=[], description="the limits every configuration had to keep (metric<=value)"
+    )
+    best: TrialRecord = Field(
+        description="the chosen configuration: the best on the first objective"
+    )
+    front: list[TrialRecord] = Field(
+        default=[],
+        description="with several objectives, the Pareto front: configurations no other "
+        "feasible one beats in every objective, best on the first objective first",
+    )
     baseline: TrialRecord | None
     speedup: float | None = Field(description="best over baseline median output tok/s")
     trials: TrialCounts
     run_dir: str | None = None
+    replay: str | None = Field(
+        default=None, description="the recorded table the study was replayed on, if it was"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_objective(cls, data: Any) -> Any:
+        """Profiles written before goals had several objectives named one, as `objective`."""
+        if isinstance(data, dict) and "objective" in data:
+            data = {**data, "objectives": [data["objective"]]}
+            del data["objective"]
+        return data
+
+    def pick(self, which: str) -> Profile:
+        """This profile with `best` replaced by a point of its front: `fastest` (most output
+        tok/s), `most-efficient` (fewest J per output token) or an index into `front`;
+        `best` keeps the chosen one. One line when there is no such point."""
+        if which == "best":
+            return self
+        if not self.front:
+            raise TunerError(
+                f"{self.key} has no Pareto front (it was tuned for one objective); "
+                "--pick takes best"
+            )
+        if which in ("fastest", "most-efficient"):
+            name = "output_tokens_per_s" if which == "fastest" else "joules_per_token"
+            found = metric(name)
+            scored = [(p, v) for p in self.front if (v := found.of(p.measurement)) is not None]
+            if not scored:
+                raise TunerError(f"{self.key}: its front has no {found.label} figures")
+            chosen = (max if found.maximize else min)(scored, key=lambda pv: pv[1])[0]
+        else:
+            try:
+                chosen = self.front[int(which)]
+            except (ValueError, IndexError):
+                raise TunerError(
+                    f"--pick takes best, fastest, most-efficient or an index 0.."
+                    f"{len(self.front) - 1} of the front, not {which!r}"
+                ) from None
+        return self.model_copy(update={"best": chosen})
+
+    def goal(self) -> Goal:
+        """The objectives and constraints it was tuned for."""
+        return goal(self.objectives, self.constraints)
+
+    @property
+    def shape(self) -> str:
+        """The workload it was tuned on: name, requests x output tokens each."""
+        return workload_shape(
+            self.workload.name, self.workload.requests, self.workload.mean_output_tokens
+        )
 
     @property
     def key(self) -> str:
-        return profile_key(self.gpu.slug, self.engine.name, self.model.slug, self.workload.name)
+        return profile_key(
+            self.gpu.slug,
+            self.engine.name,
+            self.model.slug,
+            tuned_for(self.shape, self.objectives, self.constraints),
+        )
 
 
-def profile_key(gpu_slug: str, engine: str, model_slug: str, workload: str) -> str:
-    """Where a profile lives under a profiles folder, without `.json`."""
-    return f"{gpu_slug}/{engine}/{model_slug}--{workload}"
+def workload_shape(name: str, requests: int, mean_output_tokens: float) -> str:
+    """`humaneval-164x32`: a workload by name and shape (requests x output tokens each)."""
+    return f"{name}-{requests}x{mean_output_tokens:g}"
+
+
+def tuned_for(shape: str, objectives: Sequence[str], constraints: Sequence[str]) -> str:
+    """What a profile was tuned for, as a file name part: the workload's shape, then the
+    objectives and constraints where they are not plain output tok/s."""
+    parts = [shape]
+    if list(objectives) != ["output_tokens_per_s"]:
+        parts.append("+".join(objectives))
+    if constraints:
+        parts.append("_".join(c.replace("<=", "-le-").replace(">=", "-ge-") for c in constraints))
+    return "--".join(parts)
+
+
+def profile_key(gpu_slug: str, engine: str, model_slug: str, tuned: str) -> str:
+    """Where a profile lives under a profiles folder, without `.json`: what it was tuned for
+    (`tuned_for`) is part of it, so that profiles tuned for different workload shapes,
+    objectives or limits never replace one another."""
+    return f"{gpu_slug}/{engine}/{model_slug}--{tuned}"
 
 
 def gpu_record(hardware: Hardware) -> GpuRecord:
@@ -177,37 +267,50 @@ def _lean(run: Run) -> Run:
 
 
 def build_profile(study: Any, outcome: Any) -> Profile:
-    """The profile of a finished study (a `tuner.study.Study` and its `StudyOutcome`)."""
+    """The profile of a finished study (a `tuner.study.Study` and its `StudyOutcome`); a
+    replayed study's profile is the recorded machine's, marked with its table."""
     from tuner.workloads import summarize
 
     if outcome.best is None:
-        raise TunerError("no trial succeeded, so there is no profile to write")
+        raise TunerError("no configuration met the study's goal, so there is no profile to write")
     setup = study.setup
+    goal = study.goal
     counts = Counter(r.status for r in outcome.results)
     baseline = outcome.baseline
     speedup = None
     if baseline is not None and baseline.output_tokens_per_s:
         speedup = round(outcome.best.output_tokens_per_s / baseline.output_tokens_per_s, 4)
+    replay = setup.replay
+    if replay is not None:
+        gpu, host = replay.table.gpu, replay.table.host
+        shape = replay.workload_summary()
+    else:
+        gpu, host = gpu_record(setup.hardware), host_record(setup.hardware)
+        shape = summarize(setup.requests)
     return Profile(
         tuner_version=__version__,
         created_at=datetime.now(UTC),
-        gpu=gpu_record(setup.hardware),
-        host=host_record(setup.hardware),
+        gpu=gpu,
+        host=host,
         engine=EngineRecord(
-            name=setup.catalogue.engine, adapter=setup.engine, versions=outcome.versions
+            name=replay.table.engine if replay else setup.catalogue.engine,
+            adapter=setup.engine,
+            versions=outcome.versions,
         ),
         model=ModelRecord(ref=setup.model.ref, slug=setup.model.slug, source=setup.model.source),
         workload=WorkloadRecord(
             name=setup.workload.slug,
             source=setup.workload.source,
             seed=setup.workload.seed,
-            **summarize(setup.requests),
+            **shape,
         ),
-        protocol=study.spec.protocol,
+        protocol=replay.table.protocol if replay else study.spec.protocol,
         seed=study.spec.seed,
         optimizer=study.spec.optimizer,
-        objective=study.spec.objective,
+        objectives=list(study.spec.objectives),
+        constraints=list(study.spec.constraints),
         best=trial_record(outcome.best),
+        front=[trial_record(r) for r in goal.front(outcome.results)] if goal.multi else [],
         baseline=trial_record(baseline) if baseline is not None else None,
         speedup=speedup,
         trials=TrialCounts(
@@ -216,6 +319,7 @@ def build_profile(study: Any, outcome: Any) -> Profile:
             wall_s=round(sum(r.wall_s for r in outcome.results), 3),
         ),
         run_dir=str(study.run_dir),
+        replay=str(replay.path) if replay else None,
     )
 
 
@@ -224,8 +328,25 @@ def profile_path(root: Path, profile: Profile) -> Path:
     return root / f"{profile.key}.json"
 
 
+def check_replace(profile: Profile, path: Path) -> None:
+    """One line when writing `profile` to `path` would replace a profile it should not: a
+    measured one by a replayed one."""
+    if profile.replay is None or not path.is_file():
+        return
+    try:
+        held = read_profile(path)
+    except TunerError:
+        return  # unreadable: nothing worth keeping
+    if held.replay is None:
+        raise TunerError(
+            f"{path} holds a measured profile; a replay does not replace it (write the "
+            "replayed profile elsewhere: --profiles-dir)"
+        )
+
+
 def write_profile(profile: Profile, path: Path) -> Path:
     """Writes atomically: a reader sees the old file or the whole new one, never half."""
+    check_replace(profile, path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

@@ -51,6 +51,36 @@ class Replay:
     table: Landscape
     path: Path
 
+    def recorded(self, what: str) -> bool:
+        """Whether the table's measurements hold `latency` or `telemetry` figures."""
+        for p in self.table.points:
+            if p.measurement is None or not p.measurement.runs:
+                continue
+            run = p.measurement.runs[0]
+            return (run.latency if what == "latency" else run.telemetry) is not None
+        return False
+
+    def workload_summary(self) -> dict[str, float | int]:
+        """The recorded workload's counts, as `tuner.workloads.summarize` gives them, from a
+        run that completed every request."""
+        runs = [
+            run
+            for p in self.table.points
+            if p.measurement is not None
+            for run in (p.measurement.cold, *p.measurement.runs)
+            if not run.truncated and not run.failed_requests
+        ]
+        if not runs:
+            raise TunerError(f"{self.path}: no recorded run completed its workload")
+        run = runs[0]
+        return {
+            "requests": run.requests,
+            "input_tokens": run.input_tokens,
+            "output_tokens": run.output_tokens,
+            "mean_input_tokens": round(run.input_tokens / run.requests, 1),
+            "mean_output_tokens": round(run.output_tokens / run.requests, 1),
+        }
+
     def versions(self) -> dict[str, str]:
         return {**self.table.versions, "replay": self.path.name}
 
@@ -124,13 +154,21 @@ class Replay:
 
 
 def _noisy(measurement: Measurement | None, rng: random.Random) -> Measurement | None:
-    """The recorded measurement scaled by one draw from its own spread (never below 5%)."""
+    """The recorded measurement sped up or slowed down by one draw from its own spread (never
+    below 5% of its speed); its latencies move with it."""
     if measurement is None:
         return None
     factor = max(1.0 + measurement.output_tokens_per_s.cv * rng.gauss(0.0, 1.0), 0.05)
 
     def scaled(run: Run) -> Run:
-        return run.model_copy(update={"elapsed_s": run.elapsed_s / factor})
+        """The run as if the engine were `factor` times as fast: shorter, and every latency
+        shorter by as much."""
+        update: dict[str, object] = {"elapsed_s": run.elapsed_s / factor}
+        if run.latency is not None:
+            update["latency"] = run.latency.scaled(1 / factor)
+        if run.per_request is not None:
+            update["per_request"] = run.per_request.scaled(1 / factor)
+        return run.model_copy(update=update)
 
     return Measurement.from_runs(
         scaled(measurement.cold),

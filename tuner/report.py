@@ -20,7 +20,7 @@ from tuner import __version__, plots
 from tuner.errors import TunerError
 from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.knobs import describe
-from tuner.objective import objective, winner
+from tuner.objective import winner
 from tuner.profiles import Machine
 from tuner.rundir import MACHINE_FILE, TRIALS_FILE, StudySpec, read_spec, read_trials
 from tuner.trial import TrialResult
@@ -129,7 +129,7 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
     """The report's blocks and title, with its plots drawn into `out_dir`."""
     spec, results, machine = read_run(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    goal = objective(spec.objective)
+    goal = spec.goal()
     best = winner(goal, results)
     baseline = next((r for r in results if r.origin == "baseline"), None)
     gpu = machine.gpu.name if machine else "machine not recorded"

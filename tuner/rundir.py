@@ -13,12 +13,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuner.errors import TunerError
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol as MeasureProtocol
-from tuner.objective import objective
+from tuner.objective import Goal, goal
 from tuner.optimizers import OptimizerName
 from tuner.trial import TrialResult
 from tuner.workloads import WorkloadSpec
@@ -45,7 +45,13 @@ class StudySpec(BaseModel):
     time_budget_s: float | None = Field(default=None, gt=0, description="wall-clock budget")
     seed: int = 0
     optimizer: OptimizerName = "gp"
-    objective: str = Field(default="output_tokens_per_s", description="what the study maximizes")
+    objectives: list[str] = Field(
+        default=["output_tokens_per_s"],
+        description="what the study optimizes; several make a Pareto front",
+    )
+    constraints: list[str] = Field(
+        default=[], description="limits a configuration must keep, as metric<=value"
+    )
     protocol: MeasureProtocol = MeasureProtocol()
     pinned: dict[str, Value] = {}
     engine_options: dict[str, Any] = Field(
@@ -54,14 +60,26 @@ class StudySpec(BaseModel):
     load_timeout_s: float = Field(default=900.0, gt=0)
     trial_timeout_s: float | None = Field(default=None, gt=0)
 
-    @field_validator("objective")
+    @model_validator(mode="before")
     @classmethod
-    def _known_objective(cls, name: str) -> str:
+    def _one_objective(cls, data: Any) -> Any:
+        """Studies written before goals had several objectives named one, as `objective`."""
+        if isinstance(data, dict) and "objective" in data:
+            data = {**data, "objectives": [data["objective"]]}
+            del data["objective"]
+        return data
+
+    @model_validator(mode="after")
+    def _known_goal(self) -> StudySpec:
         try:
-            objective(name)
+            self.goal()
         except TunerError as exc:
             raise ValueError(str(exc)) from None
-        return name
+        return self
+
+    def goal(self) -> Goal:
+        """The objectives and constraints, parsed."""
+        return goal(self.objectives, self.constraints)
 
     def timeout_s(self) -> float:
         """A trial's hard timeout: given, or enough for a load and every bounded run."""

@@ -16,6 +16,7 @@ from tuner.hardware import Hardware, detect_hardware, detect_platform, slugify
 from tuner.knobs import Catalogue, Value
 from tuner.measure import Protocol as MeasureProtocol
 from tuner.models import ModelRef, model_facts, resolve_model
+from tuner.objective import Goal
 from tuner.replay import Replay, is_replay, load_replay
 from tuner.space import SearchSpace, resolve
 from tuner.trial import TrialTask
@@ -36,6 +37,37 @@ class Setup:
     options: dict[str, Any] = field(default_factory=dict)
     fresh_process: bool = False
     replay: Replay | None = None
+
+    def check_goal(self, goal: Goal) -> None:
+        """One line when the goal names figures this engine or machine cannot give: latency
+        where runs are not streamed, power, energy or memory without GPU telemetry."""
+        used = [*goal.objectives, *(c.metric for c in goal.constraints)]
+        if "latency" in goal.needs and not self.reports_latency:
+            names = ", ".join(m.name for m in used if m.needs == "latency")
+            raise TunerError(
+                f"{names} needs the latency of each request, which {self.engine} does not "
+                "report (batch generation returns every token at once); server engines stream "
+                "(vllm-server, openai-server). Power, energy and memory limits apply to every "
+                "engine on a GPU."
+            )
+        if "telemetry" in goal.needs and not self.has_telemetry:
+            names = ", ".join(m.name for m in used if m.needs == "telemetry")
+            raise TunerError(
+                f"{names} needs GPU telemetry, and there is none here "
+                f"({self.hardware.no_gpu_reason or 'no GPU'})"
+            )
+
+    @property
+    def reports_latency(self) -> bool:
+        if self.replay is not None:
+            return self.replay.recorded("latency")
+        return bool(engine_class(self.engine).reports_latency)
+
+    @property
+    def has_telemetry(self) -> bool:
+        if self.replay is not None:
+            return self.replay.recorded("telemetry")
+        return bool(self.hardware.gpus)
 
     def task(self, knobs: dict[str, Value], protocol: MeasureProtocol) -> TrialTask:
         """The self-contained unit of work that measures `knobs`."""

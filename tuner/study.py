@@ -28,7 +28,7 @@ from tuner.executor import (
     Observer,
 )
 from tuner.knobs import Value
-from tuner.objective import CONFIRM, objective, winner
+from tuner.objective import CONFIRM, winner
 from tuner.optimizers import Optimizer, make_optimizer
 from tuner.profiles import machine_record
 from tuner.replay import REPLAY_PREFIX
@@ -68,7 +68,8 @@ class Study:
         self.setup = setup
         self.run_dir = run_dir
         self.trials_path = run_dir / TRIALS_FILE
-        self.objective = objective(spec.objective)
+        self.goal = spec.goal()
+        setup.check_goal(self.goal)
 
     @classmethod
     def create(cls, spec: StudySpec, run_dir: Path, setup: Setup | None = None) -> Study:
@@ -101,14 +102,14 @@ class Study:
         return cls(spec, setup, run_dir)
 
     def _best(self, results: Sequence[TrialResult]) -> TrialResult | None:
-        return winner(self.objective, results)
+        return winner(self.goal, results)
 
     def _to_confirm(self, results: Sequence[TrialResult]) -> list[dict[str, Value]]:
         """The best `confirm` configurations of the search that have no confirmation yet."""
         tuning = [r for r in results if r.origin != CONFIRM]
         confirmed = {_key(r.knobs) for r in results if r.origin == CONFIRM}
         top: list[dict[str, Value]] = []
-        for r in self.objective.ranked(tuning):
+        for r in self.goal.ranked(tuning):
             if len(top) == self.spec.confirm:
                 break
             if r.knobs not in top:
@@ -137,6 +138,7 @@ class Study:
             seed=self.spec.seed,
             output_dir=self.run_dir / "optimizer",
             starts=self.setup.space.initial_knobs(),
+            objectives=len(self.goal.objectives),
         )
 
     def executor(self, observer: Observer, evaluate: Evaluate | None = None) -> Executor:
@@ -175,7 +177,7 @@ class Study:
             if optimizer is None:
                 return
             if asked:
-                optimizer.tell(handle, self.objective.loss(result))
+                optimizer.tell(handle, self.goal.losses(result))
                 return
             # Knobs the engine chose itself (the baseline's) are told as it reported them.
             reported = {
@@ -183,7 +185,7 @@ class Study:
                 for n, v in result.engine_config.items()
                 if n in space.knobs and _fits(space, n, v)
             }
-            optimizer.observe({**reported, **result.knobs}, self.objective.loss(result))
+            optimizer.observe({**reported, **result.knobs}, self.goal.losses(result))
 
         for result in results:
             try:
@@ -221,8 +223,7 @@ class Study:
                 if known is not None or key in pending or space.violated(proposal.knobs):
                     # Measured already, in flight, or a combination the engine rejects: no
                     # trial is run. A pending twin is told as a failure for now.
-                    loss = self.objective.loss(known) if known else None
-                    optimizer.tell(proposal.handle, loss)
+                    optimizer.tell(proposal.handle, self.goal.losses(known) if known else None)
                     repeats += 1
                     if repeats >= MAX_REPEATED_PROPOSALS:
                         return "search space exhausted"

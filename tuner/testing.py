@@ -3,6 +3,8 @@
 - `FakeEngine`: an engine with a known throughput surface over four knobs, a peak, and an
   out-of-memory region. It spends real time (a precise busy wait) so that the real measurement
   code measures it.
+- `FakeServer`: the fake engine with per-request latency (TTFT, time per token, end to end),
+  for goodput and latency limits.
 - `CrashingEngine` and `HangingEngine`: the fake, except that large batches kill the worker
   process or hang it.
 - `ScriptedEngine` and `FakeClock`: run durations chosen by the test, for measurement arithmetic.
@@ -32,7 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tuner.engines.base import EngineBase, EngineOutOfMemory, RunOutput
+from tuner.engines.base import EngineBase, EngineOutOfMemory, RequestTiming, RunOutput
 from tuner.errors import GpuLost, NvmlNotSupported
 from tuner.hardware import Hardware
 from tuner.knobs import Catalogue, Value
@@ -156,18 +158,51 @@ class FakeEngine(EngineBase):
         if rate is None:
             raise EngineOutOfMemory(f"fake engine: batch_size={knobs['batch_size']} does not fit")
         done = inputs = outputs = 0
+        timings: list[RequestTiming] = []
+        itl: list[float] = []
+        start = time.perf_counter()
         for chunk in chunks:
-            if time.perf_counter() >= deadline:
+            began = time.perf_counter()
+            if began >= deadline:
                 break
             tokens = sum(r.output_tokens for r in chunk)
             spin(tokens / rate)
+            took = time.perf_counter() - began
             done += len(chunk)
             inputs += sum(len(r.prompt_token_ids) for r in chunk)
             outputs += tokens
-        return RunOutput(requests=done, input_tokens=inputs, output_tokens=outputs)
+            # Every request of a chunk advances one token per step: its time per token grows
+            # with the batch, and later chunks wait for earlier ones (time to first token).
+            steps = max(r.output_tokens for r in chunk)
+            for r in chunk:
+                step = took / steps
+                timings.append(
+                    RequestTiming(began - start + step, began - start + took, r.output_tokens)
+                )
+                itl += [step] * (r.output_tokens - 1)
+        if not self.reports_latency:
+            return RunOutput(requests=done, input_tokens=inputs, output_tokens=outputs)
+        return RunOutput(
+            requests=done,
+            input_tokens=inputs,
+            output_tokens=outputs,
+            ttft_s=tuple(t.ttft_s for t in timings),
+            itl_s=tuple(itl),
+            e2e_s=tuple(t.e2e_s for t in timings),
+            timings=tuple(timings),
+        )
 
     def close(self) -> None:
         pass
+
+
+class FakeServer(FakeEngine):
+    """The fake engine, reporting each request's latency as a server does: a request's time
+    per token is its batch's step (it grows with the batch, while throughput peaks at 48), and
+    its time to first token includes the wait for the batches before it."""
+
+    name: ClassVar[str] = "fake-server"
+    reports_latency: ClassVar[bool] = True
 
 
 class CrashingEngine(FakeEngine):

@@ -31,6 +31,22 @@ KEPT_FAILURES = 3
 
 
 @dataclass(frozen=True)
+class RequestTiming:
+    """One streamed request's latencies (what goodput counts against an SLO)."""
+
+    ttft_s: float
+    e2e_s: float
+    output_tokens: int
+
+    @property
+    def tpot_s(self) -> float:
+        """Time per output token after the first (0 for a one-token answer)."""
+        return (
+            (self.e2e_s - self.ttft_s) / (self.output_tokens - 1) if self.output_tokens > 1 else 0.0
+        )
+
+
+@dataclass(frozen=True)
 class RunOutput:
     """What one run produced, counted from what the engine returned."""
 
@@ -40,6 +56,7 @@ class RunOutput:
     ttft_s: tuple[float, ...] = ()
     itl_s: tuple[float, ...] = ()
     e2e_s: tuple[float, ...] = ()
+    timings: tuple[RequestTiming, ...] = ()  # per request, where the engine streams
     failed: int = 0  # requests the engine refused or broke off; not counted above
     failures: tuple[str, ...] = ()  # their first distinct messages (the server's answers)
 
@@ -92,6 +109,8 @@ class EngineClass(Protocol):
     fresh_process_per_load: ClassVar[bool]
     #: The engine options it takes (`--server-cmd`, `--concurrency`, ...), with their help.
     options: ClassVar[Mapping[str, str]]
+    #: Whether its runs report per-request latency (TTFT, ITL, end-to-end): engines that stream.
+    reports_latency: ClassVar[bool]
 
     def __call__(
         self, model_dir: Path, knobs: Mapping[str, Value], options: Mapping[str, Any]
@@ -113,12 +132,14 @@ class EngineClass(Protocol):
 
 class EngineBase:
     """The defaults of the optional capabilities: no engine options, same-process reloads, no
-    GPU, nothing reported of its own choices, out-of-memory told by `EngineOutOfMemory`,
-    `MemoryError`, an `OutOfMemoryError` or the usual messages (in the exception or a cause)."""
+    latency per request, no GPU, nothing reported of its own choices, out-of-memory told by
+    `EngineOutOfMemory`, `MemoryError`, an `OutOfMemoryError` or the usual messages (in the
+    exception or a cause)."""
 
     name: ClassVar[str]
     fresh_process_per_load: ClassVar[bool] = False
     options: ClassVar[Mapping[str, str]] = {}
+    reports_latency: ClassVar[bool] = False
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner.engines.base import KEPT_FAILURES, RunOutput
+from tuner.engines.base import KEPT_FAILURES, RequestTiming, RunOutput
 from tuner.workloads import Request
 
 
@@ -148,6 +148,11 @@ class LoadClient:
             ttft_s=tuple(r.ttft_s for r in ok if r.ttft_s is not None),
             itl_s=tuple(gap for r in ok for gap in r.itl_s),
             e2e_s=tuple(r.e2e_s for r in ok if r.e2e_s is not None),
+            timings=tuple(
+                RequestTiming(r.ttft_s, r.e2e_s, r.tokens)
+                for r in ok
+                if r.ttft_s is not None and r.e2e_s is not None
+            ),
             failed=len(done) - len(ok),
             failures=tuple(failures[:KEPT_FAILURES]),
         )

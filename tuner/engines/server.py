@@ -150,6 +150,7 @@ class ServerEngine(EngineBase):
 
     name: ClassVar[str]
     fresh_process_per_load: ClassVar[bool] = False  # the server is a process of its own
+    reports_latency: ClassVar[bool] = True  # every request is streamed
     default_command: ClassVar[str | None] = None
     dialect: ClassVar[Dialect] = OPENAI
     options: ClassVar[Mapping[str, str]] = OPTIONS

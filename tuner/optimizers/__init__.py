@@ -35,6 +35,8 @@ _ADAPTERS = {
 }
 #: The library an optional optimizer needs, and the extra that installs it.
 _NEEDS = {"optuna-tpe": "optuna", "hyperopt-tpe": "hyperopt"}
+#: Optimizers that take one objective only.
+_SINGLE_OBJECTIVE = ("hyperopt-tpe",)
 
 __all__ = [
     "OPTIMIZERS",
@@ -47,13 +49,18 @@ __all__ = [
 ]
 
 
-def check_available(name: str) -> None:
-    """One line when `name` is no optimizer, or needs a library that is not installed; checked
-    before a study starts, without importing the library."""
+def check_available(name: str, objectives: int = 1) -> None:
+    """One line when `name` is no optimizer, cannot search several objectives, or needs a
+    library that is not installed; checked before a study starts, without importing it."""
     import importlib.util
 
     if name not in _ADAPTERS:
         raise TunerError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    if objectives > 1 and name in _SINGLE_OBJECTIVE:
+        raise TunerError(
+            f"{name} optimizes one objective; for a Pareto front use "
+            f"{', '.join(n for n in OPTIMIZERS if n not in _SINGLE_OBJECTIVE)}"
+        )
     needs = _NEEDS.get(name)
     if needs is not None and importlib.util.find_spec(needs) is None:
         raise TunerError(
@@ -70,12 +77,16 @@ def make_optimizer(
     seed: int,
     output_dir: Path,
     starts: list[dict] | None = None,
+    objectives: int = 1,
 ) -> Optimizer:
     """The optimizer `name` over `space` for a study of about `budget` trials.
 
     `starts` are points to propose first (the catalogue's starting points); `output_dir` is where
-    an optimizer that keeps files (SMAC) keeps them.
+    an optimizer that keeps files (SMAC) keeps them; `objectives` is how many losses each
+    tell carries.
     """
+    if objectives > 1:
+        check_available(name, objectives)
     if name not in _ADAPTERS:
         raise TunerError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
     module_name, _, attr = _ADAPTERS[name].partition(":")
@@ -90,4 +101,12 @@ def make_optimizer(
             f"pip install 'tuner[{needs}]'"
         ) from None
     cls = getattr(module, attr)
-    return cls(name, space, budget=budget, seed=seed, output_dir=output_dir, starts=starts or [])
+    return cls(
+        name,
+        space,
+        budget=budget,
+        seed=seed,
+        output_dir=output_dir,
+        starts=starts or [],
+        objectives=objectives,
+    )

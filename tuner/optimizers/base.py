@@ -1,9 +1,11 @@
 """The optimizer protocol: `ask()` a proposal, run it, `tell()` its loss.
 
 In the spirit of SMAC's ask/tell and Optuna's samplers: the optimizer never runs a trial itself.
-A loss is what the study's objective makes of a result, lower being better; `None` means the trial
-gave nothing to score (out of memory, a crash, a forbidden combination, an infeasible result), and
-each adapter tells its library that in the library's own terms.
+Losses are what the study's goal makes of a result, one per objective, lower being better;
+`None` means the trial gave nothing to score (out of memory, a crash, a forbidden combination, a
+broken constraint), and each adapter tells its library that in the library's own terms. With
+several objectives the adapter's library searches for a Pareto front (SMAC's ParEGO, Optuna's
+multi-objective TPE, random search); Hyperopt's TPE takes one objective only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any, Protocol
 
 from tuner.knobs import Value
 from tuner.space import SearchSpace
+
+#: One loss per objective, lower being better; None for a trial with nothing to score.
+Losses = tuple[float, ...] | None
 
 
 @dataclass(frozen=True)
@@ -33,11 +38,11 @@ class Optimizer(Protocol):
         """The next configuration to measure; may be called again before earlier tells."""
         ...
 
-    def tell(self, handle: Any, loss: float | None) -> None:
-        """The loss of a proposal (None: the trial gave nothing to score)."""
+    def tell(self, handle: Any, losses: Losses) -> None:
+        """The losses of a proposal (None: the trial gave nothing to score)."""
         ...
 
-    def observe(self, knobs: Mapping[str, Value], loss: float | None) -> None:
+    def observe(self, knobs: Mapping[str, Value], losses: Losses) -> None:
         """A configuration measured without being asked for (the baseline, resumed trials)."""
         ...
 

@@ -23,7 +23,7 @@ from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, Domain
 from hyperopt.fmin import generate_trial
 
 from tuner.knobs import Value
-from tuner.optimizers.base import Proposal, initial_design_size
+from tuner.optimizers.base import Losses, Proposal, initial_design_size
 from tuner.space import Knob, SearchSpace
 
 
@@ -57,6 +57,7 @@ class HyperoptTpe:
         seed: int,
         output_dir: Path,
         starts: list[dict[str, Value]],
+        objectives: int = 1,
     ) -> None:
         self.space = space
         self.expressions = {n: expression(n, k) for n, k in space.knobs.items()}
@@ -114,15 +115,15 @@ class HyperoptTpe:
             self.space.assemble({n: self._value(n, v) for n, v in values.items()}), origin, doc
         )
 
-    def tell(self, handle: Any, loss: float | None) -> None:
-        if loss is None:
+    def tell(self, handle: Any, losses: Losses) -> None:
+        if losses is None:
             handle["state"] = JOB_STATE_ERROR
             handle["result"] = {"status": STATUS_FAIL}
         else:
             handle["state"] = JOB_STATE_DONE
-            handle["result"] = {"status": STATUS_OK, "loss": loss}
+            handle["result"] = {"status": STATUS_OK, "loss": losses[0]}
         self.trials.refresh()
 
-    def observe(self, knobs: Mapping[str, Value], loss: float | None) -> None:
+    def observe(self, knobs: Mapping[str, Value], losses: Losses) -> None:
         (tid,) = self.trials.new_trial_ids(1)
-        self.tell(self._insert(generate_trial(tid, self._encode(knobs))), loss)
+        self.tell(self._insert(generate_trial(tid, self._encode(knobs))), losses)

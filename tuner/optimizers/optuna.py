@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 
 from tuner.knobs import Value
-from tuner.optimizers.base import Proposal, initial_design_size
+from tuner.optimizers.base import Losses, Proposal, initial_design_size
 from tuner.space import Knob, SearchSpace
 
 
@@ -42,7 +42,8 @@ def suggest(trial: Any, name: str, knob: Knob) -> Any:
 
 
 class OptunaTpe:
-    """Optuna's TPE, minimizing the loss; failures are told as failed trials."""
+    """Optuna's TPE, minimizing the losses (multi-objective TPE with several); failures are
+    told as failed trials."""
 
     def __init__(
         self,
@@ -53,6 +54,7 @@ class OptunaTpe:
         seed: int,
         output_dir: Path,
         starts: list[dict[str, Value]],
+        objectives: int = 1,
     ) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.space = space
@@ -60,7 +62,7 @@ class OptunaTpe:
         sampler = optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=initial_design_size(space, budget)
         )
-        self.study = optuna.create_study(direction="minimize", sampler=sampler)
+        self.study = optuna.create_study(directions=["minimize"] * objectives, sampler=sampler)
         for start in starts:
             self.study.enqueue_trial(self._params(start))
         self.queued = len(starts)  # Optuna hands enqueued trials out first
@@ -85,20 +87,20 @@ class OptunaTpe:
         self.queued -= 1
         return Proposal(self.space.assemble(values), origin, trial)
 
-    def tell(self, handle: Any, loss: float | None) -> None:
-        if loss is None:
+    def tell(self, handle: Any, losses: Losses) -> None:
+        if losses is None:
             self.study.tell(handle, state=optuna.trial.TrialState.FAIL)
         else:
-            self.study.tell(handle, loss)
+            self.study.tell(handle, list(losses))
 
-    def observe(self, knobs: Mapping[str, Value], loss: float | None) -> None:
+    def observe(self, knobs: Mapping[str, Value], losses: Losses) -> None:
         params = self._params(knobs)
-        state = optuna.trial.TrialState.FAIL if loss is None else optuna.trial.TrialState.COMPLETE
+        state = optuna.trial.TrialState.FAIL if losses is None else optuna.trial.TrialState.COMPLETE
         self.study.add_trial(
             optuna.trial.create_trial(
                 params=params,
                 distributions={n: self.dists[n] for n in params},
-                value=loss,
+                values=None if losses is None else list(losses),
                 state=state,
             )
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.knobs import Value
-from tuner.optimizers.base import Proposal
+from tuner.optimizers.base import Losses, Proposal
 from tuner.space import Knob, SearchSpace
 
 
@@ -46,6 +46,7 @@ class RandomOptimizer:
         seed: int,
         output_dir: Path,
         starts: list[dict[str, Value]],
+        objectives: int = 1,
     ) -> None:
         self.space = space
         self.rng = random.Random(seed)
@@ -54,8 +55,8 @@ class RandomOptimizer:
         values = {name: draw(knob, self.rng) for name, knob in self.space.knobs.items()}
         return Proposal(self.space.assemble(values), "random", None)
 
-    def tell(self, handle: Any, loss: float | None) -> None:
+    def tell(self, handle: Any, losses: Losses) -> None:
         pass  # random search learns nothing
 
-    def observe(self, knobs: Mapping[str, Value], loss: float | None) -> None:
+    def observe(self, knobs: Mapping[str, Value], losses: Losses) -> None:
         pass

@@ -15,7 +15,7 @@ from typing import Any
 from tuner.errors import TunerError
 from tuner.fmt import fmt_knobs
 from tuner.knobs import Value
-from tuner.optimizers.base import Proposal, initial_design_size
+from tuner.optimizers.base import Losses, Proposal, initial_design_size
 from tuner.space import SearchSpace
 
 
@@ -94,7 +94,9 @@ class SmacOptimizer:
     the catalogue's starting points (the largest batch, for `hf`). On the recorded landscapes
     they lifted SMAC's median pick at 5 trials from 0.50 to 0.85 (CPU table) and 0.51 to 0.82
     (H100 table) of the optimum (reports/search-efficiency.md of 2026-11-22). A trial with no
-    loss is told as CRASHED at the worst loss seen so far (0 at worst: no tokens).
+    loss (a crash, a broken constraint) is told as CRASHED at the worst loss seen so far, per
+    objective (0 at worst: no tokens). Several objectives are searched with ParEGO (random
+    weights scalarize the normalized costs anew at each step), SMAC's own multi-objective method.
     """
 
     def __init__(
@@ -106,15 +108,18 @@ class SmacOptimizer:
         seed: int,
         output_dir: Path,
         starts: list[dict[str, Value]],
+        objectives: int = 1,
     ) -> None:
         from smac import BlackBoxFacade, HyperparameterOptimizationFacade, Scenario
+        from smac.multi_objective.parego import ParEGO
 
         self.space = space
         self.cs = configspace(space, seed)
         facade = {"gp": BlackBoxFacade, "rf": HyperparameterOptimizationFacade}[name]
+        names = [f"objective_{i}" for i in range(objectives)]
         scenario = Scenario(
             self.cs, deterministic=True, n_trials=max(budget, 2), seed=seed,
-            output_directory=output_dir,
+            output_directory=output_dir, objectives=names if objectives > 1 else "cost",
         )  # fmt: skip
         design = facade.get_initial_design(
             scenario,
@@ -126,30 +131,32 @@ class SmacOptimizer:
             _never_called,
             initial_design=design,
             intensifier=facade.get_intensifier(scenario, max_config_calls=1),
+            multi_objective_algorithm=ParEGO(scenario, seed=seed) if objectives > 1 else None,
             overwrite=True,
             logging_level=40,
         )
-        self.worst = 0.0
+        self.worst = [0.0] * objectives
 
     def ask(self) -> Proposal:
         info = self.smac.ask()
         return Proposal(knobs_of(self.space, info.config), _origin(info.config.origin), info)
 
-    def tell(self, handle: Any, loss: float | None) -> None:
+    def tell(self, handle: Any, losses: Losses) -> None:
         from smac.runhistory.dataclasses import TrialValue
         from smac.runhistory.enumerations import StatusType
 
-        if loss is None:
-            value = TrialValue(cost=self.worst, status=StatusType.CRASHED)
+        if losses is None:
+            cost = list(self.worst)
+            value = TrialValue(cost=cost if len(cost) > 1 else cost[0], status=StatusType.CRASHED)
         else:
-            self.worst = max(self.worst, loss)
-            value = TrialValue(cost=loss)
+            self.worst = [max(w, x) for w, x in zip(self.worst, losses, strict=True)]
+            value = TrialValue(cost=list(losses) if len(losses) > 1 else losses[0])
         self.smac.tell(handle, value)
 
-    def observe(self, knobs: Mapping[str, Value], loss: float | None) -> None:
+    def observe(self, knobs: Mapping[str, Value], losses: Losses) -> None:
         from smac.runhistory.dataclasses import TrialInfo
 
-        self.tell(TrialInfo(config=config_of(self.space, self.cs, knobs), seed=0), loss)
+        self.tell(TrialInfo(config=config_of(self.space, self.cs, knobs), seed=0), losses)
 
 
 def _origin(text: str | None) -> str:
