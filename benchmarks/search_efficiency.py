@@ -1,12 +1,15 @@
 """Search efficiency on recorded landscapes: SMAC (GP, RF), random search, Optuna's TPE,
-Hyperopt's TPE and the default configuration.
+Hyperopt's TPE and the default configuration, for output tok/s and, on tables with latency,
+for goodput under a p99 TTFT limit that the fastest configuration breaks.
 
 Every method is one of tuner's optimizer adapters (`tuner.optimizers`), run by tuner's own study
 loop on the replay of each table in benchmarks/data/ (the recorded measurement with its recorded
 spread as noise, the recorded GPU-seconds as cost), at equal trial budgets over many seeds. A
 method's result is the configuration it would pick (the study's winner); it is scored by that
-configuration's recorded tok/s over the table's optimum. No GPU and no timing. Writes
-reports/search-efficiency.md and reports/search-efficiency.png.
+configuration's recorded tok/s over the table's optimum. Under a limit, a pick is scored by its
+recorded measurement: whether it keeps the limit, and its goodput over the best feasible point's
+(0 when it breaks the limit). No GPU and no timing. Writes reports/search-efficiency.md and
+reports/search-efficiency.png.
 
     python benchmarks/search_efficiency.py [--seeds 10] [--tables benchmarks/data/*.json]
 
@@ -25,12 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from tuner.knobs import Value
-from tuner.objective import THROUGHPUT
+from tuner.objective import THROUGHPUT, Goal, goal
 from tuner.replay import load_replay
 from tuner.study import replay_study
 from tuner.trial import TrialResult
 
 BUDGETS = (5, 10, 20)
+SLO_BUDGETS = (10, 20, 40)
+#: The share of a table's points that keep the latency limit chosen for it.
+SLO_FEASIBLE_SHARE = 0.4
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "search-efficiency.md"
 PLOT = REPORT.with_suffix(".png")
@@ -43,23 +49,55 @@ METHODS = {
 }
 
 
-def study(table: Path, optimizer: str, budget: int, seed: int, tmp: Path) -> list[TrialResult]:
+def study(
+    table: Path, optimizer: str, budget: int, seed: int, tmp: Path, target: Goal = THROUGHPUT
+) -> list[TrialResult]:
     """tuner's own study loop (baseline first, then the optimizer) on the replay engine."""
-    run_dir = tmp / f"{table.stem}-{optimizer}-{budget}-{seed}"
+    run_dir = tmp / f"{table.stem}-{optimizer}-{budget}-{seed}-{len(target.constraints)}"
     # No confirmation trials: the search's own pick, at exactly `budget` trials.
     return replay_study(
-        table, trials=budget, seed=seed, run_dir=run_dir, optimizer=optimizer, confirm=0
+        table,
+        trials=budget,
+        seed=seed,
+        run_dir=run_dir,
+        optimizer=optimizer,
+        confirm=0,
+        objectives=[o.name for o in target.objectives],
+        constraints=[c.text for c in target.constraints],
     ).results
 
 
-def curve(results: list[TrialResult], truth: Callable[[dict[str, Value]], float]) -> list[float]:
+def curve(
+    results: list[TrialResult],
+    truth: Callable[[dict[str, Value]], float],
+    target: Goal = THROUGHPUT,
+) -> list[float]:
     """After each trial: the recorded ratio to the optimum of the configuration the study would
-    pick so far (its objective's winner, noise included)."""
+    pick so far (its goal's winner, noise included)."""
     out = []
     for n in range(1, len(results) + 1):
-        pick = THROUGHPUT.best(results[:n])
+        pick = target.best(results[:n])
         out.append(truth(pick.knobs) if pick is not None else 0.0)
     return out
+
+
+def slo_goal(table: Any) -> Goal | None:
+    """Goodput under a p99 TTFT limit that the table's fastest point breaks and about
+    `SLO_FEASIBLE_SHARE` of its points keep; None for a table without latency."""
+    fastest = table.optimum()
+    ttft = [
+        m.latency.ttft.p99_ms
+        for p in table.points
+        if p.status == "ok" and (m := p.measurement) and m.latency and m.latency.ttft
+    ]
+    if not ttft or fastest.measurement.latency is None:
+        return None
+    ttft.sort()
+    limit = float(f"{ttft[int(len(ttft) * SLO_FEASIBLE_SHARE)]:.2g}")
+    target = goal(["goodput"], [f"ttft_p99_ms<={limit:g}"])
+    if target.feasible(fastest) is None:
+        return None  # the limit does not bind
+    return target
 
 
 def reach(results: list[TrialResult], ratios: list[float], target: float) -> tuple[int, float]:
@@ -87,7 +125,7 @@ def main() -> None:
         default=sorted((ROOT / "benchmarks" / "data").glob("*.json")),
     )
     args = parser.parse_args()
-    sections, curves_by_table = [], {}
+    sections, slo_sections, curves_by_table = [], [], {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for table_path in args.tables:
@@ -110,8 +148,11 @@ def main() -> None:
             curves_by_table[table_path.stem] = {
                 name: [curve(r, truth) for r in runs[(name, max(BUDGETS))]] for name in METHODS
             }
+            target = slo_goal(table)
+            if target is not None:
+                slo_sections.append(_slo_part(table_path, table, target, args.seeds, tmp))
     _plot(curves_by_table)
-    REPORT.write_text(_header(args) + "\n".join(sections))
+    REPORT.write_text(_header(args) + "\n".join(sections) + "\n".join(slo_sections))
     print(f"wrote {REPORT} and {PLOT}")
 
 
@@ -176,6 +217,53 @@ def _section(path: Path, table: Any, optimum: float, runs: dict, truth: Any, see
             f"| {name} | {budget} | {statistics.median(finals):.3f} | {min(finals):.3f} | "
             f"{len(hits)}/{len(results)} | {med_n} | {med_s} |"
         )
+    return "\n".join(lines) + "\n\n"
+
+
+def _slo_part(path: Path, table: Any, target: Goal, seeds: int, tmp: Path) -> str:
+    """Every method at `SLO_BUDGETS` under `target`, scored by the recorded measurements."""
+    best = table.optimum(target)
+    top = target.value(best) or 1.0
+
+    def truth(knobs: dict[str, Value]) -> float:
+        point = table.point(knobs)
+        return (target.value(point) or 0.0) / top if target.feasible(point) is None else 0.0
+
+    def kept(knobs: dict[str, Value]) -> bool:
+        return target.feasible(table.point(knobs)) is None
+
+    fastest = table.optimum()
+    feasible = [p for p in table.points if target.feasible(p) is None]
+    lines = [
+        f"## {path.name}: goodput within {target.constraints[0].text}",
+        "",
+        f"The limit keeps {len(feasible)} of the table's {len(table.points)} points; the "
+        f"fastest point ({_fmt(fastest.knobs)}) breaks it ({target.feasible(fastest)}). The "
+        f"best feasible point: {target.primary.fmt(top)} of goodput at {_fmt(best.knobs)}. "
+        "Each method runs tuner's study with `--objective goodput --slo "
+        f"{target.constraints[0].text}` on the replay; its pick is scored by the recorded "
+        "measurement: kept the limit or not, and its goodput over the best feasible point's "
+        "(0 for a pick that breaks the limit, or none).",
+        "",
+        "| method | trials | picks within the limit | median goodput ratio | worst ratio "
+        "| seeds >= 95% | median trials to 95% |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, optimizer in METHODS.items():
+        for budget in SLO_BUDGETS:
+            results = [study(path, optimizer, budget, s, tmp, target) for s in range(seeds)]
+            ratios = [curve(r, truth, target) for r in results]
+            picks = [target.best(r) for r in results]
+            within = sum(p is not None and kept(p.knobs) for p in picks)
+            finals = [c[-1] for c in ratios]
+            reached = [reach(r, c, 0.95) for r, c in zip(results, ratios, strict=True)]
+            hits = [n for n, _ in reached if n]
+            med_n = f"{statistics.median(hits):.0f}" if hits else "not reached"
+            lines.append(
+                f"| {name} | {budget} | {within}/{seeds} | {statistics.median(finals):.3f} | "
+                f"{min(finals):.3f} | {len(hits)}/{seeds} | {med_n} |"
+            )
+        print(path.name, "slo", name, flush=True)
     return "\n".join(lines) + "\n\n"
 
 

@@ -57,7 +57,7 @@ def test_hf_on_the_cpu_writes_holds_and_catches_a_regression(
     verdict = json.loads(result.stdout)
     assert verdict["verdict"] == "new profile" and verdict["profile_written"]
     profile_file = Path(verdict["profile_written"])
-    assert profile_file == tmp_path / "profiles/cpu/hf/synthetic-tiny-llama--synthetic.json"
+    assert profile_file == tmp_path / "profiles/cpu/hf/synthetic-tiny-llama--synthetic-8x8.json"
     assert junit(first).get("skipped") == "1" and junit(first).get("failures") == "0"
 
     # 2. The same job against it passes (the 2-core machine's noise is well inside 50%).
@@ -78,7 +78,8 @@ def test_hf_on_the_cpu_writes_holds_and_catches_a_regression(
 
     # 3. A profile claiming 10x the throughput: the same job is a regression, exit 3.
     data = json.loads(profile_file.read_text())
-    data["best"]["measurement"]["output_tokens_per_s"]["median"] *= 10
+    for run in data["best"]["measurement"]["runs"]:
+        run["elapsed_s"] /= 10
     profile_file.write_text(json.dumps(data))
     third = tmp_path / "third"
     third.mkdir()
@@ -181,3 +182,61 @@ def test_help_documents_the_exit_codes() -> None:
     text = " ".join(runner.invoke(app, ["ci", "--help"]).stdout.split())
     assert "3 throughput fell below the profile by more than the tolerance" in text
     assert "2 bad input" in " ".join(runner.invoke(app, ["tune", "--help"]).stdout.split())
+
+
+SERVED = {"engine": "tuner.testing:FakeServer", "output_tokens": 4}
+
+
+def test_a_held_configuration_that_breaks_the_profiles_slo_is_exit_3(
+    fake_model: Path, tmp_path: Path
+) -> None:
+    # A profile tuned within a loose limit, written by a short tune job.
+    first = tmp_path / "first"
+    first.mkdir()
+    loose = ["e2e_p99_ms<=60000"]
+    config = write_config(
+        first, model=str(fake_model), job="tune", trials=3, constraints=loose, **SERVED
+    )
+    result = ci(config, "--update")
+    assert result.exit_code == 0, result.output
+    written = Path(json.loads(result.stdout)["profile_written"])
+    assert written.name.endswith("--synthetic-8x4--e2e_p99_ms-le-60000.json")
+    # The same profile, its limit now beyond what the fake engine can keep.
+    data = json.loads(written.read_text())
+    data["constraints"] = ["e2e_p99_ms<=0.000001"]
+    written.write_text(json.dumps(data))
+    second = tmp_path / "second"
+    second.mkdir()
+    result = ci(write_config(second, model=str(fake_model), profile=str(written), **SERVED))
+    assert result.exit_code == 3, result.output
+    verdict = json.loads(result.stdout)
+    assert verdict["verdict"] == "slo breach"
+    assert verdict["breaches"][0].startswith("p99 E2E latency ")
+    assert verdict["breaches"][0].endswith(" ms > 0 ms")
+    failure = junit(second).find("testcase[@name='throughput']/failure")
+    assert failure is not None and "p99 E2E latency" in failure.get("message", "")
+    assert (second / "summary.md").read_text().startswith("## tuner ci: SLO BREACH")
+
+
+def test_another_workload_shape_than_the_profiles_is_bad_input_not_a_regression(
+    fake_model: Path, tmp_path: Path
+) -> None:
+    first = tmp_path / "first"
+    first.mkdir()
+    result = ci(write_config(first, model=str(fake_model), **FAKE), "--update")
+    assert result.exit_code == 0, result.output
+    written = json.loads(result.stdout)["profile_written"]
+    second = tmp_path / "second"
+    second.mkdir()
+    # Held explicitly, on 4 requests instead of 8: exit 2, both shapes named.
+    config = write_config(second, model=str(fake_model), requests=4, profile=written, **FAKE)
+    result = ci(config)
+    assert result.exit_code == 2
+    assert "was tuned on synthetic-8x4 and this run is synthetic-4x4" in result.stderr
+    # Found by key, the profile of the other shape is named.
+    config = write_config(
+        second, model=str(fake_model), requests=4, profiles_dir=str(first / "profiles"), **FAKE
+    )
+    result = ci(config)
+    assert result.exit_code == 2
+    assert "no profile to hold" in result.stderr and "synthetic-8x4.json" in result.stderr

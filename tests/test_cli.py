@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -10,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tuner.cli import app
-from tuner.profiles import SCHEMA_FILE
+from tuner.profiles import SCHEMA_FILE, read_profile
 
 runner = CliRunner()
 FAKE = "tuner.testing:FakeEngine"
@@ -50,7 +51,7 @@ def test_tune_writes_a_profile_that_validates_against_the_shipped_schema(
     data = json.loads(result.stdout)
     path = Path(data["profile"])
     assert path == tmp_path / "profiles" / path.relative_to(tmp_path / "profiles")
-    assert path.name == f"{Path(fake_model).name}--synthetic.json"
+    assert path.name == f"{Path(fake_model).name}--synthetic-8x4.json"
     profile = json.loads(path.read_text())
     jsonschema.validate(profile, json.loads(SCHEMA_FILE.read_text()))
     # Five searched, then the best two measured again.
@@ -95,6 +96,44 @@ def test_tune_shows_progress_and_a_summary(fake_model: Path, tmp_path: Path) -> 
     assert report.is_file() and (tmp_path / "run" / "machine.json").is_file()
 
 
+def test_an_slo_study_reports_infeasible_trials_and_picks_within_the_limit(
+    fake_model: Path, tmp_path: Path
+) -> None:
+    # The fake server's first token waits for the batches before it: one request at a time
+    # (the baseline) takes milliseconds per batch, one batch of all eight well under one.
+    args = fake_args(fake_model, tmp_path, "--trials", "8", "--optimizer", "random", "--json")
+    args[1] = "tuner.testing:FakeServer"
+    result = runner.invoke(
+        app, ["tune", *args, "--slo", "ttft_p99_ms<=2", "--objective", "goodput"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["objectives"] == ["goodput"] and data["constraints"] == ["ttft_p99_ms<=2"]
+    baseline = data["trials"][0]
+    assert baseline["knobs"]["batch_size"] == 1
+    assert baseline["infeasible"].startswith("p99 TTFT ") and "ms > 2 ms" in baseline["infeasible"]
+    assert Path(data["profile"]).name.endswith("--synthetic-8x4--goodput--ttft_p99_ms-le-2.json")
+    profile = read_profile(Path(data["profile"]))
+    ttft = profile.best.measurement.latency.ttft  # type: ignore[union-attr]
+    assert ttft is not None and ttft.p99_ms <= 2
+    assert profile.goal().breaches(profile.best.measurement) == []
+
+
+def test_a_study_with_no_configuration_within_the_limits_is_exit_1_and_no_profile(
+    fake_model: Path, tmp_path: Path
+) -> None:
+    args = fake_args(fake_model, tmp_path, "--trials", "3")
+    args[1] = "tuner.testing:FakeServer"
+    result = runner.invoke(app, ["tune", *args, "--slo", "e2e_p50_ms<=0.000001"])
+    assert result.exit_code == 1
+    said = " ".join(result.stderr.split())
+    assert re.search(
+        r"no configuration met the limits \(e2e_p50_ms<=1e-06\): [1-3] of 3 trials", said
+    )
+    assert "p50 E2E latency" in result.stdout  # each trial's reason, in the table
+    assert not list((tmp_path / "profiles").rglob("*.json"))
+
+
 def test_bench_measures_one_configuration(fake_model: Path, tmp_path: Path) -> None:
     args = fake_args(fake_model, tmp_path)[:-4]  # no run or profiles dir for bench
     result = runner.invoke(
@@ -118,6 +157,25 @@ BAD_INPUT = [
     (["tune", "--set", "kernel=magic"], "kernel=magic is not one of: basic, fused, tiled"),
     (["tune", "--workload", "nope"], "unknown workload 'nope'; known: humaneval, synthetic"),
     (["tune", "--optimizer", "tpe"], "unknown optimizer 'tpe'; known: gp, rf, random"),
+    (
+        ["tune", "--slo", "ttft_p99_ms<=500"],
+        "ttft_p99_ms needs the latency of each request, which tuner.testing:FakeEngine does not",
+    ),
+    (["tune", "--objective", "goodput"], "goodput counts the requests that meet a latency limit"),
+    (["tune", "--slo", "ttft below 500"], "cannot read the limit 'ttft below 500': write it as"),
+    (["tune", "--max-power-w", "300"], "peak_power_w needs GPU telemetry, and there is none here"),
+    (
+        [
+            "tune",
+            "--objective",
+            "requests_per_s",
+            "--objective",
+            "output_tokens_per_s",
+            "--optimizer",
+            "hyperopt-tpe",
+        ],
+        "hyperopt-tpe optimizes one objective; for a Pareto front use gp, rf, random",
+    ),
     (
         ["bench", "--set", "cache=dynamic", "--set", "compile=true"],
         "compile applies only when cache=static",

@@ -93,7 +93,12 @@ ServerDialect = Annotated[
     ),
 ]
 Concurrency = Annotated[
-    int | None, typer.Option(min=1, help="Server engines: requests in flight at most.")
+    int | None,
+    typer.Option(
+        min=1,
+        help="Server engines: requests in flight at most, held (--set concurrency=N); "
+        "searched when not given.",
+    ),
 ]
 Objectives = Annotated[
     list[str] | None,
@@ -167,6 +172,11 @@ def _protocol(
 def _engine_options(**given: Any) -> dict[str, Any]:
     """The engine options the user gave (only those)."""
     return {k: v for k, v in given.items() if v is not None}
+
+
+def _with_concurrency(set_: list[str] | None, concurrency: int | None) -> list[str]:
+    """`--concurrency N` is `--set concurrency=N` (a knob of the server engines)."""
+    return [*(set_ or []), *([f"concurrency={concurrency}"] if concurrency else [])]
 
 
 def _optimizer(name: str, objectives: int = 1) -> Any:
@@ -303,14 +313,14 @@ def tune(
                 )
             # Parse --set against the catalogue before anything slow happens.
             options = _engine_options(
-                server_cmd=server_cmd,
-                port=port,
-                concurrency=concurrency,
-                request_rate=request_rate,
-                dialect=server_dialect,
+                server_cmd=server_cmd, port=port, request_rate=request_rate, dialect=server_dialect
             )
             setup = prepare(
-                engine, model or "", spec_workload, set_pairs=set_ or [], options=options
+                engine,
+                model or "",
+                spec_workload,
+                set_pairs=_with_concurrency(set_, concurrency),
+                options=options,
             )
             spec = StudySpec(
                 engine=engine,
@@ -562,14 +572,12 @@ def bench(
         model, requests, output_tokens = _model_and_sizes(model, requests, output_tokens, quiet)
         spec_workload = load_workload(workload, requests=requests, output_tokens=output_tokens)
         options = _engine_options(
-            server_cmd=server_cmd,
-            port=port,
-            concurrency=concurrency,
-            request_rate=request_rate,
-            dialect=server_dialect,
+            server_cmd=server_cmd, port=port, request_rate=request_rate, dialect=server_dialect
         )
         setup = prepare(engine, model, spec_workload, options=options)
-        knobs = setup.space.complete(setup.space.parse_overrides(set_ or []))
+        knobs = setup.space.complete(
+            setup.space.parse_overrides(_with_concurrency(set_, concurrency))
+        )
         protocol = _protocol(
             repeats, run_time_limit, warmup_time_limit, max_cv, max_remeasures, sample_period
         )

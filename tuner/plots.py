@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tuner.objective import Goal, Metric
 from tuner.telemetry import SERIES_POINTS
 from tuner.trial import TrialResult
 
 OK, FAILED, BEST, FRONT = "#1f77b4", "#d62728", "#ff7f0e", "#2ca02c"
+INFEASIBLE = "#9467bd"
 
 
 def _pyplot() -> Any:
@@ -185,3 +187,78 @@ def power_memory(result: TrialResult, path: Path) -> tuple[Path | None, str]:
         "study's tuner kept no time series"
     )
     return _save(fig, path), how
+
+
+def _split(
+    results: Sequence[TrialResult], goal: Goal, x: Metric, y: Metric
+) -> dict[str, tuple[list[float], list[float]]]:
+    """(x, y) of every measured trial: feasible, infeasible (measured but outside a limit or
+    with failed requests)."""
+    kinds: dict[str, tuple[list[float], list[float]]] = {"ok": ([], []), "out": ([], [])}
+    for r in results:
+        if r.status != "ok" or r.measurement is None:
+            continue
+        xv, yv = x.of(r.measurement), y.of(r.measurement)
+        if xv is None or yv is None:
+            continue
+        kind = "ok" if goal.feasible(r) is None else "out"
+        kinds[kind][0].append(xv)
+        kinds[kind][1].append(yv)
+    return kinds
+
+
+def _scatter(ax: Any, kinds: dict[str, tuple[list[float], list[float]]]) -> None:
+    ax.scatter(*kinds["ok"], s=22, color=OK, label="feasible")
+    if kinds["out"][0]:
+        ax.scatter(*kinds["out"], s=26, marker="x", color=INFEASIBLE, label="infeasible")
+
+
+def limits(
+    results: Sequence[TrialResult], goal: Goal, best: TrialResult | None, path: Path
+) -> Path | None:
+    """The goal's first objective against each limited figure (a latency percentile, power,
+    memory), feasible and infeasible trials apart, the limit drawn as a line."""
+    if not goal.constraints:
+        return None
+    plt = _pyplot()
+    n = len(goal.constraints)
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False)
+    drawn = False
+    for ax, c in zip(axes[0], goal.constraints, strict=True):
+        kinds = _split(results, goal, c.metric, goal.primary)
+        drawn = drawn or bool(kinds["ok"][0] or kinds["out"][0])
+        _scatter(ax, kinds)
+        if best is not None and best.measurement is not None:
+            bx, by = c.metric.of(best.measurement), goal.value(best)
+            if bx is not None and by is not None:
+                ax.scatter([bx], [by], s=60, color=BEST, label="chosen", zorder=3)
+        ax.axvline(c.limit, color=FAILED, ls="--", lw=1, label=f"limit {c.text}")
+        ax.set_xlabel(f"{c.metric.label} ({c.metric.unit})")
+        ax.set_ylabel(goal.label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if not drawn:
+        _pyplot().close(fig)
+        return None
+    return _save(fig, path)
+
+
+def front(results: Sequence[TrialResult], goal: Goal, path: Path) -> Path | None:
+    """The first two objectives of a several-objective study, and the Pareto front it
+    optimized (`Goal.front`: over feasible trials, the one the profile keeps)."""
+    if not goal.multi:
+        return None
+    a, b = goal.objectives[:2]
+    kinds = _split(results, goal, b, a)
+    if not kinds["ok"][0]:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    _scatter(ax, kinds)
+    points = sorted((b.of(r.measurement), a.of(r.measurement)) for r in goal.front(results))
+    ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=FRONT, label="Pareto front")
+    ax.set_xlabel(f"{b.label} ({'higher' if b.maximize else 'lower'} is better)")
+    ax.set_ylabel(f"{a.label} ({'higher' if a.maximize else 'lower'} is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

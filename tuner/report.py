@@ -157,11 +157,30 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
     versions = next((r.versions for r in reversed(results) if r.versions), {})
     if versions:
         doc.p("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    if goal.constraints or goal.primary.name != "output_tokens_per_s" or goal.multi:
+        doc.p(
+            "Tuned for: "
+            + ", ".join(o.label for o in goal.objectives)
+            + (" (a Pareto front)" if goal.multi else "")
+            + (
+                f", within {', '.join(c.text for c in goal.constraints)}"
+                if goal.constraints
+                else ""
+            )
+            + f". {sum(goal.feasible(r) is None for r in results)} of {len(results)} trials "
+            "were feasible (ran cleanly" + (" and kept every limit)." if goal.constraints else ").")
+        )
+    if best is None and any(r.status == "ok" for r in results):
+        doc.p("No configuration kept every limit: there is no best configuration.")
     if best is not None:
         doc.h("Best configuration")
         m = best.measurement
         assert m is not None
         rows = [["trial", f"#{best.number} ({best.origin})"], ["knobs", fmt_knobs(best.knobs)]]
+        for metric in [*goal.objectives, *(c.metric for c in goal.constraints)]:
+            value = metric.of(m)
+            if metric.name != "output_tokens_per_s" and value is not None:
+                rows.append([metric.label, metric.fmt(value)])
         rows.append(
             [
                 "output tok/s",
@@ -206,11 +225,41 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
         "Output tok/s against each knob; the best trial in orange, failed trials at zero.",
         "knobs: no trial succeeded",
     )
-    add(
-        plots.speed_energy(results, out_dir / "speed-energy.png"),
-        "Output tok/s against joules per output token; the green line is the Pareto front.",
-        "speed against energy: no trial has energy figures (no GPU telemetry)",
-    )
+    same_pair = {o.name for o in goal.objectives} == {"output_tokens_per_s", "joules_per_token"}
+    if not same_pair:  # else the optimized front below is this plot
+        add(
+            plots.speed_energy(results, out_dir / "speed-energy.png"),
+            "Output tok/s against joules per output token; the green line is the Pareto front.",
+            "speed against energy: no trial has energy figures (no GPU telemetry)",
+        )
+    if goal.constraints:
+        add(
+            plots.limits(results, goal, best, out_dir / "limits.png"),
+            f"{goal.label} against each limited figure; crosses broke a limit, the dashed line "
+            "is the limit, the chosen configuration in orange.",
+            "the limits: no measured trial has the limited figures",
+        )
+    if goal.multi:
+        front = goal.front(results)
+        add(
+            plots.front(results, goal, out_dir / "front.png"),
+            f"{goal.objectives[0].label} against {goal.objectives[1].label}: the Pareto front "
+            "the study optimized (feasible trials only); crosses are infeasible.",
+            "the front: no feasible trial",
+        )
+        doc.table(
+            ["front", "trial", *(o.label for o in goal.objectives), "knobs"],
+            [
+                [
+                    str(i),
+                    f"#{r.number}",
+                    *(o.fmt(v) if (v := o.of(r.measurement)) is not None else "-"
+                      for o in goal.objectives),
+                    fmt_knobs(r.knobs),
+                ]
+                for i, r in enumerate(front)
+            ],
+        )  # fmt: skip
     if best is not None:
         path, how = plots.power_memory(best, out_dir / "power-memory.png")
         add(
@@ -221,7 +270,11 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
     doc.h("Trials")
     energy = any(r.measurement and r.measurement.energy for r in results)
     header = ["#", "origin", "status", "out tok/s", "cv"] + (["J/tok"] if energy else [])
-    header += ["wall s", "knobs / reason"]
+    shown = [
+        o for o in goal.objectives if o.name not in ("output_tokens_per_s", "joules_per_token")
+    ]
+    shown += [c.metric for c in goal.constraints if c.metric not in shown]
+    header += [m.name for m in shown] + ["wall s", "knobs / reason"]
     rows = []
     for r in results:
         m = r.measurement
@@ -234,7 +287,10 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
         ]
         if energy:
             row.append(f"{m.energy.joules_per_output_token.median:.3g}" if m and m.energy else "-")
-        row += [f"{r.wall_s:.1f}", fmt_knobs(r.knobs) + (f" ({r.reason})" if r.reason else "")]
+        row += [f"{v:,.4g}" if (v := o.of(m)) is not None else "-" for o in shown]
+        why = goal.feasible(r) if r.status == "ok" else None
+        note = f" ({r.reason})" if r.reason else f" (infeasible: {why})" if why else ""
+        row += [f"{r.wall_s:.1f}", fmt_knobs(r.knobs) + note]
         rows.append(row)
     doc.table(header, rows)
     doc.p(f"Made by tuner {__version__} on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.")

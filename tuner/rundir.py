@@ -55,7 +55,7 @@ class StudySpec(BaseModel):
     protocol: MeasureProtocol = MeasureProtocol()
     pinned: dict[str, Value] = {}
     engine_options: dict[str, Any] = Field(
-        default={}, description="options of the engine adapter (server command, concurrency)"
+        default={}, description="options of the engine adapter (server command, request rate)"
     )
     load_timeout_s: float = Field(default=900.0, gt=0)
     trial_timeout_s: float | None = Field(default=None, gt=0)

@@ -272,7 +272,15 @@ class Study:
 
 
 def replay_study(
-    table: Path, *, trials: int, seed: int, run_dir: Path, optimizer: str = "gp", confirm: int = 2
+    table: Path,
+    *,
+    trials: int,
+    seed: int,
+    run_dir: Path,
+    optimizer: str = "gp",
+    confirm: int = 2,
+    objectives: Sequence[str] = ("output_tokens_per_s",),
+    constraints: Sequence[str] = (),
 ) -> StudyOutcome:
     """A whole study on the replay of `table`: tuner's own loop, baseline first."""
     engine = f"{REPLAY_PREFIX}{table}"
@@ -285,6 +293,8 @@ def replay_study(
         seed=seed,
         optimizer=optimizer,  # type: ignore[arg-type]
         confirm=confirm,
+        objectives=list(objectives),
+        constraints=list(constraints),
     )
     return Study.create(spec, run_dir, setup).run()
 

@@ -101,13 +101,13 @@ class EngineClass(Protocol):
     constructor (which is the load).
 
     The constructor takes the model folder, the load-time knobs and `options`: the study's
-    engine options (a server command, a concurrency, ...) plus `log_file`, the worker's log.
+    engine options (a server command, a request rate, ...) plus `log_file`, the worker's log.
     """
 
     name: ClassVar[str]
     #: A new worker process before each load, for engines that do not free memory in-process.
     fresh_process_per_load: ClassVar[bool]
-    #: The engine options it takes (`--server-cmd`, `--concurrency`, ...), with their help.
+    #: The engine options it takes (`--server-cmd`, `--request-rate`, ...), with their help.
     options: ClassVar[Mapping[str, str]]
     #: Whether its runs report per-request latency (TTFT, ITL, end-to-end): engines that stream.
     reports_latency: ClassVar[bool]

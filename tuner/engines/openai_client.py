@@ -57,6 +57,7 @@ class Prepared:
     bodies: list[dict[str, Any]]
     gaps: list[float]
     prompt_tokens: list[int]
+    concurrency: int | None = None  # requests in flight at most; None: every one at once
 
 
 class LoadClient:
@@ -68,16 +69,14 @@ class LoadClient:
         model_name: str,
         dialect: Dialect,
         *,
-        concurrency: int | None = None,
         request_rate: float | None = None,
     ) -> None:
         self.base_url = base_url
         self.model_name = model_name
         self.dialect = dialect
-        self.concurrency = concurrency
         self.request_rate = request_rate
 
-    def prepare(self, requests: Sequence[Request]) -> Prepared:
+    def prepare(self, requests: Sequence[Request], concurrency: int | None = None) -> Prepared:
         bodies = []
         for r in requests:
             body: dict[str, Any] = {
@@ -95,7 +94,7 @@ class LoadClient:
         rng = random.Random(0)
         rate = self.request_rate
         gaps = [rng.expovariate(float(rate)) if rate else 0.0 for _ in requests]
-        return Prepared(bodies, gaps, [len(r.prompt_token_ids) for r in requests])
+        return Prepared(bodies, gaps, [len(r.prompt_token_ids) for r in requests], concurrency)
 
     def run(self, prepared: Prepared, deadline: float) -> RunOutput:
         return asyncio.run(self._drive(prepared, deadline))
@@ -103,7 +102,7 @@ class LoadClient:
     async def _drive(self, prepared: Prepared, deadline: float) -> RunOutput:
         import httpx
 
-        limit = int(self.concurrency) if self.concurrency else len(prepared.bodies)
+        limit = prepared.concurrency or len(prepared.bodies)
         gate = asyncio.Semaphore(limit)
         done: list[_Result] = []
         limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)

@@ -43,7 +43,6 @@ HOST = "127.0.0.1"
 OPTIONS = {
     "server_cmd": "command template: {model} {port} {host} {args} {python} are filled in",
     "port": "port to serve on (default: a free one)",
-    "concurrency": "requests in flight at most (default: no limit)",
     "request_rate": "requests per second, Poisson arrivals (default: all at once)",
     "ready_timeout_s": "seconds to wait for the server to answer /health (default 600)",
     "dialect": "what requests may say: vllm (token-id prompts, ignore_eos) or openai (text)",
@@ -166,9 +165,8 @@ class ServerEngine(EngineBase):
                 raise TunerError(f"--server-dialect takes {' or '.join(DIALECTS)}, not {value!r}")
         if not options.get("server_cmd") and cls.default_command is None:
             raise TunerError(f"{cls.name} needs --server-cmd: the command that starts the server")
-        for key in ("concurrency", "request_rate"):
-            if options.get(key) is not None and float(options[key]) <= 0:
-                raise TunerError(f"{key} must be positive")
+        if options.get("request_rate") is not None and float(options["request_rate"]) <= 0:
+            raise TunerError("request_rate must be positive")
 
     def __init__(
         self, model_dir: Path, knobs: Mapping[str, Value], options: Mapping[str, Any] | None = None
@@ -201,7 +199,6 @@ class ServerEngine(EngineBase):
             base_url,
             model_name,
             dialect,
-            concurrency=options.get("concurrency"),
             request_rate=options.get("request_rate"),
         )
 
@@ -222,7 +219,8 @@ class ServerEngine(EngineBase):
         return lines[-1] if lines else "no output"
 
     def prepare(self, requests: Sequence[Request], knobs: Mapping[str, Value]) -> Prepared:
-        return self.client.prepare(requests)
+        concurrency = knobs.get("concurrency")
+        return self.client.prepare(requests, int(concurrency) if concurrency else None)
 
     def run(self, prepared: Prepared, deadline: float) -> RunOutput:
         return self.client.run(prepared, deadline)
@@ -231,15 +229,22 @@ class ServerEngine(EngineBase):
         self.server.close()
 
 
+def with_load(catalogue: Catalogue) -> Catalogue:
+    """A server's catalogue with the client's load (`engines/server-load.yaml`: concurrency)
+    as run-time knobs: no reload between loads of one server."""
+    load = load_catalogue("server-load")
+    return catalogue.model_copy(update={"knobs": {**catalogue.knobs, **load.knobs}})
+
+
 class CommandServer(ServerEngine):
-    """`openai-server`: the server `--server-cmd` starts, measured as it starts it. Its knobs
-    are its command's own flags, which tuner does not know: the catalogue is empty."""
+    """`openai-server`: the server `--server-cmd` starts, measured as it starts it. Its own
+    flags are its command's, which tuner does not know: it searches only the load."""
 
     name: ClassVar[str] = "openai-server"
 
     @classmethod
     def catalogue(cls) -> Catalogue:
-        return load_catalogue(cls.name)
+        return with_load(load_catalogue(cls.name))
 
     @classmethod
     def versions(cls) -> dict[str, str]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from tuner.engines.openai_client import VLLM, Dialect
-from tuner.engines.server import ServerEngine
-from tuner.engines.vllm import VllmAdapter, root_cause
+from tuner.engines.server import ServerEngine, with_load
+from tuner.engines.vllm import VllmAdapter, root_cause, vllm_catalogue
+from tuner.knobs import Catalogue
 
 DEFAULT_SERVER_CMD = (
     "{python} -m vllm.entrypoints.openai.api_server --model {model} --host {host} "
@@ -26,6 +27,11 @@ class VllmServer(VllmAdapter, ServerEngine):
     name: ClassVar[str] = "vllm-server"
     default_command: ClassVar[str | None] = DEFAULT_SERVER_CMD
     dialect: ClassVar[Dialect] = VLLM
+
+    @classmethod
+    def catalogue(cls) -> Catalogue:
+        """vLLM's EngineArgs, and the client's load."""
+        return with_load(vllm_catalogue(cls.name))
 
     @classmethod
     def failure_cause(cls, log_text: str) -> str:
