@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.knobs import Value
-from tuner.objective import THROUGHPUT, Goal, goal
+from tuner.objective import LATENCY_KINDS, THROUGHPUT, Goal, goal
 from tuner.replay import load_replay
 from tuner.study import replay_study
 from tuner.trial import TrialResult
@@ -82,22 +82,25 @@ def curve(
 
 
 def slo_goal(table: Any) -> Goal | None:
-    """Goodput under a p99 TTFT limit that the table's fastest point breaks and about
-    `SLO_FEASIBLE_SHARE` of its points keep; None for a table without latency."""
+    """Goodput under a p99 latency limit that binds: 10% under the fastest point's own p99
+    (so that it breaks the limit), on the latency (TTFT, ITL or end to end) whose limit keeps
+    closest to `SLO_FEASIBLE_SHARE` of the table's points; None for a table without latency."""
     fastest = table.optimum()
-    ttft = [
-        m.latency.ttft.p99_ms
-        for p in table.points
-        if p.status == "ok" and (m := p.measurement) and m.latency and m.latency.ttft
-    ]
-    if not ttft or fastest.measurement.latency is None:
-        return None
-    ttft.sort()
-    limit = float(f"{ttft[int(len(ttft) * SLO_FEASIBLE_SHARE)]:.2g}")
-    target = goal(["goodput"], [f"ttft_p99_ms<={limit:g}"])
-    if target.feasible(fastest) is None:
-        return None  # the limit does not bind
-    return target
+    ok = [p for p in table.points if p.status == "ok" and p.measurement is not None]
+    chosen: tuple[float, Goal] | None = None
+    for kind in LATENCY_KINDS:
+        probe = goal(constraints=[f"{kind}_p99_ms<=1"]).constraints[0].metric
+        top = probe.of(fastest.measurement)
+        if top is None:
+            continue
+        limit = float(f"{0.9 * top:.2g}")
+        target = goal(["goodput"], [f"{kind}_p99_ms<={limit:g}"])
+        share = sum(target.feasible(p) is None for p in ok) / len(ok)
+        if share * len(ok) >= 3 and (
+            chosen is None or abs(share - SLO_FEASIBLE_SHARE) < abs(chosen[0] - SLO_FEASIBLE_SHARE)
+        ):
+            chosen = (share, target)
+    return chosen[1] if chosen else None
 
 
 def reach(results: list[TrialResult], ratios: list[float], target: float) -> tuple[int, float]:

@@ -161,6 +161,7 @@ BAD_INPUT = [
         ["tune", "--slo", "ttft_p99_ms<=500"],
         "ttft_p99_ms needs the latency of each request, which tuner.testing:FakeEngine does not",
     ),
+    (["tune", "--rate-search"], "--rate-search looks for the highest rate within a limit: give"),
     (["tune", "--objective", "goodput"], "goodput counts the requests that meet a latency limit"),
     (["tune", "--slo", "ttft below 500"], "cannot read the limit 'ttft below 500': write it as"),
     (["tune", "--max-power-w", "300"], "peak_power_w needs GPU telemetry, and there is none here"),

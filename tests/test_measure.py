@@ -5,7 +5,9 @@ import statistics
 import pytest
 from pydantic import ValidationError
 
-from tuner.measure import Measurement, Protocol, Run, measure, stats
+from tuner.engines.base import REQUEST_RATE, RequestTiming, RunOutput
+from tuner.measure import Measurement, Protocol, Run, measure, measure_max_rate, stats
+from tuner.objective import goal
 from tuner.testing import FakeClock, ScriptedEngine
 from tuner.workloads import Request
 
@@ -78,3 +80,74 @@ def test_measurement_survives_json() -> None:
         ScriptedEngine(clock, [3.0, 1.0, 1.0, 1.0], 10), REQUESTS, {}, Protocol(), clock=clock
     )
     assert Measurement.model_validate_json(m.model_dump_json()) == m
+
+
+class QueueingServer:
+    """A server whose first tokens wait longer the faster requests arrive: 10 req/s at most
+    (every request at once), p99 TTFT 900 ms there and in proportion to the rate below it."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.rates: list[float | None] = []
+
+    def prepare(self, requests, knobs):  # type: ignore[no-untyped-def]
+        return len(requests), knobs.get(REQUEST_RATE)
+
+    def run(self, prepared, deadline):  # type: ignore[no-untyped-def]
+        n, rate = prepared
+        self.rates.append(rate)
+        self.clock.advance(n / (rate or 10.0))
+        ttft = 0.9 * (rate or 10.0) / 10.0
+        timings = tuple(RequestTiming(ttft, ttft + 0.1, 2) for _ in range(n))
+        return RunOutput(
+            requests=n,
+            input_tokens=n,
+            output_tokens=2 * n,
+            ttft_s=tuple(t.ttft_s for t in timings),
+            e2e_s=tuple(t.e2e_s for t in timings),
+            timings=timings,
+        )
+
+    def close(self) -> None:
+        pass
+
+    def gpu_indices(self) -> list[int]:
+        return []
+
+    def effective_knobs(self) -> dict:  # type: ignore[type-arg]
+        return {}
+
+
+def test_a_rate_search_steps_down_from_the_maximum_to_the_first_rate_within_the_limit() -> None:
+    clock = FakeClock()
+    engine = QueueingServer(clock)
+    limits = goal(constraints=["ttft_p99_ms<=500"])
+    requests = [Request((1, 2, 3), 2, "p")] * 10
+    m = measure_max_rate(
+        engine, requests, {}, Protocol(), lambda m: not limits.breaches(m), clock=clock
+    )
+    # At once: 10 req/s, 900 ms. Then 10, 9, 8, 7, 6 req/s break 500 ms; 5 req/s keeps it.
+    assert m.max_request_rate == pytest.approx(10.0)
+    assert m.request_rate == pytest.approx(5.0)
+    assert m.latency is not None and m.latency.ttft is not None
+    assert m.latency.ttft.p99_ms == pytest.approx(450.0)
+    assert m.requests_per_s.median == pytest.approx(5.0)
+    # One warm-up in all, then three timed runs per rate tried.
+    assert engine.rates[:4] == [None] * 4
+    assert [r for r in engine.rates[4:] if r is not None] == pytest.approx(
+        [10.0] * 3 + [9.0] * 3 + [8.0] * 3 + [7.0] * 3 + [6.0] * 3 + [5.0] * 3
+    )
+
+
+def test_a_rate_search_scores_a_configuration_that_keeps_the_limit_at_once_there() -> None:
+    clock = FakeClock()
+    limits = goal(constraints=["ttft_p99_ms<=1000"])
+    m = measure_max_rate(
+        QueueingServer(clock),
+        [Request((1,), 2, "p")] * 10,
+        {},
+        Protocol(),
+        lambda m: not limits.breaches(m),
+        clock=clock,
+    )
+    assert m.request_rate is None and m.max_request_rate == pytest.approx(10.0)

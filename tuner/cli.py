@@ -129,6 +129,15 @@ MaxJoules = Annotated[
     float | None,
     typer.Option(min=0, help="Limit on joules per output token (GPU telemetry)."),
 ]
+RateSearch = Annotated[
+    bool,
+    typer.Option(
+        "--rate-search",
+        help="Server engines, with --slo: score each configuration at the highest Poisson "
+        "request rate that keeps the limits, stepping down by 10% from the rate it reaches "
+        "with every request sent at once (vLLM's auto-tune method).",
+    ),
+]
 RequestRate = Annotated[
     float | None, typer.Option(min=0.001, help="Server engines: requests/s, Poisson arrivals.")
 ]
@@ -172,6 +181,19 @@ def _protocol(
 def _engine_options(**given: Any) -> dict[str, Any]:
     """The engine options the user gave (only those)."""
     return {k: v for k, v in given.items() if v is not None}
+
+
+def _rate_search(
+    wanted: bool, constraints: list[str], request_rate: float | None
+) -> list[str] | None:
+    """The limits a rate search keeps, when one was asked for; one line when it cannot run."""
+    if not wanted:
+        return None
+    if not constraints:
+        raise TunerError("--rate-search looks for the highest rate within a limit: give --slo")
+    if request_rate is not None:
+        raise TunerError("--rate-search chooses the request rate: leave out --request-rate")
+    return constraints
 
 
 def _with_concurrency(set_: list[str] | None, concurrency: int | None) -> list[str]:
@@ -262,6 +284,7 @@ def tune(
     max_memory_mib: MaxMemory = None,
     max_power_w: MaxPower = None,
     max_joules_per_token: MaxJoules = None,
+    rate_search: RateSearch = False,
     run_dir: Annotated[
         Path | None, typer.Option(help="Run directory (default: runs/<time>-<engine>-...).")
     ] = None,
@@ -340,6 +363,8 @@ def tune(
                     max_cv,
                     max_remeasures,
                     sample_period,
+                ).model_copy(
+                    update={"rate_search": _rate_search(rate_search, constraints, request_rate)}
                 ),
                 pinned=setup.space.pinned,
                 engine_options=options,
@@ -667,7 +692,7 @@ def ci(
             out.print(f"  {escape(breach)}")
         if outcome.ratio is not None:
             out.print(
-                f"{outcome.measured:,.1f} output tok/s, {outcome.ratio:.3f} of the profile's "
+                f"{outcome.measured:,.1f} {outcome.label}, {outcome.ratio:.3f} of the profile's "
                 f"{outcome.held_rate:,.1f} (tolerance {outcome.tolerance:.0%})"
             )
         if outcome.written is not None:

@@ -134,6 +134,8 @@ def trials_table(
                 value = o.of(m)
                 figures.append(f"{value:,.4g}" if value is not None else "-")
         knobs = escape(fmt_knobs(r.knobs))
+        if m is not None and m.request_rate:
+            knobs += f" [dim]at {m.request_rate:.2f} req/s[/]"
         why = goal.feasible(r) if goal is not None and m is not None else None
         if not m and r.reason:
             knobs += f"\n[dim]{escape(r.reason)}[/]"

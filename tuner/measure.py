@@ -16,7 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuner.engines.base import KEPT_FAILURES, Engine, EngineFailed, RequestTiming
+from tuner.engines.base import (
+    KEPT_FAILURES,
+    REQUEST_RATE,
+    Engine,
+    EngineFailed,
+    RequestTiming,
+)
 from tuner.knobs import Value
 from tuner.telemetry import DEFAULT_PERIOD_S, Sampler, Telemetry
 from tuner.workloads import Request
@@ -34,6 +40,14 @@ class Protocol(BaseModel):
     max_cv: float = Field(default=0.10, ge=0, description="spread above which to re-measure")
     max_remeasures: int = Field(default=2, ge=0, description="extra sets of repeats at most")
     sample_period_s: float = Field(default=DEFAULT_PERIOD_S, gt=0, description="GPU sampling")
+    rate_search: list[str] | None = Field(
+        default=None,
+        description="server engines: find the highest request rate that keeps these limits "
+        "(metric<=value), stepping down from the measured maximum; None: one load",
+    )
+    rate_step: float = Field(
+        default=0.1, gt=0, lt=1, description="rate search: step, as a share of the maximum"
+    )
 
 
 class Percentiles(BaseModel):
@@ -248,6 +262,13 @@ class Measurement(BaseModel):
     energy_note: str | None = Field(default=None, description="why there are no energy figures")
     throttled: bool = Field(default=False, description="a GPU throttled during a timed run")
     remeasured: int = Field(default=0, description="extra sets of repeats run")
+    request_rate: float | None = Field(
+        default=None,
+        description="requests/s (Poisson) it was measured at, when a rate search chose one",
+    )
+    max_request_rate: float | None = Field(
+        default=None, description="rate search: requests/s with every request sent at once"
+    )
     stable: bool = Field(default=True, description="final spread within max_cv, no throttling")
 
     @classmethod
@@ -327,12 +348,17 @@ def measure(
     clock: Clock = time.perf_counter,
     progress: Callable[[str], None] = lambda _: None,
     sampler: Sampler | None = None,
+    cold: Run | None = None,
 ) -> Measurement:
     """Prepares once, warms up with the full workload, then times `protocol.repeats` runs, and
-    more sets of repeats while they spread past `protocol.max_cv` (up to the limit)."""
+    more sets of repeats while they spread past `protocol.max_cv` (up to the limit). Given a
+    `cold` run (the engine is warm already), the warm-up is skipped and that run reported."""
     prepared = engine.prepare(requests, knobs)
-    progress("warm-up")
-    cold = timed_run(engine, prepared, len(requests), protocol.warmup_time_limit_s, clock, sampler)
+    if cold is None:
+        progress("warm-up")
+        cold = timed_run(
+            engine, prepared, len(requests), protocol.warmup_time_limit_s, clock, sampler
+        )
     if cold.requests == 0 and cold.failed_requests:
         raise EngineFailed(
             f"every request failed ({cold.failed_requests}): {'; '.join(cold.failures)}"
@@ -355,3 +381,48 @@ def measure(
         remeasured += 1
         runs += repeat_set(f"re-measure {remeasured}: run ")
     return Measurement.from_runs(cold, runs, remeasured=remeasured, max_cv=protocol.max_cv)
+
+
+def measure_max_rate(
+    engine: Engine,
+    requests: Sequence[Request],
+    knobs: Mapping[str, Value],
+    protocol: Protocol,
+    keeps: Callable[[Measurement], bool],
+    *,
+    clock: Clock = time.perf_counter,
+    progress: Callable[[str], None] = lambda _: None,
+    sampler: Sampler | None = None,
+) -> Measurement:
+    """The measurement at the highest request rate that `keeps` the limits, as vLLM's auto-tune
+    finds it: the workload sent at once gives the maximum rate; then Poisson arrivals at 100%,
+    90%, 80%, ... of it (steps of `protocol.rate_step`) until a rate keeps them. A
+    configuration that keeps them with every request at once is scored there; one that keeps
+    them at no rate returns its last measurement, which breaks them."""
+    first = measure(
+        engine, requests, knobs, protocol, clock=clock, progress=progress, sampler=sampler
+    )
+    top = first.requests_per_s.median
+    first = first.model_copy(update={"max_request_rate": top})
+    if keeps(first) or top <= 0:
+        return first
+    last = first
+    steps = round(1 / protocol.rate_step)
+    for i in range(steps):
+        rate = top * (1 - i * protocol.rate_step)
+        if rate <= 0:
+            break
+        at = f"{rate:.2f} req/s: "
+        last = measure(
+            engine,
+            requests,
+            {**knobs, REQUEST_RATE: rate},
+            protocol,
+            clock=clock,
+            progress=lambda text, at=at: progress(at + text),
+            sampler=sampler,
+            cold=first.cold,
+        ).model_copy(update={"request_rate": rate, "max_request_rate": top})
+        if keeps(last):
+            break
+    return last

@@ -131,7 +131,10 @@ class Profile(_Record):
         "feasible one beats in every objective, best on the first objective first",
     )
     baseline: TrialRecord | None
-    speedup: float | None = Field(description="best over baseline median output tok/s")
+    speedup: float | None = Field(
+        description="best over baseline on the first objective (median output tok/s by "
+        "default), as a gain: inverted for an objective to minimize"
+    )
     trials: TrialCounts
     run_dir: str | None = None
     replay: str | None = Field(
@@ -278,8 +281,9 @@ def build_profile(study: Any, outcome: Any) -> Profile:
     counts = Counter(r.status for r in outcome.results)
     baseline = outcome.baseline
     speedup = None
-    if baseline is not None and baseline.output_tokens_per_s:
-        speedup = round(outcome.best.output_tokens_per_s / baseline.output_tokens_per_s, 4)
+    base, best = (goal.value(baseline) if baseline else None), goal.value(outcome.best)
+    if base and best:
+        speedup = round(best / base if goal.maximize else base / best, 4)
     replay = setup.replay
     if replay is not None:
         gpu, host = replay.table.gpu, replay.table.host

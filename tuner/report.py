@@ -177,6 +177,15 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
         m = best.measurement
         assert m is not None
         rows = [["trial", f"#{best.number} ({best.origin})"], ["knobs", fmt_knobs(best.knobs)]]
+        if m.max_request_rate is not None:
+            rows.append(
+                [
+                    "request rate",
+                    f"{m.request_rate:.2f} req/s (Poisson) of {m.max_request_rate:.2f} at once"
+                    if m.request_rate
+                    else f"every request at once ({m.max_request_rate:.2f} req/s)",
+                ]
+            )
         for metric in [*goal.objectives, *(c.metric for c in goal.constraints)]:
             value = metric.of(m)
             if metric.name != "output_tokens_per_s" and value is not None:

@@ -70,6 +70,11 @@ class Study:
         self.trials_path = run_dir / TRIALS_FILE
         self.goal = spec.goal()
         setup.check_goal(self.goal)
+        if spec.protocol.rate_search and (setup.replay is not None or not setup.reports_latency):
+            raise TunerError(
+                "--rate-search sends requests at chosen rates: it needs a server engine "
+                "(vllm-server, openai-server), not a replay or a batch engine"
+            )
 
     @classmethod
     def create(cls, spec: StudySpec, run_dir: Path, setup: Setup | None = None) -> Study:

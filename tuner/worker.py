@@ -72,7 +72,8 @@ def execute(
 ) -> tuple[Outcome, Loaded | None]:
     """Runs one task in this process, reusing `loaded` when the load-time knobs match."""
     from tuner.engines import engine_class
-    from tuner.measure import measure
+    from tuner.measure import measure, measure_max_rate
+    from tuner.objective import goal
 
     key = task.load_key
     cls: type[EngineBase] = EngineBase  # classifies failures before the adapter is known
@@ -92,14 +93,26 @@ def execute(
             sampler, no_telemetry = gpu_sampler(engine, task.protocol.sample_period_s)
             loaded = Loaded(key, engine, cls.versions(), sampler, no_telemetry)
         assert loaded is not None
-        measurement = measure(
-            loaded.engine,
-            task.requests,
-            task.run_knobs,
-            task.protocol,
-            progress=progress,
-            sampler=loaded.sampler,
-        )
+        if task.protocol.rate_search:
+            limits = goal(constraints=task.protocol.rate_search)
+            measurement = measure_max_rate(
+                loaded.engine,
+                task.requests,
+                task.run_knobs,
+                task.protocol,
+                lambda m: not limits.breaches(m),
+                progress=progress,
+                sampler=loaded.sampler,
+            )
+        else:
+            measurement = measure(
+                loaded.engine,
+                task.requests,
+                task.run_knobs,
+                task.protocol,
+                progress=progress,
+                sampler=loaded.sampler,
+            )
         if loaded.no_telemetry is not None:
             measurement = measurement.model_copy(update={"energy_note": loaded.no_telemetry})
         effective = loaded.engine.effective_knobs()

@@ -26,6 +26,10 @@ class EngineTimeout(Exception):
     """The engine did not become ready in time (a server that never answers, say)."""
 
 
+#: A run-time setting the measurement layer adds to a server engine's knobs during a rate search
+#: (`tuner.measure.measure_max_rate`): requests/s, Poisson arrivals. Not a catalogue knob.
+REQUEST_RATE = "request_rate"
+
 #: How many distinct failure messages a run, and a measurement, keep.
 KEPT_FAILURES = 3
 

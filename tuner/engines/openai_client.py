@@ -76,7 +76,14 @@ class LoadClient:
         self.dialect = dialect
         self.request_rate = request_rate
 
-    def prepare(self, requests: Sequence[Request], concurrency: int | None = None) -> Prepared:
+    def prepare(
+        self,
+        requests: Sequence[Request],
+        concurrency: int | None = None,
+        request_rate: float | None = None,
+    ) -> Prepared:
+        """Request bodies and arrival gaps; `request_rate` (requests/s, Poisson) replaces the
+        client's own for this workload."""
         bodies = []
         for r in requests:
             body: dict[str, Any] = {
@@ -92,7 +99,7 @@ class LoadClient:
                 body.update(min_tokens=r.output_tokens, ignore_eos=True)
             bodies.append(body)
         rng = random.Random(0)
-        rate = self.request_rate
+        rate = request_rate or self.request_rate
         gaps = [rng.expovariate(float(rate)) if rate else 0.0 for _ in requests]
         return Prepared(bodies, gaps, [len(r.prompt_token_ids) for r in requests], concurrency)
 

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 from tuner.engines import load_catalogue
 from tuner.engines.base import (
+    REQUEST_RATE,
     EngineBase,
     EngineFailed,
     EngineOutOfMemory,
@@ -220,7 +221,12 @@ class ServerEngine(EngineBase):
 
     def prepare(self, requests: Sequence[Request], knobs: Mapping[str, Value]) -> Prepared:
         concurrency = knobs.get("concurrency")
-        return self.client.prepare(requests, int(concurrency) if concurrency else None)
+        rate = knobs.get(REQUEST_RATE)
+        return self.client.prepare(
+            requests,
+            int(concurrency) if concurrency else None,
+            float(rate) if rate else None,
+        )
 
     def run(self, prepared: Prepared, deadline: float) -> RunOutput:
         return self.client.run(prepared, deadline)
