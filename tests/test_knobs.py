@@ -8,6 +8,7 @@ from ConfigSpace import CategoricalHyperparameter, EqualsCondition, UniformInteg
 
 from tests.conftest import CPU, FOUR_GPUS
 from tuner.engines import ENGINES, engine_class, load_catalogue
+from tuner.engines.server import with_load
 from tuner.errors import TunerError
 from tuner.hardware import Platform
 from tuner.knobs import Catalogue
@@ -82,8 +83,16 @@ def test_shipped_catalogues_load_and_resolve_on_cpu_and_gpus() -> None:
         cat = engine_class(name).catalogue()
         assert cat.engine == name
         if not name.startswith("vllm"):
-            assert cat == load_catalogue(name)
-        facts = {"workload_max_tokens": 300, "model_max_len": 2048, "num_attention_heads": 8}
+            shipped = load_catalogue(name)
+            assert cat == (with_load(shipped) if name == "openai-server" else shipped)
+        if name.endswith("server"):
+            assert "concurrency" in cat.knobs  # the client's load, searched beside the server's
+        facts = {
+            "workload_max_tokens": 300,
+            "workload_requests": 64,
+            "model_max_len": 2048,
+            "num_attention_heads": 8,
+        }
         for platform in (CPU, FOUR_GPUS):
             space = resolve(cat, platform, facts=facts)
             defaults = space.default_knobs()

@@ -161,7 +161,10 @@ def test_a_two_objective_replay_writes_a_front_and_exports_each_end(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     path = Path(json.loads(result.stdout)["profile"])
-    assert path.name == f"synthetic-tiny-llama--humaneval-64x16--output_tokens_per_s+{second}.json"
+    assert (
+        path.name
+        == f"synthetic-tiny-llama--humaneval-64x16--output_tokens_per_s+{second}--replay.json"
+    )
     profile = read_profile(path)
     goal = profile.goal()
     points = [[o.of(p.measurement) for o in goal.objectives] for p in profile.front]
@@ -207,3 +210,11 @@ def test_bad_tables_are_one_line(tmp_path: Path, text: str | None, message: str)
     )
     assert result.exit_code == 2 and message in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_a_budget_larger_than_the_table_stops_when_the_space_is_spent(tmp_path: Path) -> None:
+    # 32 recorded configurations, 60 trials asked: SMAC runs out of configurations to propose.
+    table = DATA / "cpu-hf-tiny-llama-humaneval.json"
+    outcome = study_of(table, trials=60, seed=0, run_dir=tmp_path / "r", confirm=0)
+    assert outcome.stopped == "search space exhausted"
+    assert len({tuple(sorted(r.knobs.items())) for r in outcome.results}) <= 32

@@ -195,7 +195,8 @@ class Profile(_Record):
             self.gpu.slug,
             self.engine.name,
             self.model.slug,
-            tuned_for(self.shape, self.objectives, self.constraints),
+            tuned_for(self.shape, self.objectives, self.constraints)
+            + ("--replay" if self.replay else ""),
         )
 
 

@@ -29,7 +29,7 @@ from tuner.executor import (
 )
 from tuner.knobs import Value
 from tuner.objective import CONFIRM, winner
-from tuner.optimizers import Optimizer, make_optimizer
+from tuner.optimizers import Optimizer, SpaceExhausted, make_optimizer
 from tuner.profiles import machine_record
 from tuner.replay import REPLAY_PREFIX
 from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
@@ -222,7 +222,10 @@ class Study:
             ):
                 if optimizer is None:
                     return "nothing to search: every knob is fixed"
-                proposal = optimizer.ask()
+                try:
+                    proposal = optimizer.ask()
+                except SpaceExhausted:
+                    return "search space exhausted"
                 key = _key(proposal.knobs)
                 known = measured.get(key)
                 if known is not None or key in pending or space.violated(proposal.knobs):

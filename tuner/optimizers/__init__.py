@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from tuner.errors import TunerError
-from tuner.optimizers.base import Optimizer, Proposal, initial_design_size
+from tuner.optimizers.base import Optimizer, Proposal, SpaceExhausted, initial_design_size
 from tuner.space import SearchSpace
 
 OptimizerName = Literal["gp", "rf", "random", "optuna-tpe", "hyperopt-tpe"]
@@ -43,6 +43,7 @@ __all__ = [
     "Optimizer",
     "OptimizerName",
     "Proposal",
+    "SpaceExhausted",
     "check_available",
     "initial_design_size",
     "make_optimizer",

@@ -21,6 +21,10 @@ from tuner.space import SearchSpace
 Losses = tuple[float, ...] | None
 
 
+class SpaceExhausted(Exception):
+    """The optimizer has no configuration left to propose (a small, discrete space)."""
+
+
 @dataclass(frozen=True)
 class Proposal:
     """A configuration to measure: its knobs, where it came from, and the optimizer's handle."""
@@ -35,7 +39,8 @@ class Optimizer(Protocol):
     """What a study asks of an optimizer."""
 
     def ask(self) -> Proposal:
-        """The next configuration to measure; may be called again before earlier tells."""
+        """The next configuration to measure; may be called again before earlier tells.
+        Raises `SpaceExhausted` when there is none left."""
         ...
 
     def tell(self, handle: Any, losses: Losses) -> None:

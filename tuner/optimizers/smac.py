@@ -15,7 +15,7 @@ from typing import Any
 from tuner.errors import TunerError
 from tuner.fmt import fmt_knobs
 from tuner.knobs import Value
-from tuner.optimizers.base import Losses, Proposal, initial_design_size
+from tuner.optimizers.base import Losses, Proposal, SpaceExhausted, initial_design_size
 from tuner.space import SearchSpace
 
 
@@ -138,7 +138,12 @@ class SmacOptimizer:
         self.worst = [0.0] * objectives
 
     def ask(self) -> Proposal:
-        info = self.smac.ask()
+        from smac.main.exceptions import ConfigurationSpaceExhaustedException
+
+        try:
+            info = self.smac.ask()
+        except ConfigurationSpaceExhaustedException:
+            raise SpaceExhausted("SMAC has proposed every configuration of the space") from None
         return Proposal(knobs_of(self.space, info.config), _origin(info.config.origin), info)
 
     def tell(self, handle: Any, losses: Losses) -> None:
