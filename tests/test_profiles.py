@@ -99,3 +99,17 @@ def test_committed_profiles_validate_and_read() -> None:
         jsonschema.validate(json.loads(path.read_text()), schema)
         profile = read_profile(path)
         assert path == profile_path(root, profile)
+
+
+def test_a_profile_of_one_named_objective_still_reads(tmp_path: Path) -> None:
+    shipped = (
+        Path(__file__).parent.parent / "profiles/cpu/hf/synthetic-tiny-llama--humaneval-64x16.json"
+    )
+    data = json.loads(shipped.read_text())
+    del data["objectives"], data["constraints"]
+    data["objective"] = "output_tokens_per_s"  # as profiles were written before goals
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    profile = read_profile(old)
+    assert profile.objectives == ["output_tokens_per_s"] and profile.constraints == []
+    assert profile.key == "cpu/hf/synthetic-tiny-llama--humaneval-64x16"

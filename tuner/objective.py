@@ -32,7 +32,7 @@ import re
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from tuner.errors import TunerError
 from tuner.measure import Measurement, Run, stats
@@ -381,6 +381,15 @@ def goal(
 
 
 THROUGHPUT = Goal((THROUGHPUT_METRIC,))
+
+
+def one_objective_to_many(data: Any) -> Any:
+    """A record (a study spec, a profile) written when a study had one objective, named
+    `objective`, as one with `objectives`: for their pydantic models' before-validators."""
+    if isinstance(data, dict) and "objective" in data:
+        data = {**data, "objectives": [data["objective"]]}
+        del data["objective"]
+    return data
 
 
 def winner(goal: Goal, results: Sequence[TrialResult]) -> TrialResult | None:

@@ -24,7 +24,7 @@ from tuner.errors import TunerError
 from tuner.hardware import Hardware
 from tuner.knobs import Value, describe
 from tuner.measure import Measurement, Protocol, Run
-from tuner.objective import Goal, goal, metric
+from tuner.objective import Goal, goal, metric, one_objective_to_many
 from tuner.trial import STATUSES, Status, TrialResult
 
 SCHEMA_VERSION = 1
@@ -144,11 +144,7 @@ class Profile(_Record):
     @model_validator(mode="before")
     @classmethod
     def _one_objective(cls, data: Any) -> Any:
-        """Profiles written before goals had several objectives named one, as `objective`."""
-        if isinstance(data, dict) and "objective" in data:
-            data = {**data, "objectives": [data["objective"]]}
-            del data["objective"]
-        return data
+        return one_objective_to_many(data)
 
     def pick(self, which: str) -> Profile:
         """This profile with `best` replaced by a point of its front: `fastest` (most output

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tuner.errors import TunerError
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol as MeasureProtocol
-from tuner.objective import Goal, goal
+from tuner.objective import Goal, goal, one_objective_to_many
 from tuner.optimizers import OptimizerName
 from tuner.trial import TrialResult
 from tuner.workloads import WorkloadSpec
@@ -63,11 +63,7 @@ class StudySpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _one_objective(cls, data: Any) -> Any:
-        """Studies written before goals had several objectives named one, as `objective`."""
-        if isinstance(data, dict) and "objective" in data:
-            data = {**data, "objectives": [data["objective"]]}
-            del data["objective"]
-        return data
+        return one_objective_to_many(data)
 
     @model_validator(mode="after")
     def _known_goal(self) -> StudySpec:
