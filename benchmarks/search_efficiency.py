@@ -243,10 +243,13 @@ def _slo_part(path: Path, table: Any, target: Goal, seeds: int, tmp: Path) -> st
         f"The limit keeps {len(feasible)} of the table's {len(table.points)} points; the "
         f"fastest point ({_fmt(fastest.knobs)}) breaks it ({target.feasible(fastest)}). The "
         f"best feasible point: {target.primary.fmt(top)} of goodput at {_fmt(best.knobs)}. "
-        "Each method runs tuner's study with `--objective goodput --slo "
+        f"Its recorded goodput spread {target.primary.spread(best.measurement):.0%} over its "
+        "runs (cv). Each method runs tuner's study with `--objective goodput --slo "
         f"{target.constraints[0].text}` on the replay; its pick is scored by the recorded "
         "measurement: kept the limit or not, and its goodput over the best feasible point's "
-        "(0 for a pick that breaks the limit, or none).",
+        "(0 for a pick that breaks the limit, or none). As in any study, a pick must keep the "
+        "limit by more than its own spread, and is ranked by its goodput discounted by its "
+        "spread (`tuner.objective`).",
         "",
         "| method | trials | picks within the limit | median goodput ratio | worst ratio "
         "| seeds >= 95% | median trials to 95% |",

@@ -162,3 +162,18 @@ def test_the_pareto_front_is_mutually_non_dominated() -> None:
                 assert not (b[0] >= a[0] and b[1] <= a[1] and (b[0] > a[0] or b[1] < a[1]))
     dominated = {3, 5}
     assert dominated.isdisjoint(t.number for t in front)
+
+
+def test_a_study_chooses_only_what_keeps_a_limit_by_more_than_its_spread() -> None:
+    slo = goal(constraints=["ttft_p99_ms<=500"])
+    runs = [served(0, ttft_ms=[t] * 10).measurement.runs[0] for t in (300.0, 450.0, 600.0)]  # type: ignore[union-attr]
+    wobbly = served(1, ttft_ms=[450.0] * 10, elapsed_s=0.5).model_copy(
+        update={"measurement": Measurement.from_runs(runs[0], runs)}
+    )
+    steady = served(2, ttft_ms=[480.0] * 10, elapsed_s=2.0)
+    # Its median keeps the limit; moved by its 33% spread, it does not.
+    assert slo.feasible(wobbly) is None
+    reason = slo.feasible(wobbly, robust=True)
+    assert reason is not None and "(with its 33% spread, 600 ms) > 500 ms" in reason
+    assert slo.best([wobbly, steady]) == steady
+    assert slo.best([wobbly]) is None and slo.best([wobbly], robust=False) == wobbly

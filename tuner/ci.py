@@ -223,7 +223,7 @@ def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
     if outcome.best is None and ran:
         # It ran, and broke a limit: the best of what ran, and what it broke.
         closest = max(ran, key=lambda r: (goal.value(r) or 0.0) * (1 if goal.maximize else -1))
-        breaches = goal.breaches(closest.measurement)
+        breaches = goal.breaches(closest.measurement, robust=True)
     shown = outcome.best or (closest if breaches else None)
     measured = goal.value(shown) if shown else None
     held_rate = _median(held)

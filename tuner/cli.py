@@ -461,7 +461,7 @@ def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> N
                         "status": r.status,
                         "output_tokens_per_s": r.output_tokens_per_s,
                         "objectives": [o.of(r.measurement) for o in goal.objectives],
-                        "infeasible": goal.feasible(r),
+                        "infeasible": goal.feasible(r, robust=True),
                         "knobs": r.knobs,
                         "reason": r.reason,
                     }

@@ -136,7 +136,7 @@ def trials_table(
         knobs = escape(fmt_knobs(r.knobs))
         if m is not None and m.request_rate:
             knobs += f" [dim]at {m.request_rate:.2f} req/s[/]"
-        why = goal.feasible(r) if goal is not None and m is not None else None
+        why = goal.feasible(r, robust=True) if goal is not None and m is not None else None
         if not m and r.reason:
             knobs += f"\n[dim]{escape(r.reason)}[/]"
         elif why:

@@ -182,16 +182,24 @@ class Constraint:
     def text(self) -> str:
         return f"{self.metric.name}{self.op}{self.limit:g}"
 
-    def breach(self, m: Measurement | None) -> str | None:
-        """Why the measurement breaks the limit ("p99 TTFT 812 ms > 500 ms"), or None."""
+    def breach(self, m: Measurement | None, *, robust: bool = False) -> str | None:
+        """Why the measurement breaks the limit ("p99 TTFT 812 ms > 500 ms"), or None. With
+        `robust`, the figure is first moved against the limit by its own spread over the
+        timed runs (x (1 + cv) under an upper limit): a configuration is chosen only when it
+        keeps the limit by more than its measurement's noise."""
         value = self.metric.of(m)
         if value is None:
             return f"no {self.metric.label} figure to hold to {self.text}"
-        broken = value > self.limit if self.op == "<=" else value < self.limit
+        spread = self.metric.spread(m) if robust else 0.0
+        moved = value * (1 + spread) if self.op == "<=" else value * (1 - spread)
+        broken = moved > self.limit if self.op == "<=" else moved < self.limit
         if not broken:
             return None
         other = ">" if self.op == "<=" else "<"
-        return f"{self.metric.label} {self.metric.fmt(value)} {other} {self.metric.fmt(self.limit)}"
+        shown = self.metric.fmt(value)
+        if moved != value:
+            shown += f" (with its {spread:.0%} spread, {self.metric.fmt(moved)})"
+        return f"{self.metric.label} {shown} {other} {self.metric.fmt(self.limit)}"
 
 
 # -- goals -----------------------------------------------------------------------------------
@@ -273,12 +281,15 @@ class Goal:
         """The trial's primary figure, feasible or not (None when it has none)."""
         return self.of(result.measurement)
 
-    def breaches(self, measurement: Measurement | None) -> list[str]:
-        """The constraints a measurement breaks, in words."""
-        return [b for c in self.constraints if (b := c.breach(measurement)) is not None]
+    def breaches(self, measurement: Measurement | None, *, robust: bool = False) -> list[str]:
+        """The constraints a measurement breaks, in words (`robust`: see `Constraint.breach`)."""
+        return [
+            b for c in self.constraints if (b := c.breach(measurement, robust=robust)) is not None
+        ]
 
-    def feasible(self, result: TrialResult) -> str | None:
-        """Why the trial cannot count, or None when it can."""
+    def feasible(self, result: TrialResult, *, robust: bool = False) -> str | None:
+        """Why the trial cannot count, or None when it can; with `robust`, it must keep every
+        limit by more than its spread (what a study's choice asks)."""
         if result.status != "ok":
             return f"{result.status}: {result.reason}" if result.reason else result.status
         m = result.measurement
@@ -291,7 +302,7 @@ class Goal:
         for objective in self.objectives:
             if objective.of(m) is None:
                 return f"no {objective.label} figure"
-        broken = self.breaches(m)
+        broken = self.breaches(m, robust=robust)
         return "; ".join(broken) if broken else None
 
     def score(self, result: TrialResult) -> float | None:
@@ -324,10 +335,16 @@ class Goal:
         return score * (1 - spread) if self.maximize else score * (1 + spread)
 
     def ranked(self, results: Sequence[TrialResult], *, robust: bool = True) -> list[TrialResult]:
-        """The feasible trials, best first (the earlier first on a tie): by pessimistic
-        estimate with `robust` (a study's choice), else by score (a table's optimum)."""
+        """The feasible trials, best first (the earlier first on a tie). With `robust` (a
+        study's choice): by pessimistic estimate, among the trials that keep every limit by
+        more than their spread; else by score (a table's optimum)."""
         rank = self.pessimistic if robust else self.score
-        scored = [(r, v) for r in results if (v := rank(r)) is not None]
+        scored = [
+            (r, v)
+            for r in results
+            if (v := rank(r)) is not None
+            and (not robust or not self.constraints or self.feasible(r, robust=True) is None)
+        ]
         scored.sort(key=lambda rv: rv[1], reverse=self.maximize)  # stable: ties keep order
         return [r for r, _ in scored]
 

@@ -297,7 +297,7 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
         if energy:
             row.append(f"{m.energy.joules_per_output_token.median:.3g}" if m and m.energy else "-")
         row += [f"{v:,.4g}" if (v := o.of(m)) is not None else "-" for o in shown]
-        why = goal.feasible(r) if r.status == "ok" else None
+        why = goal.feasible(r, robust=True) if r.status == "ok" else None
         note = f" ({r.reason})" if r.reason else f" (infeasible: {why})" if why else ""
         row += [f"{r.wall_s:.1f}", fmt_knobs(r.knobs) + note]
         rows.append(row)
