@@ -291,6 +291,8 @@ def test_the_trials_table_is_readable_at_80_columns(tmp_path: Path) -> None:
         "6",
         "--run-dir",
         str(tmp_path / "r"),
+        "--profiles-dir",
+        str(tmp_path / "profiles"),
     ]
     result = runner.invoke(app, args, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
