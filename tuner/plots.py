@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tuner.objective import Goal, Metric
+from tuner.objective import THROUGHPUT, Goal, Metric
 from tuner.telemetry import SERIES_POINTS
 from tuner.trial import TrialResult
 
@@ -35,28 +35,39 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def best_so_far(results: Sequence[TrialResult], path: Path) -> Path | None:
-    """Best output tok/s so far against trial number and against GPU-seconds spent."""
-    if not any(r.output_tokens_per_s for r in results):
+def best_so_far(results: Sequence[TrialResult], path: Path, goal: Goal = THROUGHPUT) -> Path | None:
+    """The best feasible figure of the goal so far against trial number and against
+    GPU-seconds spent; infeasible trials drawn apart, failed ones at zero."""
+    if not any(goal.value(r) for r in results):
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    spent, best, seconds, curve = 0.0, 0.0, [], []
+    spent, best, seconds, curve = 0.0, None, [], []
+    pick = max if goal.maximize else min
     for r in results:
         spent += r.wall_s
-        best = max(best, r.output_tokens_per_s or 0.0)
+        score = goal.score(r)
+        best = score if best is None else pick(best, score) if score is not None else best
         seconds.append(spent)
         curve.append(best)
     numbers = [r.number for r in results]
     for ax, xs, label in ((axes[0], numbers, "trial"), (axes[1], seconds, "GPU-seconds spent")):
-        ax.step(xs, curve, where="post", color=BEST, label="best so far")
-        ok = [(x, r.output_tokens_per_s) for x, r in zip(xs, results, strict=True)]
-        ax.scatter([x for x, v in ok if v], [v for _, v in ok if v], s=18, color=OK, label="trial")
-        failed = [x for x, v in ok if not v]
-        if failed:
-            ax.scatter(failed, [0] * len(failed), marker="x", color=FAILED, label="failed")
+        drawn = [(x, c) for x, c in zip(xs, curve, strict=True) if c is not None]
+        ax.step([x for x, _ in drawn], [c for _, c in drawn], where="post", color=BEST,
+                label="best so far")  # fmt: skip
+        kinds: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in "oif"}
+        for x, r in zip(xs, results, strict=True):
+            value = goal.value(r)
+            kind = "f" if value is None else "o" if goal.feasible(r) is None else "i"
+            kinds[kind][0].append(x)
+            kinds[kind][1].append(value or 0.0)
+        ax.scatter(*kinds["o"], s=18, color=OK, label="trial")
+        if kinds["i"][0]:
+            ax.scatter(*kinds["i"], s=24, marker="x", color=INFEASIBLE, label="infeasible")
+        if kinds["f"][0]:
+            ax.scatter(*kinds["f"], marker="x", color=FAILED, label="failed")
         ax.set_xlabel(label)
-        ax.set_ylabel("output tok/s (median)")
+        ax.set_ylabel(f"{goal.label} (median)")
         ax.grid(alpha=0.3)
     axes[0].legend(loc="best")
     axes[1].set_title("trial wall time, loads included", fontsize=9)
@@ -67,13 +78,18 @@ def _is_numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
-def per_knob(results: Sequence[TrialResult], path: Path, best: TrialResult | None) -> Path | None:
-    """Output tok/s against each knob: a scatter for numbers, a strip per value otherwise;
-    `best` (the study's winner) marked."""
+def per_knob(
+    results: Sequence[TrialResult],
+    path: Path,
+    best: TrialResult | None,
+    goal: Goal = THROUGHPUT,
+) -> Path | None:
+    """The goal's first figure against each knob: a scatter for numbers, a strip per value
+    otherwise; `best` (the study's winner) marked, infeasible trials apart."""
     names: list[str] = []
     for r in results:
         names += [n for n in r.knobs if n not in names]
-    if not names or not any(r.output_tokens_per_s for r in results):
+    if not names or not any(goal.value(r) for r in results):
         return None
     plt = _pyplot()
     cols = min(3, len(names))
@@ -94,17 +110,22 @@ def per_knob(results: Sequence[TrialResult], path: Path, best: TrialResult | Non
             ax.set_xlim(-0.5, len(labels) - 0.5)
         if _is_numeric(values) and len(set(values)) <= 4 and ax.get_xscale() == "linear":
             ax.set_xticks(sorted(set(xs)))
-        kinds: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in "obf"}
+        kinds: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in "obif"}
         for x, (_, r) in zip(xs, points, strict=True):
-            kind = "f" if r.output_tokens_per_s is None else "b" if r is best else "o"
+            value = goal.value(r)
+            kind = "f" if value is None else "b" if r is best else "o"
+            if kind == "o" and goal.feasible(r) is not None:
+                kind = "i"
             kinds[kind][0].append(x)
-            kinds[kind][1].append(r.output_tokens_per_s or 0.0)
+            kinds[kind][1].append(value or 0.0)
         ax.scatter(*kinds["o"], s=22, color=OK)
         ax.scatter(*kinds["b"], s=22, color=BEST)
+        if kinds["i"][0]:
+            ax.scatter(*kinds["i"], s=26, marker="x", color=INFEASIBLE)
         if kinds["f"][0]:
             ax.scatter(*kinds["f"], marker="x", color=FAILED)
         ax.set_title(name, fontsize=10)
-        ax.set_ylabel("output tok/s")
+        ax.set_ylabel(goal.label)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names) :]:
         ax.set_visible(False)

@@ -224,14 +224,16 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
             doc.image(path, caption)
 
     add(
-        plots.best_so_far(results, out_dir / "best-so-far.png"),
-        "Best output tok/s so far, against trial number and against GPU-seconds spent "
-        "(trial wall time, loads included); failed trials at zero.",
+        plots.best_so_far(results, out_dir / "best-so-far.png", goal),
+        f"Best feasible {goal.label} so far, against trial number and against GPU-seconds "
+        "spent (trial wall time, loads included); infeasible trials as purple crosses, failed "
+        "trials at zero.",
         "progress: no trial succeeded",
     )
     add(
-        plots.per_knob(results, out_dir / "knobs.png", best),
-        "Output tok/s against each knob; the best trial in orange, failed trials at zero.",
+        plots.per_knob(results, out_dir / "knobs.png", best, goal),
+        f"{goal.label} against each knob; the best trial in orange, infeasible trials as "
+        "purple crosses, failed trials at zero.",
         "knobs: no trial succeeded",
     )
     same_pair = {o.name for o in goal.objectives} == {"output_tokens_per_s", "joules_per_token"}
