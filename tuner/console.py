@@ -224,10 +224,11 @@ def profile_table(profile: Profile) -> Table:
         goal += " within " + ", ".join(profile.constraints)
     table.add_row("tuned for", goal + (f" (replay of {profile.replay})" if profile.replay else ""))
     table.add_row("best knobs", fmt_knobs(profile.best.knobs))
+    objectives = profile.goal().objectives
     for i, point in enumerate(profile.front):
         figures = ", ".join(
             f"{o.name} {value:,.4g}"
-            for o in profile.goal().objectives
+            for o in objectives
             if (value := o.of(point.measurement)) is not None
         )
         table.add_row(f"front [{i}]", f"{figures}  ({fmt_knobs(point.knobs)})")

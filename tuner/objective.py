@@ -356,10 +356,14 @@ class Goal:
         """The feasible trials no other feasible trial dominates (as good in every objective
         and better in one), ordered by the primary objective, best first; one trial per
         configuration (its latest measurement)."""
-        latest = {_key(r): r for r in results if self.losses(r) is not None}
-        points = [(r, self.losses(r) or ()) for r in latest.values()]
-        kept = [r for r, a in points if not any(_dominates(b, a) for _, b in points)]
-        return sorted(kept, key=lambda r: (self.losses(r) or ())[0])
+        latest: dict[str, tuple[TrialResult, tuple[float, ...]]] = {}
+        for r in results:
+            losses = self.losses(r)
+            if losses is not None:
+                latest[_key(r)] = (r, losses)
+        points = list(latest.values())
+        kept = [(r, a) for r, a in points if not any(_dominates(b, a) for _, b in points)]
+        return [r for r, _ in sorted(kept, key=lambda ra: ra[1][0])]
 
 
 def _key(result: TrialResult) -> str:

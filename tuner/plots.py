@@ -47,7 +47,8 @@ def best_so_far(results: Sequence[TrialResult], path: Path, goal: Goal = THROUGH
     for r in results:
         spent += r.wall_s
         score = goal.score(r)
-        best = score if best is None else pick(best, score) if score is not None else best
+        if score is not None:
+            best = score if best is None else pick(best, score)
         seconds.append(spent)
         curve.append(best)
     numbers = [r.number for r in results]
