@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import TunerError
+from tuner.executor import NullObserver
 from tuner.measure import Protocol
 from tuner.objective import THROUGHPUT
 from tuner.rundir import StudySpec, read_trials
@@ -33,7 +34,7 @@ def spec(model: Path, **kw: object) -> StudySpec:
     return StudySpec.model_validate(base)
 
 
-class Recorder:
+class Recorder(NullObserver):
     def __init__(self, stop_after: int | None = None) -> None:
         self.started: list[int] = []
         self.finished: list[TrialResult] = []

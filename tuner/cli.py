@@ -141,6 +141,47 @@ RateSearch = Annotated[
 RequestRate = Annotated[
     float | None, typer.Option(min=0.001, help="Server engines: requests/s, Poisson arrivals.")
 ]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Run trials side by side on a Dask cluster of N workers: on this host one per GPU "
+        "(dask-cuda), or N processes on a CPU; with --cluster, N batch jobs.",
+    ),
+]
+DaskScheduler = Annotated[
+    str | None,
+    typer.Option(
+        help="Run trials on the running Dask cluster at tcp://HOST:PORT (workers started "
+        "with --nthreads 1 --resources GPU=<their GPUs>)."
+    ),
+]
+Cluster = Annotated[
+    str,
+    typer.Option(
+        help="Where --workers start: local (this host), or slurm, pbs or lsf batch jobs "
+        "through dask-jobqueue "
+        "(configured by its jobqueue.yaml).",
+    ),
+]
+GpusPerWorker = Annotated[
+    int, typer.Option(min=1, help="GPUs each worker owns (for tensor-parallel trials).")
+]
+PerGpuModel = Annotated[
+    bool,
+    typer.Option(
+        "--per-gpu-model",
+        help="On a fleet of mixed GPUs: one study per GPU model, on its workers, one profile "
+        "each (a model without a profile starts from another model's best).",
+    ),
+]
+ReplayTimeScale = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        help="Replays: each trial sleeps its recorded GPU-seconds times this (to try a fleet).",
+    ),
+]
 
 
 def _model_and_sizes(
@@ -183,15 +224,13 @@ def _engine_options(**given: Any) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _rate_search(
-    wanted: bool, constraints: list[str], request_rate: float | None
-) -> list[str] | None:
+def _rate_search(wanted: bool, constraints: list[str], options: dict[str, Any]) -> list[str] | None:
     """The limits a rate search keeps, when one was asked for; one line when it cannot run."""
     if not wanted:
         return None
     if not constraints:
         raise TunerError("--rate-search looks for the highest rate within a limit: give --slo")
-    if request_rate is not None:
+    if options.get("request_rate") is not None:
         raise TunerError("--rate-search chooses the request rate: leave out --request-rate")
     return constraints
 
@@ -299,63 +338,53 @@ def tune(
     profiles_dir: Annotated[Path, typer.Option(help="Where profiles are written.")] = Path(
         "profiles"
     ),
+    workers: Workers = None,
+    dask_scheduler: DaskScheduler = None,
+    cluster: Cluster = "local",
+    gpus_per_worker: GpusPerWorker = 1,
+    per_gpu_model: PerGpuModel = False,
+    replay_time_scale: ReplayTimeScale = 0.0,
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
     """Search the engine's knobs with SMAC3 and write the best configuration as a profile.
 
     With --slo (and the other limits), only configurations that keep every limit can be chosen;
-    with several --objective, the profile keeps the Pareto front."""
-    from tuner.replay import is_replay
-    from tuner.rundir import StudySpec, check_writable, run_dir_for
-    from tuner.setup import prepare
+    with several --objective, the profile keeps the Pareto front. With --workers or
+    --dask-scheduler, trials run side by side on a Dask cluster's workers."""
+    from tuner.cli_study import fleet_spec, maybe_fleet, run_studies
+    from tuner.rundir import check_writable, read_spec
     from tuner.study import Study
-    from tuner.workloads import load_workload
 
     quiet = quiet or json_
     with user_errors():
         check_writable(profiles_dir, "profiles folder")
+        fleet_given = fleet_spec(workers, dask_scheduler, cluster, gpus_per_worker)
         if resume is not None:
-            study = Study.resume(resume, trials=trials, time_budget_s=time_budget)
-        else:
-            if trials is None and time_budget is None:
-                trials = 12
-            objectives, constraints = _goal(
-                objective, slo, max_memory_mib, max_power_w, max_joules_per_token
-            )
-            if is_replay(engine):
-                if model is not None:
-                    raise TunerError("a replay takes its model and workload from the table")
-                spec_workload: Any = workload
-            else:
-                model, requests, output_tokens = _model_and_sizes(
-                    model, requests, output_tokens, quiet
+            stored = read_spec(resume)
+            with maybe_fleet(fleet_given or stored.fleet) as fleet:
+                machine = None if fleet is None else _group(fleet, stored).machine
+                study = Study.resume(
+                    resume, trials=trials, time_budget_s=time_budget, machine=machine
                 )
-                spec_workload = load_workload(
-                    workload, requests=requests, output_tokens=output_tokens
-                )
-            # Parse --set against the catalogue before anything slow happens.
-            options = _engine_options(
-                server_cmd=server_cmd, port=port, request_rate=request_rate, dialect=server_dialect
-            )
-            setup = prepare(
-                engine,
-                model or "",
-                spec_workload,
-                set_pairs=_with_concurrency(set_, concurrency),
-                options=options,
-            )
-            spec = StudySpec(
+                run_studies([study], profiles_dir, fleet=fleet, json_=json_, quiet=quiet)
+            return
+        with maybe_fleet(fleet_given) as fleet:
+            studies = _new_studies(
+                fleet,
+                per_gpu_model,
+                profiles_dir,
                 engine=engine,
-                model=setup.model.ref,
-                workload=setup.workload,
+                model=model,
+                workload=workload,
                 trials=trials,
-                time_budget_s=time_budget,
+                time_budget=time_budget,
                 seed=seed,
                 confirm=confirm,
-                optimizer=_optimizer(optimizer, len(objectives)),
-                objectives=objectives,
-                constraints=constraints,
+                optimizer=optimizer,
+                requests=requests,
+                output_tokens=output_tokens,
+                set_=set_,
                 protocol=_protocol(
                     repeats,
                     run_time_limit,
@@ -363,133 +392,145 @@ def tune(
                     max_cv,
                     max_remeasures,
                     sample_period,
-                ).model_copy(
-                    update={"rate_search": _rate_search(rate_search, constraints, request_rate)}
                 ),
-                pinned=setup.space.pinned,
-                engine_options=options,
-                trial_timeout_s=trial_timeout,
+                trial_timeout=trial_timeout,
+                options=_engine_options(
+                    server_cmd=server_cmd,
+                    port=port,
+                    request_rate=request_rate,
+                    dialect=server_dialect,
+                ),
+                concurrency=concurrency,
+                goal=_goal(objective, slo, max_memory_mib, max_power_w, max_joules_per_token),
+                rate_search=rate_search,
+                run_dir=run_dir,
+                replay_time_scale=replay_time_scale,
+                quiet=quiet,
             )
-            run_dir = run_dir or run_dir_for(
-                Path("runs"), setup.catalogue.engine, setup.model.slug, setup.workload.slug
-            )
-            study = Study.create(spec, run_dir, setup)
-        _run_study(study, profiles_dir, json_=json_, quiet=quiet)
+            run_studies(studies, profiles_dir, fleet=fleet, json_=json_, quiet=quiet)
 
 
-def _say_no_telemetry(hardware: Any) -> None:
-    """Once per command, not per trial: why there will be no energy figures."""
-    if not hardware.gpus:
-        err.print(
-            f"[dim]no GPU telemetry on this machine: {escape(str(hardware.no_gpu_reason))}[/]"
+def _group(fleet: Any, spec: Any) -> Any:
+    """The fleet's workers a study runs on: those of its GPU model, or all when they share
+    one; one line when that cannot be."""
+    groups = fleet.groups(_modules(spec.engine))
+    if spec.gpu_model is not None:
+        for group in groups:
+            if group.gpu_model == spec.gpu_model:
+                return group
+        raise TunerError(
+            f"{fleet.spec.describe()} has no worker with a {spec.gpu_model} (it has "
+            f"{', '.join(g.gpu_model for g in groups)})"
         )
+    if len(groups) > 1:
+        raise TunerError(
+            f"{fleet.spec.describe()} has workers of {len(groups)} GPU models "
+            f"({', '.join(g.gpu_model for g in groups)}): a profile is for one; "
+            "--per-gpu-model runs one study for each"
+        )
+    return groups[0]
 
 
-def _run_study(study: Any, profiles_dir: Path, *, json_: bool, quiet: bool) -> None:
-    from tuner.console import StudyView, profile_table, trials_table
-    from tuner.executor import NullObserver
-    from tuner.profiles import build_profile, profile_path, write_profile
+def _modules(engine: str) -> list[str]:
+    from tuner.setup import catalogue_of
+
+    return sorted(catalogue_of(engine).modules())
+
+
+def _new_studies(
+    fleet: Any,
+    per_gpu_model: bool,
+    profiles_dir: Path,
+    *,
+    engine: str,
+    model: str | None,
+    workload: str,
+    trials: int | None,
+    time_budget: float | None,
+    seed: int,
+    confirm: int,
+    optimizer: str,
+    requests: int | None,
+    output_tokens: int | None,
+    set_: list[str] | None,
+    protocol: Any,
+    trial_timeout: float | None,
+    options: dict[str, Any],
+    concurrency: int | None,
+    goal: tuple[list[str], list[str]],
+    rate_search: bool,
+    run_dir: Path | None,
+    replay_time_scale: float,
+    quiet: bool,
+) -> list[Any]:
+    """The new studies of one `tuner tune`: one, or one per GPU model of the fleet (each in a
+    run directory of its own, warm-started from another model's profile where it has none)."""
     from tuner.replay import is_replay
-    from tuner.rundir import read_trials
+    from tuner.rundir import StudySpec, run_dir_for
+    from tuner.setup import prepare
+    from tuner.study import Study, warm_start
+    from tuner.workloads import load_workload
 
-    done = len(read_trials(study.trials_path))
-    if not quiet:
-        s = study.setup
-        err.print(
-            f"[bold]{s.catalogue.engine}[/] · {s.model.ref} · {s.workload.name}"
-            + (f" ({len(s.requests)} requests)" if s.requests else " (recorded)")
-            + f" · {s.hardware.gpu_name} · run dir {study.run_dir}"
-            + (f" · resuming after {done} trials" if done else "")
+    if per_gpu_model and fleet is None:
+        raise TunerError("--per-gpu-model splits a fleet: give --workers or --dask-scheduler")
+    if replay_time_scale and not is_replay(engine):
+        raise TunerError("--replay-time-scale is for replays (--engine replay:TABLE)")
+    if trials is None and time_budget is None:
+        trials = 12
+    objectives, constraints = goal
+    if is_replay(engine):
+        if model is not None:
+            raise TunerError("a replay takes its model and workload from the table")
+        spec_workload: Any = workload
+    else:
+        model, requests, output_tokens = _model_and_sizes(model, requests, output_tokens, quiet)
+        spec_workload = load_workload(workload, requests=requests, output_tokens=output_tokens)
+    groups: list[Any] = [None]
+    if fleet is not None:
+        groups = fleet.groups(_modules(engine))
+        if not per_gpu_model:
+            groups = [_group(fleet, StudySpec.model_construct(engine=engine, gpu_model=None))]
+    studies = []
+    for group in groups:
+        # Parse --set against the catalogue before anything slow happens.
+        setup = prepare(
+            engine,
+            model or "",
+            spec_workload,
+            set_pairs=_with_concurrency(set_, concurrency),
+            options=options,
+            machine=group.machine if group is not None else None,
         )
-        _say_no_telemetry(s.hardware)
-    try:
-        if quiet:
-            outcome = study.run(NullObserver())
-        else:
-            total = study.spec.trials + study.spec.confirm if study.spec.trials else None
-            with StudyView(err, total, done) as view:
-                outcome = study.run(view)
-    except KeyboardInterrupt:
-        err.print(
-            f"\ninterrupted: finished trials are kept; resume with "
-            f"tuner tune --resume {study.run_dir}"
+        spec = StudySpec(
+            engine=engine,
+            model=setup.model.ref,
+            workload=setup.workload,
+            trials=trials,
+            time_budget_s=time_budget,
+            seed=seed,
+            confirm=confirm,
+            optimizer=_optimizer(optimizer, len(objectives)),
+            objectives=objectives,
+            constraints=constraints,
+            protocol=protocol.model_copy(
+                update={"rate_search": _rate_search(rate_search, constraints, options)}
+            ),
+            pinned=setup.space.pinned,
+            engine_options=options,
+            trial_timeout_s=trial_timeout,
+            fleet=fleet.spec if fleet is not None else None,
+            gpu_model=group.gpu_model if per_gpu_model else None,
+            replay_time_scale=replay_time_scale,
         )
-        raise typer.Exit(130) from None
-    goal = study.goal
-    if outcome.best is None:
-        ran = [r for r in outcome.results if r.status == "ok"]
-        if ran and goal.constraints:
-            limits = ", ".join(c.text for c in goal.constraints)
-            err.print(
-                f"[red]no configuration met the limits[/] ({limits}): "
-                f"{len(ran)} of {len(outcome.results)} trials ran, none within them; no "
-                f"profile written. Trials and worker logs: {study.run_dir}"
-            )
-        else:
-            err.print(
-                f"[red]no trial succeeded[/] ({len(outcome.results)} trials); see the trials "
-                f"and worker logs in {study.run_dir}"
-            )
-        if not quiet:
-            out.print(trials_table(outcome.results, None, out.width, goal))
-        raise typer.Exit(1)
-    report = _study_report(study.run_dir, quiet=quiet)
-    profile = build_profile(study, outcome)
-    with user_errors():
-        path = write_profile(profile, profile_path(profiles_dir, profile))
-    if is_replay(study.spec.engine):
-        _replay_summary(study, outcome, path, json_=json_, quiet=quiet)
-        return
-    if json_:
-        emit_json(
-            {
-                "profile": str(path),
-                "report": str(report) if report else None,
-                "run_dir": str(study.run_dir),
-                "stopped": outcome.stopped,
-                "gpu_s": outcome.gpu_s,
-                "wall_s": outcome.wall_s,
-                "best": profile.best.model_dump(mode="json"),
-                "objectives": profile.objectives,
-                "constraints": profile.constraints,
-                "front": [p.model_dump(mode="json") for p in profile.front],
-                "speedup": profile.speedup,
-                "trials": [
-                    {
-                        "number": r.number,
-                        "origin": r.origin,
-                        "status": r.status,
-                        "output_tokens_per_s": r.output_tokens_per_s,
-                        "objectives": [o.of(r.measurement) for o in goal.objectives],
-                        "infeasible": goal.feasible(r, robust=True),
-                        "knobs": r.knobs,
-                        "reason": r.reason,
-                    }
-                    for r in outcome.results
-                ],
-            }
+        if per_gpu_model:
+            spec = warm_start(spec, setup, profiles_dir)
+        where = run_dir or run_dir_for(
+            Path("runs"), setup.catalogue.engine, setup.model.slug, setup.workload.slug
         )
-        return
-    if not quiet:
-        out.print(trials_table(outcome.results, outcome.best, out.width, goal))
-        out.print(profile_table(profile))
-        out.print(f"stopped: {outcome.stopped}")
-    out.print(f"profile written: {path}")
-    if report is not None:
-        out.print(f"report written: {report}")
-
-
-def _study_report(run_dir: Path, *, quiet: bool) -> Path | None:
-    """A finished study's report in `RUN_DIR/report/`; a report that fails costs no trial or
-    profile: it is one line, and `tuner report` can make it again."""
-    from tuner.report import write_report
-
-    try:
-        return write_report(run_dir, run_dir / "report").html
-    except TunerError as exc:
-        if not quiet:
-            err.print(f"[yellow]no report:[/] {escape(str(exc))}")
-        return None
+        if per_gpu_model:
+            where = where.with_name(f"{where.name}--{group.slug}")
+        studies.append(Study.create(spec, where, setup))
+    return studies
 
 
 @app.command(epilog=EXIT_CODES)
@@ -516,42 +557,6 @@ def report(
         )
     else:
         out.print(f"report written: {written.markdown} and {written.html}")
-
-
-def _replay_summary(study: Any, outcome: Any, profile: Path, *, json_: bool, quiet: bool) -> None:
-    """A replayed study's pick against the table's optimum under the same goal; its profile
-    is the table's machine's, with recorded figures."""
-    from tuner.console import trials_table
-
-    table = study.setup.replay.table
-    goal = study.goal
-    optimum = table.optimum(goal)
-    best = outcome.best
-    picked, top = goal.value(best), goal.value(optimum)
-    ratio = picked / top if goal.maximize else top / picked
-    cost = outcome.gpu_s
-    if json_:
-        emit_json(
-            {
-                "run_dir": str(study.run_dir),
-                "profile": str(profile),
-                "objective": goal.name,
-                "best": {"knobs": best.knobs, goal.name: picked},
-                "table_optimum": {"knobs": optimum.knobs, goal.name: top},
-                "ratio_to_optimum": ratio,
-                "recorded_gpu_s": cost,
-                "trials": len(outcome.results),
-            }
-        )
-        return
-    if not quiet:
-        out.print(trials_table(outcome.results, best, out.width, goal))
-    out.print(
-        f"replay of {table.gpu.name}: best {goal.primary.fmt(picked)} ({goal.label}), "
-        f"{ratio:.1%} of the table's optimum ({goal.primary.fmt(top)}), "
-        f"{len(outcome.results)} trials, {cost:,.0f} recorded GPU-seconds"
-    )
-    out.print(f"profile written: {profile} (the table's machine and recorded figures)")
 
 
 @app.command(epilog=EXIT_CODES)
@@ -581,6 +586,7 @@ def bench(
     quiet: Quiet = False,
 ) -> None:
     """Measure one configuration: the engine's defaults with --set changes."""
+    from tuner.cli_study import say_no_telemetry
     from tuner.console import StudyView, measurement_table
     from tuner.executor import NullObserver
     from tuner.executor import bench as run_bench
@@ -615,7 +621,7 @@ def bench(
         ).timeout_s()
         make_task = partial(setup.task, protocol=protocol)
     if not quiet:
-        _say_no_telemetry(setup.hardware)
+        say_no_telemetry(setup.hardware)
     log_dir = Path(tempfile.mkdtemp(prefix="tuner-bench-"))
     try:
         if quiet:

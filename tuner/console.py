@@ -23,68 +23,111 @@ from tuner.trial import TrialResult
 STATUS_STYLE = {"ok": "green", "oom": "yellow", "crashed": "red", "timeout": "magenta"}
 
 
-class StudyView:
-    """Live progress of a study (an `Observer`): trial n of N, elapsed, best so far, knobs."""
+def study_progress(console: Console) -> Progress:
+    """The live area of `StudyView`s: one row per study, one per trial in flight."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[title]}"),
+        BarColumn(bar_width=20),
+        TextColumn("{task.fields[count]}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+    )
 
-    def __init__(self, console: Console, total: int | None, done: int = 0) -> None:
+
+class StudyView:
+    """Live progress of a study (an `Observer`): trials done of N and the best so far, then a
+    row for each trial in flight (where it runs, elapsed, its stage and knobs). Studies run
+    side by side share one `progress`, each view with its `label`."""
+
+    def __init__(
+        self,
+        console: Console,
+        total: int | None,
+        done: int = 0,
+        *,
+        label: str = "",
+        progress: Progress | None = None,
+    ) -> None:
         self.console = console
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]trial {task.fields[number]}"),
-            BarColumn(bar_width=20),
-            TextColumn("{task.completed}/{task.fields[total_text]}"),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=console,
-            transient=True,
-        )
+        self.owned = progress is None
+        self.progress = progress or study_progress(console)
+        self.label = f"{label} " if label else ""
+        self.total_text = total or "?"
+        self.done = done
         self.task = self.progress.add_task(
-            "", total=total, completed=done, number=done, total_text=total or "?"
+            "best -",
+            total=total,
+            completed=done,
+            title=f"{self.label}trials".strip(),
+            count=f"{done}/{self.total_text}",
         )
-        self.best: TrialResult | None = None
-        self.knobs = ""
-        self.stage = ""
+        self.rows: dict[int, Any] = {}
+        self.knobs: dict[int, str] = {}
+        self.where: dict[int, str] = {}
 
     def __enter__(self) -> StudyView:
-        self.progress.start()
+        if self.owned:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
+        if self.owned:
+            self.progress.stop()
 
-    def _refresh(self, number: int) -> None:
-        best = (
-            f"best {fmt_rate(self.best.output_tokens_per_s)} tok/s (#{self.best.number})"
-            if self.best
-            else "best -"
-        )
-        self.progress.update(
-            self.task, number=number, description=f"{best} · {self.stage} · {self.knobs}"
-        )
+    def _row(self, number: int, stage: str) -> None:
+        where = self.where.get(number)
+        text = " · ".join(x for x in (where, stage, self.knobs.get(number)) if x)
+        self.progress.update(self.rows[number], description=escape(text))
 
     def trial_started(self, number: int, origin: str, knobs: dict[str, Value]) -> None:
-        self.knobs, self.stage = fmt_knobs(knobs), "starting"
-        self._refresh(number)
+        self.knobs[number] = fmt_knobs(knobs)
+        self.rows[number] = self.progress.add_task(
+            "", total=None, title=f"  {self.label}#{number}", count=origin
+        )
+        self._row(number, "starting")
+
+    def trial_running(self, number: int, where: str) -> None:
+        if number in self.rows:
+            self.where[number] = where
+            self.progress.reset(self.rows[number], total=None)  # elapsed from its start there
+            self._row(number, "starting")
 
     def trial_progress(self, number: int, text: str) -> None:
-        self.stage = text
-        self._refresh(number)
+        if number in self.rows:
+            self._row(number, text)
 
     def trial_finished(self, result: TrialResult, best: TrialResult | None) -> None:
-        self.best = best
+        row = self.rows.pop(result.number, None)
+        if row is not None:
+            self.progress.remove_task(row)
+        self.knobs.pop(result.number, None)
+        where = self.where.pop(result.number, None)
         style = STATUS_STYLE[result.status]
         figure = (
             f"{fmt_rate(result.output_tokens_per_s)} tok/s"
             if result.measurement
             else escape(result.reason or "")
         )
+        place = f", {escape(where.removeprefix('on '))}" if where else ""
         self.console.print(
-            f"#{result.number:<3} [{style}]{result.status:<7}[/] {figure:>14}  "
-            f"{fmt_knobs(result.knobs)}  [dim]({result.origin}, {result.wall_s:.1f} s)[/]",
+            f"{escape(self.label)}#{result.number:<3} [{style}]{result.status:<7}[/] "
+            f"{figure:>14}  {fmt_knobs(result.knobs)}  "
+            f"[dim]({result.origin}, {result.wall_s:.1f} s{place})[/]",
             highlight=False,
         )
         self.progress.advance(self.task)
-        self._refresh(result.number + 1)
+        self.done += 1
+        best_text = (
+            f"best {fmt_rate(best.output_tokens_per_s)} tok/s (#{best.number})"
+            if best
+            else "best -"
+        )
+        self.progress.update(
+            self.task, description=best_text, count=f"{self.done}/{self.total_text}"
+        )
 
 
 #: Below this many columns the trials table leaves out the cold run and the load time.

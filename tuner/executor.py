@@ -34,6 +34,10 @@ class Observer(Protocol):
 
     def trial_started(self, number: int, origin: str, knobs: dict[str, Value]) -> None: ...
 
+    def trial_running(self, number: int, where: str) -> None:
+        """A submitted trial began on a fleet's worker (`where`: worker, host, GPUs)."""
+        ...
+
     def trial_progress(self, number: int, text: str) -> None: ...
 
     def trial_finished(self, result: TrialResult, best: TrialResult | None) -> None: ...
@@ -43,6 +47,9 @@ class NullObserver:
     """Observes nothing."""
 
     def trial_started(self, number: int, origin: str, knobs: dict[str, Value]) -> None:
+        pass
+
+    def trial_running(self, number: int, where: str) -> None:
         pass
 
     def trial_progress(self, number: int, text: str) -> None:

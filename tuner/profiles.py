@@ -385,6 +385,14 @@ def read_profile(path: Path) -> Profile:
         raise TunerError(f"{path}: not a valid profile ({describe(exc)})") from None
 
 
+def profiles_by_gpu(root: Path, engine: str, model_slug: str, tuned: str) -> dict[str, Path]:
+    """The profiles of one engine, model and `tuned_for` under `root`, by GPU slug (measured
+    ones: a replay's name ends in `--replay`)."""
+    return {
+        p.parent.parent.name: p for p in sorted(root.glob(f"*/{engine}/{model_slug}--{tuned}.json"))
+    }
+
+
 def find_profiles(root: Path) -> list[Path]:
     """Profile files under `root`, sorted."""
     return sorted(p for p in root.glob("*/*/*.json") if not p.name.startswith("."))

@@ -12,6 +12,7 @@ study runs in seconds.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -122,8 +123,12 @@ class Replay:
             initial=[{n: v for n, v in p.items() if n in knobs} for p in source.initial],
         )
 
-    def evaluator(self, seed: int) -> Callable[[int, str, dict[str, Value]], TrialResult]:
-        """`evaluate(number, origin, knobs) -> TrialResult` for a study with `seed`."""
+    def evaluator(
+        self, seed: int, time_scale: float = 0.0
+    ) -> Callable[[int, str, dict[str, Value]], TrialResult]:
+        """`evaluate(number, origin, knobs) -> TrialResult` for a study with `seed`; with a
+        `time_scale`, each trial sleeps its recorded GPU time times that (a stand-in for the
+        real trial, to study trials side by side)."""
         table = self.table
         versions = self.versions()
         last_load: list[str] = []
@@ -136,6 +141,8 @@ class Replay:
             load_s = None if reused else table.load_cost_s(knobs)
             cost = table.measure_cost_s(point) + (load_s or 0.0)
             rng = random.Random(f"{seed}:{number}")
+            if time_scale:
+                time.sleep(cost * time_scale)
             return TrialResult(
                 number=number,
                 origin=origin,

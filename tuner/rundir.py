@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuner.errors import TunerError
+from tuner.fleet import FleetSpec
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol as MeasureProtocol
 from tuner.objective import Goal, goal, one_objective_to_many
@@ -59,6 +60,21 @@ class StudySpec(BaseModel):
     )
     load_timeout_s: float = Field(default=900.0, gt=0)
     trial_timeout_s: float | None = Field(default=None, gt=0)
+    fleet: FleetSpec | None = Field(
+        default=None, description="the Dask fleet the trials run on (None: this machine)"
+    )
+    gpu_model: str | None = Field(
+        default=None, description="on a fleet, the GPU model whose workers run the trials"
+    )
+    warm_start: list[dict[str, Value]] = Field(
+        default=[], description="configurations put first in the initial design"
+    )
+    warm_start_from: str | None = Field(
+        default=None, description="the profile (of another GPU model) they came from"
+    )
+    replay_time_scale: float = Field(
+        default=0.0, ge=0, description="a replay sleeps its recorded GPU time times this"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any
 
 from tuner.engines import engine_class
 from tuner.errors import TunerError
+from tuner.fleet import Machine
 from tuner.hardware import Hardware, detect_hardware, detect_platform, slugify
 from tuner.knobs import Catalogue, Value
 from tuner.measure import Protocol as MeasureProtocol
@@ -81,6 +82,7 @@ class Setup:
             protocol,
             dict(self.options),
             self.fresh_process,
+            engine_class(self.engine).gpus_needed(load),
         )
 
 
@@ -100,10 +102,13 @@ def prepare(
     *,
     set_pairs: Sequence[str] = (),
     options: dict[str, Any] | None = None,
+    machine: Machine | None = None,
 ) -> Setup:
     """Resolves and checks everything a trial needs; bad input fails here, before any trial.
 
     `set_pairs` are `name=value` strings parsed against the catalogue and added to `pinned`.
+    `machine` is where the trials run when that is not here (a fleet's workers): its platform
+    decides which knobs exist and its GPU model names the profile.
     """
     replay = load_replay(engine) if is_replay(engine) else None
     if replay is not None:
@@ -124,7 +129,7 @@ def prepare(
         requests = build_requests(spec, Tokenizer(model_ref.path))
         facts = facts_of(model_ref, requests)
         fresh_process = cls.fresh_process_per_load
-    platform = detect_platform(catalogue.modules())
+    platform = machine.platform if machine else detect_platform(catalogue.modules())
     space = resolve(catalogue, platform, facts=facts)
     pinned = {**(pinned or {}), **space.parse_overrides(set_pairs)}
     if pinned:
@@ -137,7 +142,7 @@ def prepare(
         model_ref,
         spec,
         requests,
-        detect_hardware(),
+        machine.hardware if machine else detect_hardware(),
         dict(options or {}),
         fresh_process,
         replay,

@@ -27,6 +27,7 @@ from tuner.executor import (
     NullObserver,
     Observer,
 )
+from tuner.fleet import Fleet, Machine
 from tuner.knobs import Value
 from tuner.objective import CONFIRM, winner
 from tuner.optimizers import Optimizer, SpaceExhausted, make_optimizer
@@ -89,12 +90,22 @@ class Study:
 
     @classmethod
     def resume(
-        cls, run_dir: Path, *, trials: int | None = None, time_budget_s: float | None = None
+        cls,
+        run_dir: Path,
+        *,
+        trials: int | None = None,
+        time_budget_s: float | None = None,
+        machine: Machine | None = None,
     ) -> Study:
         """Reopens the study in `run_dir`. A budget given here replaces the stored ones: `trials`
         alone sets the trial budget and lifts the time budget (the user named the budget in
         trials), `time_budget_s` sets the time budget (counted over all sessions' trials)."""
         spec = read_spec(run_dir)
+        if spec.fleet is not None and machine is None:
+            raise TunerError(
+                f"{run_dir} ran on {spec.fleet.describe()}: resume it on a fleet (the command "
+                "line reopens the one it names)"
+            )
         if trials is not None or time_budget_s is not None:
             update: dict[str, Any] = {"time_budget_s": time_budget_s}
             if trials is not None:
@@ -102,7 +113,12 @@ class Study:
             spec = spec.model_copy(update=update)
             rundir.write_spec(run_dir, spec)
         setup = prepare(
-            spec.engine, spec.model, spec.workload, spec.pinned, options=spec.engine_options
+            spec.engine,
+            spec.model,
+            spec.workload,
+            spec.pinned,
+            options=spec.engine_options,
+            machine=machine,
         )
         return cls(spec, setup, run_dir)
 
@@ -142,32 +158,73 @@ class Study:
             budget=self.spec.trials or 40,
             seed=self.spec.seed,
             output_dir=self.run_dir / "optimizer",
-            starts=self.setup.space.initial_knobs(),
+            starts=self._starts(),
             objectives=len(self.goal.objectives),
         )
 
-    def executor(self, observer: Observer, evaluate: Evaluate | None = None) -> Executor:
-        """Where this study's trials run: in process for a replay or a given `evaluate`, else
-        in a local worker process."""
+    def _starts(self) -> list[dict[str, Value]]:
+        """The initial design's fixed points: warm-start configurations (another GPU model's
+        best, its knobs that this space holds, the rest at their defaults), then the
+        catalogue's starting points."""
+        space = self.setup.space
+        warm: list[dict[str, Value]] = []
+        for given in self.spec.warm_start:
+            held = {n: v for n, v in given.items() if n in space.knobs and _fits(space, n, v)}
+            knobs = space.assemble(space.searched_values({**space.default_knobs(), **held}))
+            if not space.violated(knobs) and knobs not in warm:
+                warm.append(knobs)
+        return warm + space.initial_knobs()
+
+    def executor(
+        self, observer: Observer, evaluate: Evaluate | None = None, fleet: Fleet | None = None
+    ) -> Executor:
+        """Where this study's trials run: on a Dask fleet's workers (of the study's GPU
+        model), or here: in process for a replay or a given `evaluate`, else in a local worker
+        process."""
         if evaluate is None and self.setup.replay is not None:
-            evaluate = self.setup.replay.evaluator(self.spec.seed)
+            evaluate = self.setup.replay.evaluator(self.spec.seed, self.spec.replay_time_scale)
+        make_task = partial(self.setup.task, protocol=self.spec.protocol)
+        if fleet is not None:
+            from tuner.dask_executor import DaskExecutor
+
+            workers = None
+            if self.spec.gpu_model is not None:
+                workers = next(
+                    (g.workers for g in fleet.groups() if g.gpu_model == self.spec.gpu_model),
+                    None,
+                )
+                if workers is None:
+                    raise TunerError(
+                        f"{fleet.spec.describe()} has no worker with a {self.spec.gpu_model}"
+                    )
+            return DaskExecutor(
+                fleet,
+                make_task=None if evaluate else make_task,
+                evaluate=evaluate,
+                timeout_s=self.spec.timeout_s(),
+                log_dir=self.run_dir / "workers",
+                observer=observer,
+                run_dir=self.run_dir,
+                workers=workers,
+            )
         if evaluate is not None:
             return InProcessExecutor(evaluate, observer)
         return LocalExecutor(
-            partial(self.setup.task, protocol=self.spec.protocol),
-            self.spec.timeout_s(),
-            self.run_dir / "workers",
-            observer,
-            self.run_dir,
+            make_task, self.spec.timeout_s(), self.run_dir / "workers", observer, self.run_dir
         )
 
     def run(
-        self, observer: Observer | None = None, *, evaluate: Evaluate | None = None
+        self,
+        observer: Observer | None = None,
+        *,
+        evaluate: Evaluate | None = None,
+        fleet: Fleet | None = None,
     ) -> StudyOutcome:
         """Runs trials until the budget is spent; returns every finished trial.
 
-        `evaluate(number, origin, knobs)` answers trials in process instead of measuring them
-        (benchmarks of the search itself use it with a known surface).
+        `evaluate(number, origin, knobs)` answers trials instead of measuring them
+        (benchmarks of the search itself use it with a known surface). With a `fleet`, trials
+        run on its workers, as many at once as they have slots.
         """
         observer = observer or NullObserver()
         space = self.setup.space
@@ -201,10 +258,14 @@ class Study:
                     f"search space ({exc}); resume on the machine that started the study"
                 ) from None
 
-        runner = self.executor(observer, evaluate)
+        runner = self.executor(observer, evaluate, fleet)
         in_flight: dict[int, tuple[Any, bool]] = {}  # number -> (optimizer handle, asked)
         pending: set[str] = set()  # knobs in flight, not proposed twice
-        next_number = len(results)
+        # Proposals of a configuration in flight: told its result when it comes (not run twice,
+        # and not told a made-up loss meanwhile).
+        twins: dict[str, list[Any]] = {}
+        # Numbers go on from the highest kept (trials run side by side finish out of order).
+        next_number = max((r.number for r in results), default=-1) + 1
         stopped = "budget spent"
 
         def submit(origin: str, knobs: dict[str, Value], handle: Any, asked: bool) -> None:
@@ -230,8 +291,11 @@ class Study:
                 known = measured.get(key)
                 if known is not None or key in pending or space.violated(proposal.knobs):
                     # Measured already, in flight, or a combination the engine rejects: no
-                    # trial is run. A pending twin is told as a failure for now.
-                    optimizer.tell(proposal.handle, self.goal.losses(known) if known else None)
+                    # trial is run.
+                    if key in pending:
+                        twins.setdefault(key, []).append(proposal.handle)
+                    else:
+                        optimizer.tell(proposal.handle, self.goal.losses(known) if known else None)
                     repeats += 1
                     if repeats >= MAX_REPEATED_PROPOSALS:
                         return "search space exhausted"
@@ -250,7 +314,14 @@ class Study:
                 pending.discard(_key(result.knobs))
                 rundir.append_trial(self.trials_path, result)
                 results.append(result)
+                waiting = twins.pop(_key(result.knobs), [])
+                if waiting and not asked:
+                    # The optimizer proposed the baseline while it ran: told through that
+                    # proposal (SMAC miscounts a trial observed while its twin is running).
+                    handle, asked = waiting.pop(), True
                 tell(result, handle, asked)
+                for twin in waiting:
+                    tell(result, twin, asked=True)
                 observer.trial_finished(result, self._best(results))
                 if why is None:
                     why = fill()
@@ -279,6 +350,35 @@ class Study:
         )
 
 
+def warm_start(spec: StudySpec, setup: Setup, profiles_dir: Path) -> StudySpec:
+    """`spec` starting from another GPU model's best configurations (its profile's best and
+    front, first in the initial design) when this machine's GPU model has no profile for the
+    same engine, model, workload shape and goal and another model does."""
+    from tuner.profiles import profiles_by_gpu, read_profile, tuned_for, workload_shape
+    from tuner.workloads import summarize
+
+    if setup.replay is not None or not setup.requests:
+        return spec
+    shape = summarize(setup.requests)
+    tuned = tuned_for(
+        workload_shape(setup.workload.slug, int(shape["requests"]), shape["mean_output_tokens"]),
+        spec.objectives,
+        spec.constraints,
+    )
+    held = profiles_by_gpu(profiles_dir, setup.catalogue.engine, setup.model.slug, tuned)
+    if setup.hardware.slug in held or not held:
+        return spec
+    for path in held.values():
+        try:
+            profile = read_profile(path)
+        except TunerError:
+            continue
+        knobs = [profile.best.knobs]
+        knobs += [p.knobs for p in profile.front if p.knobs not in knobs]
+        return spec.model_copy(update={"warm_start": knobs, "warm_start_from": str(path)})
+    return spec
+
+
 def replay_study(
     table: Path,
     *,
@@ -289,8 +389,13 @@ def replay_study(
     confirm: int = 2,
     objectives: Sequence[str] = ("output_tokens_per_s",),
     constraints: Sequence[str] = (),
+    warm: Sequence[dict[str, Value]] = (),
+    fleet: Fleet | None = None,
+    time_scale: float = 0.0,
 ) -> StudyOutcome:
-    """A whole study on the replay of `table`: tuner's own loop, baseline first."""
+    """A whole study on the replay of `table`: tuner's own loop, baseline first; `warm`
+    configurations first in its initial design; on a `fleet`'s workers, each trial sleeping its
+    recorded GPU time times `time_scale`."""
     engine = f"{REPLAY_PREFIX}{table}"
     setup = prepare(engine, "", "")
     spec = StudySpec(
@@ -303,8 +408,11 @@ def replay_study(
         confirm=confirm,
         objectives=list(objectives),
         constraints=list(constraints),
+        warm_start=list(warm),
+        fleet=fleet.spec if fleet is not None else None,
+        replay_time_scale=time_scale,
     )
-    return Study.create(spec, run_dir, setup).run()
+    return Study.create(spec, run_dir, setup).run(fleet=fleet)
 
 
 def _fits(space: SearchSpace, name: str, value: Value) -> bool:

@@ -15,6 +15,10 @@
   --fail-every 2`), for testing the server engines' load client without vLLM.
 - `check_engine`: the engine contract, checked on one adapter (tests/test_engine_contract.py runs
   it on every adapter tuner ships; run it on yours).
+- `fake_machines`: a Dask worker plugin that tells each worker of a cluster it has another GPU
+  model than it has (`tuner.fleet.worker_machine` reports it), for testing mixed fleets
+  without GPUs; `SurfaceOnWorker`: the fake surface answered after a sleep, killing its own
+  Dask worker (kill -9) at a chosen trial, for testing a worker lost mid-trial.
 - `FakeGpu`: a GPU whose NVML readings follow scripts (an energy counter built on
   `itertools.count`, one that goes backwards, a device that disappears, unsupported calls), for
   testing telemetry without a GPU.
@@ -514,3 +518,40 @@ if __name__ == "__main__":
     parser.add_argument("--fail-every", type=int, default=0)
     args = parser.parse_args()
     serve_stub(args.port, args.fail_every)
+
+
+def fake_machines(gpu_models: Mapping[str, str]) -> Any:
+    """A Dask worker plugin: the worker named `n` reports a machine with one GPU of model
+    `gpu_models[n]` (`fake_hardware`) as the one it runs on (`tuner.fleet.worker_machine`);
+    workers not named report their own. `client.register_plugin(fake_machines({...}))`."""
+    from distributed import WorkerPlugin
+
+    from tuner.fleet import Machine
+    from tuner.hardware import Platform
+
+    class FakeMachines(WorkerPlugin):
+        name = "tuner-fake-machines"
+
+        def setup(self, worker: Any) -> None:
+            model = gpu_models.get(str(worker.name))
+            if model is not None:
+                platform = Platform("cuda", 1, frozenset({"cuda", "bf16", "fp16"}))
+                worker.tuner_machine = Machine(fake_hardware(model), platform, ("0",), "fake")
+
+    return FakeMachines()
+
+
+class SurfaceOnWorker:
+    """`evaluate(number, origin, knobs)`: `surface_result` after `delay_s` of sleep, except
+    that trial `kill_at` kills the process it runs in (a Dask worker) with SIGKILL, each time
+    it runs. For testing trials side by side and a worker lost mid-trial."""
+
+    def __init__(self, delay_s: float = 0.0, kill_at: int | None = None) -> None:
+        self.delay_s = delay_s
+        self.kill_at = kill_at
+
+    def __call__(self, number: int, origin: str, knobs: dict[str, Value]) -> Any:
+        if number == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(self.delay_s)
+        return surface_result(number, origin, knobs)

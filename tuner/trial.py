@@ -33,6 +33,8 @@ class TrialTask:
     protocol: Protocol
     engine_options: dict[str, Any] = field(default_factory=dict)
     fresh_process: bool = False
+    #: GPUs the configuration uses (tensor x pipeline parallel, `num_gpus`); 0 on a CPU.
+    gpus: int = 1
 
     @property
     def load_key(self) -> tuple[Any, ...]:
@@ -61,6 +63,23 @@ class Outcome(BaseModel):
     )
 
 
+class Placement(BaseModel):
+    """Where a trial ran on a fleet: its Dask worker, host and GPUs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    worker: str
+    address: str
+    host: str
+    gpus: list[str] = Field(default=[], description="CUDA_VISIBLE_DEVICES of its trial process")
+    gpu_model: str
+
+    @property
+    def text(self) -> str:
+        """`on worker 1 (host, GPU 0, NVIDIA H100 ...)`, for progress lines."""
+        gpus = f"GPU {','.join(self.gpus)} {self.gpu_model}" if self.gpus else self.gpu_model
+        return f"on worker {self.worker} ({self.host}, {gpus})"
+
+
 class TrialResult(BaseModel):
     """One line of a run directory's `trials.jsonl`."""
 
@@ -80,6 +99,9 @@ class TrialResult(BaseModel):
     versions: dict[str, str] = {}
     engine_config: dict[str, Value] = Field(
         default={}, description="knob values the engine reports it ran with (its own defaults too)"
+    )
+    placement: Placement | None = Field(
+        default=None, description="where it ran, for trials run on a Dask fleet"
     )
 
     @property

@@ -12,6 +12,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -141,10 +142,25 @@ def _redirect_output(log_path: Path) -> None:
     os.close(fd)
 
 
-def _main(conn: Any, log_path: str) -> None:
+def _exit_with_parent() -> None:
+    """Ends this process when its parent dies (a Dask worker killed with -9 cannot close its
+    pipe in time, and an orphaned engine would keep its GPU busy)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _main(conn: Any, log_path: str, env: dict[str, str]) -> None:
     # Ctrl-C reaches the whole process group; the parent decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     _redirect_output(Path(log_path))
+    os.environ.update(env)  # its GPUs, before any engine imports CUDA
     # Nothing is downloaded at run time, and nothing draws progress bars into the log.
     os.environ.update(
         HF_HUB_OFFLINE="1",
@@ -171,10 +187,12 @@ def _main(conn: Any, log_path: str) -> None:
 
 
 class Worker:
-    """Parent-side handle of one worker process, started on demand and replaced after failures."""
+    """Parent-side handle of one worker process, started on demand and replaced after failures;
+    `env` is set in the worker before it runs anything (`CUDA_VISIBLE_DEVICES` on a fleet)."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self._log_dir = log_dir
+        self._env = dict(env or {})
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: Any = None
         self._conn: Any = None
@@ -190,7 +208,10 @@ class Worker:
         # Not a daemon: engines such as vLLM start processes of their own. A worker exits when
         # its pipe closes, so it does not outlive the study.
         self._proc = self._ctx.Process(
-            target=_main, args=(child, str(self.log_path)), name="tuner-worker", daemon=False
+            target=_main,
+            args=(child, str(self.log_path), self._env),
+            name="tuner-worker",
+            daemon=False,
         )
         self._proc.start()
         child.close()

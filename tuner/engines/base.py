@@ -170,6 +170,14 @@ class EngineBase:
             seen = seen.__cause__
         return False
 
+    @classmethod
+    def gpus_needed(cls, load_knobs: Mapping[str, Value]) -> int:
+        """GPUs a configuration uses: tensor x pipeline parallel size, or `num_gpus`."""
+        gpus = 1
+        for name in ("num_gpus", "tensor_parallel_size", "pipeline_parallel_size"):
+            gpus *= int(load_knobs.get(name, 1))
+        return gpus
+
     def gpu_indices(self) -> list[int]:
         return []
 

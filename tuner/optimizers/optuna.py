@@ -59,8 +59,10 @@ class OptunaTpe:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.space = space
         self.dists = {n: distribution(k) for n, k in space.knobs.items()}
+        # constant_liar: trials still running count as bad ones, so that proposals made side by
+        # side (a study on a fleet) spread out instead of piling on one point.
         sampler = optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=initial_design_size(space, budget)
+            seed=seed, n_startup_trials=initial_design_size(space, budget), constant_liar=True
         )
         self.study = optuna.create_study(directions=["minimize"] * objectives, sampler=sampler)
         for start in starts:
