@@ -30,7 +30,8 @@ from typing import Any
 
 from tuner.fleet import FleetSpec, open_fleet
 from tuner.replay import load_replay
-from tuner.study import replay_study
+from tuner.setup import prepare
+from tuner.study import replay_study, warm_knobs
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "benchmarks" / "data"
@@ -84,21 +85,23 @@ def part1(path: Path, args: argparse.Namespace, tmp: Path) -> str:
         f"## {path.name}: {args.trials} trials, sleep {args.scale:g} x recorded GPU-seconds",
         "",
         "| trials run on | wall-clock s (median) | speed-up over 1 worker | speed-up / workers "
-        "| recorded GPU-s (median) | pick / optimum: median | min | max |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| recorded GPU-s (median) | workers busy | pick / optimum: median | min | max |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, rows in runs.items():
         wall = statistics.median(w for w, _, _ in rows)
         n = int(label.split()[0]) if label[0].isdigit() else 1
         picks = [p for _, _, p in rows]
+        # The share of the workers' time spent in trials (sleeping their scaled GPU-seconds).
+        busy = statistics.median(g * args.scale / (w * n) for w, g, _ in rows)
         lines.append(
             f"| {label} | {wall:.1f} | {one / wall:.2f}x | {one / wall / n:.2f} | "
-            f"{statistics.median(g for _, g, _ in rows):,.0f} | {statistics.median(picks):.3f} | "
-            f"{min(picks):.3f} | {max(picks):.3f} |"
+            f"{statistics.median(g for _, g, _ in rows):,.0f} | {busy:.2f} | "
+            f"{statistics.median(picks):.3f} | {min(picks):.3f} | {max(picks):.3f} |"
         )
-    lines += ["", "Per seed (wall-clock s, pick / optimum):", ""]
+    lines += ["", "Per seed (wall-clock s, recorded GPU-s, pick / optimum):", ""]
     for label, rows in runs.items():
-        cells = ", ".join(f"{w:.1f} s {p:.3f}" for w, _, p in rows)
+        cells = ", ".join(f"{w:.1f} s ({g:.0f} GPU-s) {p:.3f}" for w, g, p in rows)
         lines.append(f"- {label}: {cells}")
     return "\n".join(lines) + "\n"
 
@@ -112,12 +115,14 @@ def part2(args: argparse.Namespace, tmp: Path) -> str:
         f"(seed s). Pick / optimum of table B, median over {args.warm_seeds} seeds "
         "(min-max in brackets).",
         "",
-        "| A -> B | trials | cold | warm |",
-        "|---|---:|---:|---:|",
+        "| A -> B | trials | cold | warm | seeds whose warm start is new to B's starts |",
+        "|---|---:|---:|---:|---:|",
     ]
     for source_name, target_name in WARM_PAIRS:
         source, target = DATA / source_name, DATA / target_name
         table = load_replay(f"replay:{target}").table
+        space = prepare(f"replay:{target}", "", "").space
+        new = 0
         cold: dict[int, list[float]] = {}
         warm: dict[int, list[float]] = {}
         for seed in range(args.warm_seeds):
@@ -125,6 +130,8 @@ def part2(args: argparse.Namespace, tmp: Path) -> str:
                 source, trials=args.trials, seed=seed, run_dir=tmp / f"src-{source.stem}-{seed}"
             ).best
             assert best is not None
+            # The warm configuration as B's space holds it: new, or one of B's own starts?
+            new += any(k not in space.initial_knobs() for k in warm_knobs(space, [best.knobs]))
             for budget in WARM_BUDGETS:
                 for kind, warm_from in (("cold", []), ("warm", [best.knobs])):
                     outcome = replay_study(
@@ -140,7 +147,7 @@ def part2(args: argparse.Namespace, tmp: Path) -> str:
         for budget in WARM_BUDGETS:
             lines.append(
                 f"| {source.stem.split('-')[0]} -> {target.stem.split('-')[0]} | {budget} | "
-                f"{_spread(cold[budget])} | {_spread(warm[budget])} |"
+                f"{_spread(cold[budget])} | {_spread(warm[budget])} | {new} of {args.warm_seeds} |"
             )
         print(f"warm start {source.stem} -> {target.stem} done", flush=True)
     return "\n".join(lines) + "\n"

@@ -17,11 +17,13 @@ CASES = {
     "tuner.testing:FakeEngine": ("fake", {}),
     "hf": ("synthetic:tiny-llama", {}),
     "hf-pipeline": ("synthetic:tiny-llama", {}),
+    "hf-cb": ("synthetic:tiny-llama", {}),
+    "hf-server": ("synthetic:tiny-llama", {}),
     "vllm": ("synthetic:tiny-llama", {}),
     "vllm-server": ("synthetic:tiny-llama", {}),
     "openai-server": ("synthetic:tiny-llama", {"server_cmd": STUB}),
 }
-SLOW = {"vllm", "vllm-server"}
+SLOW = {"vllm", "vllm-server", "hf-server"}
 
 
 def test_every_shipped_engine_is_covered() -> None:

@@ -266,3 +266,28 @@ def test_fleet_options_that_cannot_work_are_one_line_and_exit_2(
     assert result.exit_code == 2, result.output
     assert says in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_trial_needing_more_gpus_than_any_worker_has_is_crashed_with_the_reason(
+    fake_model: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from tuner.dask_executor import DaskExecutor
+    from tuner.setup import prepare
+
+    setup = prepare(FAKE, str(fake_model), load_workload("humaneval", requests=2, output_tokens=2))
+    protocol = Protocol(repeats=3, run_time_limit_s=5, warmup_time_limit_s=5)
+
+    def task(knobs: dict[str, Any]) -> Any:
+        return replace(setup.task(knobs, protocol), gpus=2)  # tensor parallel over two GPUs
+
+    with open_fleet(FleetSpec(workers=1)) as fleet:
+        executor = DaskExecutor(fleet, make_task=task, log_dir=tmp_path / "workers")
+        try:
+            executor.submit(0, "baseline", setup.space.default_knobs())
+            (result,) = list(executor.as_completed())
+        finally:
+            executor.close()
+    assert result.status == "crashed"
+    assert result.reason == "needs 2 GPUs; the largest worker has 1"

@@ -202,7 +202,8 @@ def profile_export(
             "--format",
             "-f",
             help="vllm-args (flags for vllm serve), vllm-config (YAML for vllm serve --config), "
-            "hf-kwargs (JSON for from_pretrained / generate / pipeline), env (shell "
+            "hf-kwargs (JSON for from_pretrained / generate / pipeline, or generate_batch's "
+            "continuous batching config), hf-serve (a transformers serve command), env (shell "
             "variables), json.",
         ),
     ] = "json",

@@ -142,7 +142,10 @@ class DaskExecutor:
         self.workers = list(workers) if workers else None
         self.study = uuid.uuid4().hex[:12]
         owned = self._owned()
-        self.slots = len(owned)
+        # One trial more than the workers, queued at the scheduler: a worker that finishes
+        # starts the next trial at once, while the optimizer makes the one after (its ask and
+        # tell would otherwise leave the worker idle each time).
+        self.slots = len(owned) + 1
         self.most_gpus = max(owned.values())
         self._futures: dict[Any, tuple[int, str, dict[str, Value]]] = {}
         self._failed: list[TrialResult] = []  # trials no worker can take, answered at once
@@ -221,17 +224,20 @@ class DaskExecutor:
     def as_completed(self) -> Iterator[TrialResult]:
         from distributed import as_completed
 
-        while self._failed:
-            yield self._failed.pop(0)
-        self._queue = as_completed(list(self._futures))
-        try:
-            for future in self._queue:
-                number, origin, knobs = self._futures.pop(future)
-                yield self._result(future, number, origin, knobs)
-                while self._failed:
-                    yield self._failed.pop(0)
-        finally:
-            self._queue = None
+        while self._failed or self._futures:
+            while self._failed:
+                yield self._failed.pop(0)
+            if not self._futures:
+                continue
+            self._queue = as_completed(list(self._futures))
+            try:
+                for future in self._queue:
+                    number, origin, knobs = self._futures.pop(future)
+                    yield self._result(future, number, origin, knobs)
+                    while self._failed:
+                        yield self._failed.pop(0)
+            finally:
+                self._queue = None
 
     def _lost(self, number: int) -> TunerError:
         return TunerError(

@@ -1,7 +1,9 @@
 """A profile's best configuration in the forms engines and deployments take.
 
 `vllm-args` (flags for `vllm serve`), `vllm-config` (a YAML file for `vllm serve --config`),
-`hf-kwargs` (JSON: keyword arguments for `from_pretrained`, `generate` and `pipeline`), `env`
+`hf-kwargs` (JSON: keyword arguments for `from_pretrained`, `generate` and `pipeline`, or for
+`from_pretrained` and continuous batching's `generate_batch`), `hf-serve` (the `transformers
+serve` command line of an hf-server profile), `env`
 (shell variables, one per knob) and `json` (the knobs and where they were measured). Each format is
 checked against its real consumer in the tests: vLLM's own argument parser, transformers.
 """
@@ -22,7 +24,9 @@ from tuner.knobs import Value
 from tuner.profiles import Profile
 
 VLLM_ENGINES = ("vllm", "vllm-server")
-HF_ENGINES = ("hf", "hf-pipeline")
+HF_ENGINES = ("hf", "hf-pipeline", "hf-cb")
+#: hf-cb knobs that go to from_pretrained; the others are ContinuousBatchingConfig fields.
+HF_CB_LOAD = ("dtype", "attn_implementation", "num_gpus")
 #: hf knobs and where each goes: from_pretrained, generate or the batching around it.
 HF_KNOBS = {
     "batch_size",
@@ -88,6 +92,8 @@ def hf_kwargs(profile: Profile) -> dict[str, Any]:
     `pipeline("text-generation", model=..., **pipeline)` called with `**generate`."""
     _need(profile, HF_ENGINES, "hf-kwargs")
     knobs = profile.best.knobs
+    if profile.engine.name == "hf-cb":
+        return _hf_cb_kwargs(profile)
     unknown = sorted(set(knobs) - HF_KNOBS)
     if unknown:
         raise TunerError(f"{profile.key}: hf-kwargs does not know the knob(s) {', '.join(unknown)}")
@@ -96,10 +102,7 @@ def hf_kwargs(profile: Profile) -> dict[str, Any]:
         load["dtype"] = knobs["dtype"]
     if "attn_implementation" in knobs:
         load["attn_implementation"] = knobs["attn_implementation"]
-    if profile.gpu.count:
-        # As the hf engine placed it: one GPU, or balanced over num_gpus by accelerate (the
-        # engine also caps each GPU at its total memory, which is what accelerate assumes).
-        load["device_map"] = "balanced" if int(knobs.get("num_gpus", 1)) > 1 else "cuda"
+    load.update(_placement(profile, knobs))
     generate: dict[str, Any] = {"do_sample": False}
     if "cache_implementation" in knobs:
         generate["cache_implementation"] = knobs["cache_implementation"]
@@ -116,6 +119,44 @@ def hf_kwargs(profile: Profile) -> dict[str, Any]:
         "batch_size": batch,
         "pipeline": pipeline,
     }
+
+
+def _placement(profile: Profile, knobs: dict[str, Value]) -> dict[str, Any]:
+    """from_pretrained's device_map as the transformers engines placed the model."""
+    if not profile.gpu.count:
+        return {}
+    # One GPU, or balanced over num_gpus by accelerate (the engine also caps each GPU at its
+    # total memory, which is what accelerate assumes).
+    return {"device_map": "balanced" if int(knobs.get("num_gpus", 1)) > 1 else "cuda"}
+
+
+def _hf_cb_kwargs(profile: Profile) -> dict[str, Any]:
+    """`from_pretrained(model, **from_pretrained)`, then `model.generate_batch(inputs,
+    generation_config=GenerationConfig(**generation_config),
+    continuous_batching_config=ContinuousBatchingConfig(**continuous_batching_config))`."""
+    knobs = profile.best.knobs
+    load: dict[str, Any] = {k: knobs[k] for k in ("dtype", "attn_implementation") if k in knobs}
+    load.update(_placement(profile, knobs))
+    return {
+        "from_pretrained": load,
+        "continuous_batching_config": {k: v for k, v in knobs.items() if k not in HF_CB_LOAD},
+        "generation_config": {"do_sample": False},
+    }
+
+
+def hf_serve(profile: Profile) -> str:
+    """`transformers serve MODEL --continuous-batching` with the profile's flags (the load it
+    was measured at, a client setting, in the header)."""
+    _need(profile, ("hf-server",), "hf-serve")
+    knobs = {k: v for k, v in profile.best.knobs.items() if k != "concurrency"}
+    model = _servable_model(profile) or "MODEL"
+    lines = [*_header(profile)]
+    if "concurrency" in profile.best.knobs:
+        lines.append(f"measured with {profile.best.knobs['concurrency']} requests in flight")
+    command = shlex.join(
+        ["transformers", "serve", model, "--continuous-batching", *cli_args(knobs)]
+    )
+    return "".join(f"# {line}\n" for line in lines) + command + "\n"
 
 
 def env_lines(profile: Profile) -> str:
@@ -158,6 +199,7 @@ FORMATS: dict[str, Callable[[Profile], str]] = {
     "vllm-args": vllm_args,
     "vllm-config": vllm_config,
     "hf-kwargs": lambda p: _dumps(hf_kwargs(p)),
+    "hf-serve": hf_serve,
     "env": env_lines,
     "json": lambda p: _dumps(knobs_json(p)),
 }

@@ -215,11 +215,14 @@ def _start_cluster(spec: FleetSpec) -> Any:
         return _local_gpu_cluster(workers, spec.gpus_per_worker)
     from distributed import LocalCluster
 
+    # Dask starts workers with one BLAS/OpenMP thread; trials on a CPU share its cores instead.
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
     return LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
         resources={RESOURCE: 1},
+        env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
         dashboard_address=None,
         silence_logs=logging.CRITICAL,
     )

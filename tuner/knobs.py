@@ -74,6 +74,9 @@ class KnobSpec(BaseModel):
     choices: list[Value | ChoiceSpec] | None = None
     requires: list[str] = []
     when: dict[str, Value | list[Value]] | None = None
+    #: Set by an adapter that checks its catalogue against the installed library: why the knob
+    #: cannot be set with it (the space leaves it out with this reason).
+    unavailable: str | None = None
     # Not `on`: YAML 1.1 reads a bare `on` key as the boolean true.
     per_device: dict[Literal["cpu", "cuda"], DeviceOverride] = {}
 

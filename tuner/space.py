@@ -343,6 +343,8 @@ def _narrow(
     name: str, spec: KnobSpec, platform: Platform, facts: Mapping[str, float]
 ) -> Knob | str:
     """The knob as this platform can run it, or the reason it cannot run here at all."""
+    if spec.unavailable:
+        return spec.unavailable
     missing = [r for r in spec.requires if not platform.satisfies(r)]
     if missing:
         return f"needs {', '.join(missing)}"

@@ -163,17 +163,10 @@ class Study:
         )
 
     def _starts(self) -> list[dict[str, Value]]:
-        """The initial design's fixed points: warm-start configurations (another GPU model's
-        best, its knobs that this space holds, the rest at their defaults), then the
-        catalogue's starting points."""
+        """The initial design's fixed points: warm-start configurations, then the catalogue's
+        starting points."""
         space = self.setup.space
-        warm: list[dict[str, Value]] = []
-        for given in self.spec.warm_start:
-            held = {n: v for n, v in given.items() if n in space.knobs and _fits(space, n, v)}
-            knobs = space.assemble(space.searched_values({**space.default_knobs(), **held}))
-            if not space.violated(knobs) and knobs not in warm:
-                warm.append(knobs)
-        return warm + space.initial_knobs()
+        return warm_knobs(space, self.spec.warm_start) + space.initial_knobs()
 
     def executor(
         self, observer: Observer, evaluate: Evaluate | None = None, fleet: Fleet | None = None
@@ -348,6 +341,18 @@ class Study:
             versions,
             time.time() - started,
         )
+
+
+def warm_knobs(space: SearchSpace, given: Sequence[dict[str, Value]]) -> list[dict[str, Value]]:
+    """Configurations of another GPU model in this space: the knobs it holds at their given
+    values, the rest at their defaults; those it forbids are left out."""
+    warm: list[dict[str, Value]] = []
+    for knobs in given:
+        held = {n: v for n, v in knobs.items() if n in space.knobs and _fits(space, n, v)}
+        mapped = space.assemble(space.searched_values({**space.default_knobs(), **held}))
+        if not space.violated(mapped) and mapped not in warm:
+            warm.append(mapped)
+    return warm
 
 
 def warm_start(spec: StudySpec, setup: Setup, profiles_dir: Path) -> StudySpec:

@@ -18,6 +18,8 @@ from tuner.specs import spec_dir
 ENGINES: dict[str, str] = {
     "hf": "tuner.engines.hf:GenerateEngine",
     "hf-pipeline": "tuner.engines.hf_pipeline:PipelineEngine",
+    "hf-cb": "tuner.engines.hf_cb:ContinuousBatchingEngine",
+    "hf-server": "tuner.engines.hf_server:TransformersServer",
     "vllm": "tuner.engines.vllm:OfflineEngine",
     "vllm-server": "tuner.engines.vllm_server:VllmServer",
     "openai-server": "tuner.engines.server:CommandServer",

@@ -32,11 +32,17 @@ class Dialect:
     name: str
     token_prompts: bool
     fixed_length: bool  # ignore_eos and min_tokens: every request yields exactly max_tokens
+    #: A request that comes back with another token count than asked is failed (where the
+    #: server fixes lengths, or where a tuner engine promises exact counts).
+    checks_length: bool = False
 
 
-VLLM = Dialect("vllm", token_prompts=True, fixed_length=True)
+VLLM = Dialect("vllm", token_prompts=True, fixed_length=True, checks_length=True)
 OPENAI = Dialect("openai", token_prompts=False, fixed_length=False)
-DIALECTS = {d.name: d for d in (VLLM, OPENAI)}
+#: `transformers serve`: string prompts, no ignore_eos or min_tokens (it refuses them), so a
+#: request that stops at an end-of-sequence token comes back short and counts as failed.
+TRANSFORMERS = Dialect("transformers", token_prompts=False, fixed_length=False, checks_length=True)
+DIALECTS = {d.name: d for d in (VLLM, OPENAI, TRANSFORMERS)}
 
 
 @dataclass
@@ -143,7 +149,7 @@ class LoadClient:
 
     def _output(self, done: list[_Result]) -> RunOutput:
         for r in done:
-            if r.failure is None and self.dialect.fixed_length and r.tokens != r.asked:
+            if r.failure is None and self.dialect.checks_length and r.tokens != r.asked:
                 r.failure = f"asked for {r.asked} tokens, got {r.tokens}"
         ok = [r for r in done if r.failure is None]
         failures = list(dict.fromkeys(r.failure for r in done if r.failure is not None))
