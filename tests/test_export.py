@@ -24,6 +24,8 @@ VLLM_CPU = PROFILES / "cpu/vllm/synthetic-tiny-llama--humaneval-164x64.json"
 VLLM_SERVER_CPU = PROFILES / "cpu/vllm-server/synthetic-tiny-llama--humaneval-164x64.json"
 HF_CPU = PROFILES / "cpu/hf/synthetic-tiny-llama--humaneval-64x16.json"
 HF_H100 = PROFILES / "nvidia-h100-80gb-hbm3/hf/synthetic-llama-1b--humaneval-64x64.json"
+HF_CB_CPU = PROFILES / "cpu/hf-cb/synthetic-tiny-llama--humaneval-64x16.json"
+HF_SERVER_CPU = PROFILES / "cpu/hf-server/synthetic-tiny-llama--humaneval-64x16.json"
 needs_vllm = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None, reason="vLLM is not installed"
 )
@@ -190,6 +192,44 @@ def test_gpu_hf_kwargs_place_the_model_as_the_engine_did() -> None:
     assert two["from_pretrained"]["device_map"] == "balanced"  # as the hf engine loads
 
 
+@pytest.mark.slow
+def test_generate_batch_takes_the_hf_cb_kwargs(tiny_model: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, ContinuousBatchingConfig, GenerationConfig
+
+    profile = read_profile(HF_CB_CPU)
+    kwargs = json.loads(export(profile, "hf-kwargs"))
+    cb = ContinuousBatchingConfig(**kwargs["continuous_batching_config"])
+    for name in kwargs["continuous_batching_config"]:
+        assert getattr(cb, name) == profile.best.knobs[name]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, **kwargs["from_pretrained"])
+    assert model.dtype == getattr(torch, profile.best.knobs["dtype"])
+    generation = GenerationConfig(**kwargs["generation_config"], max_new_tokens=3)
+    out = model.generate_batch(
+        [[1, 2, 3, 4]] * 2, generation_config=generation, continuous_batching_config=cb
+    )
+    assert len(out) == 2
+
+
+def test_transformers_serve_parses_the_exported_command() -> None:
+    import typer
+    from transformers.cli.transformers import app as transformers_app
+
+    profile = read_profile(HF_SERVER_CPU)
+    text = export(profile, "hf-serve")
+    command = shlex.split(text.strip().splitlines()[-1])
+    assert command[:2] == ["transformers", "serve"] and "--continuous-batching" in command
+    assert any(line.startswith("# measured with") for line in text.splitlines())
+    group = typer.main.get_command(transformers_app)
+    ctx = group.make_context("transformers", ["serve"])  # type: ignore[attr-defined]
+    serve = group.get_command(ctx, "serve")  # type: ignore[attr-defined]
+    params = serve.make_context("serve", command[2:], parent=ctx).params
+    assert params["continuous_batching"] is True
+    for name, value in profile.best.knobs.items():
+        if name != "concurrency":
+            assert params[name] == value, name
+
+
 def test_json_export_round_trips() -> None:
     profile = read_profile(HF_CPU)
     data = json.loads(export(profile, "json"))
@@ -215,7 +255,7 @@ def test_a_format_for_another_engine_is_one_line(path: Path, fmt: str, message: 
 
 
 def test_export_writes_a_file_and_every_format_is_known(tmp_path: Path) -> None:
-    assert set(FORMATS) == {"vllm-args", "vllm-config", "hf-kwargs", "env", "json"}
+    assert set(FORMATS) == {"vllm-args", "vllm-config", "hf-kwargs", "hf-serve", "env", "json"}
     target = tmp_path / "hf.json"
     result = CliRunner().invoke(
         app, ["profile", "export", str(HF_CPU), "-f", "hf-kwargs", "-o", str(target)]
