@@ -213,17 +213,17 @@ def test_generate_batch_takes_the_hf_cb_kwargs(tiny_model: Path) -> None:
 
 def test_transformers_serve_parses_the_exported_command() -> None:
     import typer
-    from transformers.cli.transformers import app as transformers_app
+    from transformers.cli.serve import Serve
 
     profile = read_profile(HF_SERVER_CPU)
     text = export(profile, "hf-serve")
     command = shlex.split(text.strip().splitlines()[-1])
     assert command[:2] == ["transformers", "serve"] and "--continuous-batching" in command
     assert any(line.startswith("# measured with") for line in text.splitlines())
-    group = typer.main.get_command(transformers_app)
-    ctx = group.make_context("transformers", ["serve"])  # type: ignore[attr-defined]
-    serve = group.get_command(ctx, "serve")  # type: ignore[attr-defined]
-    params = serve.make_context("serve", command[2:], parent=ctx).params
+    # `transformers serve`'s own options, parsed by typer as its command line parses them.
+    cli = typer.Typer()
+    cli.command(name="serve")(Serve)
+    params = typer.main.get_command(cli).make_context("serve", command[2:]).params
     assert params["continuous_batching"] is True
     for name, value in profile.best.knobs.items():
         if name != "concurrency":

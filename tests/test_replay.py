@@ -63,7 +63,9 @@ def test_a_replay_study_reaches_90_percent_of_the_optimum_within_20_trials(
         for seed in range(5):
             outcome = replay_study(table, seed, 20, tmp_path / f"{table.stem}-{seed}")
             searched = [r for r in outcome.results if r.origin != "confirm"]
-            assert len(searched) == 20 and outcome.results[0].origin == "baseline"
+            # A table of fewer configurations than the budget is searched to its end.
+            assert outcome.results[0].origin == "baseline"
+            assert len(searched) == 20 or outcome.stopped == "search space exhausted"
             picked = land.point(outcome.best.knobs).output_tokens_per_s
             ratios.append(picked / optimum)
         assert sum(r >= 0.9 for r in ratios) >= 3, (table.name, ratios)
