@@ -44,6 +44,24 @@ def device_map(knobs: Mapping[str, Value]) -> dict[str, Any]:
     return {"device_map": "balanced", "max_memory": total}
 
 
+def load_causal_lm(model_dir: Path, knobs: Mapping[str, Value]) -> Any:
+    """`AutoModelForCausalLM.from_pretrained` with the knobs' dtype, attention and placement,
+    in eval mode; running out of memory is `EngineOutOfMemory`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir,
+            dtype=getattr(torch, str(knobs.get("dtype", "float32"))),
+            attn_implementation=str(knobs.get("attn_implementation", "sdpa")),
+            **device_map(knobs),
+        )
+    except torch.OutOfMemoryError as exc:
+        raise EngineOutOfMemory(str(exc)) from exc
+    return model.eval()
+
+
 @dataclass(frozen=True)
 class _Batch:
     input_ids: Any
@@ -91,19 +109,9 @@ class GenerateEngine(TransformersEngine):
         self, model_dir: Path, knobs: Mapping[str, Value], options: Mapping[str, Any] | None = None
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM
 
         self._torch = torch
-        try:
-            self.model = AutoModelForCausalLM.from_pretrained(
-                model_dir,
-                dtype=getattr(torch, str(knobs.get("dtype", "float32"))),
-                attn_implementation=str(knobs.get("attn_implementation", "sdpa")),
-                **device_map(knobs),
-            )
-        except torch.OutOfMemoryError as exc:
-            raise EngineOutOfMemory(str(exc)) from exc
-        self.model.eval()
+        self.model = load_causal_lm(model_dir, knobs)
         config = self.model.generation_config
         eos = config.eos_token_id if config.eos_token_id is not None else []
         self.eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos], dtype=torch.long)

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from tuner.engines import load_catalogue
 from tuner.engines.base import EngineOutOfMemory, RequestTiming, RunOutput
-from tuner.engines.hf import TransformersEngine, device_map
+from tuner.engines.hf import TransformersEngine, load_causal_lm
 from tuner.knobs import Catalogue, Value
 from tuner.workloads import Request
 
@@ -84,19 +84,9 @@ class ContinuousBatchingEngine(TransformersEngine):
         self, model_dir: Path, knobs: Mapping[str, Value], options: Mapping[str, Any] | None = None
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM
 
         self._torch = torch
-        try:
-            self.model = AutoModelForCausalLM.from_pretrained(
-                model_dir,
-                dtype=getattr(torch, str(knobs.get("dtype", "float32"))),
-                attn_implementation=str(knobs.get("attn_implementation", "sdpa")),
-                **device_map(knobs),
-            )
-        except torch.OutOfMemoryError as exc:
-            raise EngineOutOfMemory(str(exc)) from exc
-        self.model.eval()
+        self.model = load_causal_lm(model_dir, knobs)
         self.config: dict[str, Value] = {}
 
     def torch_model(self) -> Any:
