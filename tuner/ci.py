@@ -33,15 +33,15 @@ from tuner.profiles import (
     build_profile,
     profile_key,
     read_profile,
+    requests_shape,
     tuned_for,
-    workload_shape,
     write_profile,
 )
 from tuner.rundir import StudySpec
 from tuner.setup import prepare
 from tuner.store import check_engine
 from tuner.study import Study, StudyOutcome
-from tuner.workloads import load_workload, summarize
+from tuner.workloads import load_workload
 
 
 class CiConfig(BaseModel):
@@ -182,9 +182,7 @@ def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
         config.workload, requests=config.requests, output_tokens=config.output_tokens
     )
     setup = prepare(config.engine, config.model, workload, options=config.engine_options)
-    shape = workload_shape(
-        setup.workload.slug, len(setup.requests), summarize(setup.requests)["mean_output_tokens"]
-    )
+    shape = requests_shape(setup.workload.slug, setup.requests)
     key = profile_key(
         setup.hardware.slug,
         setup.catalogue.engine,

@@ -363,7 +363,9 @@ def tune(
         if resume is not None:
             stored = read_spec(resume)
             with maybe_fleet(fleet_given or stored.fleet) as fleet:
-                machine = None if fleet is None else _group(fleet, stored).machine
+                machine = None
+                if fleet is not None:
+                    machine = fleet.group(stored.gpu_model, _modules(stored.engine)).machine
                 study = Study.resume(
                     resume, trials=trials, time_budget_s=time_budget, machine=machine
                 )
@@ -408,27 +410,6 @@ def tune(
                 quiet=quiet,
             )
             run_studies(studies, profiles_dir, fleet=fleet, json_=json_, quiet=quiet)
-
-
-def _group(fleet: Any, spec: Any) -> Any:
-    """The fleet's workers a study runs on: those of its GPU model, or all when they share
-    one; one line when that cannot be."""
-    groups = fleet.groups(_modules(spec.engine))
-    if spec.gpu_model is not None:
-        for group in groups:
-            if group.gpu_model == spec.gpu_model:
-                return group
-        raise TunerError(
-            f"{fleet.spec.describe()} has no worker with a {spec.gpu_model} (it has "
-            f"{', '.join(g.gpu_model for g in groups)})"
-        )
-    if len(groups) > 1:
-        raise TunerError(
-            f"{fleet.spec.describe()} has workers of {len(groups)} GPU models "
-            f"({', '.join(g.gpu_model for g in groups)}): a profile is for one; "
-            "--per-gpu-model runs one study for each"
-        )
-    return groups[0]
 
 
 def _modules(engine: str) -> list[str]:
@@ -487,9 +468,8 @@ def _new_studies(
         spec_workload = load_workload(workload, requests=requests, output_tokens=output_tokens)
     groups: list[Any] = [None]
     if fleet is not None:
-        groups = fleet.groups(_modules(engine))
-        if not per_gpu_model:
-            groups = [_group(fleet, StudySpec.model_construct(engine=engine, gpu_model=None))]
+        modules = _modules(engine)
+        groups = fleet.groups(modules) if per_gpu_model else [fleet.group(None, modules)]
     studies = []
     for group in groups:
         # Parse --set against the catalogue before anything slow happens.

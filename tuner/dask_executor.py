@@ -267,15 +267,14 @@ class DaskExecutor:
             return _crashed(number, origin, knobs, f"Dask task failed: {one_line(exc)}")
 
     def close(self) -> None:
-        if self.client.status == "running":
-            with contextlib.suppress(Exception):
-                self.client.cancel(list(self._futures))
-        self._futures.clear()
-        if self.client.status == "running":
-            # A worker gone or a scheduler lost leaves nothing to close.
-            with contextlib.suppress(Exception):
-                self.client.run(_close_on_worker, self.study)
-            self.client.unsubscribe_topic(_topic(self.study))
+        futures, self._futures = list(self._futures), {}
+        if self.client.status != "running":
+            return  # a lost scheduler leaves nothing to cancel or close
+        with contextlib.suppress(Exception):
+            self.client.cancel(futures)
+        with contextlib.suppress(Exception):  # a worker gone leaves nothing to close on it
+            self.client.run(_close_on_worker, self.study)
+        self.client.unsubscribe_topic(_topic(self.study))
 
 
 def _crashed(number: int, origin: str, knobs: dict[str, Value], reason: str) -> TrialResult:

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from tuner.engines.hf_cb import LOAD_KNOBS
 from tuner.engines.server import cli_args
 from tuner.errors import TunerError
 from tuner.fmt import fmt_value
@@ -25,8 +26,6 @@ from tuner.profiles import Profile
 
 VLLM_ENGINES = ("vllm", "vllm-server")
 HF_ENGINES = ("hf", "hf-pipeline", "hf-cb")
-#: hf-cb knobs that go to from_pretrained; the others are ContinuousBatchingConfig fields.
-HF_CB_LOAD = ("dtype", "attn_implementation", "num_gpus")
 #: hf knobs and where each goes: from_pretrained, generate or the batching around it.
 HF_KNOBS = {
     "batch_size",
@@ -139,7 +138,7 @@ def _hf_cb_kwargs(profile: Profile) -> dict[str, Any]:
     load.update(_placement(profile, knobs))
     return {
         "from_pretrained": load,
-        "continuous_batching_config": {k: v for k, v in knobs.items() if k not in HF_CB_LOAD},
+        "continuous_batching_config": {k: v for k, v in knobs.items() if k not in LOAD_KNOBS},
         "generation_config": {"do_sample": False},
     }
 

@@ -83,7 +83,7 @@ def worker_machine(modules: Iterable[str] = (), dask_worker: Any = None) -> Mach
     """The machine of a Dask worker: `dask_worker`, or the one running this task (`Client.run`
     calls it on every worker, passing each).
 
-    A worker may be told another machine than the one it runs on (`tuner.testing.FakeFleet`
+    A worker may be told another machine than the one it runs on (`tuner.testing.fake_machines`
     does so, to test mixed fleets without GPUs)."""
     from distributed import get_worker
 
@@ -142,6 +142,25 @@ class Fleet:
             Group(members[0][1], tuple(a for a, _ in members)) for members in by_model.values()
         ]
         return sorted(groups, key=lambda g: (-len(g.workers), g.gpu_model))
+
+    def group(self, gpu_model: str | None, modules: Iterable[str] = ()) -> Group:
+        """The workers of `gpu_model`, or, given none, all the workers when they share one
+        model; one line when there are none of that model, or several models."""
+        groups = self.groups(modules)
+        models = ", ".join(g.gpu_model for g in groups)
+        if gpu_model is not None:
+            for group in groups:
+                if group.gpu_model == gpu_model:
+                    return group
+            raise TunerError(
+                f"{self.spec.describe()} has no worker with a {gpu_model} (it has {models})"
+            )
+        if len(groups) > 1:
+            raise TunerError(
+                f"{self.spec.describe()} has workers of {len(groups)} GPU models ({models}): "
+                "a profile is for one; --per-gpu-model runs one study for each"
+            )
+        return groups[0]
 
     def close(self) -> None:
         # A lost scheduler has been said in one line already; its reconnection attempts,

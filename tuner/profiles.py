@@ -26,6 +26,7 @@ from tuner.knobs import Value, describe
 from tuner.measure import Measurement, Protocol, Run
 from tuner.objective import Goal, goal, metric, one_objective_to_many
 from tuner.trial import STATUSES, Status, TrialResult
+from tuner.workloads import Request, summarize
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "profile.schema.json"
@@ -201,6 +202,11 @@ def workload_shape(name: str, requests: int, mean_output_tokens: float) -> str:
     return f"{name}-{requests}x{mean_output_tokens:g}"
 
 
+def requests_shape(name: str, requests: Sequence[Request]) -> str:
+    """`workload_shape` of the requests a study or a CI job runs."""
+    return workload_shape(name, len(requests), summarize(requests)["mean_output_tokens"])
+
+
 def tuned_for(shape: str, objectives: Sequence[str], constraints: Sequence[str]) -> str:
     """What a profile was tuned for, as a file name part: the workload's shape, then the
     objectives and constraints where they are not plain output tok/s."""
@@ -269,8 +275,6 @@ def _lean(run: Run) -> Run:
 def build_profile(study: Any, outcome: Any) -> Profile:
     """The profile of a finished study (a `tuner.study.Study` and its `StudyOutcome`); a
     replayed study's profile is the recorded machine's, marked with its table."""
-    from tuner.workloads import summarize
-
     if outcome.best is None:
         raise TunerError("no configuration met the study's goal, so there is no profile to write")
     setup = study.setup

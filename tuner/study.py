@@ -180,16 +180,8 @@ class Study:
         if fleet is not None:
             from tuner.dask_executor import DaskExecutor
 
-            workers = None
-            if self.spec.gpu_model is not None:
-                workers = next(
-                    (g.workers for g in fleet.groups() if g.gpu_model == self.spec.gpu_model),
-                    None,
-                )
-                if workers is None:
-                    raise TunerError(
-                        f"{fleet.spec.describe()} has no worker with a {self.spec.gpu_model}"
-                    )
+            model = self.spec.gpu_model
+            workers = fleet.group(model).workers if model is not None else None
             return DaskExecutor(
                 fleet,
                 make_task=None if evaluate else make_task,
@@ -359,17 +351,12 @@ def warm_start(spec: StudySpec, setup: Setup, profiles_dir: Path) -> StudySpec:
     """`spec` starting from another GPU model's best configurations (its profile's best and
     front, first in the initial design) when this machine's GPU model has no profile for the
     same engine, model, workload shape and goal and another model does."""
-    from tuner.profiles import profiles_by_gpu, read_profile, tuned_for, workload_shape
-    from tuner.workloads import summarize
+    from tuner.profiles import profiles_by_gpu, read_profile, requests_shape, tuned_for
 
     if setup.replay is not None or not setup.requests:
         return spec
-    shape = summarize(setup.requests)
-    tuned = tuned_for(
-        workload_shape(setup.workload.slug, int(shape["requests"]), shape["mean_output_tokens"]),
-        spec.objectives,
-        spec.constraints,
-    )
+    shape = requests_shape(setup.workload.slug, setup.requests)
+    tuned = tuned_for(shape, spec.objectives, spec.constraints)
     held = profiles_by_gpu(profiles_dir, setup.catalogue.engine, setup.model.slug, tuned)
     if setup.hardware.slug in held or not held:
         return spec

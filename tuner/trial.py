@@ -33,7 +33,7 @@ class TrialTask:
     protocol: Protocol
     engine_options: dict[str, Any] = field(default_factory=dict)
     fresh_process: bool = False
-    #: GPUs the configuration uses (tensor x pipeline parallel, `num_gpus`); 0 on a CPU.
+    #: GPUs the configuration uses (tensor x pipeline parallel, `num_gpus`); on a CPU, 1 (a slot).
     gpus: int = 1
 
     @property
