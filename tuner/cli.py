@@ -45,8 +45,9 @@ Engine = Annotated[
     typer.Option(
         "--engine",
         "-e",
-        help="hf, hf-pipeline, vllm, vllm-server, openai-server (any OpenAI-compatible server "
-        "started by --server-cmd), replay:TABLE.json (a recorded landscape), or module:Class.",
+        help="hf, hf-pipeline, hf-cb (continuous batching), hf-server (transformers serve), "
+        "vllm, vllm-server, openai-server (any OpenAI-compatible server started by "
+        "--server-cmd), replay:TABLE.json (a recorded landscape), or module:Class.",
     ),
 ]
 Workload = Annotated[
