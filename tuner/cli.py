@@ -7,6 +7,7 @@ directory).
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -354,7 +355,8 @@ def tune(
     with several --objective, the profile keeps the Pareto front. With --workers or
     --dask-scheduler, trials run side by side on a Dask cluster's workers."""
     from tuner.cli_study import fleet_spec, maybe_fleet, run_studies
-    from tuner.rundir import check_writable, read_spec
+    from tuner.files import check_writable
+    from tuner.rundir import read_spec
     from tuner.study import Study
 
     quiet = quiet or json_
@@ -611,6 +613,7 @@ def bench(
             with StudyView(err, 1) as view:
                 result = run_bench(make_task, knobs, timeout, log_dir, view)
     except KeyboardInterrupt:
+        err.print("interrupted: nothing was measured")
         raise typer.Exit(130) from None
     if json_:
         emit_json(result.model_dump(mode="json"))
@@ -623,8 +626,11 @@ def bench(
         raise typer.Exit(1)
     unclean = THROUGHPUT.feasible(result)
     if unclean is not None:
-        err.print(f"[red]not a clean measurement[/]: {escape(unclean)}")
+        err.print(
+            f"[red]not a clean measurement[/]: {escape(unclean)} (worker log: {result.log})"
+        )
         raise typer.Exit(1)
+    shutil.rmtree(log_dir, ignore_errors=True)  # a clean measurement needs no log kept
 
 
 @app.command(
@@ -753,5 +759,8 @@ def version() -> None:
 
 
 def main() -> None:
-    """Entry point of the `tuner` command."""
+    """Entry point of the `tuner` command: SIGTERM and SIGHUP stop it as Ctrl-C does."""
+    from tuner.processes import terminate_as_interrupt
+
+    terminate_as_interrupt()
     app()

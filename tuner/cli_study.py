@@ -83,6 +83,8 @@ def run_studies(
                 + (f" · on {fleet.spec.describe()}" if fleet is not None else "")
                 + (f" · resuming after {before} trials" if before else "")
             )
+            if study.repaired:
+                err.print(f"[yellow]{escape(study.repaired)}[/]")
         say_no_telemetry(studies[0].setup.hardware)
     outcomes: list[Any] = []
     try:
@@ -113,11 +115,16 @@ def run_studies(
         if fleet is not None:
             fleet.close()  # the studies' threads stop at their next result
         for study in studies:
+            study.close()
             err.print(
                 f"\ninterrupted: finished trials are kept; resume with "
                 f"tuner tune --resume {study.run_dir}"
             )
         raise typer.Exit(130) from None
+    except BaseException:
+        for study in studies:
+            study.close()
+        raise
     code, payloads = 0, []
     for study, outcome in zip(studies, outcomes, strict=True):
         if isinstance(outcome, TunerError):
@@ -128,6 +135,8 @@ def run_studies(
             payloads.append(finish_study(study, outcome, profiles_dir, json_=json_, quiet=quiet))
         except typer.Exit as exc:
             code = max(code, exc.exit_code)
+        finally:
+            study.close()
     if json_ and payloads:
         emit_json(payloads[0] if len(studies) == 1 else {"studies": payloads})
     if code:

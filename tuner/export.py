@@ -11,6 +11,7 @@ checked against its real consumer in the tests: vLLM's own argument parser, tran
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -38,13 +39,19 @@ HF_KNOBS = {
 
 
 def _header(profile: Profile) -> list[str]:
+    """The comment lines heading a file: where the profile comes from. Each is one line
+    whatever the profile holds (a newline in a GPU's name would end the comment)."""
     m = profile.best.measurement
     rate = f"{m.output_tokens_per_s.median:,.1f} output tok/s" if m else "no measurement"
-    return [
+    lines = [
         f"tuner profile {profile.key}",
         f"{rate} on {profile.gpu.name}, {profile.workload.name} "
         f"({profile.workload.requests} requests); tuner {profile.tuner_version}",
     ]
+    return [_CONTROL.sub(" ", line) for line in lines]
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _need(profile: Profile, engines: tuple[str, ...], fmt: str) -> None:
@@ -160,7 +167,9 @@ def hf_serve(profile: Profile) -> str:
 
 def env_lines(profile: Profile) -> str:
     """Shell variables (`set -a; . FILE`): the profile's identity and one `TUNER_KNOB_<NAME>` per
-    knob; vLLM profiles add `TUNER_VLLM_ARGS`, the flags for `vllm serve`."""
+    knob; vLLM profiles add `TUNER_VLLM_ARGS`, the flags for `vllm serve`. Every value is
+    shell-quoted, and knob names are identifiers (a profile is checked when it is read), so
+    sourcing the file only sets variables."""
     values: dict[str, str] = {
         "TUNER_PROFILE": profile.key,
         "TUNER_ENGINE": profile.engine.name,

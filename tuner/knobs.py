@@ -13,9 +13,16 @@ of the search. `per_device: {cpu: {...}}` overrides range and default on one kin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from tuner import rules
 from tuner.errors import TunerError
@@ -23,6 +30,9 @@ from tuner.hardware import FEATURES
 
 Value = bool | int | float | str
 Stage = Literal["load", "run"]
+#: A knob's name: an identifier (it becomes a flag, a keyword and a shell variable's name).
+KNOB_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+KnobName = Annotated[str, StringConstraints(pattern=KNOB_NAME)]
 
 
 def _check_requirements(requires: list[str]) -> list[str]:
@@ -110,6 +120,19 @@ class KnobSpec(BaseModel):
             return self
         changes = {k: v for k, v in override.model_dump().items() if v is not None}
         return self.model_copy(update=changes)
+
+    def type_error(self, value: Value) -> str | None:
+        """Why `value` cannot be this knob's, going by its type alone; None when it can."""
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if self.type == "int":
+            fits = number and isinstance(value, int)
+        elif self.type == "float":
+            fits = number
+        elif self.type == "bool":
+            fits = isinstance(value, bool)
+        else:
+            fits = any(type(c.value) is type(value) for c in self.choice_specs())
+        return None if fits else f"{value!r} is not a value of this {self.type} knob"
 
     def choice_specs(self) -> list[ChoiceSpec]:
         if self.type == "bool":

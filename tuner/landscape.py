@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
@@ -22,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuner.errors import TunerError
 from tuner.executor import NullObserver, run_trial
+from tuner.files import read_text, write_atomic
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol
 from tuner.objective import THROUGHPUT, Goal
@@ -92,10 +91,7 @@ class Landscape(BaseModel):
 
 def read_landscape(path: Path) -> Landscape:
     """Reads and checks a table; any problem is one `TunerError` line."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise TunerError(f"cannot read landscape {path}: {exc.strerror or exc}") from None
+    text = read_text(path, "landscape")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -109,13 +105,8 @@ def read_landscape(path: Path) -> Landscape:
 
 
 def write_landscape(landscape: Landscape, path: Path) -> Path:
-    """Writes atomically (a table is never half written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(landscape.model_dump_json(indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Writes atomically (a table is never half written, and a failed write leaves nothing)."""
+    return write_atomic(path, landscape.model_dump_json(indent=1) + "\n")
 
 
 def parse_grid(pairs: Sequence[str], space: Any) -> dict[str, list[Value]]:

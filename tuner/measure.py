@@ -21,6 +21,7 @@ from tuner.engines.base import (
     REQUEST_RATE,
     Engine,
     EngineFailed,
+    EngineTimeout,
     RequestTiming,
 )
 from tuner.knobs import Value
@@ -139,6 +140,9 @@ class Run(BaseModel):
     truncated: bool = Field(description="stopped at the time limit before every request was done")
     failed_requests: int = Field(default=0, description="requests refused or broken off")
     failures: list[str] = Field(default=[], description="their first distinct messages")
+    cut_requests: int = Field(
+        default=0, description="requests still unfinished at the time limit (not completed)"
+    )
     telemetry: Telemetry | None = None
     latency: Latency | None = None
     per_request: PerRequest | None = None
@@ -323,6 +327,7 @@ def timed_run(
         truncated=out.requests + out.failed < total_requests,
         failed_requests=out.failed,
         failures=list(out.failures),
+        cut_requests=out.cut,
         telemetry=telemetry,
         latency=Latency(
             ttft=percentiles(out.ttft_s), itl=percentiles(out.itl_s), e2e=percentiles(out.e2e_s)
@@ -331,6 +336,19 @@ def timed_run(
         else None,
         per_request=per_request(out.timings),
     )
+
+
+def completed(run: Run, which: str, limit_s: float) -> Run:
+    """`run`, if it completed a request: a run that completed none is not a measurement (every
+    request refused: the engine failed; none done by the time limit: it hung or is too slow)."""
+    if run.requests > 0:
+        return run
+    if run.failed_requests:
+        raise EngineFailed(
+            f"every request failed ({run.failed_requests}): {'; '.join(run.failures)}"
+        )
+    cut = f" ({run.cut_requests} cut unfinished)" if run.cut_requests else ""
+    raise EngineTimeout(f"{which} completed no request within its {limit_s:g} s limit{cut}")
 
 
 def needs_remeasure(runs: Sequence[Run], max_cv: float) -> bool:
@@ -356,23 +374,22 @@ def measure(
     prepared = engine.prepare(requests, knobs)
     if cold is None:
         progress("warm-up")
-        cold = timed_run(
-            engine, prepared, len(requests), protocol.warmup_time_limit_s, clock, sampler
-        )
-    if cold.requests == 0 and cold.failed_requests:
-        raise EngineFailed(
-            f"every request failed ({cold.failed_requests}): {'; '.join(cold.failures)}"
+        cold = completed(
+            timed_run(
+                engine, prepared, len(requests), protocol.warmup_time_limit_s, clock, sampler
+            ),
+            "the warm-up",
+            protocol.warmup_time_limit_s,
         )
 
     def repeat_set(label: str) -> list[Run]:
         runs = []
         for i in range(protocol.repeats):
             progress(f"{label}{i + 1}/{protocol.repeats}")
-            runs.append(
-                timed_run(
-                    engine, prepared, len(requests), protocol.run_time_limit_s, clock, sampler
-                )
+            run = timed_run(
+                engine, prepared, len(requests), protocol.run_time_limit_s, clock, sampler
             )
+            runs.append(completed(run, f"timed run {len(runs) + 1}", protocol.run_time_limit_s))
         return runs
 
     runs = repeat_set("run ")

@@ -28,6 +28,7 @@ its figures.
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from collections.abc import Callable, Sequence
@@ -176,7 +177,20 @@ class Constraint:
             raise TunerError(
                 f"cannot read the limit {text!r}: {number!r} is not a number"
             ) from None
-        return cls(metric(name), op, limit)  # type: ignore[arg-type]
+        found_metric = metric(name)
+        # Every metric is a count, a rate, a time or an energy: never below zero.
+        if not math.isfinite(limit):
+            raise TunerError(f"cannot read the limit {text!r}: {number!r} is not a finite number")
+        if op == "<=" and limit <= 0:
+            raise TunerError(
+                f"the limit {text!r} can never be met ({name} is never negative): give a "
+                "limit above 0"
+            )
+        if limit < 0:
+            raise TunerError(
+                f"the limit {text!r} says nothing ({name} is never negative): give 0 or more"
+            )
+        return cls(found_metric, op, limit)  # type: ignore[arg-type]
 
     @property
     def text(self) -> str:
@@ -293,7 +307,9 @@ class Goal:
         if result.status != "ok":
             return f"{result.status}: {result.reason}" if result.reason else result.status
         m = result.measurement
-        if m is not None and m.failed_requests:
+        if m is None or m.output_tokens_per_s.median <= 0:
+            return "no output token was measured: not a measurement"
+        if m.failed_requests:
             done = sum(r.requests for r in m.runs)
             return (
                 f"{m.failed_requests} of {done + m.failed_requests} requests failed "

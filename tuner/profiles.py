@@ -9,8 +9,6 @@ workload shape, objective or SLO writes a profile of its own. The JSON Schema sh
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -21,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tuner import __version__
 from tuner.errors import TunerError
+from tuner.files import os_error, read_text, write_atomic
 from tuner.hardware import Hardware
-from tuner.knobs import Value, describe
+from tuner.knobs import KnobName, Value, describe
 from tuner.measure import Measurement, Protocol, Run
 from tuner.objective import Goal, goal, metric, one_objective_to_many
 from tuner.trial import STATUSES, Status, TrialResult
@@ -92,7 +91,7 @@ class TrialRecord(_Record):
     number: int
     status: Status
     reason: str | None = None
-    knobs: dict[str, Value]
+    knobs: dict[KnobName, Value]
     measurement: Measurement | None = None
     load_s: float | None = None
 
@@ -350,29 +349,35 @@ def check_replace(profile: Profile, path: Path) -> None:
 
 
 def write_profile(profile: Profile, path: Path) -> Path:
-    """Writes atomically: a reader sees the old file or the whole new one, never half."""
+    """Writes atomically: a reader sees the old file or the whole new one, never half, and a
+    failed write (a full disk) leaves nothing behind."""
     check_replace(profile, path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(profile.model_dump_json(indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, profile.model_dump_json(indent=2) + "\n")
     except OSError as exc:
-        raise TunerError(f"cannot write profile {path}: {exc.strerror or exc}") from None
+        raise TunerError(f"cannot write profile {path}: {os_error(exc)}") from None
     return path
+
+
+def check_knob_types(profile: Profile, path: Path) -> None:
+    """One line when a knob of the profile's best has a value of the wrong type for its
+    engine's shipped catalogue (an edited profile): `batch_size: "lots"`."""
+    from tuner.engines import catalogue_file, load_catalogue
+
+    specs: dict[str, Any] = {}
+    for name in (profile.engine.name, "server-load"):
+        if catalogue_file(name).is_file():
+            specs = {**load_catalogue(name).knobs, **specs}
+    for name, value in profile.best.knobs.items():
+        wrong = specs[name].type_error(value) if name in specs else None
+        if wrong is not None:
+            raise TunerError(f"{path}: knob {name}: {wrong} (an edited profile?)")
 
 
 def read_profile(path: Path) -> Profile:
     """Reads and checks a profile; any problem is one `TunerError` line."""
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TunerError(f"no profile at {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TunerError(f"cannot read profile {path}: {exc}") from None
+        data = json.loads(read_text(path, "profile"))
     except json.JSONDecodeError as exc:
         raise TunerError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(data, dict):
@@ -384,9 +389,11 @@ def read_profile(path: Path) -> Profile:
             f"({SCHEMA_VERSION})"
         )
     try:
-        return Profile.model_validate(data)
+        profile = Profile.model_validate(data)
     except ValidationError as exc:
         raise TunerError(f"{path}: not a valid profile ({describe(exc)})") from None
+    check_knob_types(profile, path)
+    return profile
 
 
 def profiles_by_gpu(root: Path, engine: str, model_slug: str, tuned: str) -> dict[str, Path]:

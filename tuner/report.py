@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from tuner import __version__, plots
 from tuner.errors import TunerError
+from tuner.files import read_text
 from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.knobs import describe
 from tuner.objective import winner
@@ -119,7 +120,9 @@ def read_run(run_dir: Path) -> tuple[StudySpec, list[TrialResult], Machine | Non
     machine = None
     if (run_dir / MACHINE_FILE).is_file():
         try:
-            machine = Machine.model_validate_json((run_dir / MACHINE_FILE).read_text())
+            machine = Machine.model_validate_json(
+                read_text(run_dir / MACHINE_FILE, "machine record")
+            )
         except ValidationError as exc:
             raise TunerError(f"{run_dir / MACHINE_FILE}: {describe(exc)}") from None
     return spec, results, machine

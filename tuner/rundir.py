@@ -4,11 +4,21 @@ One folder per study. `study.json` holds the `StudySpec`, `machine.json` the mac
 `trials.jsonl` one `TrialResult` per line, appended and synced as each trial finishes, so that an
 interrupted study resumes without repeating finished trials. Reading a run directory imports no
 optimizer and no engine.
+
+One study at a time: a study holds the lock of its run directory (`flock` on `.lock`) from its
+start to its end, and a second one there is told so in one line. On NFS, Linux emulates `flock`
+with the server's byte-range locks, which hold across hosts where the mount has locking (not
+with `nolock`, where they are local to each host). A trial that cannot be appended whole (a
+full disk) leaves the file as it was, and a torn last line left by a crash or an older tuner is
+set aside (`trials.jsonl.torn`) before the next trial is appended.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuner.errors import TunerError
+from tuner.files import check_writable, os_error, read_text, write_atomic
 from tuner.fleet import FleetSpec
 from tuner.knobs import Value, describe
 from tuner.measure import Protocol as MeasureProtocol
@@ -108,15 +119,47 @@ def run_dir_for(root: Path, engine: str, model_slug: str, workload_slug: str) ->
     return root / f"{stamp}-{engine}-{model_slug}-{workload_slug}"
 
 
-def check_writable(folder: Path, what: str) -> None:
-    """Fails with one line unless files can be created in `folder` (created if missing)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".tuner-write-check-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise TunerError(f"cannot write to the {what} {folder}: {exc.strerror or exc}") from None
+LOCK_FILE = ".lock"
+TORN_FILE = TRIALS_FILE + ".torn"
+
+
+class RunLock:
+    """The lock of a run directory, held until `release` (or this process ends)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_FILE
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise TunerError(
+                f"cannot write to the run directory {run_dir}: {os_error(exc)}"
+            ) from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self._fd, 300, 0).decode(errors="replace").strip()
+            self.release()
+            raise TunerError(
+                f"{run_dir} is in use by another study ({holder or 'a tuner process'}): wait "
+                "for it to end, or give another --run-dir"
+            ) from None
+        stamp = datetime.now().isoformat(timespec="seconds")
+        with contextlib.suppress(OSError):  # who holds it is a courtesy, not the lock
+            os.ftruncate(self._fd, 0)
+            os.pwrite(
+                self._fd,
+                f"tuner pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(),
+                0,
+            )
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.release()
 
 
 def check_new(run_dir: Path) -> None:
@@ -125,17 +168,30 @@ def check_new(run_dir: Path) -> None:
         raise TunerError(f"{run_dir} already holds a study; resume it with --resume {run_dir}")
 
 
-def create(run_dir: Path, spec: StudySpec, machine_json: str) -> None:
-    """Writes a new study's `study.json` and `machine.json`."""
-    check_new(run_dir)
-    check_writable(run_dir, "run directory")
-    write_spec(run_dir, spec)
-    (run_dir / MACHINE_FILE).write_text(machine_json + "\n")
+def create(run_dir: Path, spec: StudySpec, machine_json: str) -> RunLock:
+    """Writes a new study's `study.json` and `machine.json`, under the run directory's lock,
+    which it returns (held)."""
+    lock = RunLock(run_dir)
+    try:
+        check_new(run_dir)
+        check_writable(run_dir, "run directory")
+        write_spec(run_dir, spec)
+        try:
+            write_atomic(run_dir / MACHINE_FILE, machine_json + "\n")
+        except OSError as exc:
+            raise TunerError(f"cannot write {run_dir / MACHINE_FILE}: {os_error(exc)}") from None
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def write_spec(run_dir: Path, spec: StudySpec) -> None:
-    """Saves (or replaces, on resume with new budgets) the study's spec."""
-    (run_dir / STUDY_FILE).write_text(spec.model_dump_json(indent=2) + "\n")
+    """Saves (or replaces, on resume with new budgets) the study's spec, whole or not at all."""
+    try:
+        write_atomic(run_dir / STUDY_FILE, spec.model_dump_json(indent=2) + "\n")
+    except OSError as exc:
+        raise TunerError(f"cannot write {run_dir / STUDY_FILE}: {os_error(exc)}") from None
 
 
 def read_spec(run_dir: Path) -> StudySpec:
@@ -144,34 +200,85 @@ def read_spec(run_dir: Path) -> StudySpec:
     if not path.is_file():
         raise TunerError(f"{run_dir} holds no study ({STUDY_FILE} is missing)")
     try:
-        return StudySpec.model_validate_json(path.read_text())
+        return StudySpec.model_validate_json(read_text(path, "study file"))
     except ValidationError as exc:
         raise TunerError(f"{path}: {describe(exc)}") from None
 
 
 def read_trials(path: Path) -> list[TrialResult]:
-    """Finished trials of a run directory; a torn last line (a crash mid-write) is dropped."""
+    """Finished trials of a run directory; a torn last line (a crash mid-write) is left out."""
     if not path.is_file():
         return []
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise TunerError(f"cannot read {path}: {os_error(exc)}") from None
+    tail = lines.pop()  # after the last newline: nothing, or a line cut short
     results = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            results.append(TrialResult.model_validate_json(line))
-        except ValidationError as exc:
-            if number == len(lines):
-                break
-            raise TunerError(
-                f"{path} line {number}: not a trial result ({describe(exc)})"
-            ) from None
-    return results
+            results.append(TrialResult.model_validate_json(line.decode("utf-8")))
+        except (ValidationError, UnicodeDecodeError) as exc:
+            if number == len(lines) and not tail.strip():
+                break  # the last line, whole but not a trial: set aside before the next append
+            problem = describe(exc) if isinstance(exc, ValidationError) else "not UTF-8 text"
+            raise TunerError(f"{path} line {number}: not a trial result ({problem})") from None
+    whole = _trial(tail)
+    return [*results, whole] if whole is not None else results
+
+
+def repair_trials(path: Path) -> str | None:
+    """Makes the next append start a line of its own: a last line with no newline is ended
+    when it is a whole trial, else it is set aside (its bytes moved to `trials.jsonl.torn`), as
+    is a last line that is not a trial result. Says what it did; None when nothing was to do."""
+    data = path.read_bytes() if path.is_file() else b""
+    if not data:
+        return None
+    ended = data.endswith(b"\n")
+    start = data.rfind(b"\n", 0, len(data) - 1 if ended else len(data)) + 1
+    last = data[start:-1] if ended else data[start:]
+    if _trial(last) is not None or not last.strip():
+        if ended:
+            return None
+        with open(path, "ab") as f:
+            f.write(b"\n")
+            os.fsync(f.fileno())
+        return f"ended the last line of {path} (a whole trial without its newline)"
+    with open(path.with_name(TORN_FILE), "ab") as aside:
+        aside.write(last + b"\n")
+    with open(path, "r+b") as f:
+        f.truncate(start)
+        os.fsync(f.fileno())
+    return f"set aside a torn last line of {path} ({len(last)} bytes, kept in {TORN_FILE})"
+
+
+def _trial(line: bytes) -> TrialResult | None:
+    """The trial a line holds, or None."""
+    if not line.strip():
+        return None
+    try:
+        return TrialResult.model_validate_json(line.decode("utf-8"))
+    except (ValidationError, UnicodeDecodeError):
+        return None
 
 
 def append_trial(path: Path, result: TrialResult) -> None:
-    """Appends one finished trial and syncs it to disk before anything else hears of it."""
-    with open(path, "a") as f:
-        f.write(result.model_dump_json() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Appends one finished trial and syncs it to disk before anything else hears of it. A
+    write that fails (a full disk) is undone: the file ends after the trial before."""
+    line = (result.model_dump_json() + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = 0
+            while written < len(line):
+                written += os.write(fd, line[written:])
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)

@@ -16,7 +16,7 @@ from tuner.fleet import Machine
 from tuner.hardware import Hardware, detect_hardware, detect_platform, slugify
 from tuner.knobs import Catalogue, Value
 from tuner.measure import Protocol as MeasureProtocol
-from tuner.models import ModelRef, model_facts, resolve_model
+from tuner.models import ModelRef, model_facts, read_config, resolve_model
 from tuner.objective import Goal
 from tuner.replay import Replay, is_replay, load_replay
 from tuner.space import SearchSpace, resolve
@@ -86,12 +86,13 @@ class Setup:
         )
 
 
-def facts_of(model: ModelRef, requests: Sequence[Request]) -> dict[str, float]:
-    """Model and workload facts that catalogue bounds and rules may name."""
-    facts = model_facts(model.path)
-    facts["workload_max_tokens"] = max(len(r.prompt_token_ids) + r.output_tokens for r in requests)
-    facts["workload_requests"] = len(requests)
-    return facts
+def workload_facts(facts: dict[str, float], requests: Sequence[Request]) -> dict[str, float]:
+    """Model facts with the workload's, which catalogue bounds and rules may name."""
+    return {
+        **facts,
+        "workload_max_tokens": max(len(r.prompt_token_ids) + r.output_tokens for r in requests),
+        "workload_requests": len(requests),
+    }
 
 
 def prepare(
@@ -126,8 +127,13 @@ def prepare(
         catalogue = cls.catalogue()
         spec = load_workload(workload) if isinstance(workload, str) else workload
         model_ref = resolve_model(model)
-        requests = build_requests(spec, Tokenizer(model_ref.path))
-        facts = facts_of(model_ref, requests)
+        cls.check_model(read_config(model_ref.path))
+        facts = model_facts(model_ref.path)
+        max_len = facts.get("model_max_len")
+        requests = build_requests(
+            spec, Tokenizer(model_ref.path), int(max_len) if max_len else None
+        )
+        facts = workload_facts(facts, requests)
         fresh_process = cls.fresh_process_per_load
     platform = machine.platform if machine else detect_platform(catalogue.modules())
     space = resolve(catalogue, platform, facts=facts)

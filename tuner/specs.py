@@ -32,9 +32,11 @@ def spec_names(kind: str) -> list[str]:
 def read_yaml(path: Path) -> dict[str, Any]:
     """Reads a YAML mapping, turning every failure into one clear `TunerError`."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise TunerError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise TunerError(f"{path} is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

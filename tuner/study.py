@@ -9,9 +9,10 @@ study resumes without repeating finished trials: they are told to a fresh optimi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,7 @@ from tuner.executor import (
     NullObserver,
     Observer,
 )
+from tuner.files import os_error
 from tuner.fleet import Fleet, Machine
 from tuner.knobs import Value
 from tuner.objective import CONFIRM, winner
@@ -69,6 +71,8 @@ class Study:
         self.setup = setup
         self.run_dir = run_dir
         self.trials_path = run_dir / TRIALS_FILE
+        self.lock: rundir.RunLock | None = None  # held from create or resume to close
+        self.repaired: str | None = None  # what resuming did to a torn trials.jsonl
         self.goal = spec.goal()
         setup.check_goal(self.goal)
         if spec.protocol.rate_search and (setup.replay is not None or not setup.reports_latency):
@@ -85,8 +89,10 @@ class Study:
         setup = setup or prepare(
             spec.engine, spec.model, spec.workload, spec.pinned, options=spec.engine_options
         )
-        rundir.create(run_dir, spec, machine_record(setup.hardware).model_dump_json(indent=2))
-        return cls(spec, setup, run_dir)
+        study = cls(spec, setup, run_dir)  # checks the goal: a bad one writes nothing
+        machine = machine_record(setup.hardware).model_dump_json(indent=2)
+        study.lock = rundir.create(run_dir, spec, machine)
+        return study
 
     @classmethod
     def resume(
@@ -100,6 +106,25 @@ class Study:
         """Reopens the study in `run_dir`. A budget given here replaces the stored ones: `trials`
         alone sets the trial budget and lifts the time budget (the user named the budget in
         trials), `time_budget_s` sets the time budget (counted over all sessions' trials)."""
+        read_spec(run_dir)  # one line where there is no study, before the lock is taken
+        lock = rundir.RunLock(run_dir)
+        try:
+            study = cls._reopen(run_dir, trials, time_budget_s, machine)
+        except BaseException:
+            lock.release()
+            raise
+        study.lock = lock
+        return study
+
+    @classmethod
+    def _reopen(
+        cls,
+        run_dir: Path,
+        trials: int | None,
+        time_budget_s: float | None,
+        machine: Machine | None,
+    ) -> Study:
+        """The study of a locked run directory, its new budgets saved once it is checked."""
         spec = read_spec(run_dir)
         if spec.fleet is not None and machine is None:
             raise TunerError(
@@ -111,7 +136,6 @@ class Study:
             if trials is not None:
                 update["trials"] = trials
             spec = spec.model_copy(update=update)
-            rundir.write_spec(run_dir, spec)
         setup = prepare(
             spec.engine,
             spec.model,
@@ -120,7 +144,33 @@ class Study:
             options=spec.engine_options,
             machine=machine,
         )
-        return cls(spec, setup, run_dir)
+        study = cls(spec, setup, run_dir)
+        if trials is not None or time_budget_s is not None:
+            rundir.write_spec(run_dir, spec)
+        try:
+            study.repaired = rundir.repair_trials(study.trials_path)
+        except OSError as exc:
+            raise TunerError(f"cannot repair {study.trials_path}: {os_error(exc)}") from None
+        return study
+
+    def close(self) -> None:
+        """Releases the run directory for another study."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    @contextlib.contextmanager
+    def _writing(self, results: Sequence[TrialResult]) -> Iterator[None]:
+        """Writing the run directory (a trial, the optimizer's state): an OS error, a full
+        disk say, stops the study in one line, the finished trials kept."""
+        try:
+            yield
+        except OSError as exc:
+            raise TunerError(
+                f"cannot write to {self.run_dir}: {os_error(exc)}; the {len(results)} finished "
+                f"trials are kept in {TRIALS_FILE}: make room and resume with tuner tune "
+                f"--resume {self.run_dir}"
+            ) from None
 
     def _best(self, results: Sequence[TrialResult]) -> TrialResult | None:
         return winner(self.goal, results)
@@ -217,7 +267,8 @@ class Study:
         resumed = len(results)
         started = time.time()
         measured: dict[str, TrialResult] = {}
-        optimizer = self._optimizer() if space.knobs else None
+        with self._writing(results):
+            optimizer = self._optimizer() if space.knobs else None
 
         def tell(result: TrialResult, handle: Any = None, asked: bool = False) -> None:
             measured[_key(result.knobs)] = result
@@ -289,35 +340,41 @@ class Study:
                 submit(proposal.origin, proposal.knobs, proposal.handle, asked=True)
             return None
 
+        def record(result: TrialResult) -> None:
+            with self._writing(results):
+                rundir.append_trial(self.trials_path, result)
+            results.append(result)
+
         try:
             has_baseline = any(r.origin == "baseline" for r in results)
             if not has_baseline and self._budget_left(results, started):
                 submit("baseline", space.default_knobs(), None, asked=False)
-            why = fill()
+            with self._writing(results):
+                why = fill()
             for result in runner.as_completed():
                 handle, asked = in_flight.pop(result.number)
                 pending.discard(_key(result.knobs))
-                rundir.append_trial(self.trials_path, result)
-                results.append(result)
+                record(result)
                 waiting = twins.pop(_key(result.knobs), [])
                 if waiting and not asked:
                     # The optimizer proposed the baseline while it ran: told through that
                     # proposal (SMAC miscounts a trial observed while its twin is running).
                     handle, asked = waiting.pop(), True
-                tell(result, handle, asked)
-                for twin in waiting:
-                    tell(result, twin, asked=True)
+                with self._writing(results):
+                    tell(result, handle, asked)
+                    for twin in waiting:
+                        tell(result, twin, asked=True)
                 observer.trial_finished(result, self._best(results))
                 if why is None:
-                    why = fill()
+                    with self._writing(results):
+                        why = fill()
             stopped = why or stopped
             # Fresh repeats of the best configurations: the figures the profile keeps.
             for knobs in self._to_confirm(results):
                 submit(CONFIRM, knobs, None, asked=False)
             for result in runner.as_completed():
                 in_flight.pop(result.number)
-                rundir.append_trial(self.trials_path, result)
-                results.append(result)
+                record(result)
                 observer.trial_finished(result, self._best(results))
         finally:
             runner.close()

@@ -4,6 +4,11 @@ Out-of-memory, a crash that kills the process, or a hang past the timeout become
 with a reason; the study goes on with a fresh worker. A worker keeps its loaded model between
 trials that change only run-time knobs, and exits after any failed trial so that the next one
 starts clean.
+
+Nothing a worker starts outlives it (`tuner.processes`): it closes its engine on every path out
+of a trial, SIGTERM makes it close and exit, and every process it starts carries its tree mark,
+which the worker sweeps before it exits and its parent sweeps whenever it closes or replaces it
+(a worker killed at its timeout, or by the kernel, cannot clean up itself).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 from tuner.engines.base import Engine, EngineBase, EngineFailed, EngineTimeout
 from tuner.errors import NvmlError
 from tuner.nvml import open_devices
+from tuner.processes import TREE_MARK, kill_marked, new_mark
 from tuner.telemetry import Sampler
 from tuner.trial import Outcome, TrialTask
 
@@ -32,7 +38,7 @@ Progress = Callable[[str], None]
 def one_line(exc: BaseException, limit: int = 400) -> str:
     """`Type: first line of the message`, trimmed."""
     message = str(exc).strip().splitlines()
-    if isinstance(exc, EngineFailed) and message:
+    if isinstance(exc, EngineFailed | EngineTimeout) and message:
         text = message[0]
     else:
         text = f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
@@ -89,10 +95,12 @@ def execute(
             progress("loading")
             start = time.perf_counter()
             options = {**task.engine_options, "log_file": log_file}
-            engine = cls(Path(task.model_dir), task.load_knobs, options)
+            loaded = Loaded(key, cls(Path(task.model_dir), task.load_knobs, options), {})
             load_s = time.perf_counter() - start
-            sampler, no_telemetry = gpu_sampler(engine, task.protocol.sample_period_s)
-            loaded = Loaded(key, engine, cls.versions(), sampler, no_telemetry)
+            loaded.sampler, loaded.no_telemetry = gpu_sampler(
+                loaded.engine, task.protocol.sample_period_s
+            )
+            loaded.versions = cls.versions()
         assert loaded is not None
         if task.protocol.rate_search:
             limits = goal(constraints=task.protocol.rate_search)
@@ -132,7 +140,17 @@ def execute(
             "timeout" if isinstance(exc, EngineTimeout) else "oom" if cls.is_oom(exc) else "crashed"
         )
         versions = loaded.versions if loaded is not None else {}
+        if loaded is not None:
+            close_quietly(loaded)  # a server it started goes with the failed trial
         return Outcome(status=status, reason=one_line(exc), versions=versions), None
+
+
+def close_quietly(loaded: Loaded) -> None:
+    """Closes an engine after a failure, whose close may fail too (logged, not raised)."""
+    try:
+        loaded.close()
+    except Exception:
+        traceback.print_exc()
 
 
 def _redirect_output(log_path: Path) -> None:
@@ -142,25 +160,32 @@ def _redirect_output(log_path: Path) -> None:
     os.close(fd)
 
 
-def _exit_with_parent() -> None:
+def _exit_with_parent(mark: str) -> None:
     """Ends this process when its parent dies (a Dask worker killed with -9 cannot close its
-    pipe in time, and an orphaned engine would keep its GPU busy)."""
+    pipe in time, and an orphaned engine would keep its GPU busy), with what it started."""
     parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
+        kill_marked(mark)
         os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _main(conn: Any, log_path: str, env: dict[str, str]) -> None:
-    # Ctrl-C reaches the whole process group; the parent decides what stops.
+    # Ctrl-C reaches the whole process group; the parent decides what stops (SIGTERM).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _exit_with_parent()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    os.environ.update(env)  # its GPUs and its tree mark, before any engine imports CUDA
+    mark = env.get(TREE_MARK, "")
+    _exit_with_parent(mark)
     _redirect_output(Path(log_path))
-    os.environ.update(env)  # its GPUs, before any engine imports CUDA
     # Nothing is downloaded at run time, and nothing draws progress bars into the log.
     os.environ.update(
         HF_HUB_OFFLINE="1",
@@ -169,21 +194,25 @@ def _main(conn: Any, log_path: str, env: dict[str, str]) -> None:
         HF_HUB_DISABLE_PROGRESS_BARS="1",
     )
     loaded: Loaded | None = None
-    while True:
-        try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            break
-        if task is None:
-            break
-        outcome, loaded = execute(
-            task, loaded, lambda text: conn.send(("progress", text)), log_path
-        )
-        conn.send(("done", outcome.model_copy(update={"log": log_path})))
-        if outcome.status != "ok":
-            break
-    if loaded is not None:
-        loaded.close()
+    try:
+        while True:
+            try:
+                task = conn.recv()
+            except (EOFError, OSError):
+                break
+            if task is None:
+                break
+            outcome, loaded = execute(
+                task, loaded, lambda text: conn.send(("progress", text)), log_path
+            )
+            conn.send(("done", outcome.model_copy(update={"log": log_path})))
+            if outcome.status != "ok":
+                break
+    finally:
+        if loaded is not None:
+            close_quietly(loaded)
+        if mark:
+            kill_marked(mark)
 
 
 class Worker:
@@ -196,6 +225,8 @@ class Worker:
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: Any = None
         self._conn: Any = None
+        self._mark: str | None = None
+        self._busy = False  # a task sent, its result not yet received
         self._started = 0
         self._load_key: tuple[Any, ...] | None = None
         self.log_path: Path | None = None
@@ -205,11 +236,12 @@ class Worker:
         self._started += 1
         self.log_path = self._log_dir / f"worker-{os.getpid()}-{self._started}.log"
         parent, child = self._ctx.Pipe()
+        self._mark = new_mark()
         # Not a daemon: engines such as vLLM start processes of their own. A worker exits when
         # its pipe closes, so it does not outlive the study.
         self._proc = self._ctx.Process(
             target=_main,
-            args=(child, str(self.log_path), self._env),
+            args=(child, str(self.log_path), {**self._env, TREE_MARK: self._mark}),
             name="tuner-worker",
             daemon=False,
         )
@@ -229,6 +261,7 @@ class Worker:
             self._conn.send(task)
         except (BrokenPipeError, OSError):
             return self._died()
+        self._busy = True
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -248,6 +281,7 @@ class Worker:
                     if progress is not None:
                         progress(payload)
                     continue
+                self._busy = False
                 if payload.status != "ok":
                     self._reap(wait_s=10)
                 return payload
@@ -271,18 +305,30 @@ class Worker:
         return Outcome(status="crashed", reason=reason, log=str(self.log_path))
 
     def _reap(self, wait_s: float = 0) -> None:
+        """Waits up to `wait_s` for the worker to exit, kills it if it has not, and kills
+        whatever it started that is still there."""
         if self._proc is not None:
             self._proc.join(wait_s)
             if self._proc.is_alive():
                 self._proc.kill()
                 self._proc.join(10)
+        if self._mark is not None:
+            kill_marked(self._mark)
         if self._conn is not None:
             self._conn.close()
-        self._proc = self._conn = None
+        self._proc = self._conn = self._mark = None
+        self._busy = False
 
     def close(self) -> None:
-        """Asks the worker to exit (killing it if it does not), releasing its engine."""
+        """Asks the worker to exit (killing it if it does not), releasing its engine. A worker
+        in the middle of a trial (the study was interrupted) is told to stop with SIGTERM:
+        it closes its engine and exits."""
         if self._proc is not None and self._proc.is_alive():
+            if self._busy:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._proc.pid, signal.SIGTERM)
+                self._reap(wait_s=15)
+                return
             with contextlib.suppress(BrokenPipeError, OSError):
                 self._conn.send(None)
             self._reap(wait_s=30)

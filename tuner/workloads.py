@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -22,6 +22,10 @@ from tuner.hardware import slugify
 from tuner.specs import read_yaml, spec_dir, spec_names
 
 JSONL_PREFIX = "jsonl:"
+#: Sanity bounds, for models that do not say their maximum length: tokens of one request's
+#: prompt or output, and requests of one workload.
+MAX_TOKENS = 1 << 24
+MAX_REQUESTS = 1_000_000
 
 
 class Distribution(BaseModel):
@@ -29,8 +33,8 @@ class Distribution(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     distribution: Literal["uniform", "normal"]
-    min: int = Field(ge=1)
-    max: int = Field(ge=1)
+    min: int = Field(ge=1, le=MAX_TOKENS)
+    max: int = Field(ge=1, le=MAX_TOKENS)
     mean: float | None = None
     std: float | None = Field(default=None, ge=0)
 
@@ -49,7 +53,7 @@ class Distribution(BaseModel):
         return max(self.min, min(self.max, round(rng.gauss(self.mean, self.std))))
 
 
-Length = int | Distribution
+Length = Annotated[int, Field(ge=1, le=MAX_TOKENS)] | Distribution
 
 
 class WorkloadSpec(BaseModel):
@@ -61,15 +65,13 @@ class WorkloadSpec(BaseModel):
     description: str = ""
     source: Literal["humaneval", "synthetic", "jsonl"]
     path: str | None = None
-    requests: int | None = Field(default=None, ge=1)
+    requests: int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
     input_tokens: Length | None = None
     output_tokens: Length = 128
     seed: int = 0
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkloadSpec:
-        if isinstance(self.output_tokens, int) and self.output_tokens < 1:
-            raise ValueError("output_tokens must be at least 1")
         if self.source == "synthetic":
             if self.input_tokens is None or self.requests is None:
                 raise ValueError("a synthetic workload needs requests and input_tokens")
@@ -134,26 +136,45 @@ class Tokenizer:
 
     def __init__(self, model_dir: Path) -> None:
         fast = model_dir / "tokenizer.json"
-        if fast.is_file():
-            from tokenizers import Tokenizer as Fast
+        try:
+            if fast.is_file():
+                self._fast(fast)
+            else:
+                self._transformers(model_dir)
+        except TunerError:
+            raise
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            raise TunerError(
+                f"cannot load the tokenizer of {model_dir}: "
+                f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
+            ) from None
 
-            tok = Fast.from_file(str(fast))
-            self._encode = lambda text: tok.encode(text).ids
-            self._decode = tok.decode
-            self.vocab_size = tok.get_vocab_size()
-            self.special_ids = {
-                tok.token_to_id(t.content)
-                for t in tok.get_added_tokens_decoder().values()
-                if t.special
-            }
-        else:
-            from transformers import AutoTokenizer
+    def _fast(self, path: Path) -> None:
+        from tokenizers import Tokenizer as Fast
 
-            hf = AutoTokenizer.from_pretrained(model_dir)
-            self._encode = lambda text: hf(text).input_ids
-            self._decode = hf.decode
-            self.vocab_size = len(hf)
-            self.special_ids = set(hf.all_special_ids)
+        tok = Fast.from_file(str(path))
+        self._encode = lambda text: tok.encode(text).ids
+        self._decode = tok.decode
+        self.vocab_size = tok.get_vocab_size()
+        self.special_ids = {
+            tok.token_to_id(t.content) for t in tok.get_added_tokens_decoder().values() if t.special
+        }
+        #: No token is longer than this many characters: a prompt of n characters has at least
+        #: n / this many tokens (checked before a long prompt is tokenized).
+        vocab = tok.get_vocab(with_added_tokens=True)
+        self.max_token_chars = max((len(t) for t in vocab), default=1)
+
+    def _transformers(self, model_dir: Path) -> None:
+        from transformers import AutoTokenizer
+
+        # Never the folder's own code: transformers would otherwise ask on standard input.
+        hf = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+        self._encode = lambda text: hf(text).input_ids
+        self._decode = hf.decode
+        self.vocab_size = len(hf)
+        self.special_ids = set(hf.all_special_ids)
+        self.max_token_chars = max((len(t) for t in hf.get_vocab()), default=1)
 
     def encode(self, text: str) -> list[int]:
         return list(self._encode(text))
@@ -169,9 +190,11 @@ def _length(value: Length, rng: random.Random) -> int:
 def _read_jsonl(path: Path) -> list[tuple[str, int | None]]:
     rows: list[tuple[str, int | None]] = []
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TunerError(f"cannot read workload file {path}: {exc}") from None
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except OSError as exc:
+        raise TunerError(f"cannot read workload file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise TunerError(f"workload file {path} is not UTF-8 text ({exc.reason})") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -185,8 +208,12 @@ def _read_jsonl(path: Path) -> list[tuple[str, int | None]]:
         if unknown:
             raise TunerError(f"{path} line {number}: unknown field {sorted(unknown)[0]!r}")
         out = row.get("output_tokens")
-        if out is not None and (isinstance(out, bool) or not isinstance(out, int) or out < 1):
-            raise TunerError(f"{path} line {number}: output_tokens must be a positive integer")
+        if out is not None and (
+            isinstance(out, bool) or not isinstance(out, int) or not 1 <= out <= MAX_TOKENS
+        ):
+            raise TunerError(
+                f"{path} line {number}: output_tokens must be an integer from 1 to {MAX_TOKENS:,}"
+            )
         rows.append((row["prompt"], out))
     if not rows:
         raise TunerError(f"{path} holds no prompts")
@@ -210,16 +237,22 @@ def request_count(spec: WorkloadSpec) -> int:
     return min(len(rows), spec.requests or len(rows))
 
 
-def build_requests(spec: WorkloadSpec, tokenizer: Tokenizer) -> list[Request]:
-    """The workload's requests, tokenized with the model's tokenizer (deterministic per seed)."""
+def build_requests(
+    spec: WorkloadSpec, tokenizer: Tokenizer, max_len: int | None = None
+) -> list[Request]:
+    """The workload's requests, tokenized with the model's tokenizer (deterministic per seed).
+    Each must fit the model: prompt and output within `max_len` tokens (its maximum length,
+    when it says) or the sanity bound; one line naming the first that does not."""
     rng = random.Random(spec.seed)
+    limit = max_len or 2 * MAX_TOKENS
     if spec.source == "synthetic":
         assert spec.input_tokens is not None and spec.requests is not None
         vocab = [i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids]
         out = []
         for _ in range(spec.requests):
             ids = tuple(rng.choices(vocab, k=_length(spec.input_tokens, rng)))
-            out.append(Request(ids, _length(spec.output_tokens, rng), tokenizer.decode(ids)))
+            request = Request(ids, _length(spec.output_tokens, rng), tokenizer.decode(ids))
+            out.append(_fitting(request, len(out), limit, max_len))
         return out
     rows = _humaneval() if spec.source == "humaneval" else _read_jsonl(Path(spec.path or ""))
     if spec.requests is not None:
@@ -228,10 +261,36 @@ def build_requests(spec: WorkloadSpec, tokenizer: Tokenizer) -> list[Request]:
                 f"workload {spec.name} has {len(rows)} prompts; cannot take {spec.requests}"
             )
         rows = rows[: spec.requests]
-    return [
-        Request(tuple(tokenizer.encode(text)), own or _length(spec.output_tokens, rng), text)
-        for text, own in rows
-    ]
+    requests = []
+    for number, (text, own) in enumerate(rows):
+        output = own or _length(spec.output_tokens, rng)
+        # A prompt has at least len(text) / max_token_chars tokens: one far too long for the
+        # model is refused before the tokenizer spends minutes on it.
+        at_least = len(text) // tokenizer.max_token_chars
+        if at_least + output > limit:
+            raise TunerError(_too_long(number, f"at least {at_least:,}", output, max_len))
+        request = Request(tuple(tokenizer.encode(text)), output, text)
+        requests.append(_fitting(request, number, limit, max_len))
+    return requests
+
+
+def _fitting(request: Request, number: int, limit: int, max_len: int | None) -> Request:
+    if len(request.prompt_token_ids) + request.output_tokens > limit:
+        prompt = f"{len(request.prompt_token_ids):,}"
+        raise TunerError(_too_long(number, prompt, request.output_tokens, max_len))
+    return request
+
+
+def _too_long(number: int, prompt: str, output: int, max_len: int | None) -> str:
+    bound = (
+        f"the model's maximum length of {max_len:,} tokens"
+        if max_len
+        else f"tuner's bound of {2 * MAX_TOKENS:,} tokens"
+    )
+    return (
+        f"request {number + 1} of the workload needs {prompt} prompt tokens and {output:,} "
+        f"output tokens, beyond {bound}: shorten it (--output-tokens, the prompts)"
+    )
 
 
 def summarize(requests: Sequence[Request]) -> dict[str, float | int]:

@@ -63,6 +63,7 @@ class RunOutput:
     timings: tuple[RequestTiming, ...] = ()  # per request, where the engine streams
     failed: int = 0  # requests the engine refused or broke off; not counted above
     failures: tuple[str, ...] = ()  # their first distinct messages (the server's answers)
+    cut: int = 0  # requests started and still unfinished at the deadline; not counted above
 
 
 class EngineFailed(Exception):
@@ -133,12 +134,17 @@ class EngineClass(Protocol):
         adapter classifies out-of-memory."""
         ...
 
+    def check_model(self, config: Mapping[str, Any]) -> None:
+        """One `TunerError` line for a model (its `config.json`, read and checked) this engine
+        cannot load without running the model folder's own code."""
+        ...
+
 
 class EngineBase:
-    """The defaults of the optional capabilities: no engine options, same-process reloads, no
-    latency per request, no GPU, nothing reported of its own choices, out-of-memory told by
-    `EngineOutOfMemory`, `MemoryError`, an `OutOfMemoryError` or the usual messages (in the
-    exception or a cause)."""
+    """The defaults of the optional capabilities: no engine options, any model folder,
+    same-process reloads, no latency per request, no GPU, nothing reported of its own choices,
+    out-of-memory told by `EngineOutOfMemory`, `MemoryError`, an `OutOfMemoryError` or the usual
+    messages (in the exception or a cause)."""
 
     name: ClassVar[str]
     fresh_process_per_load: ClassVar[bool] = False
@@ -156,6 +162,10 @@ class EngineBase:
             raise TunerError(
                 f"{cls.name} has no option {unknown[0]!r}; its options: {', '.join(cls.options)}"
             )
+
+    @classmethod
+    def check_model(cls, config: Mapping[str, Any]) -> None:
+        pass
 
     @classmethod
     def is_oom(cls, exc: BaseException) -> bool:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from tuner.engines import load_catalogue
 from tuner.engines.base import EngineBase, EngineOutOfMemory, RunOutput
+from tuner.errors import TunerError
 from tuner.knobs import Catalogue, Value
 from tuner.workloads import Request
 
@@ -44,6 +45,20 @@ def device_map(knobs: Mapping[str, Value]) -> dict[str, Any]:
     return {"device_map": "balanced", "max_memory": total}
 
 
+def check_architecture(config: Mapping[str, Any]) -> None:
+    """One line when transformers does not ship the `model_type` of a model's config (it would
+    need the folder's own code, which tuner never runs)."""
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise TunerError(
+            f"transformers {transformers.__version__} has no model type {model_type!r}; tuner "
+            "does not run a model folder's own code"
+        )
+
+
 def load_causal_lm(model_dir: Path, knobs: Mapping[str, Value]) -> Any:
     """`AutoModelForCausalLM.from_pretrained` with the knobs' dtype, attention and placement,
     in eval mode; running out of memory is `EngineOutOfMemory`."""
@@ -53,6 +68,7 @@ def load_causal_lm(model_dir: Path, knobs: Mapping[str, Value]) -> Any:
     try:
         model = AutoModelForCausalLM.from_pretrained(
             model_dir,
+            trust_remote_code=False,  # a model folder's own code never runs
             dtype=getattr(torch, str(knobs.get("dtype", "float32"))),
             attn_implementation=str(knobs.get("attn_implementation", "sdpa")),
             **device_map(knobs),
@@ -85,6 +101,11 @@ class TransformersEngine(EngineBase):
     @classmethod
     def versions(cls) -> dict[str, str]:
         return transformers_versions()
+
+    @classmethod
+    def check_model(cls, config: Mapping[str, Any]) -> None:
+        """One line unless transformers itself knows the model's architecture."""
+        check_architecture(config)
 
     def torch_model(self) -> Any:
         raise NotImplementedError

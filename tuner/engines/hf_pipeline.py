@@ -29,6 +29,7 @@ class PipelineEngine(TransformersEngine):
             self.pipe = pipeline(
                 "text-generation",
                 model=str(model_dir),
+                trust_remote_code=False,
                 dtype=getattr(torch, str(knobs.get("dtype", "float32"))),
                 device="cuda:0" if torch.cuda.is_available() else "cpu",
             )

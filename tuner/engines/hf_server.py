@@ -12,10 +12,11 @@ installed `transformers serve` at start-up. It needs `transformers[serving]`
 from __future__ import annotations
 
 import inspect
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from tuner.engines import load_catalogue
-from tuner.engines.hf import transformers_versions
+from tuner.engines.hf import check_architecture, transformers_versions
 from tuner.engines.openai_client import TRANSFORMERS, Dialect
 from tuner.engines.server import ServerEngine, with_load
 from tuner.errors import TunerError
@@ -68,3 +69,7 @@ class TransformersServer(ServerEngine):
     @classmethod
     def versions(cls) -> dict[str, str]:
         return transformers_versions()
+
+    @classmethod
+    def check_model(cls, config: Mapping[str, Any]) -> None:
+        check_architecture(config)

@@ -126,7 +126,7 @@ class LoadClient:
                     result = _Result(asked=int(body["max_tokens"]), prompt_tokens=prompt_tokens)
                     try:
                         await self._stream(http, body, result)
-                    except (httpx.HTTPError, ValueError) as exc:
+                    except Exception as exc:
                         result.failure = f"{type(exc).__name__}: {exc}"[:300]
                     done.append(result)
 
@@ -145,11 +145,14 @@ class LoadClient:
             for task in tasks:
                 task.cancel()  # closing the stream makes the server abort the request
             await asyncio.gather(*tasks, return_exceptions=True)
-        return self._output(done)
+        # A request cut at the deadline is not a completed one: neither done nor failed.
+        return self._output(done, cut=len(tasks) - len(done))
 
-    def _output(self, done: list[_Result]) -> RunOutput:
+    def _output(self, done: list[_Result], cut: int = 0) -> RunOutput:
         for r in done:
-            if r.failure is None and self.dialect.checks_length and r.tokens != r.asked:
+            if r.failure is None and r.asked > 0 and r.tokens == 0:
+                r.failure = "the answer held no token"
+            elif r.failure is None and self.dialect.checks_length and r.tokens != r.asked:
                 r.failure = f"asked for {r.asked} tokens, got {r.tokens}"
         ok = [r for r in done if r.failure is None]
         failures = list(dict.fromkeys(r.failure for r in done if r.failure is not None))
@@ -167,6 +170,7 @@ class LoadClient:
             ),
             failed=len(done) - len(ok),
             failures=tuple(failures[:KEPT_FAILURES]),
+            cut=cut,
         )
 
     async def _stream(self, http: Any, body: dict[str, Any], result: _Result) -> None:
@@ -183,12 +187,12 @@ class LoadClient:
                 data = line[5:].strip()
                 if data == "[DONE]":
                     break
-                event = json.loads(data)
+                event = _event(data)
                 if "error" in event:
                     result.failure = f"server error in stream: {json.dumps(event['error'])[:300]}"
                     return
                 now = time.perf_counter()
-                if event.get("choices") and event["choices"][0].get("text"):
+                if _text(event):
                     chunks += 1
                     if result.ttft_s is None:
                         result.ttft_s = now - start
@@ -196,8 +200,36 @@ class LoadClient:
                         result.itl_s.append(now - last)
                     last = now
                 usage = event.get("usage")
-                if usage:
-                    result.tokens = int(usage.get("completion_tokens") or 0)
+                if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
+                    result.tokens = _count(usage["completion_tokens"])
         result.e2e_s = time.perf_counter() - start
         if not result.tokens:
             result.tokens = chunks
+
+
+def _event(data: str) -> dict[str, Any]:
+    """One streamed event, which must be a JSON object; `ValueError` otherwise."""
+    event = json.loads(data)
+    if not isinstance(event, dict):
+        raise ValueError(f"stream event is not a JSON object: {data[:100]}")
+    return event
+
+
+def _text(event: dict[str, Any]) -> str:
+    """The text of an event's first choice ('' for none); `ValueError` for a malformed one."""
+    choices = event.get("choices")
+    if not choices:
+        return ""
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise ValueError(f"stream event has malformed choices: {json.dumps(choices)[:100]}")
+    text = choices[0].get("text")
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"stream event's text is not a string: {json.dumps(text)[:100]}")
+    return text or ""
+
+
+def _count(value: Any) -> int:
+    """A token count from the server's usage; `ValueError` unless a whole number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"usage.completion_tokens is not a count: {json.dumps(value)[:100]}")
+    return value

@@ -1,9 +1,13 @@
 """Server engines: a launcher starts an OpenAI-compatible server per load, and the shared load
 client (`tuner.engines.openai_client`) measures it.
 
-A load starts the server's command on a free loopback port in a process group of its own, with
-its log beside the worker's, and waits until `/health` answers (or `/v1/models`, for servers
-without a health route). Closing stops the whole process group, killing it if it does not stop.
+A load starts the server's command (`tuner.engines.command`: placeholders filled in as whole
+arguments) on a free loopback port, in a process group of its own that gets SIGTERM should its
+worker die (`tuner.processes`), with its log beside the worker's. It is ready when `/health`
+answers (or `/v1/models`, for servers without a health route) and the port's listener is the
+launched process or one of its children: a port someone else holds is a failed trial, never a
+measurement of their server, and so is a launched server that exits, before or during a run.
+Closing stops the whole process group, killing it if it does not stop.
 
 `openai-server` is the plain launcher: any command that serves the OpenAI API (`--server-cmd`,
 SGLang, TGI, llama.cpp's server, ...), measured as the command starts it; it needs no vLLM.
@@ -15,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tuner.engines import load_catalogue
+from tuner.engines import command, load_catalogue
 from tuner.engines.base import (
     REQUEST_RATE,
     EngineBase,
@@ -38,11 +41,13 @@ from tuner.engines.base import (
 from tuner.engines.openai_client import DIALECTS, OPENAI, Dialect, LoadClient, Prepared
 from tuner.errors import TunerError
 from tuner.knobs import Catalogue, Value
+from tuner.processes import spawn, stop_group
 from tuner.workloads import Request
 
 HOST = "127.0.0.1"
 OPTIONS = {
-    "server_cmd": "command template: {model} {port} {host} {args} {python} are filled in",
+    "server_cmd": "command template: {model} {port} {host} {args} {python} are filled in, each "
+    "as one argument (shell-quoted inside a shell's -c script); literal braces doubled",
     "port": "port to serve on (default: a free one)",
     "request_rate": "requests per second, Poisson arrivals (default: all at once)",
     "ready_timeout_s": "seconds to wait for the server to answer /health (default 600)",
@@ -54,6 +59,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    """Whether a server could listen on `port` of the loopback now (nobody listens there)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def taken(port: int) -> str:
+    return (
+        f"port {port} on {HOST} is in use by another process: tuner measures only the server it "
+        "starts; give another --port, or none for a free one"
+    )
 
 
 def cli_args(knobs: Mapping[str, Value]) -> list[str]:
@@ -69,26 +92,22 @@ def cli_args(knobs: Mapping[str, Value]) -> list[str]:
 
 
 class ServerProcess:
-    """One server started from a command, ready when it answers; stopped with its group."""
+    """One server started from its arguments, ready when it answers on its own port; stopped
+    with its process group."""
 
-    def __init__(self, command: str, base_url: str, log_path: Path) -> None:
-        self.command = command
-        self.base_url = base_url
+    def __init__(self, argv: list[str], port: int, log_path: Path) -> None:
+        self.command = shlex.join(argv)
+        self.port = port
+        self.base_url = f"http://{HOST}:{port}"
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 (closed in close())
-        self._log.write(f"$ {command}\n")
+        self._log.write(f"$ {self.command}\n")
         self._log.flush()
         try:
-            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                shlex.split(command),
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            self.proc: subprocess.Popen[bytes] | None = spawn(argv, self._log)
         except OSError as exc:
             self._log.close()
-            raise EngineFailed(f"cannot start the server ({command}): {exc}") from None
+            raise EngineFailed(f"cannot start the server ({self.command}): {exc}") from None
 
     def exited(self) -> tuple[int, str] | None:
         """(exit code, the log after the command line) once the server has exited."""
@@ -99,21 +118,49 @@ class ServerProcess:
         self._log.flush()
         return code, self.log_path.read_text(errors="replace").split("\n", 1)[-1]
 
+    def listens(self) -> bool:
+        """Whether the launched process, or one of its children, listens on the port."""
+        import psutil
+
+        assert self.proc is not None
+        try:
+            root = psutil.Process(self.proc.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return False
+        for proc in tree:
+            try:
+                sockets = proc.net_connections(kind="inet")
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port for c in sockets):
+                return True
+        return False
+
+    def answers(self) -> bool:
+        """Whether something answers `/health` (or `/v1/models`) on the port."""
+        for route in ("/health", "/v1/models"):
+            try:
+                with urllib.request.urlopen(f"{self.base_url}{route}", timeout=2) as reply:
+                    if reply.status == 200:
+                        return True
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+        return False
+
     def wait_ready(self, timeout_s: float) -> None:
-        """Returns when the server answers; an `EngineFailed` (the server exited) or an
-        `EngineTimeout` otherwise. The caller words the failure of an exited server."""
+        """Returns when the server answers on a port it listens on itself, or has exited (the
+        caller words the failure of an exited server); an `EngineFailed` when another process
+        answers there, an `EngineTimeout` when nothing does in time."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.exited() is not None:
                 return
-            for route in ("/health", "/v1/models"):
-                try:
-                    with urllib.request.urlopen(f"{self.base_url}{route}", timeout=2) as reply:
-                        if reply.status == 200:
-                            return
-                except (urllib.error.URLError, OSError):
-                    pass
+            if self.listens() and self.answers():
+                return
             time.sleep(0.5)
+        if self.exited() is None and not self.listens() and self.answers():
+            raise EngineFailed(taken(self.port))
         raise EngineTimeout(
             f"server did not answer /health within {timeout_s:.0f} s (log: {self.log_path})"
         )
@@ -123,22 +170,14 @@ class ServerProcess:
         try:
             with urllib.request.urlopen(f"{self.base_url}/v1/models", timeout=10) as reply:
                 models = json.load(reply).get("data", [])
-        except (urllib.error.URLError, OSError, ValueError):
+            return str(models[0]["id"]) if models else fallback
+        except (urllib.error.URLError, OSError, ValueError, AttributeError, LookupError, TypeError):
             return fallback
-        return models[0]["id"] if models else fallback
 
     def close(self) -> None:
         """Stops the server's process group: SIGTERM, then SIGKILL after 30 s."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-            except ProcessLookupError:
-                pass
+        if self.proc is not None:
+            stop_group(self.proc, grace_s=30)
         if not self._log.closed:
             self._log.close()
 
@@ -160,10 +199,14 @@ class ServerEngine(EngineBase):
         """Fails with one line on an unknown or malformed option."""
         super().check_options(options)
         for key, value in options.items():
-            if key == "server_cmd" and "{port}" not in str(value) and "port" not in options:
-                raise TunerError("--server-cmd needs {port} in it, or a fixed --port")
+            if key == "server_cmd":
+                words = command.split(str(value))
+                if "port" not in options and not any("{port}" in w for w in words):
+                    raise TunerError("--server-cmd needs {port} in it, or a fixed --port")
             if key == "dialect" and value not in DIALECTS:
                 raise TunerError(f"--server-dialect takes {' or '.join(DIALECTS)}, not {value!r}")
+            if key == "port" and not port_free(int(value)):
+                raise TunerError(taken(int(value)))
         if not options.get("server_cmd") and cls.default_command is None:
             raise TunerError(f"{cls.name} needs --server-cmd: the command that starts the server")
         if options.get("request_rate") is not None and float(options["request_rate"]) <= 0:
@@ -175,17 +218,15 @@ class ServerEngine(EngineBase):
         options = dict(options or {})
         self.knobs = dict(knobs)
         port = int(options.get("port") or free_port())
-        base_url = f"http://{HOST}:{port}"
-        template = options.get("server_cmd") or self.default_command or ""
-        command = template.format(
-            python=shlex.quote(sys.executable),
-            model=shlex.quote(str(model_dir)),
-            host=HOST,
-            port=port,
-            args=" ".join(shlex.quote(a) for a in cli_args(knobs)),
+        if not port_free(port):
+            raise EngineFailed(taken(port))
+        argv = command.fill(
+            options.get("server_cmd") or self.default_command or "",
+            {"python": sys.executable, "model": str(model_dir), "host": HOST, "port": str(port)},
+            cli_args(knobs),
         )
         log_dir = Path(options["log_file"]).parent if options.get("log_file") else Path.cwd()
-        self.server = ServerProcess(command, base_url, log_dir / f"server-{os.getpid()}-{port}.log")
+        self.server = ServerProcess(argv, port, log_dir / f"server-{os.getpid()}-{port}.log")
         try:
             self.server.wait_ready(float(options.get("ready_timeout_s") or 600))
             exited = self.server.exited()
@@ -197,7 +238,7 @@ class ServerEngine(EngineBase):
             raise
         dialect = DIALECTS[options["dialect"]] if options.get("dialect") else self.dialect
         self.client = LoadClient(
-            base_url,
+            self.server.base_url,
             model_name,
             dialect,
             request_rate=options.get("request_rate"),
@@ -229,7 +270,20 @@ class ServerEngine(EngineBase):
         )
 
     def run(self, prepared: Prepared, deadline: float) -> RunOutput:
-        return self.client.run(prepared, deadline)
+        """One run of the load; a server that has exited (before the run or during it) fails
+        the trial, whatever answers its port now."""
+        self._check_running("before the run")
+        out = self.client.run(prepared, deadline)
+        self._check_running("during the run")
+        return out
+
+    def _check_running(self, when: str) -> None:
+        exited = self.server.exited()
+        if exited is not None:
+            code, log_text = exited
+            raise EngineFailed(
+                f"the server exited {when} (code {code}): {self.failure_cause(log_text)}"
+            )
 
     def close(self) -> None:
         self.server.close()

@@ -236,7 +236,13 @@ class OfflineEngine(VllmAdapter):
         offset = log_size(log_file)
         self.knobs = dict(knobs)
         try:
-            self.llm = LLM(model=str(model_dir), seed=0, disable_log_stats=False, **self.knobs)
+            self.llm = LLM(
+                model=str(model_dir),
+                seed=0,
+                disable_log_stats=False,
+                trust_remote_code=False,  # a model folder's own code never runs
+                **self.knobs,
+            )
         except Exception as exc:
             raise failure(exc, log_file, offset) from exc
 

@@ -10,9 +10,10 @@
 - `ScriptedEngine` and `FakeClock`: run durations chosen by the test, for measurement arithmetic.
 - `fake_model_dir`: a model folder with a tokenizer and a config but no weights, enough for
   workloads to be tokenized for fake engines.
-- `serve_stub`: an OpenAI-compatible completions server that streams fixed text, and refuses
-  every n-th request with HTTP 500 when asked to (`python -m tuner.testing --port N
-  --fail-every 2`), for testing the server engines' load client without vLLM.
+- `serve_stub` (`tuner.testing.stub`): an OpenAI-compatible completions server that streams
+  fixed text, refuses every n-th request with HTTP 500 when asked to (`python -m tuner.testing
+  --port N --fail-every 2`), or misbehaves as a hostile server would (`--mode hang`, `null`,
+  `500`, `exit`, ...), for testing the server engines without vLLM.
 - `check_engine`: the engine contract, checked on one adapter (tests/test_engine_contract.py runs
   it on every adapter tuner ships; run it on yours).
 - `fake_machines`: a Dask worker plugin that tells each worker of a cluster it has another GPU
@@ -43,6 +44,7 @@ from tuner.errors import GpuLost, NvmlNotSupported
 from tuner.hardware import Hardware
 from tuner.knobs import Catalogue, Value
 from tuner.nvml import GpuInfo
+from tuner.testing.stub import serve_stub as serve_stub
 from tuner.workloads import Request
 
 FAKE_CATALOGUE = {
@@ -399,53 +401,6 @@ def fake_hardware(
     )
 
 
-def serve_stub(port: int, fail_every: int = 0, host: str = "127.0.0.1") -> None:
-    """Serves `/health`, `/v1/models` and streamed `/v1/completions` until killed. Each
-    completion streams `max_tokens` one-token chunks and its usage; with `fail_every` n > 0,
-    every n-th request (the n-th, the 2n-th, ...) is answered 500 instead."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    lock = threading.Lock()
-    served = itertools.count(1)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _send(self, code: int, body: bytes, kind: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            if self.path == "/health":
-                self._send(200, b"{}")
-            elif self.path == "/v1/models":
-                self._send(200, json.dumps({"data": [{"id": "stub"}]}).encode())
-            else:
-                self._send(404, b'{"error": "not found"}')
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with lock:
-                number = next(served)
-            if fail_every and number % fail_every == 0:
-                self._send(500, f"stub: request {number} refused".encode(), "text/plain")
-                return
-            tokens = int(body.get("max_tokens", 16))
-            events = [{"choices": [{"text": "x"}]} for _ in range(tokens)]
-            events.append({"choices": [], "usage": {"completion_tokens": tokens}})
-            stream = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
-            self._send(200, stream.encode(), "text/event-stream")
-
-    ThreadingHTTPServer((host, port), Handler).serve_forever()
-
-
 def check_engine(
     engine: str,
     model: str,
@@ -508,16 +463,6 @@ def check_engine(
         "gpu_indices": gpus,
         "effective_knobs": effective,
     }
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="A stub OpenAI-compatible server.")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--fail-every", type=int, default=0)
-    args = parser.parse_args()
-    serve_stub(args.port, args.fail_every)
 
 
 def fake_machines(gpu_models: Mapping[str, str]) -> Any:

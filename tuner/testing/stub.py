@@ -1,0 +1,123 @@
+"""A stub OpenAI-compatible completions server, for testing the server engines without vLLM,
+and for trying them as a hostile server would: `python -m tuner.testing --port N --mode M`.
+
+Modes (`--mode`):
+
+- `ok`: every completion streams `max_tokens` one-token events and its usage;
+- `500`: every completion is answered HTTP 500;
+- `hang`: one token, then the stream stays open and silent;
+- `null`, `array`, `garbage`: the events are `data: null`, `data: [1, 2, 3]` or not JSON;
+- `empty`: the stream ends at once with no token;
+- `exit`: the process exits on its first completion request, mid-answer.
+
+`--fail-every n` answers every n-th completion 500 (in `ok` mode); `--child` starts a sleeping
+child process first, as engines do (vLLM's engine core), so that tests can check that a
+server's whole tree goes; `--ignore-sigterm` makes the stub stop only for SIGKILL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MODES = ("ok", "500", "hang", "null", "array", "garbage", "empty", "exit")
+
+
+def _events(mode: str, tokens: int) -> list[str]:
+    """The `data:` payloads of one streamed completion."""
+    if mode == "null":
+        return ["null"]
+    if mode == "array":
+        return ["[1, 2, 3]"]
+    if mode == "garbage":
+        return ["{not json"]
+    if mode == "empty":
+        return [json.dumps({"choices": [], "usage": {"completion_tokens": 0}}), "[DONE]"]
+    texts = [json.dumps({"choices": [{"text": "x"}]}) for _ in range(tokens)]
+    usage = json.dumps({"choices": [], "usage": {"completion_tokens": tokens}})
+    return [*texts, usage, "[DONE]"]
+
+
+def serve_stub(port: int, fail_every: int = 0, host: str = "127.0.0.1", mode: str = "ok") -> None:
+    """Serves `/health`, `/v1/models` and streamed `/v1/completions` until killed, as `mode`
+    says (see the module's help); with `fail_every` n > 0, every n-th completion (the n-th,
+    the 2n-th, ...) is answered 500 instead."""
+    lock = threading.Lock()
+    served = itertools.count(1)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _send(self, code: int, body: bytes, kind: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _chunk(self, text: str) -> None:
+            data = text.encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                self._send(200, b"{}")
+            elif self.path == "/v1/models":
+                self._send(200, json.dumps({"data": [{"id": "stub"}]}).encode())
+            else:
+                self._send(404, b'{"error": "not found"}')
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                number = next(served)
+            if mode == "500" or (fail_every and number % fail_every == 0):
+                self._send(500, f"stub: request {number} refused".encode(), "text/plain")
+                return
+            if mode == "exit":
+                os._exit(3)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if mode == "hang":
+                self._chunk(f"data: {json.dumps({'choices': [{'text': 'x'}]})}\n\n")
+                while True:
+                    time.sleep(3600)
+            for event in _events(mode, int(body.get("max_tokens", 16))):
+                self._chunk(f"data: {event}\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
+    ThreadingHTTPServer.allow_reuse_address = True
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer((host, port), Handler).serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tuner.testing`: the stub server."""
+    parser = argparse.ArgumentParser(description="A stub OpenAI-compatible server.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fail-every", type=int, default=0)
+    parser.add_argument("--mode", choices=MODES, default="ok")
+    parser.add_argument("--child", action="store_true", help="start a sleeping child first")
+    parser.add_argument("--ignore-sigterm", action="store_true")
+    args = parser.parse_args(argv)
+    if args.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.child:
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(86400)"])
+    serve_stub(args.port, args.fail_every, mode=args.mode)
