@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+#: Every process the tests start carries this mark (the environment is inherited), so that the
+#: session can tell at its end whether any outlived it.
+SESSION_MARK = "TUNER_TEST_SESSION"
+os.environ[SESSION_MARK] = uuid.uuid4().hex
 
 from tuner.hardware import Platform
 from tuner.testing import fake_model_dir
@@ -55,3 +60,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _helpers_of_this_process(proc: object) -> bool:
+    """multiprocessing's resource tracker of the test process itself, which ends with it."""
+    import psutil
+
+    try:
+        assert isinstance(proc, psutil.Process)
+        return proc.ppid() == os.getpid() and "multiprocessing.resource_tracker" in " ".join(
+            proc.cmdline()
+        )
+    except psutil.Error:
+        return False
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fails the run when any process a test started is still alive at the end (they are
+    given a grace period to stop, then killed and named)."""
+    from tuner.processes import wait_gone
+
+    left = [
+        p
+        for p in wait_gone(os.environ[SESSION_MARK], name=SESSION_MARK, timeout_s=20)
+        if not _helpers_of_this_process(p)
+    ]
+    if not left:
+        return
+    import psutil
+
+    names = []
+    for proc in left:
+        try:
+            names.append(f"{proc.pid} ({' '.join(proc.cmdline())[:200]})")
+            proc.kill()
+        except psutil.Error:
+            continue
+    if names:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"processes started by the tests outlived them: {'; '.join(names)}", red=True
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

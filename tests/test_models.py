@@ -85,7 +85,7 @@ def test_models_in_the_local_hub_cache_are_found(
     repo = tmp_path / "hub" / "models--acme--tiny"
     snapshot = repo / "snapshots" / "0123abcd"
     snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text("{}")
+    (snapshot / "config.json").write_text('{"model_type": "llama"}')
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0123abcd")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))

@@ -93,6 +93,8 @@ def _group_members() -> list[int]:
 def guard(argv: Sequence[str], grace_s: float = 20.0) -> int:
     """Runs `argv` as this group's server and returns its exit code (128 + n for signal n);
     SIGTERM to the guard stops the whole group (SIGTERM, then SIGKILL after `grace_s`)."""
+    if os.getpgrp() != os.getpid():
+        os.setsid()  # a group of its own to stop, whoever started it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         server = subprocess.Popen(list(argv))

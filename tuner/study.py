@@ -71,7 +71,7 @@ class Study:
         self.setup = setup
         self.run_dir = run_dir
         self.trials_path = run_dir / TRIALS_FILE
-        self.lock: rundir.RunLock | None = None  # held from create or resume to close
+        self.lock: rundir.RunLock | None = None  # held from create or resume to the run's end
         self.repaired: str | None = None  # what resuming did to a torn trials.jsonl
         self.goal = spec.goal()
         setup.check_goal(self.goal)
@@ -154,7 +154,7 @@ class Study:
         return study
 
     def close(self) -> None:
-        """Releases the run directory for another study."""
+        """Releases the run directory for another study (the end of `run` does)."""
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -261,7 +261,17 @@ class Study:
         (benchmarks of the search itself use it with a known surface). With a `fleet`, trials
         run on its workers, as many at once as they have slots.
         """
-        observer = observer or NullObserver()
+        if self.lock is None:
+            self.lock = rundir.RunLock(self.run_dir)
+        try:
+            return self._run(observer or NullObserver(), evaluate, fleet)
+        finally:
+            self.close()
+
+    def _run(
+        self, observer: Observer, evaluate: Evaluate | None, fleet: Fleet | None
+    ) -> StudyOutcome:
+        """The loop of `run`, under the run directory's lock."""
         space = self.setup.space
         results = read_trials(self.trials_path)
         resumed = len(results)

@@ -10,8 +10,9 @@ Modes (`--mode`):
 - `empty`: the stream ends at once with no token;
 - `exit`: the process exits on its first completion request, mid-answer.
 
-`--fail-every n` answers every n-th completion 500 (in `ok` mode); `--child` starts a sleeping
-child process first, as engines do (vLLM's engine core), so that tests can check that a
+`--fail-every n` answers every n-th completion 500 (in `ok` mode); `--delay-s` waits that long
+before each token (a slow server, for trials that last); `--child` starts a sleeping child
+process first, as engines do (vLLM's engine core), so that tests can check that a
 server's whole tree goes; `--ignore-sigterm` makes the stub stop only for SIGKILL.
 """
 
@@ -47,7 +48,13 @@ def _events(mode: str, tokens: int) -> list[str]:
     return [*texts, usage, "[DONE]"]
 
 
-def serve_stub(port: int, fail_every: int = 0, host: str = "127.0.0.1", mode: str = "ok") -> None:
+def serve_stub(
+    port: int,
+    fail_every: int = 0,
+    host: str = "127.0.0.1",
+    mode: str = "ok",
+    delay_s: float = 0.0,
+) -> None:
     """Serves `/health`, `/v1/models` and streamed `/v1/completions` until killed, as `mode`
     says (see the module's help); with `fail_every` n > 0, every n-th completion (the n-th,
     the 2n-th, ...) is answered 500 instead."""
@@ -98,6 +105,8 @@ def serve_stub(port: int, fail_every: int = 0, host: str = "127.0.0.1", mode: st
                 while True:
                     time.sleep(3600)
             for event in _events(mode, int(body.get("max_tokens", 16))):
+                if delay_s and '"text"' in event:
+                    time.sleep(delay_s)
                 self._chunk(f"data: {event}\n\n")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
@@ -113,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--fail-every", type=int, default=0)
     parser.add_argument("--mode", choices=MODES, default="ok")
+    parser.add_argument("--delay-s", type=float, default=0.0, help="wait before each token")
     parser.add_argument("--child", action="store_true", help="start a sleeping child first")
     parser.add_argument("--ignore-sigterm", action="store_true")
     args = parser.parse_args(argv)
@@ -120,4 +130,4 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.child:
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(86400)"])
-    serve_stub(args.port, args.fail_every, mode=args.mode)
+    serve_stub(args.port, args.fail_every, mode=args.mode, delay_s=args.delay_s)
