@@ -10,13 +10,14 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from tuner.hardware import Platform
+from tuner.testing import fake_model_dir
+
 #: Every process the tests start carries this mark (the environment is inherited), so that the
 #: session can tell at its end whether any outlived it.
 SESSION_MARK = "TUNER_TEST_SESSION"
 os.environ[SESSION_MARK] = uuid.uuid4().hex
-
-from tuner.hardware import Platform
-from tuner.testing import fake_model_dir
 
 CPU = Platform("cpu", 0, frozenset({"cpu", "bf16", "fp16"}))
 FOUR_GPUS = Platform(

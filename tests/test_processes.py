@@ -156,7 +156,7 @@ def test_a_dask_worker_that_dies_takes_its_server_trial_with_it(tmp_path: Path) 
     dask_worker = trial_process.parent()
     assert "tuner.processes" in " ".join(guard.cmdline())
     dask_worker.kill()
-    gone, alive = psutil.wait_procs([guard, stub, trial_process], timeout=20)
+    _, alive = psutil.wait_procs([guard, stub, trial_process], timeout=20)
     assert alive == []
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)

@@ -214,8 +214,10 @@ def test_a_study_on_a_full_tmpfs_stops_in_one_line_with_its_trials_whole(
         'cp -a "$DISK/run" "$OUT/run"; ls -A "$DISK/run" > "$OUT/files"'
     )
     subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(disk)]
-        + [sys.executable, "-m", "tuner", *args],
+        [
+            *("unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"),
+            *(str(disk), sys.executable, "-m", "tuner", *args),
+        ],
         env={**os.environ, "OUT": str(out), "DISK": str(disk)},
         timeout=600,
         check=True,

@@ -65,7 +65,10 @@ def test_jsonl_prompts(tokenizer: Tokenizer, tmp_path: Path) -> None:
         ('{"prompt": "a"}\n{"prompt": \n', r"p.jsonl line 2: not valid JSON"),
         ('["a"]\n', r'p.jsonl line 1: expected an object with a "prompt" string'),
         ('{"prompt": "a", "max_tokens": 3}\n', r"line 1: unknown field 'max_tokens'"),
-        ('{"prompt": "a", "output_tokens": 0}\n', r"line 1: output_tokens must be an integer from 1 to"),
+        (
+            '{"prompt": "a", "output_tokens": 0}\n',
+            r"line 1: output_tokens must be an integer from 1 to",
+        ),
         ("\n", r"holds no prompts"),
     ],
 )
