@@ -128,9 +128,10 @@ class RunLock:
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / LOCK_FILE
+        self._fd: int | None = None
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise TunerError(
                 f"cannot write to the run directory {run_dir}: {os_error(exc)}"

@@ -131,3 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(86400)"])
     serve_stub(args.port, args.fail_every, mode=args.mode, delay_s=args.delay_s)
+
+
+if __name__ == "__main__":
+    main()
