@@ -98,17 +98,21 @@ class Case:
         self.outputs += [done.stdout, done.stderr]
         return done
 
-    def start(self, *args: str, **popen: object) -> subprocess.Popen[str]:
-        """`tuner ARGS` started; returns once a stub server of the case is up."""
-        proc = subprocess.Popen(
+    def launch(self, *args: str, **popen: object) -> subprocess.Popen[str]:
+        """`tuner ARGS` started (`finish` waits for it)."""
+        return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
             [sys.executable, "-m", "tuner", *args],
             cwd=self.folder,
             env=self.env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            **popen,  # type: ignore[call-overload]
+            **popen,
         )
+
+    def start(self, *args: str, **popen: object) -> subprocess.Popen[str]:
+        """`tuner ARGS` started; returns once a stub server of the case is up."""
+        proc = self.launch(*args, **popen)
         end = time.monotonic() + 300
         while not self.stubs() and time.monotonic() < end and proc.poll() is None:
             time.sleep(0.2)
@@ -392,18 +396,7 @@ def _(c: Case) -> int:
     ("run/**", "profiles/**", "fake-model/**"),
 )
 def _(c: Case) -> int:
-    args = [sys.executable, "-m", "tuner", *fake_study(c, 4)]
-    procs = [
-        subprocess.Popen(
-            args,
-            cwd=c.folder,
-            env=c.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    procs = [c.launch(*fake_study(c, 4)) for _ in range(2)]
     codes = sorted(c.finish(p) for p in procs)
     numbers = [json.loads(line)["number"] for line in (c.folder / "run/trials.jsonl").open()]
     if len(numbers) != len(set(numbers)):
@@ -419,14 +412,7 @@ def _(c: Case) -> int:
 def _(c: Case) -> int:
     args = [*fake_study(c, 2), "--engine", "tuner.testing:HangingEngine", "--set", "batch_size=80"]
     args += ["--trial-timeout", "60"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tuner", *args],
-        cwd=c.folder,
-        env=c.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = c.launch(*args)
     while not (c.folder / "run" / "study.json").exists():
         time.sleep(0.2)
     time.sleep(2)

@@ -197,7 +197,7 @@ def test_a_two_objective_replay_writes_a_front_and_exports_each_end(
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (None, "cannot read landscape"),
+        (None, "no landscape at"),
         ("{", "not JSON"),
         ('{"kind": "profile"}', "is not a recorded landscape"),
         ('{"kind": "tuner-landscape"}', "engine: Field required"),

@@ -362,11 +362,11 @@ def write_profile(profile: Profile, path: Path) -> Path:
 def check_knob_types(profile: Profile, path: Path) -> None:
     """One line when a knob of the profile's best has a value of the wrong type for its
     engine's shipped catalogue (an edited profile): `batch_size: "lots"`."""
-    from tuner.engines import catalogue_file, load_catalogue
+    from tuner.engines import ENGINES, catalogue_file, load_catalogue
 
     specs: dict[str, Any] = {}
     for name in (profile.engine.name, "server-load"):
-        if catalogue_file(name).is_file():
+        if (name in ENGINES or name == "server-load") and catalogue_file(name).is_file():
             specs = {**load_catalogue(name).knobs, **specs}
     for name, value in profile.best.knobs.items():
         wrong = specs[name].type_error(value) if name in specs else None
