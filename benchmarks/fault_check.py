@@ -59,7 +59,7 @@ class Row:
 
     @property
     def clean(self) -> bool:
-        codes = {int(c) for c in self.expected.split("|")}
+        codes = {int(c) for c in self.expected.split(" or ")}
         return (
             self.code in codes
             and not self.traceback
@@ -413,7 +413,8 @@ def _(c: Case) -> int:
     args = [*fake_study(c, 2), "--engine", "tuner.testing:HangingEngine", "--set", "batch_size=80"]
     args += ["--trial-timeout", "60"]
     proc = c.launch(*args)
-    while not (c.folder / "run" / "study.json").exists():
+    end = time.monotonic() + 120
+    while not (c.folder / "run" / "study.json").exists() and time.monotonic() < end:
         time.sleep(0.2)
     time.sleep(2)
     before = (c.folder / "run" / "study.json").read_bytes()
@@ -565,7 +566,7 @@ def bad_input(name: str, inputs: tuple[str, ...] = ()) -> Callable:
     def register(make: Callable[[Case], list[str]]) -> Callable[[Case], list[str]]:
         @case(name, "11", "2", inputs)
         def _(c: Case) -> int:
-            return c.tuner(*make(c)).returncode
+            return c.tuner(*make(c), timeout_s=120).returncode  # bad input is told at once
 
         return make
 
@@ -705,7 +706,7 @@ def _(c: Case) -> int:
     ).returncode
 
 
-@case("hf-server study (this install)", "12", "0|2", ("run/**", "profiles/**"))
+@case("hf-server study (this install)", "12", "0 or 2", ("run/**", "profiles/**"))
 def _(c: Case) -> int:
     """Runs with transformers[serving] installed; without it, says in one line what to
     install (`--install plain` expects that)."""
