@@ -169,7 +169,11 @@ def unexpected_files(folder: Path, before: set[Path], allowed: tuple[str, ...]) 
     found = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
-        if path in before or path.is_dir():
+        if path in before:
+            continue
+        if path.is_dir():  # an empty folder made for bad input (./profiles, say)
+            if not any(path.iterdir()) and not any(fnmatch(str(relative), a) for a in allowed):
+                found.append(f"{relative}/")
             continue
         name = path.name
         temporary = name.startswith(".") and (".json." in name or "write-check" in name)
@@ -560,13 +564,17 @@ def _(c: Case) -> int:
 # -- 11: inputs ----------------------------------------------------------------------------------
 
 
-def bad_input(name: str, inputs: tuple[str, ...] = ()) -> Callable:
-    """A case of bad input: `make(case)` writes its inputs and returns tuner's arguments."""
+def bad_input(name: str, says: str, inputs: tuple[str, ...] = ()) -> Callable:
+    """A case of bad input: `make(case)` writes its inputs and returns tuner's arguments; its
+    one line must say `says` (exit 2 for another reason is not this case handled)."""
 
     def register(make: Callable[[Case], list[str]]) -> Callable[[Case], list[str]]:
         @case(name, "11", "2", inputs)
         def _(c: Case) -> int:
-            return c.tuner(*make(c), timeout_s=120).returncode  # bad input is told at once
+            done = c.tuner(*make(c), timeout_s=120)  # bad input is told at once
+            if done.returncode == 2 and says not in " ".join(done.stderr.split()):
+                c.outputs.append(f"PROBLEM: the line does not say {says!r}")
+            return done.returncode
 
         return make
 
@@ -599,98 +607,110 @@ SYNTHETIC = b"name: w\nsource: synthetic\nrequests: 8\n"
 ON_TINY = ["tune", "--engine", "tuner.testing:FakeEngine", "--model", "synthetic:tiny-llama"]
 
 
-@bad_input("workload YAML not UTF-8", ("w.yaml", "fake-model/**"))
+@bad_input("workload YAML not UTF-8", "is not UTF-8 text", ("w.yaml", "fake-model/**"))
 def _(c: Case) -> list[str]:
     return [*fake_study(c, 2), "-w", written(c, "w.yaml", b"name: w\xff\n")]
 
 
-@bad_input("study.json not UTF-8 (--resume)", RUN)
+@bad_input("study.json not UTF-8 (--resume)", "is not UTF-8 text", RUN)
 def _(c: Case) -> list[str]:
     broken_run(c, "study.json")
     return ["tune", "--resume", "run"]
 
 
-@bad_input("trials.jsonl not UTF-8 (--resume)", (*RUN, "run/trials.jsonl:as-given"))
+@bad_input(
+    "trials.jsonl not UTF-8 (--resume)", "not UTF-8 text", (*RUN, "run/trials.jsonl:as-given")
+)
 def _(c: Case) -> list[str]:
     broken_run(c, "trials.jsonl")
     return ["tune", "--resume", "run", "--trials", "3"]
 
 
-@bad_input("machine.json not UTF-8 (report)", RUN)
+@bad_input("machine.json not UTF-8 (report)", "is not UTF-8 text", RUN)
 def _(c: Case) -> list[str]:
     broken_run(c, "machine.json")
     return ["report", "run", "--out", "again"]
 
 
-for _text, _label in (
-    ("{not json", "garbage"),
-    ("{}", "{}"),
-    ("[]", "[]"),
-    ('{"model_type": "llama", "num_hidden_layers": "two"}', "a wrong-typed field"),
+for _text, _label, _says in (
+    ("{not json", "garbage", "not valid JSON"),
+    ("{}", "{}", "names no model_type"),
+    ("[]", "[]", "expected a JSON object"),
+    ('{"model_type": "llama", "num_hidden_layers": "two"}', "a wrong-typed field", 'is "two"'),
 ):
 
-    @bad_input(f"config.json is {_label}", ("model/**", "fake-model/**"))
+    @bad_input(f"config.json is {_label}", _says, ("model/**", "fake-model/**"))
     def _(c: Case, text: str = _text) -> list[str]:
         return with_config(c, text)
 
 
-@bad_input('profile batch_size: "lots" (show)', ("edited.json",))
+@bad_input('profile batch_size: "lots" (show)', "is not a value of this int knob", ("edited.json",))
 def _(c: Case) -> list[str]:
     return ["profile", "show", str(profile_copy(c, HF_PROFILE, knobs={"batch_size": "lots"}))]
 
 
-@bad_input('profile batch_size: "lots" (export hf-kwargs)', ("edited.json",))
+@bad_input(
+    'profile batch_size: "lots" (export hf-kwargs)',
+    "is not a value of this int knob",
+    ("edited.json",),
+)
 def _(c: Case) -> list[str]:
     path = profile_copy(c, HF_PROFILE, knobs={"batch_size": "lots"})
     return ["profile", "export", str(path), "--format", "hf-kwargs"]
 
 
-for _command, _label in (
-    ("{python} -m srv --port {prot}", "an unknown {placeholder}"),
-    ('srv --port {port} --json {"a": 1}', "a JSON brace"),
-    ("srv --port {port} 'unbalanced", "an unbalanced quote"),
+for _command, _label, _says in (
+    ("{python} -m srv --port {port} --to {prot}", "an unknown {placeholder}", "not a placeholder"),
+    ('srv --port {port} --json {"a": 1}', "a JSON brace", "write a literal brace"),
+    ("srv --port {port} 'unbalanced", "an unbalanced quote", "cannot split"),
 ):
 
-    @bad_input(f"--server-cmd with {_label}")
+    @bad_input(f"--server-cmd with {_label}", _says)
     def _(c: Case, command: str = _command) -> list[str]:
         return ["tune", "--engine", "openai-server", *SMALL, "--server-cmd", command]
 
 
-@bad_input("--slo ttft_p99_ms<=-1")
+@bad_input("--slo ttft_p99_ms<=-1", "can never be met")
 def _(c: Case) -> list[str]:
     args = ["tune", "--engine", "openai-server", *SMALL, "--server-cmd", c.server_cmd()]
     return [*args, "--slo", "ttft_p99_ms<=-1"]
 
 
-@bad_input("YAML workload input_tokens: -3", ("w.yaml", "fake-model/**"))
+@bad_input("YAML workload input_tokens: -3", "input_tokens", ("w.yaml", "fake-model/**"))
 def _(c: Case) -> list[str]:
     return [*fake_study(c, 2), "-w", written(c, "w.yaml", SYNTHETIC + b"input_tokens: -3\n")]
 
 
-@bad_input("JSONL output_tokens: 1000000000000", ("p.jsonl", "fake-model/**"))
+@bad_input(
+    "JSONL output_tokens: 1000000000000",
+    "output_tokens must be an integer from 1 to",
+    ("p.jsonl", "fake-model/**"),
+)
 def _(c: Case) -> list[str]:
-    row = b'{"prompt": "x", "output_tokens": 1000000000000}\n'
-    return [*fake_study(c, 2), "-w", "jsonl:" + written(c, "p.jsonl", row)]
+    rows = b'{"prompt": "x", "output_tokens": 1000000000000}\n' + b'{"prompt": "y"}\n' * 7
+    return [*fake_study(c, 2), "-w", "jsonl:" + written(c, "p.jsonl", rows)]
 
 
-@bad_input("prompt longer than the model's maximum", ("w.yaml",))
+@bad_input(
+    "prompt longer than the model's maximum", "beyond the model's maximum length", ("w.yaml",)
+)
 def _(c: Case) -> list[str]:
     return [*ON_TINY, "-w", written(c, "w.yaml", SYNTHETIC + b"input_tokens: 3000\n")]
 
 
-@bad_input("a 10 MB prompt", ("p.jsonl",))
+@bad_input("a 10 MB prompt", "needs at least", ("p.jsonl",))
 def _(c: Case) -> list[str]:
     row = json.dumps({"prompt": "def f(x):\n    return x\n" * 400_000}).encode() + b"\n"
     return [*ON_TINY, "--requests", "1", "-w", "jsonl:" + written(c, "p.jsonl", row)]
 
 
-@bad_input("tune --slo on hf (no run dir left)")
+@bad_input("tune --slo on hf (no run dir left)", "needs the latency of each request")
 def _(c: Case) -> list[str]:
     args = ["tune", "--engine", "hf", "--model", "synthetic:tiny-llama"]
     return [*args, "--slo", "ttft_p99_ms<=500", "--run-dir", "run"]
 
 
-@bad_input("tune exit 2 (no ./profiles left)")
+@bad_input("tune exit 2 (no ./profiles left)", "has no knob 'nope'")
 def _(c: Case) -> list[str]:
     return ["tune", "--model", "synthetic:tiny-llama", "--set", "nope=1"]
 

@@ -154,18 +154,33 @@ def marked(mark: str, *, name: str = TREE_MARK) -> list[Any]:
     return found
 
 
+#: Helpers that end by themselves once their parent is gone, after cleaning up for it (the
+#: shared memory and semaphores an engine leaves): never killed by a sweep.
+SPARED = ("multiprocessing.resource_tracker",)
+
+
 def kill_marked(mark: str, *, name: str = TREE_MARK, wait_s: float = 5.0) -> int:
-    """Kills (SIGKILL) every process marked `name=mark` but this one, and waits up to
-    `wait_s` for them to go; returns how many there were."""
+    """Kills (SIGKILL) every process marked `name=mark` but this one and the `SPARED`
+    helpers, and waits up to `wait_s` for them to go; returns how many there were."""
     import psutil
 
-    procs = marked(mark, name=name)
+    procs = [p for p in marked(mark, name=name) if not _spared(p)]
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.kill()
     if procs:
         psutil.wait_procs(procs, timeout=wait_s)
     return len(procs)
+
+
+def _spared(proc: Any) -> bool:
+    import psutil
+
+    try:
+        command = " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+    return any(helper in command for helper in SPARED)
 
 
 def kill_process(pid: int) -> None:
