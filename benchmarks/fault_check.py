@@ -172,7 +172,7 @@ def unexpected_files(folder: Path, before: set[Path], allowed: tuple[str, ...]) 
         if path in before:
             continue
         if path.is_dir():  # an empty folder made for bad input (./profiles, say)
-            if not any(path.iterdir()) and not any(fnmatch(str(relative), a) for a in allowed):
+            if not any(path.iterdir()) and not any(fnmatch(f"{relative}/", a) for a in allowed):
                 found.append(f"{relative}/")
             continue
         name = path.name
