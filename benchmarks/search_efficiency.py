@@ -107,7 +107,7 @@ def reach(results: list[TrialResult], ratios: list[float], target: float) -> tup
     """Trials and recorded GPU-seconds spent when the pick first reached `target`."""
     cost = 0.0
     for n, (r, ratio) in enumerate(zip(results, ratios, strict=True), 1):
-        cost += r.wall_s
+        cost += r.gpu_s
         if ratio >= target:
             return n, cost
     return 0, cost
@@ -208,7 +208,7 @@ def _section(path: Path, table: Any, optimum: float, runs: dict, truth: Any, see
         f"{table.gpu.name} · {', '.join(f'{k} {v}' for k, v in table.versions.items())}. "
         f"{len(table.points)} points ({ok} ok) over {', '.join(table.grid)}; optimum "
         f"{optimum:,.1f} tok/s at {_fmt(best.knobs)}; measuring every point cost "
-        f"{sum(p.wall_s for p in table.points):,.0f} GPU-seconds.",
+        f"{sum(p.gpu_s for p in table.points):,.0f} GPU-seconds.",
         "",
         "| method | trials | median ratio | worst ratio | seeds >= 95% | median trials to 95% "
         "| median GPU-s to 95% |",

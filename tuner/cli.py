@@ -345,6 +345,13 @@ def tune(
     cluster: Cluster = "local",
     gpus_per_worker: GpusPerWorker = 1,
     per_gpu_model: PerGpuModel = False,
+    warm_start: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this profile's best configurations (its best and front, first in "
+            "the initial design), mapped onto this study's space: re-tuning after a GPU change."
+        ),
+    ] = None,
     replay_time_scale: ReplayTimeScale = 0.0,
     json_: Json = False,
     quiet: Quiet = False,
@@ -411,6 +418,7 @@ def tune(
                 run_dir=run_dir,
                 replay_time_scale=replay_time_scale,
                 quiet=quiet,
+                warm_from=warm_start,
             )
             run_studies(studies, profiles_dir, fleet=fleet, json_=json_, quiet=quiet)
 
@@ -446,17 +454,20 @@ def _new_studies(
     run_dir: Path | None,
     replay_time_scale: float,
     quiet: bool,
+    warm_from: Path | None = None,
 ) -> list[Any]:
     """The new studies of one `tuner tune`: one, or one per GPU model of the fleet (each in a
     run directory of its own, warm-started from another model's profile where it has none)."""
     from tuner.replay import is_replay
     from tuner.rundir import StudySpec, run_dir_for
     from tuner.setup import prepare
-    from tuner.study import Study, warm_start
+    from tuner.study import Study, warm_start, warm_start_from
     from tuner.workloads import load_workload
 
     if per_gpu_model and fleet is None:
         raise TunerError("--per-gpu-model splits a fleet: give --workers or --dask-scheduler")
+    if per_gpu_model and warm_from is not None:
+        raise TunerError("--warm-start is for one study; --per-gpu-model warm-starts each itself")
     if replay_time_scale and not is_replay(engine):
         raise TunerError("--replay-time-scale is for replays (--engine replay:TABLE)")
     if trials is None and time_budget is None:
@@ -507,6 +518,8 @@ def _new_studies(
         )
         if per_gpu_model:
             spec = warm_start(spec, setup, profiles_dir)
+        elif warm_from is not None:
+            spec = warm_start_from(spec, setup, warm_from)
         where = run_dir or run_dir_for(
             Path("runs"), setup.catalogue.engine, setup.model.slug, setup.workload.slug
         )
@@ -626,9 +639,7 @@ def bench(
         raise typer.Exit(1)
     unclean = THROUGHPUT.feasible(result)
     if unclean is not None:
-        err.print(
-            f"[red]not a clean measurement[/]: {escape(unclean)} (worker log: {result.log})"
-        )
+        err.print(f"[red]not a clean measurement[/]: {escape(unclean)} (worker log: {result.log})")
         raise typer.Exit(1)
     shutil.rmtree(log_dir, ignore_errors=True)  # a clean measurement needs no log kept
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tuner.errors import TunerError
 from tuner.executor import NullObserver, run_trial
 from tuner.files import read_text, write_atomic
-from tuner.knobs import Value, describe
+from tuner.knobs import KnobSpec, Value, describe
 from tuner.measure import Protocol
 from tuner.objective import THROUGHPUT, Goal
 from tuner.profiles import GpuRecord, HostRecord, gpu_record, host_record
@@ -30,6 +30,31 @@ from tuner.worker import Worker
 from tuner.workloads import WorkloadSpec
 
 SCHEMA_VERSION = 1
+
+
+class Source(BaseModel):
+    """Where an imported table's figures come from (measured by others, not by tuner), how
+    its knobs map onto tuner's, and how figures it lacks were derived."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="the study or data set")
+    repository: str = Field(description="where it is published (a repository or a package)")
+    version: str = Field(description="the commit or package version the figures were read at")
+    files: list[str] = Field(description="the files read, inside the repository or package")
+    rows: list[str] = Field(default=[], description="the source's ids of the rows used")
+    mapping: list[str] = Field(default=[], description="how the source's knobs map onto tuner's")
+    derived: list[str] = Field(default=[], description="figures derived, and how")
+    knobs: dict[str, KnobSpec] = Field(
+        default={}, description="knobs the source varied that the engine's catalogue lacks"
+    )
+    not_run: list[dict[str, Value]] = Field(
+        default=[], description="grid points the source never ran: outside the replayed space"
+    )
+
+    @property
+    def line(self) -> str:
+        """`Martinez 2024 (UPCBarcelonaTech/infpop at 1b4908c9, RQ2/tables/...)`."""
+        return f"{self.name} ({self.repository} at {self.version[:12]}, {', '.join(self.files)})"
 
 
 class Landscape(BaseModel):
@@ -52,6 +77,9 @@ class Landscape(BaseModel):
     points: list[TrialResult]
     recorded_at: datetime
     command: str = ""
+    source: Source | None = Field(
+        default=None, description="for a table imported from others' measurements: its source"
+    )
 
     def point(self, knobs: Mapping[str, Value]) -> TrialResult:
         """The recorded trial of `knobs`; knobs outside the table are a `TunerError`."""
@@ -85,8 +113,14 @@ class Landscape(BaseModel):
         return best
 
     def measure_cost_s(self, point: TrialResult) -> float:
-        """GPU seconds a point took, its model load left out."""
+        """Seconds a point took, its model load left out."""
         return max(point.wall_s - (point.load_s or 0.0), 0.0)
+
+    @property
+    def described(self) -> str:
+        """What the table is, in a line: its engine and model, and who measured it."""
+        where = self.source.line if self.source else f"recorded by tuner on {self.gpu.name}"
+        return f"{self.engine}, {self.model}, {len(self.points)} points: {where}"
 
 
 def read_landscape(path: Path) -> Landscape:
@@ -104,9 +138,10 @@ def read_landscape(path: Path) -> Landscape:
         raise TunerError(f"{path}: {describe(exc)}") from None
 
 
-def write_landscape(landscape: Landscape, path: Path) -> Path:
-    """Writes atomically (a table is never half written, and a failed write leaves nothing)."""
-    return write_atomic(path, landscape.model_dump_json(indent=1) + "\n")
+def write_landscape(landscape: Landscape, path: Path, *, indent: int | None = 1) -> Path:
+    """Writes atomically (a table is never half written, and a failed write leaves nothing);
+    `indent=None` writes one line (imported tables with per-request latencies)."""
+    return write_atomic(path, landscape.model_dump_json(indent=indent) + "\n")
 
 
 def parse_grid(pairs: Sequence[str], space: Any) -> dict[str, list[Value]]:

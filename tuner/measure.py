@@ -106,6 +106,12 @@ class PerRequest(BaseModel):
     tpot_ms: list[float] = Field(description="time per output token after the first")
     e2e_ms: list[float]
     output_tokens: list[int]
+    alike: int = Field(
+        default=1,
+        ge=1,
+        description="requests each entry stands for (an imported table whose source gives one "
+        "latency per run)",
+    )
 
     def scaled(self, factor: float) -> PerRequest:
         """Every latency multiplied by `factor` (a replay's noise draw)."""
@@ -114,6 +120,7 @@ class PerRequest(BaseModel):
             tpot_ms=[v * factor for v in self.tpot_ms],
             e2e_ms=[v * factor for v in self.e2e_ms],
             output_tokens=self.output_tokens,
+            alike=self.alike,
         )
 
 
@@ -146,6 +153,7 @@ class Run(BaseModel):
     telemetry: Telemetry | None = None
     latency: Latency | None = None
     per_request: PerRequest | None = None
+    gpus: int = Field(default=1, ge=1, description="GPUs the configuration used (1 on a CPU)")
 
     @property
     def requests_per_s(self) -> float:
@@ -159,6 +167,12 @@ class Run(BaseModel):
     def total_tokens_per_s(self) -> float:
         tokens = self.input_tokens + self.output_tokens
         return tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def output_tokens_per_s_per_gpu(self) -> float:
+        """Output tok/s over the GPUs used: what choosing a parallel layout on a fixed number
+        of GPUs compares."""
+        return self.output_tokens_per_s / self.gpus
 
 
 class Stats(BaseModel):
@@ -274,6 +288,18 @@ class Measurement(BaseModel):
         default=None, description="rate search: requests/s with every request sent at once"
     )
     stable: bool = Field(default=True, description="final spread within max_cv, no throttling")
+
+    def on_gpus(self, gpus: int) -> Measurement:
+        """The measurement with each run marked as using `gpus` GPUs."""
+        if gpus == 1:
+            return self
+
+        def marked(run: Run) -> Run:
+            return run.model_copy(update={"gpus": gpus})
+
+        return self.model_copy(
+            update={"cold": marked(self.cold), "runs": [marked(r) for r in self.runs]}
+        )
 
     @classmethod
     def from_runs(

@@ -2,12 +2,13 @@
 
 A `Metric` is a figure of a measurement: computed on each timed run and taken as the median over
 the runs (its spread is their coefficient of variation). Objectives and constraints both name
-metrics: output tok/s, goodput, J per output token, output tok/s per W, power, memory, and any
-latency percentile (`ttft_p99_ms`, `itl_p50_ms`, `e2e_p90_ms`, ...). A `Constraint` is a metric
-and a limit (`ttft_p99_ms<=500`); a trial that breaks one is infeasible, with the reason in words
-("p99 TTFT 812 ms > 500 ms"). Goodput counts only the requests that met every latency limit, as
-vLLM's `--goodput` does: a request is good when its TTFT, its time per output token (for `itl`
-limits) and its end-to-end latency are each within the limits given for them.
+metrics: output tok/s (in all, or per GPU used), goodput, J per output token, output tok/s per
+W, power, memory, and any latency percentile (`ttft_p99_ms`, `itl_p50_ms`, `e2e_p90_ms`, ...).
+A `Constraint` is a metric and a limit (`ttft_p99_ms<=500`); a trial that breaks one is
+infeasible, with the reason in words ("p99 TTFT 812 ms > 500 ms"). Goodput counts only the
+requests that met every latency limit, as vLLM's `--goodput` does: a request is good when its
+TTFT, its time per output token (for `itl` limits) and its end-to-end latency are each within
+the limits given for them.
 
 A `Goal` is what a study is for: one objective or several (a Pareto front), and constraints. It
 answers the study (the loss it tells the optimizer), the winner's choice, the profile, reports,
@@ -114,6 +115,13 @@ def _latency(kind: str, stat: str) -> Metric:
 _METRICS = [
     Metric("output_tokens_per_s", "output tok/s", "tok/s", True, lambda r: r.output_tokens_per_s),
     Metric("total_tokens_per_s", "total tok/s", "tok/s", True, lambda r: r.total_tokens_per_s),
+    Metric(
+        "output_tokens_per_s_per_gpu",
+        "output tok/s per GPU",
+        "tok/s",
+        True,
+        lambda r: r.output_tokens_per_s_per_gpu,
+    ),
     Metric("requests_per_s", "requests/s", "req/s", True, lambda r: r.requests_per_s),
     Metric("joules_per_token", "J per output token", "J", False, _joules_per_token, "telemetry"),
     Metric(
@@ -236,7 +244,7 @@ def _goodput(name: str, limits: dict[str, float], count_tokens: bool) -> Metric:
                 and e2e <= limits.get("e2e", float("inf"))
             ):
                 good += tokens if count_tokens else 1
-        return good / run.elapsed_s
+        return good * p.alike / run.elapsed_s
 
     label = "goodput (output tok/s)" if count_tokens else "goodput (req/s)"
     return Metric(name, label, "tok/s" if count_tokens else "req/s", True, figure, "latency")

@@ -22,12 +22,14 @@ from pathlib import Path
 from tuner import rules
 from tuner.engines import engine_class
 from tuner.errors import TunerError
-from tuner.knobs import Catalogue, ChoiceSpec, KnobSpec, Value
+from tuner.knobs import Catalogue, ChoiceSpec, ForbiddenSpec, KnobSpec, Value
 from tuner.landscape import Landscape, read_landscape
 from tuner.measure import Measurement, Run
 from tuner.trial import TrialResult
 
 REPLAY_PREFIX = "replay:"
+#: Why a replay forbids a point of its grid that the table's source never ran.
+NOT_RUN = "the table's source never ran this configuration"
 
 
 def is_replay(engine: str) -> bool:
@@ -89,9 +91,10 @@ class Replay:
         """The recorded engine's catalogue, narrowed to what the table holds."""
         table = self.table
         source = engine_class(table.engine).catalogue()
+        specs = {**source.knobs, **(table.source.knobs if table.source else {})}
         held = {n: v for p in table.points for n, v in p.knobs.items()}
         recorded: dict[str, list[Value]] = {}
-        for name in source.knobs:
+        for name in specs:
             if name in table.grid:
                 recorded[name] = table.grid[name]
             elif name in table.fixed:
@@ -100,7 +103,7 @@ class Replay:
                 recorded[name] = [held[name]]  # searched when recorded, one value throughout
         knobs: dict[str, KnobSpec] = {}
         for name, values in recorded.items():
-            spec = source.knobs[name]
+            spec = specs[name]
             default = table.baseline.get(name, values[0])
             when = spec.when if spec.when and set(spec.when) <= set(recorded) else None
             base = {"stage": spec.stage, "help": spec.help, "when": when}
@@ -115,9 +118,16 @@ class Replay:
             if set(f.if_) <= set(knobs)
             and (f.expr is None or rules.names(rules.parse(f.expr)) <= set(knobs))
         ]
+        # A point the source never ran is outside the space: never answered, never proposed.
+        not_run = table.source.not_run if table.source else []
+        forbidden += [
+            ForbiddenSpec(if_={n: v for n, v in point.items() if n in knobs}, because=NOT_RUN)
+            for point in not_run
+        ]
+        how = f"as measured by {table.source.line}" if table.source else "as recorded"
         return Catalogue(
             engine=f"replay of {table.engine}",
-            summary=f"{table.engine} as recorded in {self.path.name}",
+            summary=f"{table.engine} {how} in {self.path.name}",
             knobs=knobs,
             forbidden=forbidden,
             initial=[{n: v for n, v in p.items() if n in knobs} for p in source.initial],

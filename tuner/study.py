@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -58,9 +58,9 @@ class StudyOutcome:
 
     @property
     def gpu_s(self) -> float:
-        """Seconds the trials took, summed (loads included): the GPU time spent, whether the
-        trials ran one after another or side by side."""
-        return sum(r.wall_s for r in self.results)
+        """GPU-seconds the trials took (each trial's seconds, loads included, times its GPUs),
+        summed: the GPU time spent, whether the trials ran one after another or side by side."""
+        return sum(r.gpu_s for r in self.results)
 
 
 class Study:
@@ -73,6 +73,8 @@ class Study:
         self.trials_path = run_dir / TRIALS_FILE
         self.lock: rundir.RunLock | None = None  # held from create or resume to the run's end
         self.repaired: str | None = None  # what resuming did to a torn trials.jsonl
+        #: Benchmarks of the search on a known table: stop once this holds for the results.
+        self.until: Callable[[Sequence[TrialResult]], bool] | None = None
         self.goal = spec.goal()
         setup.check_goal(self.goal)
         if spec.protocol.rate_search and (setup.replay is not None or not setup.reports_latency):
@@ -194,6 +196,8 @@ class Study:
     ) -> bool:
         searched = sum(r.origin != CONFIRM for r in results)
         if self.spec.trials is not None and searched + in_flight >= self.spec.trials:
+            return False
+        if self.until is not None and self.until(results):
             return False
         if self.spec.time_budget_s is not None:
             spent = sum(r.wall_s for r in results if r.started_at.timestamp() < started)
@@ -432,10 +436,30 @@ def warm_start(spec: StudySpec, setup: Setup, profiles_dir: Path) -> StudySpec:
             profile = read_profile(path)
         except TunerError:
             continue
-        knobs = [profile.best.knobs]
-        knobs += [p.knobs for p in profile.front if p.knobs not in knobs]
-        return spec.model_copy(update={"warm_start": knobs, "warm_start_from": str(path)})
+        return _started_from(spec, profile, path)
     return spec
+
+
+def warm_start_from(spec: StudySpec, setup: Setup, path: Path) -> StudySpec:
+    """`spec` starting from the best configurations of the profile at `path` (`--warm-start`);
+    one line when it cannot be read or holds nothing this study's space can run."""
+    from tuner.profiles import read_profile
+
+    profile = read_profile(path)
+    started = _started_from(spec, profile, path)
+    held = {n for knobs in started.warm_start for n in knobs if n in setup.space.knobs}
+    if not held or not warm_knobs(setup.space, started.warm_start):
+        raise TunerError(
+            f"--warm-start {path}: none of its configurations fits this study's space "
+            f"({profile.engine.name} profile; this study searches {', '.join(setup.space.knobs)})"
+        )
+    return started
+
+
+def _started_from(spec: StudySpec, profile: Any, path: Path) -> StudySpec:
+    knobs = [profile.best.knobs]
+    knobs += [p.knobs for p in profile.front if p.knobs not in knobs]
+    return spec.model_copy(update={"warm_start": knobs, "warm_start_from": str(path)})
 
 
 def replay_study(
@@ -451,10 +475,11 @@ def replay_study(
     warm: Sequence[dict[str, Value]] = (),
     fleet: Fleet | None = None,
     time_scale: float = 0.0,
+    until: Callable[[Sequence[TrialResult]], bool] | None = None,
 ) -> StudyOutcome:
     """A whole study on the replay of `table`: tuner's own loop, baseline first; `warm`
     configurations first in its initial design; on a `fleet`'s workers, each trial sleeping its
-    recorded GPU time times `time_scale`."""
+    recorded GPU time times `time_scale`; ended early once `until(results)` holds."""
     engine = f"{REPLAY_PREFIX}{table}"
     setup = prepare(engine, "", "")
     spec = StudySpec(
@@ -471,7 +496,9 @@ def replay_study(
         fleet=fleet.spec if fleet is not None else None,
         replay_time_scale=time_scale,
     )
-    return Study.create(spec, run_dir, setup).run(fleet=fleet)
+    study = Study.create(spec, run_dir, setup)
+    study.until = until
+    return study.run(fleet=fleet)
 
 
 def _fits(space: SearchSpace, name: str, value: Value) -> bool:

@@ -19,6 +19,13 @@ from tuner.workloads import Request
 
 Status = Literal["ok", "oom", "crashed", "timeout"]
 STATUSES: tuple[Status, ...] = ("ok", "oom", "crashed", "timeout")
+#: Knobs whose product is the number of GPUs a configuration uses.
+PARALLEL_KNOBS = (
+    "num_gpus",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "data_parallel_size",
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,23 @@ class TrialResult(BaseModel):
     placement: Placement | None = Field(
         default=None, description="where it ran, for trials run on a Dask fleet"
     )
+
+    @property
+    def gpus(self) -> int:
+        """GPUs the configuration used: as measured, else tensor x pipeline x data parallel
+        size or `num_gpus` (1 on a CPU)."""
+        if self.measurement is not None:
+            return self.measurement.cold.gpus
+        gpus = 1
+        for name in PARALLEL_KNOBS:
+            value = self.knobs.get(name, 1)
+            gpus *= value if isinstance(value, int) and not isinstance(value, bool) else 1
+        return gpus
+
+    @property
+    def gpu_s(self) -> float:
+        """GPU-seconds the trial took: its seconds times its GPUs."""
+        return self.wall_s * self.gpus
 
     @property
     def output_tokens_per_s(self) -> float | None:

@@ -122,6 +122,7 @@ def execute(
                 progress=progress,
                 sampler=loaded.sampler,
             )
+        measurement = measurement.on_gpus(task.gpus)
         if loaded.no_telemetry is not None:
             measurement = measurement.model_copy(update={"energy_note": loaded.no_telemetry})
         effective = loaded.engine.effective_knobs()
