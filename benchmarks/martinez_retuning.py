@@ -35,7 +35,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +154,9 @@ def main() -> None:
     parser.add_argument("--appendix", type=Path, default=APPENDIX)
     parser.add_argument("--out", type=Path, default=REPORT)
     parser.add_argument("--limit", type=int, help="only the first N models (a quick look)")
+    parser.add_argument(
+        "--cache", type=Path, help="keep each study's result here (JSON lines) and reuse them"
+    )
     args = parser.parse_args()
     args.gp_seeds = min(args.gp_seeds or args.seeds, args.seeds)
     rq4 = paper_rq4(args.appendix)
@@ -172,13 +175,34 @@ def main() -> None:
             (str(target), "hyperopt-tpe", s, False, str(source), PAPER_EVALS)
             for s in range(args.seeds)
         ]
-    with ProcessPoolExecutor(args.jobs) as pool:
-        done = dict(zip(jobs, pool.map(one_study, jobs, chunksize=4), strict=True))
-        # Hyperopt at the paper's 100 evaluations differs from the budget-to-100% run only in
-        # its budget; both are kept apart by the job's budget.
+    done = run_jobs(jobs, args.jobs, args.cache)
     text = report(args, cases, done, rq4)
     args.out.write_text(text)
     print(f"wrote {args.out}")
+
+
+def run_jobs(jobs: list[tuple], workers: int, cache: Path | None) -> dict[tuple, dict[str, Any]]:
+    """Every job's result; with a `cache` (JSON lines of job and result), those already there
+    are read back and each new one is appended as it finishes, so that a stopped run goes on."""
+    done: dict[tuple, dict[str, Any]] = {}
+    if cache is not None and cache.is_file():
+        for line in cache.read_text().splitlines():
+            job, found = json.loads(line)
+            job = (str(Path(job[0]).resolve()), *job[1:4], str(Path(job[4]).resolve()), job[5])
+            done[tuple(job)] = found
+    todo = [j for j in jobs if j not in done]
+    print(f"{len(jobs)} studies, {len(jobs) - len(todo)} of them cached", flush=True)
+    with ProcessPoolExecutor(workers) as pool:
+        futures = {pool.submit(one_study, j): j for j in todo}
+        for n, future in enumerate(as_completed(futures), 1):
+            job, found = futures[future], future.result()
+            done[job] = found
+            if cache is not None:
+                with cache.open("a") as f:
+                    f.write(json.dumps([list(job), found]) + "\n")
+            if n % 50 == 0:
+                print(f"{n} of {len(todo)} studies", flush=True)
+    return done
 
 
 def _pct(values: Sequence[float], how: Any) -> str:

@@ -170,8 +170,8 @@ def test_a_silicon_study_per_gpu_within_a_tpot_limit_picks_a_point_that_keeps_it
 
 
 def test_warm_start_from_a_profile_puts_its_best_first(tmp_path: Path) -> None:
-    source = EXTERNAL / "martinez2024" / "martinez2024-a100-vllm-codellama-7b-hf.json"
-    target = EXTERNAL / "martinez2024" / "martinez2024-tesla-vllm-codellama-7b-hf.json"
+    source = EXTERNAL / "martinez2024" / "martinez2024-a100-hf-pipeline-codellama-7b-hf.json"
+    target = EXTERNAL / "martinez2024" / "martinez2024-tesla-hf-pipeline-codellama-7b-hf.json"
     profiles = tmp_path / "profiles"
     first = runner.invoke(
         app,
@@ -181,6 +181,7 @@ def test_warm_start_from_a_profile_puts_its_best_first(tmp_path: Path) -> None:
     assert first.exit_code == 0, first.output
     (profile,) = profiles.rglob("*.json")
     best = json.loads(profile.read_text())["best"]["knobs"]
+    assert best != read_landscape(target).baseline  # else it would be the baseline trial
     second = runner.invoke(
         app,
         ["tune", "--engine", f"replay:{target}", "--trials", "3", "--confirm", "0",
@@ -193,7 +194,8 @@ def test_warm_start_from_a_profile_puts_its_best_first(tmp_path: Path) -> None:
     trials = [
         json.loads(line) for line in (tmp_path / "b" / "trials.jsonl").read_text().splitlines()
     ]
-    assert trials[0]["origin"] == "baseline" and trials[1]["knobs"] == best
+    assert trials[0]["origin"] == "baseline"
+    assert (trials[1]["origin"], trials[1]["knobs"]) == ("warm-start", best)
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,8 @@ from tuner.setup import Setup, prepare
 from tuner.space import SearchSpace
 from tuner.trial import TrialResult
 
+#: The origin of a trial of a warm-start configuration (another GPU model's or profile's best).
+WARM_START = "warm-start"
 #: Consecutive proposals of already-measured configurations after which the space counts as spent.
 MAX_REPEATED_PROPOSALS = 50
 
@@ -217,10 +219,9 @@ class Study:
         )
 
     def _starts(self) -> list[dict[str, Value]]:
-        """The initial design's fixed points: warm-start configurations, then the catalogue's
-        starting points."""
-        space = self.setup.space
-        return warm_knobs(space, self.spec.warm_start) + space.initial_knobs()
+        """The initial design's fixed points: the catalogue's starting points (warm-start
+        configurations are run before the optimizer is asked, see `_run`)."""
+        return self.setup.space.initial_knobs()
 
     def executor(
         self, observer: Observer, evaluate: Evaluate | None = None, fleet: Fleet | None = None
@@ -363,6 +364,12 @@ class Study:
             has_baseline = any(r.origin == "baseline" for r in results)
             if not has_baseline and self._budget_left(results, started):
                 submit("baseline", space.default_knobs(), None, asked=False)
+            # Warm-start configurations right after the baseline, whatever the optimizer's own
+            # initial design; it hears of them as of the baseline.
+            for knobs in warm_knobs(space, self.spec.warm_start):
+                known = _key(knobs) in measured or _key(knobs) in pending
+                if not known and self._budget_left(results, started, len(in_flight)):
+                    submit(WARM_START, knobs, None, asked=False)
             with self._writing(results):
                 why = fill()
             for result in runner.as_completed():

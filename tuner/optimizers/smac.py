@@ -90,9 +90,8 @@ class SmacOptimizer:
     """A SMAC facade driven through ask/tell.
 
     Trials are deterministic to SMAC (tuner repeats runs itself) and each configuration is
-    measured once. The initial design is `starts` (warm-start configurations, then the
-    catalogue's starting points: the largest batch, for `hf`), then a Sobol sample
-    (`initial_design_size`); SMAC itself would put its sample first. On the recorded landscapes
+    measured once. The initial design is a Sobol sample (`initial_design_size`), then `starts`:
+    the catalogue's starting points (the largest batch, for `hf`). On the recorded landscapes
     they lifted SMAC's median pick at 5 trials from 0.50 to 0.85 (CPU table) and 0.51 to 0.82
     (H100 table) of the optimum (reports/search-efficiency.md of 2026-11-22). A trial with no
     loss (a crash, a broken constraint) is told as CRASHED at the worst loss seen so far, per
@@ -122,11 +121,11 @@ class SmacOptimizer:
             self.cs, deterministic=True, n_trials=max(budget, 2), seed=seed,
             output_directory=output_dir, objectives=names if objectives > 1 else "cost",
         )  # fmt: skip
-        first = [config_of(space, self.cs, s) for s in starts]
         design = facade.get_initial_design(
-            scenario, n_configs=initial_design_size(space, budget), additional_configs=first
+            scenario,
+            n_configs=initial_design_size(space, budget),
+            additional_configs=[config_of(space, self.cs, s) for s in starts],
         )
-        _starts_first(design, first)
         self.smac = facade(
             scenario,
             _never_called,
@@ -163,18 +162,6 @@ class SmacOptimizer:
         from smac.runhistory.dataclasses import TrialInfo
 
         self.tell(TrialInfo(config=config_of(self.space, self.cs, knobs), seed=0), losses)
-
-
-def _starts_first(design: Any, starts: list[Any]) -> None:
-    """Makes SMAC's initial design hand out `starts` before its own sample (SMAC appends the
-    additional configurations after it), as every optimizer proposes its starts first."""
-    select = design.select_configurations
-
-    def reordered() -> list[Any]:
-        configs = select()
-        return [c for c in starts if c in configs] + [c for c in configs if c not in starts]
-
-    design.select_configurations = reordered
 
 
 def _origin(text: str | None) -> str:
