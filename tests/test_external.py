@@ -179,6 +179,7 @@ def test_warm_start_from_a_profile_puts_its_best_first(tmp_path: Path) -> None:
          "--run-dir", str(tmp_path / "a"), "--profiles-dir", str(profiles), "--quiet"],
     )  # fmt: skip
     assert first.exit_code == 0, first.output
+    assert "as measured by Martinez 2024" in " ".join(first.output.split())
     (profile,) = profiles.rglob("*.json")
     best = json.loads(profile.read_text())["best"]["knobs"]
     assert best != read_landscape(target).baseline  # else it would be the baseline trial

@@ -264,8 +264,9 @@ def _replay_summary(
         }
     if not quiet:
         out.print(trials_table(outcome.results, best, out.width, goal))
+    measured_by = f" as measured by {table.source.line}" if table.source else ""
     out.print(
-        f"replay of {table.gpu.name}: best {goal.primary.fmt(picked)} ({goal.label}), "
+        f"replay of {table.gpu.name}{measured_by}: best {goal.primary.fmt(picked)} ({goal.label}), "
         f"{ratio:.1%} of the table's optimum ({goal.primary.fmt(top)}), "
         f"{len(outcome.results)} trials, {cost:,.0f} recorded GPU-seconds"
     )

@@ -116,12 +116,6 @@ class Landscape(BaseModel):
         """Seconds a point took, its model load left out."""
         return max(point.wall_s - (point.load_s or 0.0), 0.0)
 
-    @property
-    def described(self) -> str:
-        """What the table is, in a line: its engine and model, and who measured it."""
-        where = self.source.line if self.source else f"recorded by tuner on {self.gpu.name}"
-        return f"{self.engine}, {self.model}, {len(self.points)} points: {where}"
-
 
 def read_landscape(path: Path) -> Landscape:
     """Reads and checks a table; any problem is one `TunerError` line."""
