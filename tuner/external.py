@@ -196,7 +196,7 @@ _MARTINEZ_DERIVED = [
 ]
 
 
-def _martinez_failure(counts: Counter[str] | None, cell: _Cell, gpu: str) -> tuple[Status, str]:
+def _martinez_failure(counts: Counter[str] | None, cell: _Cell) -> tuple[Status, str]:
     if not counts:
         return "crashed", (
             f"failed in the source ({cell.file}: no throughput at batch size {cell.batch}); "
@@ -237,30 +237,9 @@ def _martinez_table(
     )
     levels = sorted({c.gpus for c in cells})
     batches = sorted({c.batch for c in cells})
-    held = {(c.gpus, c.batch): c for c in cells}
-    tokens = MARTINEZ_PROMPTS * MARTINEZ_NEW_TOKENS
-    points: list[TrialResult] = []
-    not_run: list[dict[str, Value]] = []
-    for level in levels:
-        speed_below: float | None = None
-        for batch in batches:
-            knobs: dict[str, Value] = {gpus_knob: level, batch_knob: batch}
-            cell = held.get((level, batch))
-            if cell is None:
-                not_run.append(knobs)
-                continue
-            if cell.throughput is not None and cell.throughput > 0:
-                elapsed = tokens / cell.throughput
-                run = _run(elapsed, MARTINEZ_PROMPTS, 0, tokens, gpus=level)
-                m = Measurement.from_runs(run, [run])
-                points.append(_point(len(points), knobs, "ok", elapsed, when, measurement=m))
-                speed_below = cell.throughput
-                continue
-            status, reason = _martinez_failure(
-                failures.get((model, engine, level, batch)), cell, gpu
-            )
-            cost = batch * MARTINEZ_NEW_TOKENS / speed_below if speed_below else 60.0
-            points.append(_point(len(points), knobs, status, cost, when, reason=reason))
+    points, not_run = _martinez_points(
+        (gpus_knob, batch_knob), levels, batches, cells, failures.get, (model, engine), when
+    )
     files = sorted({c.file for c in cells})
     baseline = {gpus_knob: levels[0], batch_knob: 1 if engine == "autohf" else batches[-1]}
     # The knob the engine's catalogue lacks: vLLM's prompts per generate call, or the
@@ -305,6 +284,42 @@ def _martinez_table(
         command="python benchmarks/import_external.py martinez2024",
         source=source,
     )
+
+
+def _martinez_points(
+    names: tuple[str, str],
+    levels: list[int],
+    batches: list[int],
+    cells: list[_Cell],
+    failures: Any,
+    which: tuple[str, str],
+    when: datetime,
+) -> tuple[list[TrialResult], list[dict[str, Value]]]:
+    """The table's points (GPU count by GPU count, batch sizes rising) and the grid points the
+    source never ran."""
+    gpus_knob, batch_knob = names
+    held = {(c.gpus, c.batch): c for c in cells}
+    tokens = MARTINEZ_PROMPTS * MARTINEZ_NEW_TOKENS
+    points: list[TrialResult] = []
+    not_run: list[dict[str, Value]] = []
+    for level in levels:
+        speed_below: float | None = None
+        for batch in batches:
+            knobs: dict[str, Value] = {gpus_knob: level, batch_knob: batch}
+            cell = held.get((level, batch))
+            if cell is None:
+                not_run.append(knobs)
+            elif cell.throughput is not None and cell.throughput > 0:
+                elapsed = tokens / cell.throughput
+                run = _run(elapsed, MARTINEZ_PROMPTS, 0, tokens, gpus=level)
+                m = Measurement.from_runs(run, [run])
+                points.append(_point(len(points), knobs, "ok", elapsed, when, measurement=m))
+                speed_below = cell.throughput
+            else:
+                status, reason = _martinez_failure(failures((*which, level, batch)), cell)
+                cost = batch * MARTINEZ_NEW_TOKENS / speed_below if speed_below else 60.0
+                points.append(_point(len(points), knobs, status, cost, when, reason=reason))
+    return points, not_run
 
 
 # -- AIConfigurator's silicon measurements -----------------------------------------------------
