@@ -171,7 +171,7 @@ def main() -> None:
     for _, _, _, _, source, target in cases:
         size = len(read_landscape(target).points)
         for _, optimizer, warm in METHODS:
-            seeds = range(args.gp_seeds if optimizer == "gp" else args.seeds)
+            seeds = _seeds(args, optimizer)
             jobs += [(str(target), optimizer, s, warm, str(source), size) for s in seeds]
         jobs += [
             (str(target), "hyperopt-tpe", s, False, str(source), PAPER_EVALS)
@@ -205,6 +205,11 @@ def run_jobs(jobs: list[tuple], workers: int, cache: Path | None) -> dict[tuple,
             if n % 50 == 0:
                 print(f"{n} of {len(todo)} studies", flush=True)
     return done
+
+
+def _seeds(args: argparse.Namespace, optimizer: str) -> range:
+    """The seeds a method runs: fewer for gp where `--gp-seeds` says so."""
+    return range(args.gp_seeds if optimizer == "gp" else args.seeds)
 
 
 def _pct(values: Sequence[float], how: Any) -> str:
@@ -334,13 +339,14 @@ def report(args: argparse.Namespace, cases: list, done: dict, rq4: dict) -> str:
         "| reached 100% | trials to 100% | GPU-s to 100% |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    sizes = {t: len(read_landscape(t).points) for *_, t in cases}
     for key in summary:
         for label, optimizer, warm in METHODS:
             found = [
-                done[(str(t), optimizer, s, warm, str(sp), len(read_landscape(t).points))]
+                done[(str(t), optimizer, s, warm, str(sp), sizes[t])]
                 for engine, _, src, dst, sp, t in cases
                 if (engine, src, dst) == key
-                for s in range(args.gp_seeds if optimizer == "gp" else args.seeds)
+                for s in _seeds(args, optimizer)
             ]
             cells = []
             for share in (0.95, 1.0):

@@ -348,8 +348,8 @@ def tune(
     warm_start: Annotated[
         Path | None,
         typer.Option(
-            help="Start from this profile's best configurations (its best and front, first in "
-            "the initial design), mapped onto this study's space: re-tuning after a GPU change."
+            help="Start from this profile's best configurations (its best and front, run right "
+            "after the baseline), mapped onto this study's space: re-tuning after a GPU change."
         ),
     ] = None,
     replay_time_scale: ReplayTimeScale = 0.0,

@@ -16,6 +16,7 @@ Figures are read, never edited; what a source lacks is derived, and each table s
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import re
 import statistics
@@ -28,7 +29,7 @@ from typing import Any
 
 from tuner.errors import TunerError
 from tuner.files import read_text
-from tuner.knobs import KnobSpec, Value
+from tuner.knobs import KnobSpec, Value, gpus_of
 from tuner.landscape import Landscape, Source, _key
 from tuner.measure import Latency, Measurement, Percentiles, PerRequest, Protocol, Run
 from tuner.profiles import GpuRecord, HostRecord
@@ -412,8 +413,7 @@ def _silicon_run(row: Mapping[str, str], requests: int) -> Run:
     each = [round(ttft, 3), round(tpot, 3), round(e2e, 3)]  # per request: to the microsecond
     layout = _layout(row)
     concurrency = int(layout["concurrency"])
-    gpus = int(layout["tensor_parallel_size"]) * int(row["pp_size"] or 1)
-    gpus *= int(layout["data_parallel_size"])
+    gpus = gpus_of({**layout, "pipeline_parallel_size": int(row["pp_size"] or 1)})
 
     def same(ms: float) -> Percentiles:
         return Percentiles(mean_ms=ms, p50_ms=ms, p90_ms=ms, p99_ms=ms)
@@ -445,27 +445,18 @@ def _silicon_table(rows: list[dict[str, str]], version: str, when: datetime) -> 
     varied = list(dict.fromkeys(["tensor_parallel_size", *varied]))
     grid = {n: sorted({k[n] for k in layouts}, key=lambda v: (str(type(v)), v)) for n in varied}
     requests = max(int(k["concurrency"]) for k in layouts)
+    ordered = sorted(
+        by_point.values(), key=lambda rs: [str(_layout(rs[0])[n]).zfill(6) for n in varied]
+    )
     points: list[TrialResult] = []
-    seen: set[str] = set()
-    for point_rows in by_point.values():
+    for point_rows in ordered:
         knobs = {n: _layout(point_rows[0])[n] for n in varied}
         runs = [_silicon_run(r, requests) for r in point_rows]
         m = Measurement.from_runs(runs[0], runs)
         cost = statistics.median(r.elapsed_s for r in runs)
-        points.append(
-            _point(
-                len(points),
-                knobs,
-                "ok",
-                cost,
-                when,
-                measurement=m,
-                versions={"vllm": first["backend_version"] or "unknown"},
-            )
-        )
-        seen.add(_key(knobs))
-    points.sort(key=lambda p: [str(p.knobs[n]).zfill(6) for n in varied])
-    points = [p.model_copy(update={"number": i}) for i, p in enumerate(points)]
+        vllm = {"vllm": first["backend_version"] or "unknown"}
+        points.append(_point(len(points), knobs, "ok", cost, when, measurement=m, versions=vllm))
+    seen = {_key(p.knobs) for p in points}
     not_run = [k for k in _product(grid) if _key(k) not in seen]
     extra = {
         "data_parallel_size": _int_knob(
@@ -534,8 +525,6 @@ def _int_knob(stage: str, values: list[Any], default: int, text: str) -> KnobSpe
 
 
 def _product(grid: Mapping[str, Sequence[Value]]) -> Iterable[dict[str, Value]]:
-    import itertools
-
     names = list(grid)
     for combo in itertools.product(*(grid[n] for n in names)):
         yield dict(zip(names, combo, strict=True))

@@ -12,6 +12,7 @@ of the search. `per_device: {cpu: {...}}` overrides range and default on one kin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -57,6 +58,24 @@ class ChoiceSpec(BaseModel):
 
 
 Bound = float | str
+
+
+#: Knobs whose product is the number of GPUs a configuration uses.
+PARALLEL_KNOBS = (
+    "num_gpus",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "data_parallel_size",
+)
+
+
+def gpus_of(knobs: Mapping[str, Value]) -> int:
+    """GPUs a configuration uses: tensor x pipeline x data parallel size, or `num_gpus`."""
+    gpus = 1
+    for name in PARALLEL_KNOBS:
+        value = knobs.get(name, 1)
+        gpus *= value if isinstance(value, int) and not isinstance(value, bool) else 1
+    return gpus
 
 
 class DeviceOverride(BaseModel):

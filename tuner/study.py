@@ -367,7 +367,8 @@ class Study:
             # Warm-start configurations right after the baseline, whatever the optimizer's own
             # initial design; it hears of them as of the baseline.
             for knobs in warm_knobs(space, self.spec.warm_start):
-                known = _key(knobs) in measured or _key(knobs) in pending
+                key = _key(knobs)
+                known = key in measured or key in pending
                 if not known and self._budget_left(results, started, len(in_flight)):
                     submit(WARM_START, knobs, None, asked=False)
             with self._writing(results):
@@ -485,7 +486,7 @@ def replay_study(
     until: Callable[[Sequence[TrialResult]], bool] | None = None,
 ) -> StudyOutcome:
     """A whole study on the replay of `table`: tuner's own loop, baseline first; `warm`
-    configurations first in its initial design; on a `fleet`'s workers, each trial sleeping its
+    configurations right after it; on a `fleet`'s workers, each trial sleeping its
     recorded GPU time times `time_scale`; ended early once `until(results)` holds."""
     engine = f"{REPLAY_PREFIX}{table}"
     setup = prepare(engine, "", "")

@@ -13,19 +13,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuner.knobs import Value
+from tuner.knobs import Value, gpus_of
 from tuner.measure import Measurement, Protocol
 from tuner.workloads import Request
 
 Status = Literal["ok", "oom", "crashed", "timeout"]
 STATUSES: tuple[Status, ...] = ("ok", "oom", "crashed", "timeout")
-#: Knobs whose product is the number of GPUs a configuration uses.
-PARALLEL_KNOBS = (
-    "num_gpus",
-    "tensor_parallel_size",
-    "pipeline_parallel_size",
-    "data_parallel_size",
-)
 
 
 @dataclass(frozen=True)
@@ -117,11 +110,7 @@ class TrialResult(BaseModel):
         size or `num_gpus` (1 on a CPU)."""
         if self.measurement is not None:
             return self.measurement.cold.gpus
-        gpus = 1
-        for name in PARALLEL_KNOBS:
-            value = self.knobs.get(name, 1)
-            gpus *= value if isinstance(value, int) and not isinstance(value, bool) else 1
-        return gpus
+        return gpus_of(self.knobs)
 
     @property
     def gpu_s(self) -> float:

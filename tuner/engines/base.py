@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from tuner.knobs import Catalogue, Value
+from tuner.knobs import Catalogue, Value, gpus_of
 from tuner.workloads import Request
 
 
@@ -183,10 +183,7 @@ class EngineBase:
     @classmethod
     def gpus_needed(cls, load_knobs: Mapping[str, Value]) -> int:
         """GPUs a configuration uses: tensor x pipeline parallel size, or `num_gpus`."""
-        gpus = 1
-        for name in ("num_gpus", "tensor_parallel_size", "pipeline_parallel_size"):
-            gpus *= int(load_knobs.get(name, 1))
-        return gpus
+        return gpus_of(load_knobs)
 
     def gpu_indices(self) -> list[int]:
         return []
