@@ -108,7 +108,8 @@ Objectives = Annotated[
         "--objective",
         help="What to optimize (repeat for a Pareto front): output_tokens_per_s (default), "
         "goodput (requests/s within every latency limit), goodput_tokens_per_s, "
-        "joules_per_token, output_tokens_per_s_per_w, requests_per_s, or a latency "
+        "output_tokens_per_s_per_gpu, joules_per_token, output_tokens_per_s_per_w, "
+        "requests_per_s, or a latency "
         "percentile such as ttft_p99_ms.",
     ),
 ]
