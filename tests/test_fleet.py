@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from tuner.cli import app
 from tuner.errors import TunerError
 from tuner.executor import NullObserver
-from tuner.fleet import FleetSpec, open_fleet
+from tuner.fleet import ALLOWED_FAILURES, FleetSpec, open_fleet
 from tuner.measure import Protocol
 from tuner.profiles import read_profile
 from tuner.rundir import StudySpec, read_spec, read_trials
@@ -109,14 +109,15 @@ def test_a_killed_dask_worker_yields_a_crashed_trial_and_the_study_completes(
     assert "Dask worker running it died" in (by_number[2].reason or "")
     assert len(outcome.results) == 8 + 2  # the budget and two confirmations
     # A trial queued on (or whose result sat on) a worker as it died can be caught too (seen
-    # in 1 of 3 runs: the baseline, queued behind the killer on both workers); any other
-    # failure is not allowed, and most trials finish.
+    # in 1 of 3 runs: the baseline, queued behind the killer on both workers). With two slots,
+    # each of trial 2's deaths (it runs ALLOWED_FAILURES more times, then is crashed) can catch the
+    # one other trial in flight at most; any other failure is not allowed.
     others = {n: (r.status, r.reason or "") for n, r in by_number.items() if n != 2}
+    caught = [n for n, (_, reason) in others.items() if "Dask worker running it died" in reason]
+    assert len(caught) <= ALLOWED_FAILURES + 1, others
     assert all(
-        status in ("ok", "oom") or "Dask worker running it died" in reason
-        for status, reason in others.values()
+        status in ("ok", "oom") for n, (status, _) in others.items() if n not in caught
     ), others
-    assert sum(status == "ok" for status, _ in others.values()) >= 6
     assert outcome.best is not None
     workers = {r.placement.worker for r in outcome.results if r.placement is not None}
     assert len(workers) == 2  # trials ran on both workers
