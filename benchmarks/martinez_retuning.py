@@ -35,9 +35,10 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
+
+from jobs import run_jobs
 
 from tuner.external import MARTINEZ_COMMIT, MARTINEZ_REPOSITORY
 from tuner.landscape import Landscape, read_landscape
@@ -177,34 +178,15 @@ def main() -> None:
             (str(target), "hyperopt-tpe", s, False, str(source), PAPER_EVALS)
             for s in range(args.seeds)
         ]
-    done = run_jobs(jobs, args.jobs, args.cache)
+    done = run_jobs(one_study, jobs, args.jobs, args.cache, _cached_job)
     text = report(args, cases, done, rq4)
     args.out.write_text(text)
     print(f"wrote {args.out}")
 
 
-def run_jobs(jobs: list[tuple], workers: int, cache: Path | None) -> dict[tuple, dict[str, Any]]:
-    """Every job's result; with a `cache` (JSON lines of job and result), those already there
-    are read back and each new one is appended as it finishes, so that a stopped run goes on."""
-    done: dict[tuple, dict[str, Any]] = {}
-    if cache is not None and cache.is_file():
-        for line in cache.read_text().splitlines():
-            job, found = json.loads(line)
-            job = (str(Path(job[0]).resolve()), *job[1:4], str(Path(job[4]).resolve()), job[5])
-            done[tuple(job)] = found
-    todo = [j for j in jobs if j not in done]
-    print(f"{len(jobs)} studies, {len(jobs) - len(todo)} of them cached", flush=True)
-    with ProcessPoolExecutor(workers) as pool:
-        futures = {pool.submit(one_study, j): j for j in todo}
-        for n, future in enumerate(as_completed(futures), 1):
-            job, found = futures[future], future.result()
-            done[job] = found
-            if cache is not None:
-                with cache.open("a") as f:
-                    f.write(json.dumps([list(job), found]) + "\n")
-            if n % 50 == 0:
-                print(f"{n} of {len(todo)} studies", flush=True)
-    return done
+def _cached_job(job: list[Any]) -> tuple:
+    """A cached job as `main` writes it (the tables' paths resolved)."""
+    return (str(Path(job[0]).resolve()), *job[1:4], str(Path(job[4]).resolve()), job[5])
 
 
 def _seeds(args: argparse.Namespace, optimizer: str) -> range:

@@ -14,12 +14,21 @@ reports/search-efficiency.png.
     python benchmarks/search_efficiency.py [--seeds 10] [--tables benchmarks/data/*.json] \\
         [--out reports/FILE.md]
 
+With `--external`, every table imported from elsewhere (benchmarks/data/external/: the Martinez
+2024 tables unconstrained, NVIDIA's silicon tables as tok/s per GPU within TPOT and TTFT limits
+the unconstrained best breaks) at 10, 20 and 40 trials, in `--jobs` processes, each study kept
+in `--cache` as it ends: writes reports/search-efficiency-external.md.
+
+    python benchmarks/search_efficiency.py --external [--seeds 10] [--jobs 2] [--cache FILE]
+
 Needs the `optuna` and `hyperopt` extras (pip install -e ".[optuna,hyperopt]").
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import os
 import statistics
 import sys
@@ -27,6 +36,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from jobs import run_jobs
 
 from tuner.knobs import Value
 from tuner.objective import LATENCY_KINDS, THROUGHPUT, Goal, goal
@@ -130,7 +141,23 @@ def main() -> None:
         type=Path,
         default=sorted((ROOT / "benchmarks" / "data").glob("*.json")),
     )
+    parser.add_argument(
+        "--external",
+        action="store_true",
+        help="every imported table (benchmarks/data/external/) at 10, 20 and 40 trials: "
+        f"writes {EXTERNAL_REPORT.relative_to(ROOT)}",
+    )
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="with --external")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="with --external: keep each study's result here (JSON lines) and reuse them",
+    )
     args = parser.parse_args()
+    if args.external:
+        args.out = EXTERNAL_REPORT if args.out == REPORT else args.out
+        external_main(args)
+        return
     args.out = args.out.resolve()
     sections, slo_sections, curves_by_table = [], [], {}
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -306,6 +333,255 @@ def _plot(curves_by_table: dict[str, dict[str, list[list[float]]]], path: Path) 
 
 def _fmt(knobs: dict[str, Value]) -> str:
     return " ".join(f"{k}={v}" for k, v in knobs.items())
+
+
+# The imported tables (benchmarks/data/external/): `--external`.
+
+EXTERNAL = ROOT / "benchmarks" / "data" / "external"
+EXTERNAL_REPORT = ROOT / "reports" / "search-efficiency-external.md"
+EXTERNAL_BUDGETS = (10, 20, 40)
+EXTERNAL_METHODS = {
+    "gp (tuner's default)": "gp",
+    "random": "random",
+    "hyperopt TPE": "hyperopt-tpe",
+    "optuna TPE": "optuna-tpe",
+}
+PER_GPU = "output_tokens_per_s_per_gpu"
+#: The silicon tables' TPOT limit, as a share of the unconstrained best point's TPOT.
+TPOT_SHARE = 0.9
+#: Their TTFT limit: this quantile of the table's TTFTs (the slowest quarter breaks it).
+TTFT_QUANTILE = 0.75
+
+
+def external_goal(table: Any) -> Goal:
+    """Output tok/s for a table without latency (Martinez's); for one with (silicon), tok/s per
+    GPU within a TPOT limit (`TPOT_SHARE` of the unconstrained best's, so that it breaks it)
+    and a TTFT limit (the `TTFT_QUANTILE` of the table's), the TTFT limit left out where both
+    would keep fewer than 3 points."""
+    fastest = table.optimum(goal([PER_GPU]))
+    itl = goal(constraints=["itl_p99_ms<=1"]).constraints[0].metric
+    ttft = goal(constraints=["ttft_p99_ms<=1"]).constraints[0].metric
+    fastest_tpot = itl.of(fastest.measurement)
+    if fastest_tpot is None:
+        return THROUGHPUT
+    tpot = float(f"{TPOT_SHARE * fastest_tpot:.2g}")
+    ok = [p for p in table.points if p.status == "ok" and p.measurement is not None]
+    ttfts = sorted(ttft.of(p.measurement) for p in ok)
+    slow = float(f"{ttfts[int(TTFT_QUANTILE * (len(ttfts) - 1))]:.2g}")
+    both = goal([PER_GPU], [f"itl_p99_ms<={tpot:g}", f"ttft_p99_ms<={slow:g}"])
+    if sum(both.feasible(p) is None for p in ok) >= 3:
+        return both
+    return goal([PER_GPU], [f"itl_p99_ms<={tpot:g}"])
+
+
+def external_study(job: tuple[str, str, int, int]) -> dict[str, Any]:
+    """One study on an imported table (path relative to the repository): after each trial, the
+    pick's recorded ratio to the best feasible point, the GPU-seconds spent, and whether the
+    pick keeps the limit. The tables hold one noise-free figure per point, so a pick that is
+    the best point stays the pick: the study stops there and the rest is that figure."""
+    table_path, optimizer, budget, seed = job
+    path = ROOT / table_path
+    table = load_replay(f"replay:{path}").table
+    target = external_goal(table)
+    top = target.value(table.optimum(target)) or 1.0
+
+    def truth(knobs: dict[str, Value]) -> float:
+        point = table.point(knobs)
+        return (target.value(point) or 0.0) / top if target.feasible(point) is None else 0.0
+
+    def found_best(results: Any) -> bool:
+        pick = target.best(results)
+        return pick is not None and truth(pick.knobs) >= 1.0
+
+    noise_free = all(
+        target.primary.spread(p.measurement) == 0 for p in table.points if p.status == "ok"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        results = replay_study(
+            path, trials=budget, seed=seed, run_dir=Path(tmp) / "run", optimizer=optimizer,
+            confirm=0, objectives=[o.name for o in target.objectives],
+            constraints=[c.text for c in target.constraints],
+            until=found_best if noise_free else None,
+        ).results  # fmt: skip
+    ratios = curve(results, truth, target)
+    spent = list(itertools.accumulate(r.gpu_s for r in results))
+    picks = [target.best(results[:n]) for n in range(1, len(results) + 1)]
+    kept = [p is not None and target.feasible(table.point(p.knobs)) is None for p in picks]
+    return {"ratio": ratios, "gpu_s": spent, "kept": kept}
+
+
+def external_main(args: argparse.Namespace) -> None:
+    """Every method on every imported table at `EXTERNAL_BUDGETS`, `args.seeds` seeds."""
+    tables = {}
+    for path in sorted(EXTERNAL.glob("*/*.json")):
+        tables[str(path.relative_to(ROOT))] = load_replay(f"replay:{path}").table
+    jobs = [
+        (name, optimizer, budget, seed)
+        for name, table in tables.items()
+        for budget in _budgets(table)
+        for optimizer in EXTERNAL_METHODS.values()
+        for seed in range(args.seeds)
+    ]
+    jobs.sort(key=lambda job: job[2])  # the short studies first: a stopped run has them all
+    done = run_jobs(external_study, jobs, args.jobs, args.cache)
+    args.out.write_text(external_report(args, tables, done))
+    print(f"wrote {args.out}")
+
+
+def _budgets(table: Any) -> list[int]:
+    """`EXTERNAL_BUDGETS`, the whole table in place of those it is smaller than."""
+    return sorted({min(b, len(table.points)) for b in EXTERNAL_BUDGETS})
+
+
+def _at(found: dict[str, Any], share: float) -> tuple[int, float] | None:
+    """Trials and GPU-seconds when a study's pick first reached `share` of the best."""
+    for n, (ratio, gpu_s) in enumerate(zip(found["ratio"], found["gpu_s"], strict=True), 1):
+        if ratio >= share:
+            return n, gpu_s
+    return None
+
+
+def _median_reach(reached: list[float | None], fmt: str) -> str:
+    """The median, a study that never reached counting as never: "not reached" when half or
+    more did not."""
+    median = statistics.median(math.inf if r is None else r for r in reached)
+    return "not reached" if math.isinf(median) else format(median, fmt)
+
+
+def _row(studies: list[dict[str, Any]], limited: bool) -> list[str]:
+    """Median and worst ratio, studies at 95%, median trials and GPU-s to 95%, picks kept."""
+    finals = [f["ratio"][-1] for f in studies]
+    reached = [_at(f, 0.95) for f in studies]
+    cells = [
+        f"{statistics.median(finals):.3f}",
+        f"{min(finals):.3f}",
+        f"{sum(r is not None for r in reached)}/{len(studies)}",
+        _median_reach([r and r[0] for r in reached], ".0f"),
+        _median_reach([r and r[1] for r in reached], ",.0f"),
+    ]
+    if limited:
+        cells.append(f"{sum(f['kept'][-1] for f in studies)}/{len(studies)}")
+    return cells
+
+
+def external_report(args: argparse.Namespace, tables: dict[str, Any], done: dict) -> str:
+    seeds = range(args.seeds)
+
+    def studies(names: list[str], optimizer: str, budget: int) -> list[dict[str, Any]]:
+        return [
+            done[(n, optimizer, min(budget, len(tables[n].points)), s)]
+            for n in names
+            for s in seeds
+        ]
+
+    by_source: dict[str, list[str]] = {}
+    for name in tables:
+        by_source.setdefault(Path(name).parent.name, []).append(name)
+    lines = [
+        "# Search efficiency on tables measured by others",
+        "",
+        f"Generated by `python benchmarks/search_efficiency.py --external --seeds {args.seeds}` "
+        "over every table in `benchmarks/data/external/` (imported by "
+        "`benchmarks/import_external.py`; each table's `source` names the repository, version, "
+        "file and rows it comes from, and how its knobs map onto tuner's). Each method is a "
+        "tuner optimizer adapter run by tuner's own study loop on the table's replay, baseline "
+        "first, without confirmation trials, at 10, 20 and 40 trials (the whole table where it "
+        f"holds fewer points), seeds 0..{args.seeds - 1}, PYTHONHASHSEED=0. A study's pick is "
+        "the configuration it would choose so far; its ratio is the pick's recorded figure over "
+        "the table's best feasible point (0 for a pick that breaks the limit). The tables hold "
+        "one noise-free figure per point (medians of repeats, or single measurements), so once "
+        "the pick is the best point it stays so: a study stops there and keeps that ratio "
+        "(the trials it did not run cost nothing). Trials and GPU-seconds to 95% count the "
+        "baseline and every trial up to the first pick at 95% of the best, from the studies at "
+        'that budget; a median is "not reached" when half the studies or more never got '
+        "there. GPU-seconds are the tables' own (Martinez: derived from throughput, see each "
+        "table's `source`; silicon: derived from TTFT and TPOT).",
+        "",
+        "- **Martinez 2024** (`martinez2024`): output tok/s, unconstrained.",
+        f"- **AIConfigurator silicon** (`aiconfigurator-silicon`): {PER_GPU}, within a TPOT "
+        f"limit (`itl_p99_ms`) at {TPOT_SHARE:.0%} of the unconstrained best's TPOT (so that "
+        f"the unconstrained best breaks it) and a TTFT limit at the {TTFT_QUANTILE:.0%} "
+        "quantile of the table's TTFTs (left out where both would keep fewer than 3 points). "
+        "Each table's limits are in the detail below.",
+        "",
+        "## Summary: one row per source, method and budget, across its tables",
+        "",
+    ]
+    head = (
+        "| source | method | trials | tables | median ratio | worst ratio | studies >= 95% "
+        "| median trials to 95% | median GPU-s to 95% |"
+    )
+    lines += [head + " picks within the limit |", "|" + " --- |" * 2 + " ---: |" * 8]
+    for source, names in by_source.items():
+        limited = any(external_goal(tables[n]).constraints for n in names)
+        for label, optimizer in EXTERNAL_METHODS.items():
+            for budget in EXTERNAL_BUDGETS:
+                cells = _row(studies(names, optimizer, budget), limited) + (
+                    [] if limited else ["-"]
+                )
+                lines.append(
+                    f"| {source} | {label} | {budget} | {len(names)} | " + " | ".join(cells) + " |"
+                )
+    lines += ["", *_goal_lines(by_source.get("martinez2024", []), studies), ""]
+    for source, names in by_source.items():
+        lines += [f"## {source}: per table", "", _source_line(tables[names[0]]), ""]
+        limited = any(external_goal(tables[n]).constraints for n in names)
+        lines += [
+            "| table | points | best | method | median ratio at 10 / 20 / 40 | worst at 10 "
+            "| studies >= 95% at 10 | median trials to 95% (largest budget) |"
+            + (" picks within the limit at 10 |" if limited else ""),
+            "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |"
+            + (" ---: |" if limited else ""),
+        ]
+        for name in names:
+            table = tables[name]
+            target = external_goal(table)
+            best = table.optimum(target)
+            what = f"{target.primary.fmt(target.value(best) or 0.0)} at {_fmt(best.knobs)}"
+            if target.constraints:
+                what += " within " + ", ".join(c.text for c in target.constraints)
+            for label, optimizer in EXTERNAL_METHODS.items():
+                at = [studies([name], optimizer, b) for b in EXTERNAL_BUDGETS]
+                ratios = " / ".join(
+                    f"{statistics.median(f['ratio'][-1] for f in s):.2f}" for s in at
+                )
+                first = _row(at[0], limited)
+                last = _row(at[-1], limited)
+                cells = [ratios, first[1], first[2], last[3]] + ([first[5]] if limited else [])
+                lines.append(
+                    f"| {Path(name).stem} | {len(table.points)} | {what} | {label} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _goal_lines(names: list[str], studies: Callable[..., list[dict[str, Any]]]) -> list[str]:
+    """Issue 22's goal for the default search on the Martinez tables, checked."""
+    if not names:
+        return []
+    default = studies(names, "gp", 10)
+    median = statistics.median(f["ratio"][-1] for f in default)
+    to95 = {
+        label: _median_reach(
+            [r and r[0] for r in map(lambda f: _at(f, 0.95), studies(names, o, 40))], ".0f"
+        )
+        for label, o in EXTERNAL_METHODS.items()
+    }
+    return [
+        "**The default search's goal on the Martinez tables** (at least 98% of each table's "
+        f"best within 10 trials in the median; fewer trials to 95% than Hyperopt TPE and random): "
+        f"median ratio at 10 trials {median:.3f} ({'met' if median >= 0.98 else 'not met'}); "
+        "median trials to 95% at 40 trials: "
+        + ", ".join(f"{label} {n}" for label, n in to95.items())
+        + ". Warm-started from the other GPU's profile: `reports/martinez2024-retuning.md`.",
+    ]
+
+
+def _source_line(table: Any) -> str:
+    source = table.source
+    return f"Source: {source.line}" if source is not None else ""
 
 
 if __name__ == "__main__":
