@@ -422,7 +422,8 @@ def external_main(args: argparse.Namespace) -> None:
         for optimizer in EXTERNAL_METHODS.values()
         for seed in range(args.seeds)
     ]
-    jobs.sort(key=lambda job: job[2])  # the short studies first: a stopped run has them all
+    # The quick methods first, then the short studies: a stopped run has the most of them.
+    jobs.sort(key=lambda job: (job[1] == "gp", job[2]))
     done = run_jobs(external_study, jobs, args.jobs, args.cache)
     args.out.write_text(external_report(args, tables, done))
     print(f"wrote {args.out}")

@@ -115,9 +115,8 @@ def test_a_killed_dask_worker_yields_a_crashed_trial_and_the_study_completes(
     others = {n: (r.status, r.reason or "") for n, r in by_number.items() if n != 2}
     caught = [n for n, (_, reason) in others.items() if "Dask worker running it died" in reason]
     assert len(caught) <= ALLOWED_FAILURES + 1, others
-    assert all(
-        status in ("ok", "oom") for n, (status, _) in others.items() if n not in caught
-    ), others
+    rest = [status for n, (status, _) in others.items() if n not in caught]
+    assert set(rest) <= {"ok", "oom"}, others
     assert outcome.best is not None
     workers = {r.placement.worker for r in outcome.results if r.placement is not None}
     assert len(workers) == 2  # trials ran on both workers

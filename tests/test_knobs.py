@@ -463,3 +463,25 @@ def test_initial_points_resolve_bounds_and_skip_what_is_not_searched() -> None:
     assert gpu.initial_knobs()[1]["gpus"] == 2
     with pytest.raises(ValueError, match="an initial point names unknown knob 'bsz'"):
         catalogue(initial=[{"bsz": 1}])
+
+
+def test_backing_off_steps_the_batch_down_its_values_or_halves_it_in_its_range() -> None:
+    from tuner.setup import prepare
+
+    table = Path(__file__).resolve().parent.parent / (
+        "benchmarks/data/external/martinez2024/martinez2024-a100-hf-pipeline-bloom-1b7.json"
+    )
+    space = prepare(f"replay:{table}", "", "").space
+    assert space.backed_off({"num_gpus": 2, "batch_size": 256}) == {
+        "num_gpus": 2,
+        "batch_size": 128,
+    }
+    assert space.backed_off({"num_gpus": 2, "batch_size": 1}) is None  # nothing smaller
+    hf = resolve(load_catalogue("hf"), CPU, facts={"workload_requests": 164})
+    assert hf.backed_off({"batch_size": 96, "dtype": "float32"}) == {
+        "batch_size": 48,
+        "dtype": "float32",
+    }
+    assert hf.backed_off({"batch_size": 1}) is None
+    vllm = resolve(load_catalogue("vllm"), FOUR_GPUS)
+    assert vllm.backed_off({"max_num_seqs": 256}) is None  # its catalogue does not back off

@@ -206,3 +206,30 @@ def test_a_study_ends_by_measuring_its_best_configurations_again(
     # Resumed with the same budget: nothing left to search or to confirm.
     again = Study.resume(run_dir).run()
     assert len(again.results) == 10 and again.best == outcome.best
+
+
+MARTINEZ_HF = (
+    Path(__file__).resolve().parent.parent
+    / "benchmarks/data/external/martinez2024/martinez2024-a100-hf-pipeline-bloom-1b7.json"
+)
+
+
+def test_an_out_of_memory_trial_is_followed_by_the_next_smaller_batch(tmp_path: Path) -> None:
+    from tuner.study import BACK_OFF, replay_study
+
+    outcome = replay_study(
+        MARTINEZ_HF, trials=30, seed=0, run_dir=tmp_path / "run", optimizer="random", confirm=0
+    )
+    results = sorted(outcome.results, key=lambda r: r.number)
+    ooms = [r for r in results[:-1] if r.status == "oom"]
+    assert ooms  # batches of 128 and 256 run out of memory on one GPU, as the paper measured
+    for oom in ooms:
+        smaller = {**oom.knobs, "batch_size": oom.knobs["batch_size"] // 2}
+        before = [r.knobs for r in results if r.number < oom.number]
+        following = results[results.index(oom) + 1]
+        if smaller not in before:
+            assert (following.origin, following.knobs) == (BACK_OFF, smaller)
+    assert any(r.origin == BACK_OFF for r in results)
+    # Back-offs are trials like any other: counted in the budget, and never repeated.
+    assert len(results) == 30
+    assert len({json.dumps(r.knobs, sort_keys=True) for r in results}) == len(results)

@@ -96,6 +96,9 @@ class KnobSpec(BaseModel):
     help: str
     default: Value | list[Value]
     engine_default: bool = False
+    #: Memory grows with this number: after an out-of-memory trial the study tries the same
+    #: configuration with it one step smaller (`SearchSpace.backed_off`).
+    backoff: bool = False
     range: tuple[Bound, Bound] | None = None
     log: bool = False
     divides: str | None = None

@@ -36,6 +36,7 @@ class Knob:
     choices: tuple[Value, ...] = ()
     when: tuple[tuple[str, tuple[Value, ...]], ...] = ()
     engine_default: bool = False
+    backoff: bool = False
 
     @property
     def ordinal(self) -> bool:
@@ -218,6 +219,25 @@ class SearchSpace:
         knobs.update(self.fixed)
         return self._active(knobs)
 
+    def backed_off(self, knobs: Mapping[str, Value]) -> dict[str, Value] | None:
+        """`knobs` with every set knob that memory grows with (`backoff`) one step smaller:
+        the next smaller of its values, or half of it within its range; None where none can
+        step down or the result is forbidden."""
+        smaller = dict(knobs)
+        for name, value in knobs.items():
+            knob = self.knobs.get(name)
+            if knob is None or not knob.backoff or not isinstance(value, int | float):
+                continue
+            if knob.ordinal:
+                below = [c for c in knob.choices if c < value]  # type: ignore[operator]
+                if below:
+                    smaller[name] = max(below)  # type: ignore[type-var]
+            elif knob.type == "int" and value // 2 >= (knob.low or 1):
+                smaller[name] = int(value) // 2
+        if smaller == dict(knobs) or self.violated(smaller) is not None:
+            return None
+        return smaller
+
     def violated(self, knobs: Mapping[str, Value]) -> Rule | None:
         """The first forbidden rule `knobs` fall under, if any."""
         return next((rule for rule in self.rules if rule.matches(knobs)), None)
@@ -393,6 +413,7 @@ def _narrow(
             choices,
             when,
             spec.engine_default,
+            spec.backoff,
         )
     choices = tuple(
         c.value for c in spec.choice_specs() if all(map(platform.satisfies, c.requires))

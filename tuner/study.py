@@ -1,10 +1,13 @@
 """A study: an optimizer's proposals measured by an executor, judged by an objective.
 
 The engine's default configuration is measured first as the baseline, and the best one or two
-configurations are measured again at the end (`confirm`), on fresh repeats. The study keeps up to
-the executor's `slots` trials in flight, numbering each at submission; every finished trial is
-appended to `trials.jsonl` in the run directory before the optimizer hears of it, so an interrupted
-study resumes without repeating finished trials: they are told to a fresh optimizer, in order.
+configurations are measured again at the end (`confirm`), on fresh repeats. A trial that runs out
+of memory is followed by the same configuration one step down on the knobs memory grows with
+(`SearchSpace.backed_off`: the next smaller batch), before the optimizer's next proposal. The
+study keeps up to the executor's `slots` trials in flight, numbering each at submission; every
+finished trial is appended to `trials.jsonl` in the run directory before the optimizer hears of
+it, so an interrupted study resumes without repeating finished trials: they are told to a fresh
+optimizer, in order.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from tuner.trial import TrialResult
 
 #: The origin of a trial of a warm-start configuration (another GPU model's or profile's best).
 WARM_START = "warm-start"
+#: The origin of a trial one step below an out-of-memory one (`SearchSpace.backed_off`).
+BACK_OFF = "back-off"
 #: Consecutive proposals of already-measured configurations after which the space counts as spent.
 MAX_REPEATED_PROPOSALS = 50
 
@@ -315,6 +320,7 @@ class Study:
         # Proposals of a configuration in flight: told its result when it comes (not run twice,
         # and not told a made-up loss meanwhile).
         twins: dict[str, list[Any]] = {}
+        backoffs: list[dict[str, Value]] = []  # below out-of-memory trials, run before proposals
         # Numbers go on from the highest kept (trials run side by side finish out of order).
         next_number = max((r.number for r in results), default=-1) + 1
         stopped = "budget spent"
@@ -332,6 +338,11 @@ class Study:
             while len(in_flight) < runner.slots and self._budget_left(
                 results, started, len(in_flight)
             ):
+                if backoffs:
+                    knobs = backoffs.pop(0)
+                    if _key(knobs) not in measured and _key(knobs) not in pending:
+                        submit(BACK_OFF, knobs, None, asked=False)
+                    continue
                 if optimizer is None:
                     return "nothing to search: every knob is fixed"
                 try:
@@ -387,6 +398,9 @@ class Study:
                     for twin in waiting:
                         tell(result, twin, asked=True)
                 observer.trial_finished(result, self._best(results))
+                smaller = space.backed_off(result.knobs) if result.status == "oom" else None
+                if smaller is not None:
+                    backoffs.append(smaller)
                 if why is None:
                     with self._writing(results):
                         why = fill()

@@ -121,6 +121,11 @@ class SmacOptimizer:
             self.cs, deterministic=True, n_trials=max(budget, 2), seed=seed,
             output_directory=output_dir, objectives=names if objectives > 1 else "cost",
         )  # fmt: skip
+        model = None
+        if name == "gp":
+            # Two restarts of the GP's hyperparameter fit, not SMAC's ten: on the Martinez
+            # tables (79 x 3 seeds, 10 trials) the same picks within noise at 0.37x the time.
+            model = _gaussian_process(scenario)
         design = facade.get_initial_design(
             scenario,
             n_configs=initial_design_size(space, budget),
@@ -129,6 +134,7 @@ class SmacOptimizer:
         self.smac = facade(
             scenario,
             _never_called,
+            model=model,
             initial_design=design,
             intensifier=facade.get_intensifier(scenario, max_config_calls=1),
             multi_objective_algorithm=ParEGO(scenario, seed=seed) if objectives > 1 else None,
@@ -162,6 +168,25 @@ class SmacOptimizer:
         from smac.runhistory.dataclasses import TrialInfo
 
         self.tell(TrialInfo(config=config_of(self.space, self.cs, knobs), seed=0), losses)
+
+
+#: Restarts of the GP's hyperparameter fit (L-BFGS), where SMAC's BlackBoxFacade makes ten.
+GP_RESTARTS = 2
+
+
+def _gaussian_process(scenario: Any) -> Any:
+    """The BlackBoxFacade's Gaussian process (its kernel, normalized costs) with
+    `GP_RESTARTS` restarts of its fit."""
+    from smac import BlackBoxFacade
+    from smac.model.gaussian_process import GaussianProcess
+
+    return GaussianProcess(
+        configspace=scenario.configspace,
+        kernel=BlackBoxFacade.get_kernel(scenario=scenario),
+        n_restarts=GP_RESTARTS,
+        normalize_y=True,
+        seed=scenario.seed,
+    )
 
 
 def _origin(text: str | None) -> str:
