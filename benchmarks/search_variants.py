@@ -14,8 +14,7 @@ VARIANT is `current` or changes joined by `+`: `no-backoff` (an out-of-memory tr
 followed by the next smaller batch), `restarts=N` (the GP's fit restarts; tuner's default is
 `GP_RESTARTS`), `design=N` (initial design points instead of a quarter of the budget),
 `log-costs` (costs told as sign(x) log(1 + |x|)), `interleave=P` (SMAC's random interleaving
-probability, in percent), `challengers=N` (SMAC's acquisition challengers),
-`largest-batch-first` (the largest batch among the catalogue's starting points, as `hf` has).
+probability, in percent), `challengers=N` (SMAC's acquisition challengers).
 """
 
 from __future__ import annotations
@@ -69,15 +68,6 @@ def patch(variant: str) -> None:
                     probability=probability, seed=scenario.seed
                 )
             )
-        elif name == "largest-batch-first":
-            initial = SearchSpace.initial_knobs
-
-            def largest_first(self: Any, initial: Any = initial) -> list[dict[str, Any]]:
-                knob = self.knobs.get("batch_size")
-                largest = [{"batch_size": max(knob.choices)}] if knob and knob.choices else []
-                return largest + initial(self)
-
-            SearchSpace.initial_knobs = largest_first  # type: ignore[method-assign]
         elif name == "challengers":
             from smac import BlackBoxFacade
             from smac.acquisition.maximizer import LocalAndSortedRandomSearch
