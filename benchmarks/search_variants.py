@@ -34,11 +34,19 @@ ROOT = Path(__file__).resolve().parent.parent
 TABLES = ROOT / "benchmarks" / "data" / "external" / "martinez2024"
 
 
+#: The variant this process runs (a worker runs many studies: patched once, not per study).
+_APPLIED: list[str] = []
+
+
 def patch(variant: str) -> None:
-    """Applies `variant`'s changes to this process."""
+    """Applies `variant`'s changes to this process, once."""
     import tuner.optimizers.smac as smac_adapter
     from tuner.space import SearchSpace
 
+    if _APPLIED:
+        assert [variant] == _APPLIED, (_APPLIED, variant)
+        return
+    _APPLIED.append(variant)
     for change in filter(None, variant.split("+")):
         name, _, value = change.partition("=")
         if change == "current":
