@@ -14,7 +14,9 @@ VARIANT is `current` or changes joined by `+`: `no-backoff` (an out-of-memory tr
 followed by the next smaller batch), `restarts=N` (the GP's fit restarts; tuner's default is
 `GP_RESTARTS`), `design=N` (initial design points instead of a quarter of the budget),
 `log-costs` (costs told as sign(x) log(1 + |x|)), `interleave=P` (SMAC's random interleaving
-probability, in percent), `challengers=N` (SMAC's acquisition challengers).
+probability, in percent), `challengers=N` (SMAC's acquisition challengers),
+`largest-batch-first` (the largest batch, other knobs at their defaults, among the catalogue's
+starting points, as `hf`'s catalogue has it; random search takes no starting points).
 """
 
 from __future__ import annotations
@@ -76,6 +78,21 @@ def patch(variant: str) -> None:
                     probability=probability, seed=scenario.seed
                 )
             )
+        elif name == "largest-batch-first":
+            initial = SearchSpace.initial_knobs
+
+            def largest_first(self: Any, initial: Any = initial) -> list[dict[str, Any]]:
+                from tuner.errors import TunerError
+
+                knob = self.knobs.get("batch_size")
+                for batch in sorted(knob.choices if knob else (), reverse=True):
+                    try:  # the largest the space allows at the other knobs' defaults
+                        return [self.complete({"batch_size": batch}), *initial(self)]
+                    except TunerError:
+                        continue
+                return initial(self)
+
+            SearchSpace.initial_knobs = largest_first  # type: ignore[method-assign]
         elif name == "challengers":
             from smac import BlackBoxFacade
             from smac.acquisition.maximizer import LocalAndSortedRandomSearch
