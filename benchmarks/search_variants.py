@@ -12,7 +12,8 @@ counts as never) and the CPU seconds a study took in its process.
 
 VARIANT is `current` or changes joined by `+`: `no-backoff` (an out-of-memory trial is not
 followed by the next smaller batch), `restarts=N` (the GP's fit restarts; tuner's default is
-`GP_RESTARTS`), `design=N` (initial design points instead of a quarter of the budget),
+`GP_RESTARTS`), `design=N` (SMAC's initial design points instead of a quarter of the budget; SMAC itself
+caps them at a quarter of the budget, so only fewer take effect),
 `log-costs` (costs told as sign(x) log(1 + |x|)), `interleave=P` (SMAC's random interleaving
 probability, in percent), `challengers=N` (SMAC's acquisition challengers),
 `largest-batch-first` (the largest batch, other knobs at their defaults, among the catalogue's
