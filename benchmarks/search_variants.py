@@ -12,12 +12,14 @@ counts as never) and the CPU seconds a study took in its process.
 
 VARIANT is `current` or changes joined by `+`: `no-backoff` (an out-of-memory trial is not
 followed by the next smaller batch), `restarts=N` (the GP's fit restarts; tuner's default is
-`GP_RESTARTS`), `design=N` (SMAC's initial design points instead of a quarter of the budget; SMAC itself
-caps them at a quarter of the budget, so only fewer take effect),
+`GP_RESTARTS`), `design=N` (SMAC's initial design points instead of a quarter of the
+budget; SMAC itself caps them at a quarter of the budget, so only fewer take effect),
 `log-costs` (costs told as sign(x) log(1 + |x|)), `interleave=P` (SMAC's random interleaving
 probability, in percent), `challengers=N` (SMAC's acquisition challengers),
 `largest-batch-first` (the largest batch, other knobs at their defaults, among the catalogue's
-starting points, as `hf`'s catalogue has it; random search takes no starting points).
+starting points, as `hf`'s catalogue has it; random search takes no starting points),
+`starts-first` (the catalogue's starting points run by the study right after the baseline, as
+warm starts are, instead of handed to the optimizer's initial design).
 """
 
 from __future__ import annotations
@@ -94,6 +96,17 @@ def patch(variant: str) -> None:
                 return initial(self)
 
             SearchSpace.initial_knobs = largest_first  # type: ignore[method-assign]
+        elif name == "starts-first":
+            import tuner.study as study_module
+
+            warm = study_module.warm_knobs
+
+            def starts_first(space: Any, given: Any, warm: Any = warm) -> list[dict[str, Any]]:
+                found = warm(space, given)
+                return found + [k for k in space.initial_knobs() if k not in found]
+
+            study_module.warm_knobs = starts_first  # type: ignore[assignment]
+            study_module.Study._starts = lambda self: []  # type: ignore[method-assign]
         elif name == "challengers":
             from smac import BlackBoxFacade
             from smac.acquisition.maximizer import LocalAndSortedRandomSearch
