@@ -28,8 +28,14 @@ def run_jobs(
     JSON list) back into the job's tuple."""
     done: dict[Job, Any] = {}
     if cache is not None and cache.is_file():
-        for line in cache.read_text().splitlines():
-            job, found = json.loads(line)
+        lines = cache.read_text().splitlines()
+        for n, line in enumerate(lines, 1):
+            try:
+                job, found = json.loads(line)
+            except json.JSONDecodeError:
+                if n < len(lines):
+                    raise
+                break  # a run stopped while writing its last line: that study runs again
             done[normalize(job)] = found
     todo = [j for j in dict.fromkeys(jobs) if j not in done]
     print(f"{len(jobs)} studies, {len(jobs) - len(todo)} of them cached", flush=True)
