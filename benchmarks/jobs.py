@@ -35,7 +35,9 @@ def run_jobs(
             except json.JSONDecodeError:
                 if n < len(lines):
                     raise
-                break  # a run stopped while writing its last line: that study runs again
+                # A run stopped while writing its last line: drop it (that study runs again),
+                # so that the next line is not appended to it.
+                cache.write_text("".join(f"{kept}\n" for kept in lines[:-1]))
             done[normalize(job)] = found
     todo = [j for j in dict.fromkeys(jobs) if j not in done]
     print(f"{len(jobs)} studies, {len(jobs) - len(todo)} of them cached", flush=True)
