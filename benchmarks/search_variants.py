@@ -2,8 +2,10 @@
 search before the full benchmark (`search_efficiency.py --external`) judges it.
 
 Each variant is the current code with a change patched in for the run (SMAC's facade settings,
-the study's back-off); each study is tuner's own loop on a table's replay, baseline first, no
-confirmation. Prints, per variant: the median ratio of the pick to the table's best, the
+the study's back-off); each study is the external benchmark's (`search_efficiency.
+external_study`): tuner's own loop on a table's replay, baseline first, no confirmation, ended
+once its pick is the table's best (the tables are noise-free, so the figures are the same).
+Prints, per variant: the median ratio of the pick to the table's best, the
 studies at 98% and at 95% of it, the median trials to 95% (a study that never got there
 counts as never) and the CPU seconds a study took in its process.
 
@@ -29,7 +31,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -122,25 +123,16 @@ def patch(variant: str) -> None:
 
 
 def one(job: tuple[str, str, str, int, int]) -> tuple[float, int | None, float]:
-    """(ratio of the pick, trials to 95% or None, CPU seconds) of one study."""
+    """(ratio of the pick, trials to 95% or None, CPU seconds) of one study: the external
+    benchmark's study (`search_efficiency.external_study`) under `variant`."""
+    from search_efficiency import _at, external_study
+
     variant, optimizer, table, trials, seed = job
     patch(variant)
-    from tuner.landscape import read_landscape
-    from tuner.study import replay_study
-
-    best = read_landscape(Path(table)).optimum().output_tokens_per_s or 1.0
     started = time.process_time()
-    with tempfile.TemporaryDirectory() as tmp:
-        results = replay_study(
-            Path(table), trials=trials, seed=seed, run_dir=Path(tmp) / "run",
-            optimizer=optimizer, confirm=0,
-        ).results  # fmt: skip
-    top, reached = 0.0, None
-    for n, r in enumerate(results, 1):
-        top = max(top, r.output_tokens_per_s or 0.0)
-        if reached is None and top >= 0.95 * best:
-            reached = n
-    return top / best, reached, time.process_time() - started
+    found = external_study((table, optimizer, trials, seed))
+    reached = _at(found, 0.95)
+    return found["ratio"][-1], reached and reached[0], time.process_time() - started
 
 
 def main() -> None:
@@ -157,7 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     tables = sorted(TABLES.glob("*.json"))[:: args.every]
     jobs = [
-        (args.variant, args.optimizer, str(t), args.trials, s)
+        (args.variant, args.optimizer, str(t.relative_to(ROOT)), args.trials, s)
         for t in tables
         for s in range(args.seeds)
     ]
