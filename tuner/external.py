@@ -31,7 +31,7 @@ from tuner.errors import TunerError
 from tuner.files import read_text
 from tuner.knobs import KnobSpec, Value, gpus_of
 from tuner.landscape import Landscape, Source, _key
-from tuner.measure import Latency, Measurement, Percentiles, PerRequest, Protocol, Run
+from tuner.measure import Measurement, Protocol, Run, alike_run
 from tuner.profiles import GpuRecord, HostRecord
 from tuner.trial import Status, TrialResult
 from tuner.workloads import WorkloadSpec
@@ -407,31 +407,15 @@ def silicon_tables(
 
 
 def _silicon_run(row: Mapping[str, str], requests: int) -> Run:
-    isl, osl = int(row["isl"]), int(row["osl"])
-    ttft, tpot = float(row["silicon_ttft_ms"]), float(row["silicon_tpot_ms"])
-    e2e = ttft + (osl - 1) * tpot
-    each = [round(ttft, 3), round(tpot, 3), round(e2e, 3)]  # per request: to the microsecond
     layout = _layout(row)
-    concurrency = int(layout["concurrency"])
-    gpus = gpus_of({**layout, "pipeline_parallel_size": int(row["pp_size"] or 1)})
-
-    def same(ms: float) -> Percentiles:
-        return Percentiles(mean_ms=ms, p50_ms=ms, p90_ms=ms, p99_ms=ms)
-
-    return _run(
-        requests / concurrency * e2e / 1000,
-        requests,
-        requests * isl,
-        requests * osl,
-        gpus=gpus,
-        latency=Latency(ttft=same(ttft), itl=same(tpot), e2e=same(e2e)),
-        per_request=PerRequest(
-            ttft_ms=[each[0]],
-            tpot_ms=[each[1]],
-            e2e_ms=[each[2]],
-            output_tokens=[osl],
-            alike=requests,
-        ),
+    return alike_run(
+        float(row["silicon_ttft_ms"]),
+        float(row["silicon_tpot_ms"]),
+        requests=requests,
+        isl=int(row["isl"]),
+        osl=int(row["osl"]),
+        concurrency=int(layout["concurrency"]),
+        gpus=gpus_of({**layout, "pipeline_parallel_size": int(row["pp_size"] or 1)}),
     )
 
 

@@ -175,6 +175,45 @@ class Run(BaseModel):
         return self.output_tokens_per_s / self.gpus
 
 
+def alike_run(
+    ttft_ms: float,
+    tpot_ms: float,
+    *,
+    requests: int,
+    isl: int,
+    osl: int,
+    concurrency: int,
+    gpus: int,
+) -> Run:
+    """A run in which every request is alike: `requests` of `isl` prompt and `osl` output
+    tokens, `concurrency` in flight, each taking `ttft_ms` to its first token and `tpot_ms` per
+    token after it (end to end: TTFT + (OSL - 1) x TPOT). The run takes (requests /
+    concurrency) end-to-end times: steady waves of `concurrency`. What a source or a model that
+    gives TTFT and TPOT per configuration (NVIDIA's silicon rows, AIConfigurator) amounts to."""
+    e2e = ttft_ms + (osl - 1) * tpot_ms
+    each = [round(ttft_ms, 3), round(tpot_ms, 3), round(e2e, 3)]  # to the microsecond
+
+    def same(ms: float) -> Percentiles:
+        return Percentiles(mean_ms=ms, p50_ms=ms, p90_ms=ms, p99_ms=ms)
+
+    return Run(
+        elapsed_s=requests / concurrency * e2e / 1000,
+        requests=requests,
+        input_tokens=requests * isl,
+        output_tokens=requests * osl,
+        truncated=False,
+        gpus=gpus,
+        latency=Latency(ttft=same(ttft_ms), itl=same(tpot_ms), e2e=same(e2e)),
+        per_request=PerRequest(
+            ttft_ms=[each[0]],
+            tpot_ms=[each[1]],
+            e2e_ms=[each[2]],
+            output_tokens=[osl],
+            alike=requests,
+        ),
+    )
+
+
 class Stats(BaseModel):
     """Spread of one figure over the timed repeats."""
 
