@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,36 @@ def test_a_missing_optional_library_is_one_line_before_any_study(
     with pytest.raises(TunerError, match=r"needs hyperopt, which is not installed: pip install"):
         check_available("hyperopt-tpe")
     check_available("gp")
+
+
+SILICON = (
+    Path(__file__).resolve().parent.parent
+    / "benchmarks/data/external/aiconfigurator-silicon"
+    / "silicon-b200-minimaxai-minimax-m2.5-fp4-1024x1024-vllm0.19.0.json"
+)
+
+
+def test_gp_scores_every_configuration_of_a_finite_space(tmp_path: Path) -> None:
+    """On a recorded table (a grid with points the source never ran), SMAC's acquisition is
+    maximized over exactly the table's points; on a space with a range it is SMAC's own."""
+    import json
+
+    from tuner.optimizers.smac import all_configurations, configspace, knobs_of
+    from tuner.setup import prepare
+
+    setup = prepare(f"replay:{SILICON}", "", "")
+    space, table = setup.space, setup.replay.table  # type: ignore[union-attr]
+    configs = all_configurations(space, configspace(space))
+    assert configs is not None
+    found = sorted(json.dumps(knobs_of(space, c), sort_keys=True) for c in configs)
+    assert found == sorted(json.dumps(p.knobs, sort_keys=True) for p in table.points)
+    assert len(found) < math.prod(len(v) for v in table.grid.values())  # not-run points out
+    assert all_configurations(fake_space(), configspace(fake_space())) is None
+
+    optimizer = make_optimizer("gp", space, budget=12, seed=0, output_dir=tmp_path, starts=[])
+    recorded = {json.dumps(p.knobs, sort_keys=True): p for p in table.points}
+    for _ in range(12):
+        proposal = optimizer.ask()
+        point = recorded[json.dumps(proposal.knobs, sort_keys=True)]  # KeyError: not a point
+        rate = point.measurement.output_tokens_per_s.median if point.measurement else None
+        optimizer.tell(proposal.handle, None if rate is None else (-rate,))
