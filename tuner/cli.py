@@ -763,6 +763,66 @@ def knobs(
 
 
 @app.command()
+def plan(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="A model AIConfigurator ships a config for, or a local folder."
+        ),
+    ],
+    gpu: Annotated[str, typer.Option(help="h100, h200, b200, a100 or l40s (or a profile slug).")],
+    engine: Annotated[str, typer.Option("--engine", "-e", help="vllm-server or vllm.")] = (
+        "vllm-server"
+    ),
+    gpus: Annotated[int, typer.Option(min=1, help="GPUs there are to spread over.")] = 1,
+    workload: Workload = "synthetic",
+    requests: Requests = None,
+    input_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Prompt tokens per request (synthetic).")
+    ] = None,
+    output_tokens: OutputTokens = None,
+    objective: Objectives = None,
+    slo: Slo = None,
+    precision: Annotated[
+        str | None, typer.Option(help="Weights: fp8, fp4 or bf16 (default: the model's own).")
+    ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(help="A knob's values to predict over: name=v1,v2 (repeatable)."),
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="Configurations to show.")] = 10,
+    profiles_dir: Annotated[Path, typer.Option(help="Where the profile is written.")] = Path(
+        "profiles"
+    ),
+    json_: Json = False,
+) -> None:
+    """Predict the best vLLM configurations with no GPU (NVIDIA AIConfigurator's model) and
+    write them as a profile marked predicted. Needs the plan extra."""
+    from tuner.console import plan_table
+    from tuner.objective import goal
+    from tuner.plan import make_plan, parse_plan_grid
+    from tuner.profiles import profile_path, write_profile
+    from tuner.workloads import load_workload
+
+    with user_errors():
+        spec = load_workload(workload, requests=requests, output_tokens=output_tokens)
+        if input_tokens is not None:
+            spec = spec.model_copy(update={"input_tokens": input_tokens})
+        target = goal(objective or ["output_tokens_per_s_per_gpu"], slo or [])
+        made = make_plan(
+            engine, model, gpu, gpus, spec, target, precision=precision,
+            given=parse_plan_grid(grid or []),
+        )  # fmt: skip
+        path = write_profile(made.profile, profile_path(profiles_dir, made.profile))
+    if json_:
+        emit_json({"profile": str(path), **made.profile.model_dump(mode="json")})
+        return
+    out.print(f"[bold]{escape(made.ranking.label)}[/]")
+    out.print(plan_table(made.ranking.ranked, target, gpus, top))
+    out.print(f"wrote {escape(str(path))} (predicted: a measured profile replaces it)")
+
+
+@app.command()
 def version() -> None:
     """Print tuner's version."""
     from tuner import __version__

@@ -400,3 +400,32 @@ def diff_table(rows: Sequence[Row], a: str, b: str) -> Table:
         )
         section = r.section
     return table
+
+
+def plan_table(ranked: Sequence[TrialResult], goal: Goal, gpus: int, top: int) -> Table:
+    """A plan's predictions, best first: output tok/s in all and per GPU, TTFT and time per
+    output token, the goal's other figures, and the GPUs each configuration uses (of `gpus`:
+    the rest can hold more copies of it)."""
+    table = Table(
+        title=f"predicted (not measured), best first; {gpus} GPU" + ("s" if gpus > 1 else ""),
+        title_justify="left",
+    )
+    shown = ("output_tokens_per_s", "output_tokens_per_s_per_gpu")
+    extra = [o for o in goal.objectives if o.name not in shown]
+    for col in ["#", "tok/s", "tok/s/GPU", "TTFT ms", "TPOT ms", *(o.name for o in extra), "GPUs"]:
+        table.add_column(col, justify="right", no_wrap=True)
+    longest = max((len(w) for r in ranked[:top] for w in fmt_knobs(r.knobs).split()), default=0)
+    table.add_column("knobs", overflow="fold", ratio=1, min_width=min(longest, 40))
+    for i, r in enumerate(ranked[:top], 1):
+        m = r.measurement
+        latency = m.latency if m is not None else None
+        cells = [fmt_rate(r.output_tokens_per_s)]
+        cells.append(fmt_rate(m.cold.output_tokens_per_s_per_gpu) if m else "-")
+        cells.append(f"{latency.ttft.p99_ms:,.1f}" if latency and latency.ttft else "-")
+        cells.append(f"{latency.itl.p99_ms:,.2f}" if latency and latency.itl else "-")
+        cells += [f"{v:,.4g}" if (v := o.of(m)) is not None else "-" for o in extra]
+        cells.append(str(r.gpus))
+        why = goal.feasible(r)
+        knobs = escape(fmt_knobs(r.knobs)) + (f"\n[yellow]{escape(why)}[/]" if why else "")
+        table.add_row(str(i), *cells, knobs)
+    return table

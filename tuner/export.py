@@ -43,6 +43,8 @@ def _header(profile: Profile) -> list[str]:
     whatever the profile holds (a newline in a GPU's name would end the comment)."""
     m = profile.best.measurement
     rate = f"{m.output_tokens_per_s.median:,.1f} output tok/s" if m else "no measurement"
+    if profile.predicted:
+        rate = f"{rate} predicted (not measured) by {profile.predicted}"
     lines = [
         f"tuner profile {profile.key}",
         f"{rate} on {profile.gpu.name}, {profile.workload.name} "
@@ -64,13 +66,24 @@ def _need(profile: Profile, engines: tuple[str, ...], fmt: str) -> None:
 
 def _servable_model(profile: Profile) -> str | None:
     """The model reference an engine can load by itself (not a synthetic model's name)."""
-    return profile.model.ref if profile.model.source in ("local", "hf-cache") else None
+    return profile.model.ref if profile.model.source in ("local", "hf-cache", "named") else None
+
+
+def _load_line(profile: Profile) -> str:
+    verb = "predicted" if profile.predicted else "measured"
+    return f"{verb} with {profile.best.knobs['concurrency']} requests in flight"
+
+
+def _server_knobs(profile: Profile) -> dict[str, Value]:
+    """The best knobs the engine takes: the client's load (`concurrency`) is not a flag of
+    the server's, but how it was measured."""
+    return {k: v for k, v in profile.best.knobs.items() if k != "concurrency"}
 
 
 def vllm_args(profile: Profile) -> str:
     """One line of `vllm serve` flags: `vllm serve MODEL $(tuner profile export ...)`."""
     _need(profile, VLLM_ENGINES, "vllm-args")
-    return shlex.join(cli_args(profile.best.knobs)) + "\n"
+    return shlex.join(cli_args(_server_knobs(profile))) + "\n"
 
 
 def vllm_config(profile: Profile) -> str:
@@ -80,7 +93,7 @@ def vllm_config(profile: Profile) -> str:
     model = _servable_model(profile)
     if model is not None:
         config["model"] = model
-    for name, value in profile.best.knobs.items():
+    for name, value in _server_knobs(profile).items():
         key = name.replace("_", "-")
         if value is False:
             # vLLM 0.32's `vllm serve --config` drops `key: false` (it looks for --no-key among
@@ -88,7 +101,10 @@ def vllm_config(profile: Profile) -> str:
             config[f"no-{key}"] = True
         else:
             config[key] = value
-    header = "".join(f"# {line}\n" for line in _header(profile))
+    lines = _header(profile)
+    if "concurrency" in profile.best.knobs:
+        lines.append(_load_line(profile))
+    header = "".join(f"# {line}\n" for line in lines)
     return header + yaml.safe_dump(config, sort_keys=False)
 
 
@@ -154,11 +170,11 @@ def hf_serve(profile: Profile) -> str:
     """`transformers serve MODEL --continuous-batching` with the profile's flags (the load it
     was measured at, a client setting, in the header)."""
     _need(profile, ("hf-server",), "hf-serve")
-    knobs = {k: v for k, v in profile.best.knobs.items() if k != "concurrency"}
+    knobs = _server_knobs(profile)
     model = _servable_model(profile) or "MODEL"
     lines = [*_header(profile)]
     if "concurrency" in profile.best.knobs:
-        lines.append(f"measured with {profile.best.knobs['concurrency']} requests in flight")
+        lines.append(_load_line(profile))
     command = shlex.join(
         ["transformers", "serve", model, "--continuous-batching", *cli_args(knobs)]
     )

@@ -24,7 +24,7 @@ from tuner.hardware import Hardware
 from tuner.knobs import KnobName, Value, describe
 from tuner.measure import Measurement, Protocol, Run
 from tuner.objective import Goal, goal, metric, one_objective_to_many
-from tuner.trial import STATUSES, Status, TrialResult
+from tuner.trial import STATUSES, Prediction, Status, TrialResult
 from tuner.workloads import Request, summarize
 
 SCHEMA_VERSION = 1
@@ -71,7 +71,9 @@ class EngineRecord(_Record):
 class ModelRecord(_Record):
     ref: str
     slug: str
-    source: Literal["synthetic", "local", "hf-cache", "replay"]
+    source: Literal["synthetic", "local", "hf-cache", "replay", "named"] = Field(
+        description="where it was loaded from; `named` for a plan, which loads no model"
+    )
 
 
 class WorkloadRecord(_Record):
@@ -94,12 +96,25 @@ class TrialRecord(_Record):
     knobs: dict[KnobName, Value]
     measurement: Measurement | None = None
     load_s: float | None = None
+    prediction: Prediction | None = None
 
 
 class TrialCounts(_Record):
     total: int
     by_status: dict[str, int]
     wall_s: float = Field(description="summed wall-clock time of all trials, loads included")
+
+
+class PriorRecord(_Record):
+    """The prior a study started from (`--prior`) and how far its predictions were from the
+    study's measurements."""
+
+    by: str
+    starts: int = Field(description="configurations it put first in the search")
+    error_pct: dict[str, float] = Field(
+        description="median absolute percentage error of its predictions, per figure, over "
+        "the trials measured"
+    )
 
 
 class Profile(_Record):
@@ -139,6 +154,14 @@ class Profile(_Record):
     run_dir: str | None = None
     replay: str | None = Field(
         default=None, description="the recorded table the study was replayed on, if it was"
+    )
+    predicted: str | None = Field(
+        default=None,
+        description="the performance model whose predictions it holds (`tuner plan`): "
+        "nothing in it was measured",
+    )
+    prior: PriorRecord | None = Field(
+        default=None, description="the prior the study started from, and its error"
     )
 
     @model_validator(mode="before")
@@ -192,7 +215,8 @@ class Profile(_Record):
             self.engine.name,
             self.model.slug,
             tuned_for(self.shape, self.objectives, self.constraints)
-            + ("--replay" if self.replay else ""),
+            + ("--replay" if self.replay else "")
+            + ("--predicted" if self.predicted else ""),
         )
 
 
@@ -262,6 +286,7 @@ def trial_record(result: TrialResult) -> TrialRecord:
         knobs=result.knobs,
         measurement=m,
         load_s=result.load_s,
+        prediction=result.prediction,
     )
 
 
@@ -334,17 +359,18 @@ def profile_path(root: Path, profile: Profile) -> Path:
 
 def check_replace(profile: Profile, path: Path) -> None:
     """One line when writing `profile` to `path` would replace a profile it should not: a
-    measured one by a replayed one."""
-    if profile.replay is None or not path.is_file():
+    measured one by a replayed or predicted one."""
+    if (profile.replay is None and profile.predicted is None) or not path.is_file():
         return
     try:
         held = read_profile(path)
     except TunerError:
         return  # unreadable: nothing worth keeping
-    if held.replay is None:
+    if held.replay is None and held.predicted is None:
+        kind = "a replay" if profile.replay else "a prediction"
         raise TunerError(
-            f"{path} holds a measured profile; a replay does not replace it (write the "
-            "replayed profile elsewhere: --profiles-dir)"
+            f"{path} holds a measured profile; {kind} does not replace it (write the "
+            f"{'replayed' if profile.replay else 'predicted'} profile elsewhere: --profiles-dir)"
         )
 
 

@@ -48,6 +48,17 @@ class Knob:
         """A number searched over its whole range."""
         return self.type in ("int", "float") and not self.ordinal
 
+    def grid_values(self) -> tuple[Value, ...]:
+        """Values to ask a prior about: the choices, or a range's powers of two within it
+        (its ends included), or for a float range its ends and middle."""
+        if not self.ranged:
+            return self.choices or (self.default,)
+        low, high = float(self.low or 0), float(self.high or 0)
+        if self.type == "float":
+            return tuple(dict.fromkeys([low, round((low + high) / 2, 6), high]))
+        powers = [2**i for i in range(31) if low <= 2**i <= high]
+        return tuple(sorted({int(low), *powers, int(high)}))
+
     def describe_values(self) -> str:
         """Human form of the allowed values: `1..512 (log)` or `sdpa, eager`."""
         if self.ranged:

@@ -80,6 +80,26 @@ class Placement(BaseModel):
         return f"on worker {self.worker} ({self.host}, {gpus})"
 
 
+class Prediction(BaseModel):
+    """What a performance model (a prior, `tuner.prior`) said of a configuration before it
+    was measured: its predicted figures, or that it would not fit in memory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    by: str = Field(description="the model that predicted, its version and its data")
+    status: Literal["ok", "oom"]
+    reason: str | None = None
+    measurement: Measurement | None = Field(
+        default=None, description="the predicted figures, as a measurement would hold them"
+    )
+    speed_of_light_tokens_per_s: float | None = Field(
+        default=None, description="output tok/s at the hardware's speed of light, where known"
+    )
+
+    @property
+    def output_tokens_per_s(self) -> float | None:
+        return self.measurement.output_tokens_per_s.median if self.measurement else None
+
+
 class TrialResult(BaseModel):
     """One line of a run directory's `trials.jsonl`."""
 
@@ -102,6 +122,9 @@ class TrialResult(BaseModel):
     )
     placement: Placement | None = Field(
         default=None, description="where it ran, for trials run on a Dask fleet"
+    )
+    prediction: Prediction | None = Field(
+        default=None, description="what the study's prior predicted for it (`--prior`)"
     )
 
     @property

@@ -1,0 +1,176 @@
+"""Priors and `tuner plan`: the real AIConfigurator (offline, nothing downloaded) where it is
+used, the fake surface's prior (`tuner.testing.FakePrior`) for the ranking's logic."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import CPU
+from tuner.cli import app
+from tuner.errors import TunerError
+from tuner.knobs import Catalogue
+from tuner.objective import goal
+from tuner.prior import candidates, measured_prior, prediction_error, rank
+from tuner.profiles import profile_path, read_profile, write_profile
+from tuner.space import resolve
+from tuner.testing import FAKE_CATALOGUE, FakePrior, surface
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
+SILICON = ROOT / "benchmarks/data/external/aiconfigurator-silicon"
+H200_70B = SILICON / "silicon-h200-meta-llama-llama-3.1-70b-fp8-1024x1024-vllmunknown.json"
+
+
+def fake_space():  # type: ignore[no-untyped-def]
+    return resolve(Catalogue.model_validate(FAKE_CATALOGUE), CPU)
+
+
+def test_a_ranking_puts_the_best_predicted_first_then_broken_limits_then_out_of_memory() -> None:
+    space = fake_space()
+    prior = FakePrior(unknown=[{"kernel": "tiled"}])
+    configurations = candidates(space, prior.covers)
+    assert {c["kernel"] for c in configurations} == {"basic", "fused", "tiled"}
+    ranking = rank(
+        prior, configurations, goal(["output_tokens_per_s"], ["output_tokens_per_s>=10000"])
+    )
+    assert ranking.ranked, "the fake surface has predictions"
+    assert all(r.knobs["kernel"] != "tiled" for r in ranking.ranked)  # nothing to say: left out
+    statuses = [r.status for r in ranking.ranked]
+    assert "oom" in statuses and statuses.index("oom") >= ranking.kept
+    assert statuses[statuses.index("oom") :] == ["oom"] * statuses.count("oom")
+    kept = [surface(r.knobs) or 0.0 for r in ranking.ranked[: ranking.kept]]
+    assert kept == sorted(kept, reverse=True) and min(kept) >= 10000
+    broken = ranking.ranked[ranking.kept : statuses.index("oom")]
+    assert broken and all((surface(r.knobs) or 0.0) < 10000 for r in broken)
+    assert ranking.starts(2) == [dict(r.knobs) for r in ranking.ranked[:2]]
+    # The prediction of a configuration that differs only in knobs the prior does not read.
+    first = ranking.ranked[0]
+    other = {**first.knobs, "cache": "static"}
+    assert ranking.prediction(other) == first.prediction
+
+
+def test_the_prediction_error_is_the_median_absolute_percentage_error() -> None:
+    space = fake_space()
+    exact, off = FakePrior(), FakePrior(error=0.25)
+    configurations = candidates(space, exact.covers)[:6]
+    measured = rank(exact, configurations, goal()).ranked
+    predicted = {
+        json.dumps(r.knobs): r.prediction for r in rank(off, configurations, goal()).ranked
+    }
+    beside = [r.model_copy(update={"prediction": predicted[json.dumps(r.knobs)]}) for r in measured]
+    errors = prediction_error(beside, ["output_tokens_per_s"])
+    assert errors["output_tokens_per_s"] == pytest.approx(25.0, abs=0.5)
+
+
+def test_a_table_of_another_gpu_is_a_prior_over_its_points() -> None:
+    prior = measured_prior(H200_70B)
+    assert prior.covers == {"tensor_parallel_size", "concurrency"}
+    found = prior.predict({"tensor_parallel_size": 4, "concurrency": 64, "block_size": 16})
+    assert found is not None and found.status == "ok"
+    assert found.output_tokens_per_s == pytest.approx(4 * 980.9, rel=0.01)  # 980.9 per GPU
+    assert prior.predict({"tensor_parallel_size": 3, "concurrency": 64}) is None
+
+
+def test_aiconfigurator_predicts_a_silicon_table_near_its_measurements() -> None:
+    """NVIDIA's model on NVIDIA's measurements of Llama 3.1 70B fp8 on H200 (what it is
+    calibrated on: this is a check of the mapping, not of the model)."""
+    from tuner.aiconfigurator import Workload, prior_for
+    from tuner.landscape import read_landscape
+
+    table = read_landscape(H200_70B)
+    w = table.workload
+    prior = prior_for(
+        "vllm-server", table.model, table.gpu.slug,
+        Workload(w.requests or 0, int(w.input_tokens), int(w.output_tokens)),  # type: ignore[arg-type]
+        precision=table.versions["precision"],
+    )  # fmt: skip
+    for knobs in (
+        {"tensor_parallel_size": 4, "concurrency": 64},
+        {"tensor_parallel_size": 1, "concurrency": 8},
+    ):
+        predicted = prior.predict(knobs)
+        point = table.point(knobs)
+        assert predicted is not None and predicted.output_tokens_per_s and point is not None
+        assert predicted.output_tokens_per_s == pytest.approx(point.output_tokens_per_s, rel=0.2)
+
+
+def plan_args(tmp_path: Path, *extra: str) -> list[str]:
+    return ["plan", "--profiles-dir", str(tmp_path / "profiles"), *extra]
+
+
+def test_plan_ranks_8b_on_an_h200_writes_a_predicted_profile_and_exports_it(
+    tmp_path: Path,
+) -> None:
+    args = plan_args(
+        tmp_path, "--model", "meta-llama/Meta-Llama-3.1-8B", "--gpu", "h200",
+        "--grid", "concurrency=16,64",
+    )  # fmt: skip
+    result = runner.invoke(app, args, env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "predicted (not measured)" in result.output and "concurrency=64" in result.output
+    (path,) = (tmp_path / "profiles").glob("*/*/*.json")
+    assert path.parent.parent.name == "nvidia-h200" and path.stem.endswith("--predicted")
+    profile = read_profile(path)
+    assert profile.predicted and "AIConfigurator 0.12.0" in profile.predicted
+    assert profile.best.knobs == {"tensor_parallel_size": 1, "concurrency": 64}
+    sol = profile.best.prediction.speed_of_light_tokens_per_s  # type: ignore[union-attr]
+    assert sol is not None and sol > profile.best.measurement.output_tokens_per_s.median  # type: ignore[union-attr]
+    exported = runner.invoke(app, ["profile", "export", "--format", "vllm-args", str(path)])
+    assert exported.exit_code == 0, exported.output
+    assert exported.output.strip() == "--tensor-parallel-size 1"  # concurrency is the client's
+
+
+def test_plan_keeps_a_tpot_limit_for_70b_on_8_h100s(tmp_path: Path) -> None:
+    args = plan_args(
+        tmp_path, "--model", "meta-llama/Meta-Llama-3.1-70B", "--gpu", "h100", "--gpus", "8",
+        "--slo", "itl_p99_ms<=30", "--grid", "concurrency=64", "--json",
+    )  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    profile = json.loads(result.output)
+    assert profile["gpu"] == {**profile["gpu"], "slug": "nvidia-h100-80gb-hbm3", "count": 8}
+    best = profile["best"]
+    assert best["measurement"]["latency"]["itl"]["p99_ms"] <= 30
+    assert best["knobs"]["tensor_parallel_size"] > 1  # bf16 70B does not fit on one H100
+    assert profile["trials"]["by_status"]["oom"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--model", "meta-llama/Meta-Llama-3.1-8B", "--gpu", "v100"], "covers h100"),
+        (["--model", "bigscience/bloom-1b7", "--gpu", "a100"], "no config for model"),
+        (["--model", "meta-llama/Meta-Llama-3.1-8B", "--gpu", "h100", "--engine", "hf"], "vLLM"),
+        (
+            ["--model", "meta-llama/Meta-Llama-3.1-8B", "--gpu", "h100", "--grid", "dtype=x"],
+            "reads",
+        ),
+    ],
+)
+def test_what_the_model_does_not_cover_is_one_line(
+    extra: list[str], says: str, tmp_path: Path
+) -> None:
+    result = runner.invoke(app, plan_args(tmp_path, *extra))
+    assert result.exit_code == 2, result.output
+    assert says in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "profiles").exists()
+
+
+def test_a_predicted_profile_never_replaces_a_measured_one(tmp_path: Path) -> None:
+    measured = next((ROOT / "profiles").glob("cpu/vllm-server/*.json"))
+    held = read_profile(measured)
+    target = tmp_path / "held.json"
+    shutil.copy(measured, target)
+    predicted = held.model_copy(update={"predicted": "a performance model"})
+    with pytest.raises(TunerError, match="measured profile; a prediction does not replace it"):
+        write_profile(predicted, target)
+    assert read_profile(target).predicted is None
+    # Its own name says what it is: a study's profile and a plan's never share a file.
+    assert profile_path(tmp_path, predicted) != profile_path(tmp_path, held)
+    assert profile_path(tmp_path, predicted).stem.endswith("--predicted")

@@ -1,0 +1,201 @@
+"""Priors: what is known of a configuration before it is measured.
+
+A prior predicts a configuration's figures (`tuner.trial.Prediction`) or that it will not fit
+in memory: a performance model (NVIDIA's AIConfigurator, `tuner.aiconfigurator`), or the
+measurements of another GPU model (a profile or a recorded table). `rank` orders a space's
+configurations by the predicted figure of a goal: those predicted to fit and keep the limits
+first, best first, then those predicted to break a limit, then those predicted not to fit.
+A study starts from the best of them (`--prior`); the measurement still decides.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from tuner.errors import TunerError
+from tuner.knobs import Value
+from tuner.objective import Goal
+from tuner.space import SearchSpace
+from tuner.trial import Prediction, TrialResult
+
+#: The origin of a prediction when it stands in for a trial (ranking, a predicted profile).
+PREDICTED = "predicted"
+#: The most configurations a prior is asked about: a performance model answers in about a
+#: second each on 2 cores.
+MAX_CANDIDATES = 256
+
+
+class Prior(Protocol):
+    """A source of predictions over the knobs it `covers` (the rest do not change them)."""
+
+    label: str
+    covers: frozenset[str]
+
+    def predict(self, knobs: Mapping[str, Value]) -> Prediction | None:
+        """The prediction for `knobs`, or None where the prior has nothing to say."""
+        ...
+
+
+def as_trial(number: int, knobs: Mapping[str, Value], prediction: Prediction) -> TrialResult:
+    """A prediction as a trial that took no time, so that a goal can rank and judge it."""
+    return TrialResult(
+        number=number,
+        origin=PREDICTED,
+        knobs=dict(knobs),
+        status=prediction.status,
+        reason=prediction.reason,
+        measurement=prediction.measurement,
+        wall_s=0.0,
+        started_at=datetime.now(UTC),
+        prediction=prediction,
+    )
+
+
+@dataclass
+class Ranking:
+    """A prior's predictions over a space, best first (see `rank`), and a lookup by the
+    knobs the prior covers."""
+
+    label: str
+    covers: frozenset[str]
+    ranked: list[TrialResult]
+    #: How many of `ranked` are predicted to fit and keep the goal's limits.
+    kept: int = 0
+
+    def starts(self, count: int) -> list[dict[str, Value]]:
+        """The best `count` configurations predicted to fit and keep the limits."""
+        return [dict(r.knobs) for r in self.ranked[: min(count, self.kept)]]
+
+    def prediction(self, knobs: Mapping[str, Value]) -> Prediction | None:
+        """The prediction for a configuration: that of the ranked one that agrees with it on
+        every covered knob."""
+        return self._by_key().get(_covered_key(knobs, self.covers))
+
+    def _by_key(self) -> dict[str, Prediction]:
+        return {
+            _covered_key(r.knobs, self.covers): r.prediction
+            for r in self.ranked
+            if r.prediction is not None
+        }
+
+
+def candidates(space: SearchSpace, covers: frozenset[str]) -> list[dict[str, Value]]:
+    """The space's configurations over the knobs a prior covers, the others at their
+    defaults: each covered knob's values (`Knob.grid_values`), forbidden combinations left
+    out, at most `MAX_CANDIDATES` (evenly thinned where there are more)."""
+    names = [n for n in space.knobs if n in covers]
+    values = [space.knobs[n].grid_values() for n in names]
+    base = space.default_knobs()
+    found: list[dict[str, Value]] = []
+    for combo in itertools.product(*values):
+        given = {**base, **dict(zip(names, combo, strict=True))}
+        knobs = space.assemble(space.searched_values(given))
+        if not space.violated(knobs) and knobs not in found:
+            found.append(knobs)
+    if len(found) > MAX_CANDIDATES:
+        step = len(found) / MAX_CANDIDATES
+        found = [found[int(i * step)] for i in range(MAX_CANDIDATES)]
+    return found
+
+
+def rank(prior: Prior, configurations: Sequence[Mapping[str, Value]], goal: Goal) -> Ranking:
+    """Each configuration's prediction, ordered: predicted to fit and keep the goal's limits
+    (best predicted figure first), then predicted to break a limit, then predicted not to fit;
+    those the prior has nothing to say of are left out."""
+    predicted = [
+        as_trial(i, knobs, p)
+        for i, knobs in enumerate(configurations)
+        if (p := prior.predict(knobs)) is not None
+    ]
+    kept = goal.ranked(predicted, robust=False)
+    fits = [r for r in predicted if r.status == "ok" and r not in kept]
+    fits.sort(key=lambda r: -(goal.value(r) or 0.0) if goal.maximize else goal.value(r) or 0.0)
+    rest = [r for r in predicted if r.status != "ok"]
+    return Ranking(prior.label, prior.covers, [*kept, *fits, *rest], kept=len(kept))
+
+
+def prediction_error(results: Sequence[TrialResult], figures: Sequence[str]) -> dict[str, float]:
+    """The median absolute percentage error of the predictions kept beside measured trials,
+    per figure (a metric name of `tuner.objective`), over the trials that have both."""
+    from tuner.objective import metric
+
+    errors: dict[str, float] = {}
+    for name in figures:
+        found = metric(name)
+        pairs = [
+            (found.of(r.prediction.measurement), found.of(r.measurement))
+            for r in results
+            if r.status == "ok" and r.prediction is not None and r.prediction.measurement
+        ]
+        apes = [abs(p - m) / m * 100 for p, m in pairs if p is not None and m]
+        if apes:
+            errors[name] = round(statistics.median(apes), 1)
+    return errors
+
+
+def _covered_key(knobs: Mapping[str, Value], covers: frozenset[str]) -> str:
+    return json.dumps({n: v for n, v in knobs.items() if n in covers}, sort_keys=True)
+
+
+# -- another GPU model's measurements as a prior ----------------------------------------------
+
+
+class MeasuredPrior:
+    """The measurements of a recorded table or a profile (of another GPU model, say) as
+    predictions: a configuration is predicted to do what it did there."""
+
+    def __init__(self, label: str, trials: Sequence[TrialResult], names: Sequence[str]) -> None:
+        self.label = label
+        self.covers = frozenset(names)
+        self._by_key: dict[str, TrialResult] = {}
+        for trial in trials:
+            self._by_key.setdefault(_covered_key(trial.knobs, self.covers), trial)
+
+    def predict(self, knobs: Mapping[str, Value]) -> Prediction | None:
+        found = self._by_key.get(_covered_key(knobs, self.covers))
+        if found is None or found.status not in ("ok", "oom"):
+            return None
+        return Prediction(
+            by=self.label,
+            status="ok" if found.status == "ok" else "oom",
+            reason=found.reason,
+            measurement=found.measurement,
+        )
+
+
+def measured_prior(path: Path) -> MeasuredPrior:
+    """A profile or a recorded table at `path` as a prior; one line when it is neither."""
+    from tuner.landscape import read_landscape
+    from tuner.profiles import read_profile
+
+    try:
+        text = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TunerError(f"--prior {path}: not a readable profile or table ({exc})") from None
+    if isinstance(text, dict) and "points" in text:
+        table = read_landscape(path)
+        return MeasuredPrior(f"table {path} ({table.gpu.name})", table.points, table.grid)
+    profile = read_profile(path)
+    trials = [profile.best, *profile.front]
+    as_results = [
+        TrialResult(
+            number=t.number,
+            origin=PREDICTED,
+            knobs=t.knobs,
+            status=t.status,
+            reason=t.reason,
+            measurement=t.measurement,
+            wall_s=0.0,
+            started_at=profile.created_at,
+        )
+        for t in trials
+    ]
+    names = {n for t in trials for n in t.knobs}
+    return MeasuredPrior(f"profile {path} ({profile.gpu.name})", as_results, sorted(names))
