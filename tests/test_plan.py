@@ -14,8 +14,8 @@ from tests.conftest import CPU
 from tuner.cli import app
 from tuner.errors import TunerError
 from tuner.knobs import Catalogue
-from tuner.objective import goal
-from tuner.prior import candidates, measured_prior, prediction_error, rank
+from tuner.objective import goal, prediction_error
+from tuner.prior import candidates, measured_prior, rank
 from tuner.profiles import profile_path, read_profile, write_profile
 from tuner.space import resolve
 from tuner.testing import FAKE_CATALOGUE, FakePrior, surface
@@ -174,3 +174,50 @@ def test_a_predicted_profile_never_replaces_a_measured_one(tmp_path: Path) -> No
     # Its own name says what it is: a study's profile and a plan's never share a file.
     assert profile_path(tmp_path, predicted) != profile_path(tmp_path, held)
     assert profile_path(tmp_path, predicted).stem.endswith("--predicted")
+
+
+def test_tune_with_the_prior_starts_from_its_best_and_keeps_each_prediction(
+    tmp_path: Path,
+) -> None:
+    args = [
+        "tune", "--engine", f"replay:{H200_70B}", "--objective", "output_tokens_per_s_per_gpu",
+        "--slo", "itl_p99_ms<=20", "--trials", "6", "--confirm", "0", "--prior", "aiconfigurator",
+        "--run-dir", str(tmp_path / "run"), "--profiles-dir", str(tmp_path / "profiles"),
+        "--json",
+    ]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    trials = [json.loads(line) for line in (tmp_path / "run" / "trials.jsonl").open()]
+    assert [t["origin"] for t in trials[:4]] == ["baseline", "prior", "prior", "prior"]
+    assert all(t["prediction"] is not None for t in trials)
+    spec = json.loads((tmp_path / "run" / "study.json").read_text())
+    assert [t["knobs"] for t in trials[1:4]] == spec["prior"]["starts"]
+    # The prior's first pick is the one it predicts best within the limit.
+    first = spec["prior"]["predicted"][0]
+    assert first["knobs"] == spec["prior"]["starts"][0]
+    assert first["prediction"]["measurement"]["latency"]["itl"]["p99_ms"] <= 20
+    (path,) = (tmp_path / "profiles").glob("*/*/*.json")
+    profile = json.loads(path.read_text())
+    assert profile["prior"]["by"].startswith("AIConfigurator 0.12.0")
+    assert profile["prior"]["starts"] == 3
+    assert 0 <= profile["prior"]["error_pct"]["output_tokens_per_s_per_gpu"] < 30
+
+
+def test_tune_with_the_prior_on_a_cpu_study_is_one_line_and_goes_on_cold(
+    tmp_path: Path,
+) -> None:
+    """A real transformers study on this CPU: AIConfigurator models vLLM on NVIDIA GPUs."""
+    args = [
+        "tune", "--engine", "hf", "--workload", "synthetic",
+        "--requests", "8", "--output-tokens", "4", "--trials", "2", "--confirm", "0",
+        "--prior", "aiconfigurator", "--run-dir", str(tmp_path / "run"),
+        "--profiles-dir", str(tmp_path / "profiles"), "--run-time-limit", "5",
+        "--warmup-time-limit", "5",
+    ]  # fmt: skip
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.output.splitlines() if "--prior aiconfigurator" in line]
+    assert len(said) == 1 and "starts cold" in said[0], result.output
+    trials = [json.loads(line) for line in (tmp_path / "run" / "trials.jsonl").open()]
+    assert len(trials) == 2 and all(t["origin"] != "prior" for t in trials)
+    assert json.loads((tmp_path / "run" / "study.json").read_text())["prior"] is None

@@ -353,6 +353,14 @@ def tune(
             "after the baseline), mapped onto this study's space: re-tuning after a GPU change."
         ),
     ] = None,
+    prior: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from the best predicted configurations: aiconfigurator (NVIDIA's "
+            "performance model of vLLM; the plan extra), or a profile or recorded table of "
+            "another GPU. Each trial keeps its prediction; the measurement decides."
+        ),
+    ] = None,
     replay_time_scale: ReplayTimeScale = 0.0,
     json_: Json = False,
     quiet: Quiet = False,
@@ -420,6 +428,7 @@ def tune(
                 replay_time_scale=replay_time_scale,
                 quiet=quiet,
                 warm_from=warm_start,
+                prior=prior,
             )
             run_studies(studies, profiles_dir, fleet=fleet, json_=json_, quiet=quiet)
 
@@ -456,9 +465,11 @@ def _new_studies(
     replay_time_scale: float,
     quiet: bool,
     warm_from: Path | None = None,
+    prior: str | None = None,
 ) -> list[Any]:
     """The new studies of one `tuner tune`: one, or one per GPU model of the fleet (each in a
     run directory of its own, warm-started from another model's profile where it has none)."""
+    from tuner.prior import prior_plan
     from tuner.replay import is_replay
     from tuner.rundir import StudySpec, run_dir_for
     from tuner.setup import prepare
@@ -521,6 +532,9 @@ def _new_studies(
             spec = warm_start(spec, setup, profiles_dir)
         elif warm_from is not None:
             spec = warm_start_from(spec, setup, warm_from)
+        if prior is not None:
+            plan = prior_plan(prior, setup, spec.goal(), lambda line: err.print(escape(line)))
+            spec = spec.model_copy(update={"prior": plan})
         where = run_dir or run_dir_for(
             Path("runs"), setup.catalogue.engine, setup.model.slug, setup.workload.slug
         )

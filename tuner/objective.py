@@ -443,3 +443,20 @@ def winner(goal: Goal, results: Sequence[TrialResult]) -> TrialResult | None:
     ones, else the best of all its trials."""
     confirmed = goal.best([r for r in results if r.origin == CONFIRM])
     return confirmed or goal.best(results)
+
+
+def prediction_error(results: Sequence[TrialResult], figures: Sequence[str]) -> dict[str, float]:
+    """The median absolute percentage error of the predictions kept beside measured trials,
+    per figure (a metric name of `tuner.objective`), over the trials that have both."""
+    errors: dict[str, float] = {}
+    for name in figures:
+        found = metric(name)
+        pairs = [
+            (found.of(r.prediction.measurement), found.of(r.measurement))
+            for r in results
+            if r.status == "ok" and r.prediction is not None and r.prediction.measurement
+        ]
+        apes = [abs(p - m) / m * 100 for p, m in pairs if p is not None and m]
+        if apes:
+            errors[name] = round(statistics.median(apes), 1)
+    return errors

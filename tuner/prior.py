@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import itertools
 import json
-import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tuner.errors import TunerError
 from tuner.knobs import Value
 from tuner.objective import Goal
 from tuner.space import SearchSpace
-from tuner.trial import Prediction, TrialResult
+from tuner.trial import Predicted, Prediction, PriorPlan, TrialResult
+
+if TYPE_CHECKING:
+    from tuner.setup import Setup
 
 #: The origin of a prediction when it stands in for a trial (ranking, a predicted profile).
 PREDICTED = "predicted"
@@ -76,14 +78,20 @@ class Ranking:
     def prediction(self, knobs: Mapping[str, Value]) -> Prediction | None:
         """The prediction for a configuration: that of the ranked one that agrees with it on
         every covered knob."""
-        return self._by_key().get(_covered_key(knobs, self.covers))
+        return self.plan(0).prediction(dict(knobs))
 
-    def _by_key(self) -> dict[str, Prediction]:
-        return {
-            _covered_key(r.knobs, self.covers): r.prediction
-            for r in self.ranked
-            if r.prediction is not None
-        }
+    def plan(self, starts: int) -> PriorPlan:
+        """What a study keeps of the ranking: its best `starts` and every prediction."""
+        return PriorPlan(
+            by=self.label,
+            covers=sorted(self.covers),
+            starts=self.starts(starts),
+            predicted=[
+                Predicted(knobs=r.knobs, prediction=r.prediction)
+                for r in self.ranked
+                if r.prediction is not None
+            ],
+        )
 
 
 def candidates(space: SearchSpace, covers: frozenset[str]) -> list[dict[str, Value]]:
@@ -119,25 +127,6 @@ def rank(prior: Prior, configurations: Sequence[Mapping[str, Value]], goal: Goal
     fits.sort(key=lambda r: -(goal.value(r) or 0.0) if goal.maximize else goal.value(r) or 0.0)
     rest = [r for r in predicted if r.status != "ok"]
     return Ranking(prior.label, prior.covers, [*kept, *fits, *rest], kept=len(kept))
-
-
-def prediction_error(results: Sequence[TrialResult], figures: Sequence[str]) -> dict[str, float]:
-    """The median absolute percentage error of the predictions kept beside measured trials,
-    per figure (a metric name of `tuner.objective`), over the trials that have both."""
-    from tuner.objective import metric
-
-    errors: dict[str, float] = {}
-    for name in figures:
-        found = metric(name)
-        pairs = [
-            (found.of(r.prediction.measurement), found.of(r.measurement))
-            for r in results
-            if r.status == "ok" and r.prediction is not None and r.prediction.measurement
-        ]
-        apes = [abs(p - m) / m * 100 for p, m in pairs if p is not None and m]
-        if apes:
-            errors[name] = round(statistics.median(apes), 1)
-    return errors
 
 
 def _covered_key(knobs: Mapping[str, Value], covers: frozenset[str]) -> str:
@@ -199,3 +188,57 @@ def measured_prior(path: Path) -> MeasuredPrior:
     ]
     names = {n for t in trials for n in t.knobs}
     return MeasuredPrior(f"profile {path} ({profile.gpu.name})", as_results, sorted(names))
+
+
+# -- a study's prior ---------------------------------------------------------------------------
+
+#: The prior's best configurations a study runs first, after the baseline.
+PRIOR_STARTS = 3
+
+
+def prior_plan(text: str, setup: Setup, goal: Goal, say: Callable[[str], None]) -> PriorPlan | None:
+    """`--prior aiconfigurator|PROFILE|TABLE` for a study: the prior's ranking of the study's
+    space and its best `PRIOR_STARTS`. Where AIConfigurator does not cover the engine, GPU or
+    model, one line through `say`, and the study starts cold (None); without the extra
+    installed, one line as an error."""
+    if text == "aiconfigurator":
+        try:
+            prior: Prior = _aiconfigurator(setup)
+        except TunerError as exc:
+            if "needs AIConfigurator" in str(exc):
+                raise
+            say(f"--prior aiconfigurator: {exc}; the study starts cold")
+            return None
+    else:
+        prior = measured_prior(Path(text))
+    ranking = rank(prior, candidates(setup.space, prior.covers), goal)
+    if not ranking.kept:
+        say(
+            f"--prior {text}: no configuration is predicted to keep the goal; the study starts cold"
+        )
+    return ranking.plan(PRIOR_STARTS)
+
+
+def _aiconfigurator(setup: Setup) -> Prior:
+    from tuner.aiconfigurator import Workload, prior_for
+    from tuner.workloads import summarize
+
+    replay = setup.replay
+    precision = None
+    if replay is not None:
+        table = replay.table
+        engine, gpu, shape = table.engine, table.gpu.slug, replay.workload_summary()
+        precision = table.versions.get("precision")
+    else:
+        engine = setup.catalogue.engine
+        gpu = setup.hardware.gpus[0].name if setup.hardware.gpus else "none (a CPU)"
+        shape = summarize(setup.requests)
+    workload = Workload(
+        int(shape["requests"]),
+        round(shape["mean_input_tokens"]),
+        round(shape["mean_output_tokens"]),
+    )
+    return prior_for(
+        engine, setup.model.ref, gpu, workload, model_path=setup.model.path,
+        precision=precision, fixed=setup.space.fixed,
+    )  # fmt: skip

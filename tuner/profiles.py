@@ -349,7 +349,24 @@ def build_profile(study: Any, outcome: Any) -> Profile:
         ),
         run_dir=str(study.run_dir),
         replay=str(replay.path) if replay else None,
+        prior=_prior_record(study.spec.prior, outcome.results, goal),
     )
+
+
+#: The figures a profile gives its prior's error for, beside the goal's own.
+PRIOR_FIGURES = ("output_tokens_per_s", "ttft_p99_ms", "itl_p99_ms")
+
+
+def _prior_record(plan: Any, results: Sequence[TrialResult], goal: Goal) -> PriorRecord | None:
+    """The prior a study started from and its error over the trials measured."""
+    from tuner.objective import METRICS, prediction_error
+
+    if plan is None:
+        return None
+    names = [o.name for o in goal.objectives if o.name in METRICS]
+    figures = list(dict.fromkeys([*names, *PRIOR_FIGURES]))
+    errors = prediction_error(results, figures)
+    return PriorRecord(by=plan.by, starts=len(plan.starts), error_pct=errors)
 
 
 def profile_path(root: Path, profile: Profile) -> Path:

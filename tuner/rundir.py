@@ -32,7 +32,7 @@ from tuner.knobs import Value, describe
 from tuner.measure import Protocol as MeasureProtocol
 from tuner.objective import Goal, goal, one_objective_to_many
 from tuner.optimizers import OptimizerName
-from tuner.trial import TrialResult
+from tuner.trial import PriorPlan, TrialResult
 from tuner.workloads import WorkloadSpec
 
 STUDY_FILE = "study.json"
@@ -85,6 +85,9 @@ class StudySpec(BaseModel):
     )
     replay_time_scale: float = Field(
         default=0.0, ge=0, description="a replay sleeps its recorded GPU time times this"
+    )
+    prior: PriorPlan | None = Field(
+        default=None, description="the prior's ranking the study starts from (--prior)"
     )
 
     @model_validator(mode="before")

@@ -45,6 +45,8 @@ from tuner.trial import TrialResult
 
 #: The origin of a trial of a warm-start configuration (another GPU model's or profile's best).
 WARM_START = "warm-start"
+#: The origin of a trial of one of the prior's best predicted configurations (`--prior`).
+PRIOR = "prior"
 #: The origin of a trial one step below an out-of-memory one (`SearchSpace.backed_off`).
 BACK_OFF = "back-off"
 #: Consecutive proposals of already-measured configurations after which the space counts as spent.
@@ -367,6 +369,9 @@ class Study:
             return None
 
         def record(result: TrialResult) -> None:
+            if self.spec.prior is not None and result.prediction is None:
+                found = self.spec.prior.prediction(result.knobs)
+                result = result.model_copy(update={"prediction": found})
             with self._writing(results):
                 rundir.append_trial(self.trials_path, result)
             results.append(result)
@@ -375,13 +380,15 @@ class Study:
             has_baseline = any(r.origin == "baseline" for r in results)
             if not has_baseline and self._budget_left(results, started):
                 submit("baseline", space.default_knobs(), None, asked=False)
-            # Warm-start configurations right after the baseline, whatever the optimizer's own
-            # initial design; it hears of them as of the baseline.
-            for knobs in warm_knobs(space, self.spec.warm_start):
-                key = _key(knobs)
-                known = key in measured or key in pending
-                if not known and self._budget_left(results, started, len(in_flight)):
-                    submit(WARM_START, knobs, None, asked=False)
+            # Warm-start configurations, then the prior's best, right after the baseline,
+            # whatever the optimizer's own initial design; it hears of them as of the baseline.
+            prior = self.spec.prior.starts if self.spec.prior else []
+            for origin, given in ((WARM_START, self.spec.warm_start), (PRIOR, prior)):
+                for knobs in warm_knobs(space, given):
+                    key = _key(knobs)
+                    known = key in measured or key in pending
+                    if not known and self._budget_left(results, started, len(in_flight)):
+                        submit(origin, knobs, None, asked=False)
             with self._writing(results):
                 why = fill()
             for result in runner.as_completed():

@@ -100,6 +100,34 @@ class Prediction(BaseModel):
         return self.measurement.output_tokens_per_s.median if self.measurement else None
 
 
+class Predicted(BaseModel):
+    """One configuration a prior ranked, and its prediction."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    knobs: dict[str, Value]
+    prediction: Prediction
+
+
+class PriorPlan(BaseModel):
+    """What a study takes from its prior (`--prior`): the configurations it starts from and
+    every prediction, kept beside the trials of the same configurations."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    by: str
+    covers: list[str] = Field(description="the knobs the prior reads")
+    starts: list[dict[str, Value]] = Field(description="run first, after the baseline")
+    predicted: list[Predicted] = Field(description="best first")
+
+    def prediction(self, knobs: dict[str, Value]) -> Prediction | None:
+        """The prediction of the ranked configuration that agrees with `knobs` on every knob
+        the prior reads."""
+        want = {n: knobs.get(n) for n in self.covers}
+        for p in self.predicted:
+            if {n: p.knobs.get(n) for n in self.covers} == want:
+                return p.prediction
+        return None
+
+
 class TrialResult(BaseModel):
     """One line of a run directory's `trials.jsonl`."""
 

@@ -203,7 +203,7 @@ def all_configurations(space: SearchSpace, cs: Any) -> list[Any] | None:
             continue
         try:
             config = config_of(space, cs, assembled)
-            cs.check_configuration(config)
+            config.check_valid_configuration()
         except (ValueError, TunerError):  # forbidden by a clause, or outside a condition
             continue
         found.setdefault(config, config)
