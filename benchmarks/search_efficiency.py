@@ -379,7 +379,14 @@ def external_study(job: tuple[str, str, int, int]) -> dict[str, Any]:
     pick's recorded ratio to the best feasible point, the GPU-seconds spent, and whether the
     pick keeps the limit. The tables hold one noise-free figure per point, so a pick that is
     the best point stays the pick: the study stops there and the rest is that figure."""
-    table_path, optimizer, budget, seed = job
+    return table_study(*job)
+
+
+def table_study(
+    table_path: str, optimizer: str, budget: int, seed: int, prior: Any = None
+) -> dict[str, Any]:
+    """`external_study` of one table, optionally started from a prior's plan
+    (`tuner.trial.PriorPlan`)."""
     path = ROOT / table_path
     table = load_replay(f"replay:{path}").table
     target = external_goal(table)
@@ -401,7 +408,7 @@ def external_study(job: tuple[str, str, int, int]) -> dict[str, Any]:
             path, trials=budget, seed=seed, run_dir=Path(tmp) / "run", optimizer=optimizer,
             confirm=0, objectives=[o.name for o in target.objectives],
             constraints=[c.text for c in target.constraints],
-            until=found_best if noise_free else None,
+            until=found_best if noise_free else None, prior=prior,
         ).results  # fmt: skip
     ratios = curve(results, truth, target)
     spent = list(itertools.accumulate(r.gpu_s for r in results))

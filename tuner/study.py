@@ -41,7 +41,7 @@ from tuner.replay import REPLAY_PREFIX
 from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
 from tuner.setup import Setup, prepare
 from tuner.space import SearchSpace
-from tuner.trial import TrialResult
+from tuner.trial import PriorPlan, TrialResult
 
 #: The origin of a trial of a warm-start configuration (another GPU model's or profile's best).
 WARM_START = "warm-start"
@@ -505,10 +505,12 @@ def replay_study(
     fleet: Fleet | None = None,
     time_scale: float = 0.0,
     until: Callable[[Sequence[TrialResult]], bool] | None = None,
+    prior: PriorPlan | None = None,
 ) -> StudyOutcome:
     """A whole study on the replay of `table`: tuner's own loop, baseline first; `warm`
-    configurations right after it; on a `fleet`'s workers, each trial sleeping its
-    recorded GPU time times `time_scale`; ended early once `until(results)` holds."""
+    configurations right after it, then the `prior`'s starts; on a `fleet`'s workers, each
+    trial sleeping its recorded GPU time times `time_scale`; ended early once `until(results)`
+    holds."""
     engine = f"{REPLAY_PREFIX}{table}"
     setup = prepare(engine, "", "")
     spec = StudySpec(
@@ -524,6 +526,7 @@ def replay_study(
         warm_start=list(warm),
         fleet=fleet.spec if fleet is not None else None,
         replay_time_scale=time_scale,
+        prior=prior,
     )
     study = Study.create(spec, run_dir, setup)
     study.until = until

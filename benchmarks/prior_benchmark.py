@@ -1,0 +1,204 @@
+"""Predict, then measure, judged on real measurements: AIConfigurator's performance model as
+tuner's prior, on the imported silicon tables (NVIDIA's measurements of vLLM) and the Martinez
+tables it covers.
+
+Per table, the goal of the external benchmark (`search_efficiency.external_goal`: tok/s per GPU
+within a TPOT and TTFT limit on the silicon tables, output tok/s on Martinez's), and four ways
+to choose a configuration, at `--budget` trials, `--seeds` seeds:
+
+- the model alone: its predicted best configuration that keeps the limits, measured on the
+  table (one trial, the same for every seed);
+- tuner cold: today's default search (`gp`), baseline first;
+- tuner with the prior: the same, `--prior aiconfigurator` (its 3 best run after the baseline);
+- random search.
+
+Reported: trials to 95% of the best feasible point (median over seeds, then over tables; a
+study that never got there counts as never), the final ratio, and the model's prediction error
+on each table (median absolute percentage error over the table's points, per figure). NVIDIA's
+model is judged here on NVIDIA's own measurements, which its kernel data come from: expect it
+to be near them; on measurements it was not built from it is likely to be further off.
+
+    python benchmarks/prior_benchmark.py [--seeds 10] [--budget 10] [--jobs 2] \\
+        [--cache FILE] [--predictions FILE] [--out reports/prior.md]
+
+Needs the `plan` extra (AIConfigurator). Predictions take about a second a configuration on 2
+cores; `--predictions FILE` keeps them (JSON lines) for the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from jobs import run_jobs
+from search_efficiency import EXTERNAL, ROOT, _at, _median_reach, external_goal, table_study
+
+from tuner.errors import TunerError
+from tuner.objective import prediction_error
+from tuner.prior import prior_plan
+from tuner.replay import load_replay
+from tuner.setup import prepare
+from tuner.trial import PriorPlan
+
+REPORT = ROOT / "reports" / "prior.md"
+METHODS = {
+    "tuner cold (gp)": ("gp", False),
+    "tuner + prior": ("gp", True),
+    "random": ("random", False),
+}
+FIGURES = ("output_tokens_per_s_per_gpu", "output_tokens_per_s", "ttft_p99_ms", "itl_p99_ms")
+
+
+def predict(job: tuple[str]) -> dict[str, Any]:
+    """A table's prior plan from AIConfigurator, or why it has none."""
+    path = ROOT / job[0]
+    setup = prepare(f"replay:{path}", "", "")
+    said: list[str] = []
+    try:
+        plan = prior_plan("aiconfigurator", setup, external_goal(setup.replay.table), said.append)
+    except TunerError as exc:
+        return {"plan": None, "why": str(exc)}
+    if plan is None:
+        return {"plan": None, "why": "; ".join(said)}
+    return {"plan": plan.model_dump(mode="json"), "why": "; ".join(said) or None}
+
+
+def one_study(job: tuple[str, str, int, int, bool, str]) -> dict[str, Any]:
+    table, optimizer, budget, seed, with_prior, predictions = job
+    plan = None
+    if with_prior:
+        plan = PriorPlan.model_validate(_plans(Path(predictions))[table]["plan"])
+    return table_study(table, optimizer, budget, seed, plan)
+
+
+def _plans(path: Path) -> dict[str, Any]:
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {table: found for (table,), found in lines}
+
+
+def main() -> None:
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.environ["PYTHONHASHSEED"] = "0"  # SMAC's proposals depend on string hashing
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--tables", nargs="*", help="imported tables (default: all)")
+    parser.add_argument("--cache", type=Path, help="the studies' results (JSON lines)")
+    parser.add_argument(
+        "--predictions", type=Path, default=Path("prior-predictions.jsonl"),
+        help="the predictions (JSON lines), kept for the next run",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=REPORT)
+    args = parser.parse_args()
+    names = args.tables or [str(p.relative_to(ROOT)) for p in sorted(EXTERNAL.glob("*/*.json"))]
+    plans = run_jobs(predict, [(n,) for n in names], args.jobs, args.predictions)
+    covered = [n for n in names if plans[(n,)]["plan"] is not None]
+    jobs = [
+        (n, optimizer, args.budget, seed, with_prior, str(args.predictions.resolve()))
+        for n in covered
+        for optimizer, with_prior in METHODS.values()
+        for seed in range(args.seeds)
+    ]
+    done = run_jobs(one_study, jobs, args.jobs, args.cache)
+    args.out.write_text(report(args, names, plans, done))
+    print(f"wrote {args.out}")
+
+
+def _model_alone(table_path: str, plan: PriorPlan) -> float:
+    """The ratio to the best feasible point of the model's predicted best, measured."""
+    table = load_replay(f"replay:{ROOT / table_path}").table
+    target = external_goal(table)
+    top = target.value(table.optimum(target)) or 1.0
+    if not plan.starts:
+        return 0.0
+    point = table.point(plan.starts[0])
+    return (target.value(point) or 0.0) / top if target.feasible(point) is None else 0.0
+
+
+def _errors(table_path: str, plan: PriorPlan) -> dict[str, float]:
+    table = load_replay(f"replay:{ROOT / table_path}").table
+    beside = [
+        p.model_copy(update={"prediction": plan.prediction(p.knobs)})
+        for p in table.points
+        if p.status == "ok"
+    ]
+    return prediction_error(beside, FIGURES)
+
+
+def report(args: argparse.Namespace, names: list[str], plans: dict, done: dict) -> str:
+    lines = [
+        "# Predict, then measure: AIConfigurator as tuner's prior",
+        "",
+        f"Generated by `python benchmarks/prior_benchmark.py --seeds {args.seeds} --budget "
+        f"{args.budget}` (PYTHONHASHSEED=0). The method is in the script's docstring; the "
+        "tables are `benchmarks/data/external/` (their sources in each table).",
+        "",
+        "NVIDIA's model is judged here on NVIDIA's own silicon measurements, from which its "
+        "kernel data come: its error on them is a floor, not what to expect elsewhere.",
+        "",
+    ]
+    rows, summary = [], {label: [] for label in ["model alone", *METHODS]}
+    for name in names:
+        found = plans[(name,)]
+        if found["plan"] is None:
+            rows.append(f"| {Path(name).stem} | not covered: {found['why']} | | | | | | |")
+            continue
+        plan = PriorPlan.model_validate(found["plan"])
+        alone = _model_alone(name, plan)
+        errors = _errors(name, plan)
+        cells = [Path(name).stem]
+        cells.append(", ".join(f"{k} {v:.1f}%" for k, v in errors.items()) or "-")
+        cells.append(f"{alone:.3f}")
+        summary["model alone"].append(1.0 if alone >= 0.95 else float("inf"))
+        for label, (optimizer, with_prior) in METHODS.items():
+            studies = [
+                done[(name, optimizer, args.budget, s, with_prior, _path(args))]
+                for s in range(args.seeds)
+            ]
+            reached = [_at(f, 0.95) for f in studies]
+            n95 = [r[0] if r else None for r in reached]
+            cells.append(_median_reach(n95, ".0f"))
+            summary[label].append(statistics.median(float("inf") if n is None else n for n in n95))
+        rows.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "## Trials to 95% of the best feasible point",
+        "",
+        "Over the covered tables: the median over tables of each table's median over seeds "
+        "(the model alone: 1 trial where its pick reached 95%, else never).",
+        "",
+        "| method | median trials to 95% | tables where it was reached (median) |",
+        "| --- | ---: | ---: |",
+    ]
+    for label, values in summary.items():
+        if values:
+            median = statistics.median(values)
+            shown = "never" if median == float("inf") else f"{median:g}"
+            reached = sum(v != float("inf") for v in values)
+            lines.append(f"| {label} | {shown} | {reached}/{len(values)} |")
+    lines += [
+        "",
+        "## Per table",
+        "",
+        "| table | prediction error (median abs. %) | model alone: ratio | "
+        + " | ".join(f"{label}: trials to 95%" for label in METHODS)
+        + " |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+        *rows,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _path(args: argparse.Namespace) -> str:
+    return str(args.predictions.resolve())
+
+
+if __name__ == "__main__":
+    main()
