@@ -221,3 +221,17 @@ def test_tune_with_the_prior_on_a_cpu_study_is_one_line_and_goes_on_cold(
     trials = [json.loads(line) for line in (tmp_path / "run" / "trials.jsonl").open()]
     assert len(trials) == 2 and all(t["origin"] != "prior" for t in trials)
     assert json.loads((tmp_path / "run" / "study.json").read_text())["prior"] is None
+
+
+def test_without_the_plan_extra_the_prior_is_one_line_naming_the_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "aiconfigurator.cli", None)  # import fails as if absent
+    result = runner.invoke(
+        app, plan_args(tmp_path, "--model", "meta-llama/Meta-Llama-3.1-8B", "--gpu", "h200")
+    )
+    assert result.exit_code == 2, result.output
+    assert 'pip install -e ".[plan]"' in result.output
+    assert len(result.output.strip().splitlines()) == 1
