@@ -40,7 +40,7 @@ from search_efficiency import EXTERNAL, ROOT, _at, _median_reach, external_goal,
 
 from tuner.errors import TunerError
 from tuner.objective import prediction_error
-from tuner.prior import prior_plan
+from tuner.prior import load_prior, prior_plan
 from tuner.replay import load_replay
 from tuner.setup import prepare
 from tuner.trial import PriorPlan
@@ -60,11 +60,12 @@ def predict(job: tuple[str]) -> dict[str, Any]:
     setup = prepare(f"replay:{path}", "", "")
     said: list[str] = []
     try:
-        plan = prior_plan("aiconfigurator", setup, external_goal(setup.replay.table), said.append)
+        prior = load_prior("aiconfigurator", setup, said.append)
     except TunerError as exc:
         return {"plan": None, "why": str(exc)}
-    if plan is None:
+    if prior is None:
         return {"plan": None, "why": "; ".join(said)}
+    plan = prior_plan(prior, setup, external_goal(setup.replay.table), said.append)
     return {"plan": plan.model_dump(mode="json"), "why": "; ".join(said) or None}
 
 

@@ -586,7 +586,11 @@ def _goal_lines(names: list[str], studies: Callable[..., list[dict[str, Any]]]) 
         "best within 10 trials in the median; fewer trials to 95% than Hyperopt TPE and random): "
         f"median ratio at 10 trials {median:.3f} ({'met' if median >= 0.98 else 'not met'}); "
         f"median trials to 95%: {reach}. Warm-started from the other GPU's profile: "
-        "`reports/martinez2024-retuning.md`.",
+        "`reports/martinez2024-retuning.md`. What was changed in the search to get there, "
+        "and what each attempt measured: `benchmarks/search-variants.md` (out-of-memory "
+        "back-off, a 2-restart GP fit, the acquisition maximized over every point of a finite "
+        "space; larger or smaller initial designs, log-scaled costs, random interleaving, the "
+        "largest batch first: no gain).",
     ]
 
 

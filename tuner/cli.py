@@ -469,7 +469,7 @@ def _new_studies(
 ) -> list[Any]:
     """The new studies of one `tuner tune`: one, or one per GPU model of the fleet (each in a
     run directory of its own, warm-started from another model's profile where it has none)."""
-    from tuner.prior import prior_plan
+    from tuner.prior import load_prior, prior_plan
     from tuner.replay import is_replay
     from tuner.rundir import StudySpec, run_dir_for
     from tuner.setup import prepare
@@ -532,15 +532,18 @@ def _new_studies(
             spec = warm_start(spec, setup, profiles_dir)
         elif warm_from is not None:
             spec = warm_start_from(spec, setup, warm_from)
-        if prior is not None:
-            plan = prior_plan(prior, setup, spec.goal(), lambda line: err.print(escape(line)))
-            spec = spec.model_copy(update={"prior": plan})
+        say = lambda line: err.print(escape(line))  # noqa: E731
+        model = load_prior(prior, setup, say) if prior is not None else None
+        if model is not None:
+            spec = spec.model_copy(update={"prior": prior_plan(model, setup, spec.goal(), say)})
         where = run_dir or run_dir_for(
             Path("runs"), setup.catalogue.engine, setup.model.slug, setup.workload.slug
         )
         if per_gpu_model:
             where = where.with_name(f"{where.name}--{group.slug}")
-        studies.append(Study.create(spec, where, setup))
+        study = Study.create(spec, where, setup)
+        study.speed_of_light = getattr(model, "with_speed_of_light", None)
+        studies.append(study)
     return studies
 
 

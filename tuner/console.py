@@ -152,6 +152,9 @@ def trials_table(
     columns = ["#", "origin", "status"] if wide else ["#", "status"]
     columns += ["out tok/s", "cv", "cold tok/s", "load s"] if wide else ["out tok/s", "cv"]
     columns += ["J/tok"] if energy else []
+    predicted = any(r.prediction is not None for r in results)
+    bound = any(r.prediction and r.prediction.speed_of_light_tokens_per_s for r in results)
+    columns += (["predicted"] if predicted else []) + (["of SOL"] if bound else [])
     columns += [o.name for o in extra if o.name != "joules_per_token" or not energy]
     for col in columns:
         table.add_column(
@@ -172,6 +175,7 @@ def trials_table(
         if energy:
             e = m.energy if m else None
             figures.append(f"{e.joules_per_output_token.median:.3g}" if e else "-")
+        figures += _prediction_cells(r, predicted, bound)
         for o in extra:
             if o.name != "joules_per_token" or not energy:
                 value = o.of(m)
@@ -187,6 +191,22 @@ def trials_table(
         first = [f"{r.number}{mark}", r.origin] if wide else [f"{r.number}{mark}"]
         table.add_row(*first, f"[{STATUS_STYLE[r.status]}]{r.status}[/]", *figures, knobs)
     return table
+
+
+def _prediction_cells(result: TrialResult, predicted: bool, bound: bool) -> list[str]:
+    """The prior's predicted output tok/s (`oom` where it predicted no fit) and the measured
+    tok/s as a share of the speed-of-light bound."""
+    p = result.prediction
+    cells = []
+    if predicted:
+        cells.append(
+            "-" if p is None else "oom" if p.status == "oom" else fmt_rate(p.output_tokens_per_s)
+        )
+    if bound:
+        sol = p.speed_of_light_tokens_per_s if p is not None else None
+        rate = result.output_tokens_per_s
+        cells.append(f"{rate / sol:.0%}" if sol and rate is not None else "-")
+    return cells
 
 
 def measurement_table(result: TrialResult) -> Table:

@@ -196,26 +196,26 @@ def measured_prior(path: Path) -> MeasuredPrior:
 PRIOR_STARTS = 3
 
 
-def prior_plan(text: str, setup: Setup, goal: Goal, say: Callable[[str], None]) -> PriorPlan | None:
-    """`--prior aiconfigurator|PROFILE|TABLE` for a study: the prior's ranking of the study's
-    space and its best `PRIOR_STARTS`. Where AIConfigurator does not cover the engine, GPU or
-    model, one line through `say`, and the study starts cold (None); without the extra
-    installed, one line as an error."""
-    if text == "aiconfigurator":
-        try:
-            prior: Prior = _aiconfigurator(setup)
-        except TunerError as exc:
-            if "needs AIConfigurator" in str(exc):
-                raise
-            say(f"--prior aiconfigurator: {exc}; the study starts cold")
-            return None
-    else:
-        prior = measured_prior(Path(text))
+def load_prior(text: str, setup: Setup, say: Callable[[str], None]) -> Prior | None:
+    """The prior `--prior aiconfigurator|PROFILE|TABLE` names, for a study's setup. Where
+    AIConfigurator does not cover the engine, GPU or model: one line through `say`, and None
+    (the study starts cold); without the extra installed, one line as an error."""
+    if text != "aiconfigurator":
+        return measured_prior(Path(text))
+    try:
+        return _aiconfigurator(setup)
+    except TunerError as exc:
+        if "needs AIConfigurator" in str(exc):
+            raise
+        say(f"--prior aiconfigurator: {exc}; the study starts cold")
+        return None
+
+
+def prior_plan(prior: Prior, setup: Setup, goal: Goal, say: Callable[[str], None]) -> PriorPlan:
+    """The prior's ranking of the study's space and its best `PRIOR_STARTS`."""
     ranking = rank(prior, candidates(setup.space, prior.covers), goal)
     if not ranking.kept:
-        say(
-            f"--prior {text}: no configuration is predicted to keep the goal; the study starts cold"
-        )
+        say(f"--prior {prior.label}: no configuration is predicted to keep the goal")
     return ranking.plan(PRIOR_STARTS)
 
 

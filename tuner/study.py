@@ -41,7 +41,7 @@ from tuner.replay import REPLAY_PREFIX
 from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
 from tuner.setup import Setup, prepare
 from tuner.space import SearchSpace
-from tuner.trial import PriorPlan, TrialResult
+from tuner.trial import Prediction, PriorPlan, TrialResult
 
 #: The origin of a trial of a warm-start configuration (another GPU model's or profile's best).
 WARM_START = "warm-start"
@@ -84,6 +84,8 @@ class Study:
         self.repaired: str | None = None  # what resuming did to a torn trials.jsonl
         #: Benchmarks of the search on a known table: stop once this holds for the results.
         self.until: Callable[[Sequence[TrialResult]], bool] | None = None
+        #: The prior's speed-of-light bound for a measured configuration (AIConfigurator's).
+        self.speed_of_light: Callable[[dict[str, Value], Prediction], Prediction] | None = None
         self.goal = spec.goal()
         setup.check_goal(self.goal)
         if spec.protocol.rate_search and (setup.replay is not None or not setup.reports_latency):
@@ -371,6 +373,8 @@ class Study:
         def record(result: TrialResult) -> None:
             if self.spec.prior is not None and result.prediction is None:
                 found = self.spec.prior.prediction(result.knobs)
+                if found is not None and self.speed_of_light and result.status == "ok":
+                    found = self.speed_of_light(result.knobs, found)
                 result = result.model_copy(update={"prediction": found})
             with self._writing(results):
                 rundir.append_trial(self.trials_path, result)
