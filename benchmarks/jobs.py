@@ -9,6 +9,8 @@ are read back and each new one is appended as it finishes, so that a stopped run
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -52,3 +54,11 @@ def run_jobs(
             if n % 50 == 0:
                 print(f"{n} of {len(todo)} studies", flush=True)
     return done
+
+
+def fixed_hash_seed() -> None:
+    """Runs the script again with PYTHONHASHSEED=0 unless it is set so: SMAC's proposals for a
+    seed depend on Python's string hashing."""
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, *sys.argv])

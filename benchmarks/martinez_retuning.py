@@ -32,13 +32,12 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs import run_jobs
+from jobs import fixed_hash_seed, run_jobs
 
 from tuner.external import MARTINEZ_COMMIT, MARTINEZ_REPOSITORY
 from tuner.landscape import Landscape, read_landscape
@@ -142,9 +141,7 @@ def pairs() -> list[tuple[str, str, Path, Path]]:
 
 
 def main() -> None:
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        os.environ["PYTHONHASHSEED"] = "0"  # SMAC's proposals depend on string hashing
-        os.execv(sys.executable, [sys.executable, *sys.argv])
+    fixed_hash_seed()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument(

@@ -31,11 +31,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
-from jobs import run_jobs
+from jobs import fixed_hash_seed, run_jobs
 from search_efficiency import EXTERNAL, ROOT, _at, _median_reach, external_goal, table_study
 
 from tuner.errors import TunerError
@@ -83,9 +82,7 @@ def _plans(path: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        os.environ["PYTHONHASHSEED"] = "0"  # SMAC's proposals depend on string hashing
-        os.execv(sys.executable, [sys.executable, *sys.argv])
+    fixed_hash_seed()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budget", type=int, default=10)

@@ -138,17 +138,24 @@ def write_landscape(landscape: Landscape, path: Path, *, indent: int | None = 1)
     return write_atomic(path, landscape.model_dump_json(indent=indent) + "\n")
 
 
+def grid_pairs(pairs: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """`--grid name=v1,v2,...` pairs as names and value texts; one line for a malformed one."""
+    split = []
+    for pair in pairs:
+        name, sep, values = pair.partition("=")
+        if not sep or not values.strip():
+            raise TunerError(f"--grid takes name=value,value,... not {pair!r}")
+        split.append((name.strip(), [v.strip() for v in values.split(",")]))
+    return split
+
+
 def parse_grid(pairs: Sequence[str], space: Any) -> dict[str, list[Value]]:
     """`name=v1,v2,...` pairs, each value parsed and checked against the search space."""
     grid: dict[str, list[Value]] = {}
-    for pair in pairs:
-        name, sep, values = pair.partition("=")
-        name = name.strip()
-        if not sep or not values.strip():
-            raise TunerError(f"--grid takes name=value,value,... not {pair!r}")
+    for name, values in grid_pairs(pairs):
         if name not in space.knobs:
             raise TunerError(f"--grid {name}: not a searched knob here ({', '.join(space.knobs)})")
-        grid[name] = [space.knobs[name].parse(v) for v in values.split(",")]
+        grid[name] = [space.knobs[name].parse(v) for v in values]
     return grid
 
 

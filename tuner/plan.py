@@ -19,6 +19,7 @@ from tuner.aiconfigurator import SYSTEMS, AIConfiguratorPrior, Workload, prior_f
 from tuner.errors import TunerError
 from tuner.hardware import slugify
 from tuner.knobs import Value, gpus_of
+from tuner.landscape import grid_pairs
 from tuner.measure import Protocol
 from tuner.objective import Goal
 from tuner.prior import Ranking, rank
@@ -196,14 +197,10 @@ def parse_plan_grid(pairs: Sequence[str]) -> dict[str, list[Value]]:
     from tuner.aiconfigurator import COVERS
 
     found: dict[str, list[Value]] = {}
-    for pair in pairs:
-        name, sep, values = pair.partition("=")
-        name = name.strip()
-        if not sep or not values.strip():
-            raise TunerError(f"--grid takes name=value,value,... not {pair!r}")
+    for name, values in grid_pairs(pairs):
         if name not in COVERS:
             raise TunerError(f"--grid {name}: the model reads {', '.join(sorted(COVERS))}")
-        found[name] = [_value(v.strip()) for v in values.split(",")]
+        found[name] = [_value(v) for v in values]
     return found
 
 
