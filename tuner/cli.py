@@ -533,16 +533,17 @@ def _new_studies(
         elif warm_from is not None:
             spec = warm_start_from(spec, setup, warm_from)
         say = lambda line: err.print(escape(line))  # noqa: E731
-        model = load_prior(prior, setup, say) if prior is not None else None
-        if model is not None:
-            spec = spec.model_copy(update={"prior": prior_plan(model, setup, spec.goal(), say)})
+        predictor = load_prior(prior, setup, say) if prior is not None else None
+        if predictor is not None:
+            ranked = prior_plan(predictor, setup, spec.goal(), say)
+            spec = spec.model_copy(update={"prior": ranked})
         where = run_dir or run_dir_for(
             Path("runs"), setup.catalogue.engine, setup.model.slug, setup.workload.slug
         )
         if per_gpu_model:
             where = where.with_name(f"{where.name}--{group.slug}")
         study = Study.create(spec, where, setup)
-        study.speed_of_light = getattr(model, "with_speed_of_light", None)
+        study.speed_of_light = getattr(predictor, "with_speed_of_light", None)
         studies.append(study)
     return studies
 
