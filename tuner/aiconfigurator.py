@@ -42,7 +42,7 @@ from typing import Any
 
 from tuner.errors import TunerError
 from tuner.knobs import Value, gpus_of
-from tuner.measure import Measurement, alike_run
+from tuner.measure import Measurement, Run, alike_run
 from tuner.trial import Prediction
 
 INSTALL = 'pip install -e ".[plan]"'
@@ -235,7 +235,12 @@ class AIConfiguratorPrior:
             raise TunerError(f"AIConfigurator: {exc}") from None
         except (ValueError, KeyError) as exc:
             raise TunerError(f"AIConfigurator cannot predict {args}: {exc}") from None
-        run = alike_run(
+        run = self._run(result, args, knobs)
+        return Prediction(by=self.label, status="ok", measurement=Measurement.from_runs(run, [run]))
+
+    def _run(self, result: Any, args: Mapping[str, Any], knobs: Mapping[str, Value]) -> Run:
+        """An estimate's TTFT and TPOT as the run of the workload they amount to."""
+        return alike_run(
             float(result.ttft),
             float(result.tpot),
             requests=self.workload.requests,
@@ -244,7 +249,6 @@ class AIConfiguratorPrior:
             concurrency=args["batch_size"],
             gpus=gpus_of({**self.fixed, **knobs}),
         )
-        return Prediction(by=self.label, status="ok", measurement=Measurement.from_runs(run, [run]))
 
     def with_speed_of_light(self, knobs: Mapping[str, Value], found: Prediction) -> Prediction:
         """`found` with the output tok/s of the same configuration at the speed of light
@@ -256,9 +260,7 @@ class AIConfiguratorPrior:
             bound = estimate(self.api, args)
         except (RuntimeError, ValueError, KeyError):
             return found
-        osl = self.workload.osl
-        e2e_ms = float(bound.ttft) + (osl - 1) * float(bound.tpot)
-        sol = args["batch_size"] * osl / e2e_ms * 1000
+        sol = self._run(bound, args, knobs).output_tokens_per_s
         return found.model_copy(update={"speed_of_light_tokens_per_s": round(sol, 3)})
 
 
@@ -266,6 +268,20 @@ def estimate(api: Any, args: Mapping[str, Any]) -> Any:
     """One call of AIConfigurator's estimate, its chatter to stdout and stderr kept out."""
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return api.cli_estimate(**args)
+
+
+def check_covered(engine: str, gpu: str) -> str:
+    """AIConfigurator's system for `gpu`; one line when the engine or the GPU is not covered."""
+    if engine not in VLLM_ENGINES:
+        raise TunerError(
+            f"AIConfigurator models vLLM ({', '.join(VLLM_ENGINES)}), not the {engine} engine"
+        )
+    system = system_for(gpu)
+    if system is None:
+        raise TunerError(
+            f"AIConfigurator has no vLLM data for GPU {gpu!r}; it covers {covered_gpus()}"
+        )
+    return system
 
 
 def prior_for(
@@ -280,15 +296,7 @@ def prior_for(
 ) -> AIConfiguratorPrior:
     """The prior for a study or plan; one line naming what is covered when the engine, GPU or
     model is not."""
-    if engine not in VLLM_ENGINES:
-        raise TunerError(
-            f"AIConfigurator models vLLM ({', '.join(VLLM_ENGINES)}), not the {engine} engine"
-        )
-    system = system_for(gpu)
-    if system is None:
-        raise TunerError(
-            f"AIConfigurator has no vLLM data for GPU {gpu!r}; it covers {covered_gpus()}"
-        )
+    system = check_covered(engine, gpu)
     _api()
     model = model_for(model_ref, model_path)
     if model is None:

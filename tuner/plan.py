@@ -9,13 +9,12 @@ a profile marked `predicted` (its name ends in `--predicted`): `tuner profile ex
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tuner import __version__
-from tuner.aiconfigurator import SYSTEMS, AIConfiguratorPrior, Workload, prior_for, system_for
+from tuner.aiconfigurator import SYSTEMS, AIConfiguratorPrior, Workload, check_covered, prior_for
 from tuner.errors import TunerError
 from tuner.hardware import slugify
 from tuner.knobs import Value, gpus_of
@@ -29,11 +28,12 @@ from tuner.profiles import (
     HostRecord,
     ModelRecord,
     Profile,
-    TrialCounts,
     WorkloadRecord,
+    speedup,
+    trial_counts,
     trial_record,
 )
-from tuner.trial import STATUSES, TrialResult
+from tuner.trial import TrialResult
 from tuner.workloads import Distribution, WorkloadSpec
 
 #: The requests in flight a plan tries (with the workload's whole count), where not given.
@@ -102,8 +102,7 @@ def make_plan(
     given: Mapping[str, Sequence[Value]] | None = None,
 ) -> Plan:
     """Predicts and ranks a plan's grid; one line for what the model does not cover."""
-    if system_for(gpu) is None:
-        prior_for(engine, model, gpu, Workload(1, 1, 1))  # the one line naming what is covered
+    check_covered(engine, gpu)  # before the workload: the one line naming what is covered
     if workload.requests is None:
         raise TunerError("a plan needs the workload's request count")
     shape = Workload(
@@ -136,8 +135,7 @@ def _profile(
     prior: AIConfiguratorPrior,
     ranking: Ranking,
 ) -> Profile:
-    short = next(s for s, (system, _, _) in SYSTEMS.items() if system == prior.system)
-    _, name, slug = SYSTEMS[short]
+    name, slug = next((n, sl) for system, n, sl in SYSTEMS.values() if system == prior.system)
     best = ranking.ranked[0] if ranking.kept else None
     if best is None:
         raise TunerError(
@@ -145,9 +143,6 @@ def _profile(
             f"{', '.join(c.text for c in goal.constraints) or 'the goal'}"
         )
     baseline = _baseline(ranking.ranked, engine, shape.requests)
-    base, top = (goal.value(baseline) if baseline else None), goal.value(best)
-    speedup = round(top / base if goal.maximize else base / top, 4) if base and top else None
-    counts = Counter(r.status for r in ranking.ranked)
     return Profile(
         tuner_version=__version__,
         created_at=datetime.now(UTC),
@@ -175,12 +170,8 @@ def _profile(
         best=trial_record(best),
         front=[trial_record(r) for r in goal.front(ranking.ranked)] if goal.multi else [],
         baseline=trial_record(baseline) if baseline is not None else None,
-        speedup=speedup,
-        trials=TrialCounts(
-            total=len(ranking.ranked),
-            by_status={s: counts.get(s, 0) for s in STATUSES},
-            wall_s=0.0,
-        ),
+        speedup=speedup(goal, baseline, best),
+        trials=trial_counts(ranking.ranked),
         predicted=prior.label,
     )
 

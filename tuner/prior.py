@@ -123,7 +123,8 @@ def rank(prior: Prior, configurations: Sequence[Mapping[str, Value]], goal: Goal
         if (p := prior.predict(knobs)) is not None
     ]
     kept = goal.ranked(predicted, robust=False)
-    fits = [r for r in predicted if r.status == "ok" and r not in kept]
+    chosen = {id(r) for r in kept}  # by identity: comparing records compares every figure
+    fits = [r for r in predicted if r.status == "ok" and id(r) not in chosen]
     fits.sort(key=lambda r: -(goal.value(r) or 0.0) if goal.maximize else goal.value(r) or 0.0)
     rest = [r for r in predicted if r.status != "ok"]
     return Ranking(prior.label, prior.covers, [*kept, *fits, *rest], kept=len(kept))

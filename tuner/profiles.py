@@ -23,7 +23,7 @@ from tuner.files import os_error, read_text, write_atomic
 from tuner.hardware import Hardware
 from tuner.knobs import KnobName, Value, describe
 from tuner.measure import Measurement, Protocol, Run
-from tuner.objective import Goal, goal, metric, one_objective_to_many
+from tuner.objective import METRICS, Goal, goal, metric, one_objective_to_many, prediction_error
 from tuner.trial import STATUSES, Prediction, Status, TrialResult
 from tuner.workloads import Request, summarize
 
@@ -303,12 +303,7 @@ def build_profile(study: Any, outcome: Any) -> Profile:
         raise TunerError("no configuration met the study's goal, so there is no profile to write")
     setup = study.setup
     goal = study.goal
-    counts = Counter(r.status for r in outcome.results)
     baseline = outcome.baseline
-    speedup = None
-    base, best = (goal.value(baseline) if baseline else None), goal.value(outcome.best)
-    if base and best:
-        speedup = round(best / base if goal.maximize else base / best, 4)
     replay = setup.replay
     if replay is not None:
         gpu, host = replay.table.gpu, replay.table.host
@@ -341,15 +336,30 @@ def build_profile(study: Any, outcome: Any) -> Profile:
         best=trial_record(outcome.best),
         front=[trial_record(r) for r in goal.front(outcome.results)] if goal.multi else [],
         baseline=trial_record(baseline) if baseline is not None else None,
-        speedup=speedup,
-        trials=TrialCounts(
-            total=len(outcome.results),
-            by_status={s: counts.get(s, 0) for s in STATUSES},
-            wall_s=round(sum(r.wall_s for r in outcome.results), 3),
-        ),
+        speedup=speedup(goal, baseline, outcome.best),
+        trials=trial_counts(outcome.results),
         run_dir=str(study.run_dir),
         replay=str(replay.path) if replay else None,
         prior=_prior_record(study.spec.prior, outcome.results, goal),
+    )
+
+
+def speedup(goal: Goal, baseline: TrialResult | None, best: TrialResult) -> float | None:
+    """Best over baseline on the goal's first objective, as a gain (inverted for an objective
+    to minimize); None without both figures."""
+    base, top = (goal.value(baseline) if baseline else None), goal.value(best)
+    if not (base and top):
+        return None
+    return round(top / base if goal.maximize else base / top, 4)
+
+
+def trial_counts(results: Sequence[TrialResult]) -> TrialCounts:
+    """How many trials, by status, and their summed wall-clock seconds."""
+    counts = Counter(r.status for r in results)
+    return TrialCounts(
+        total=len(results),
+        by_status={s: counts.get(s, 0) for s in STATUSES},
+        wall_s=round(sum(r.wall_s for r in results), 3),
     )
 
 
@@ -359,8 +369,6 @@ PRIOR_FIGURES = ("output_tokens_per_s", "ttft_p99_ms", "itl_p99_ms")
 
 def _prior_record(plan: Any, results: Sequence[TrialResult], goal: Goal) -> PriorRecord | None:
     """The prior a study started from and its error over the trials measured."""
-    from tuner.objective import METRICS, prediction_error
-
     if plan is None:
         return None
     names = [o.name for o in goal.objectives if o.name in METRICS]
