@@ -48,6 +48,7 @@ REPORT = ROOT / "reports" / "prior.md"
 METHODS = {
     "tuner cold (gp)": ("gp", False),
     "tuner + prior": ("gp", True),
+    "tuner + prior + piBO": ("gp", "pibo"),
     "random": ("random", False),
 }
 FIGURES = ("output_tokens_per_s_per_gpu", "output_tokens_per_s", "ttft_p99_ms", "itl_p99_ms")
@@ -68,12 +69,14 @@ def predict(job: tuple[str]) -> dict[str, Any]:
     return {"plan": plan.model_dump(mode="json"), "why": "; ".join(said) or None}
 
 
-def one_study(job: tuple[str, str, int, int, bool, str]) -> dict[str, Any]:
+def one_study(job: tuple[str, str, int, int, bool | str, str]) -> dict[str, Any]:
+    """One study; `with_prior` is False (cold), True (the prior's starts) or "pibo" (its
+    starts, and its weight in the acquisition)."""
     table, optimizer, budget, seed, with_prior, predictions = job
     plan = None
     if with_prior:
         plan = PriorPlan.model_validate(_plans(Path(predictions))[table]["plan"])
-    return table_study(table, optimizer, budget, seed, plan)
+    return table_study(table, optimizer, budget, seed, plan, pibo=with_prior == "pibo")
 
 
 def _plans(path: Path) -> dict[str, Any]:

@@ -383,10 +383,15 @@ def external_study(job: tuple[str, str, int, int]) -> dict[str, Any]:
 
 
 def table_study(
-    table_path: str, optimizer: str, budget: int, seed: int, prior: Any = None
+    table_path: str,
+    optimizer: str,
+    budget: int,
+    seed: int,
+    prior: Any = None,
+    pibo: bool = False,
 ) -> dict[str, Any]:
     """`external_study` of one table, optionally started from a prior's plan
-    (`tuner.trial.PriorPlan`)."""
+    (`tuner.trial.PriorPlan`; `pibo`: that also weights the acquisition)."""
     path = ROOT / table_path
     table = load_replay(f"replay:{path}").table
     target = external_goal(table)
@@ -408,7 +413,7 @@ def table_study(
             path, trials=budget, seed=seed, run_dir=Path(tmp) / "run", optimizer=optimizer,
             confirm=0, objectives=[o.name for o in target.objectives],
             constraints=[c.text for c in target.constraints],
-            until=found_best if noise_free else None, prior=prior,
+            until=found_best if noise_free else None, prior=prior, pibo=pibo,
         ).results  # fmt: skip
     ratios = curve(results, truth, target)
     spent = list(itertools.accumulate(r.gpu_s for r in results))

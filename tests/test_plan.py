@@ -15,10 +15,10 @@ from tuner.cli import app
 from tuner.errors import TunerError
 from tuner.knobs import Catalogue
 from tuner.objective import goal, prediction_error
-from tuner.prior import candidates, measured_prior, rank
+from tuner.prior import BREAKS_LIMIT, NO_FIT, Belief, candidates, measured_prior, rank
 from tuner.profiles import profile_path, read_profile, write_profile
 from tuner.space import resolve
-from tuner.testing import FAKE_CATALOGUE, FakePrior, surface
+from tuner.testing import FAKE_CATALOGUE, FakePrior, surface, surface_result
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,10 +179,12 @@ def test_a_predicted_profile_never_replaces_a_measured_one(tmp_path: Path) -> No
 def test_tune_with_the_prior_starts_from_its_best_and_keeps_each_prediction(
     tmp_path: Path,
 ) -> None:
+    """With piBO too; the report plots predicted against measured, and the report and the
+    profile give the best's share of its speed-of-light bound."""
     args = [
         "tune", "--engine", f"replay:{H200_70B}", "--objective", "output_tokens_per_s_per_gpu",
         "--slo", "itl_p99_ms<=20", "--trials", "6", "--confirm", "0", "--prior", "aiconfigurator",
-        "--run-dir", str(tmp_path / "run"), "--profiles-dir", str(tmp_path / "profiles"),
+        "--pibo", "--run-dir", str(tmp_path / "run"), "--profiles-dir", str(tmp_path / "profiles"),
         "--json",
     ]  # fmt: skip
     result = runner.invoke(app, args)
@@ -205,6 +207,22 @@ def test_tune_with_the_prior_starts_from_its_best_and_keeps_each_prediction(
     assert profile["prior"]["by"].startswith("AIConfigurator 0.12.0")
     assert profile["prior"]["starts"] == 3
     assert 0 <= profile["prior"]["error_pct"]["output_tokens_per_s_per_gpu"] < 30
+    assert spec["pibo"] is True
+    shown = runner.invoke(app, ["profile", "show", str(path)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "prior error" in shown.output and "of speed of light" in shown.output
+    result = runner.invoke(app, ["report", str(tmp_path / "run"), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "(piBO)" in report and "| of SOL |" in report and "| of speed of light |" in report
+    assert (tmp_path / "rep" / "predicted-measured.png").stat().st_size > 0
+
+
+def test_pibo_without_a_prior_is_one_line(tmp_path: Path) -> None:
+    args = ["tune", "--engine", f"replay:{H200_70B}", "--pibo", "--run-dir", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == "error: --pibo weights the search by a prior: give --prior too"
 
 
 def test_tune_with_the_prior_on_a_cpu_study_is_one_line_and_goes_on_cold(
@@ -239,3 +257,73 @@ def test_without_the_plan_extra_the_prior_is_one_line_naming_the_install(
     assert result.exit_code == 2, result.output
     assert 'pip install -e ".[plan]"' in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_belief_weighs_predictions_for_pibo() -> None:
+    space = fake_space()
+    prior = FakePrior(unknown=[{"kernel": "tiled"}])
+    wanted = goal(["output_tokens_per_s"], ["output_tokens_per_s>=10000"])
+    ranking = rank(prior, candidates(space, prior.covers), wanted)
+    belief = Belief(ranking.plan(0), wanted)
+    best, *_ = ranking.ranked
+    assert belief(best.knobs) == 1.0
+    kept = ranking.ranked[1 : ranking.kept]
+    assert all(
+        belief(r.knobs) == pytest.approx(surface(r.knobs) / surface(best.knobs), rel=1e-3)
+        for r in kept
+    )
+    oom = next(r for r in ranking.ranked if r.status == "oom")
+    assert belief(oom.knobs) == NO_FIT
+    broken = ranking.ranked[ranking.kept]
+    assert broken.status == "ok" and belief(broken.knobs) <= BREAKS_LIMIT
+    # A configuration the prior said nothing of weighs the median: no opinion.
+    assert belief({"batch_size": 48, "kernel": "tiled"}) == belief.neutral
+    assert NO_FIT < belief.neutral < 1.0
+
+
+def test_pibo_steers_the_model_based_proposals_toward_the_prior(tmp_path: Path) -> None:
+    """SMAC's piBO with a prior over whole configurations: past the initial design, the
+    proposals come from where the prior puts the optimum, and a prior that says nothing
+    leaves the proposals as they are."""
+    from tuner.optimizers import make_optimizer
+
+    space = fake_space()
+    wanted = goal()
+
+    def search(prior):  # type: ignore[no-untyped-def]
+        optimizer = make_optimizer(
+            "gp", space, budget=40, seed=0, output_dir=tmp_path / "smac", prior=prior
+        )
+        proposed = []
+        for number in range(14):
+            proposal = optimizer.ask()
+            optimizer.tell(
+                proposal.handle, wanted.losses(surface_result(number, "x", proposal.knobs))
+            )
+            proposed.append(proposal)
+        return proposed
+
+    liked = lambda knobs: 1.0 if knobs["kernel"] == "tiled" else 1e-6  # noqa: E731
+    guided = [p for p in search(liked) if p.origin not in ("sobol", "initial design")]
+    assert len(guided) >= 3
+    assert all(p.knobs["kernel"] == "tiled" for p in guided), [p.knobs for p in guided]
+    flat = search(lambda knobs: 1.0)
+    cold = search(None)
+    assert [p.knobs for p in flat] == [p.knobs for p in cold]
+
+
+def test_a_combination_the_model_refuses_gets_no_prediction() -> None:
+    """AIConfigurator refuses MiniMax M2.5 in nvfp4 over 8 GPUs (its MoE layer's width does
+    not split into quantization blocks): that configuration gets no prediction, and the others
+    still do."""
+    from tuner.aiconfigurator import Workload, prior_for
+
+    prior = prior_for(
+        "vllm-server", "MiniMaxAI/MiniMax-M2.5", "b200_sxm", Workload(256, 1024, 1024),
+        precision="fp4",
+    )  # fmt: skip
+    assert prior.predict({"tensor_parallel_size": 8, "concurrency": 4}) is None
+    ((knobs, why),) = prior.refused.items()
+    assert knobs == "tensor_parallel_size=8 concurrency=4" and "moe_tp_size=8" in why
+    found = prior.predict({"tensor_parallel_size": 4, "concurrency": 4})
+    assert found is not None and found.status == "ok"

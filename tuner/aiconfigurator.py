@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import TunerError
+from tuner.fmt import fmt_knobs
 from tuner.knobs import Value, gpus_of
 from tuner.measure import Measurement, Run, alike_run
 from tuner.trial import Prediction
@@ -184,7 +185,9 @@ class AIConfiguratorPrior:
         self.moe = _is_moe(model)
         self.api = _api()
         self.label = f"AIConfigurator {version()} (vLLM on {system}, {model})"
-        self._seen: dict[str, Prediction] = {}
+        self._seen: dict[str, Prediction | None] = {}
+        #: The configurations the model refused to predict, and why (`_estimate`).
+        self.refused: dict[str, str] = {}
 
     def arguments(self, knobs: Mapping[str, Value]) -> dict[str, Any]:
         """`cli_estimate`'s arguments for a configuration (see the module's docstring)."""
@@ -226,7 +229,9 @@ class AIConfiguratorPrior:
             self._seen[key] = self._estimate(args, knobs)
         return self._seen[key]
 
-    def _estimate(self, args: dict[str, Any], knobs: Mapping[str, Value]) -> Prediction:
+    def _estimate(self, args: dict[str, Any], knobs: Mapping[str, Value]) -> Prediction | None:
+        """The estimate for `args`; None where the model refuses the combination (a quantized
+        MoE layer that does not split over this many GPUs, say), kept in `refused`."""
         try:
             result = estimate(self.api, args)
         except RuntimeError as exc:
@@ -234,7 +239,8 @@ class AIConfiguratorPrior:
                 return Prediction(by=self.label, status="oom", reason=str(exc).splitlines()[0])
             raise TunerError(f"AIConfigurator: {exc}") from None
         except (ValueError, KeyError) as exc:
-            raise TunerError(f"AIConfigurator cannot predict {args}: {exc}") from None
+            self.refused[fmt_knobs(dict(knobs))] = str(exc).strip()
+            return None
         run = self._run(result, args, knobs)
         return Prediction(by=self.label, status="ok", measurement=Measurement.from_runs(run, [run]))
 

@@ -361,6 +361,13 @@ def tune(
             "another GPU. Each trial keeps its prediction; the measurement decides."
         ),
     ] = None,
+    pibo: Annotated[
+        bool,
+        typer.Option(
+            help="With --prior: also weight gp's and rf's acquisition by the predictions (piBO), "
+            "not only start from the best of them."
+        ),
+    ] = False,
     replay_time_scale: ReplayTimeScale = 0.0,
     json_: Json = False,
     quiet: Quiet = False,
@@ -429,6 +436,7 @@ def tune(
                 quiet=quiet,
                 warm_from=warm_start,
                 prior=prior,
+                pibo=pibo,
             )
             run_studies(studies, profiles_dir, fleet=fleet, json_=json_, quiet=quiet)
 
@@ -466,6 +474,7 @@ def _new_studies(
     quiet: bool,
     warm_from: Path | None = None,
     prior: str | None = None,
+    pibo: bool = False,
 ) -> list[Any]:
     """The new studies of one `tuner tune`: one, or one per GPU model of the fleet (each in a
     run directory of its own, warm-started from another model's profile where it has none)."""
@@ -482,6 +491,8 @@ def _new_studies(
         raise TunerError("--warm-start is for one study; --per-gpu-model warm-starts each itself")
     if replay_time_scale and not is_replay(engine):
         raise TunerError("--replay-time-scale is for replays (--engine replay:TABLE)")
+    if pibo and prior is None:
+        raise TunerError("--pibo weights the search by a prior: give --prior too")
     if trials is None and time_budget is None:
         trials = 12
     objectives, constraints = goal
@@ -536,7 +547,7 @@ def _new_studies(
         predictor = load_prior(prior, setup, say) if prior is not None else None
         if predictor is not None:
             ranked = prior_plan(predictor, setup, spec.goal(), say)
-            spec = spec.model_copy(update={"prior": ranked})
+            spec = spec.model_copy(update={"prior": ranked, "pibo": pibo})
         where = run_dir or run_dir_for(
             Path("runs"), setup.catalogue.engine, setup.model.slug, setup.workload.slug
         )

@@ -18,7 +18,7 @@ from tuner.objective import Goal
 from tuner.profiles import Profile
 from tuner.space import SearchSpace
 from tuner.store import Row
-from tuner.trial import TrialResult
+from tuner.trial import TrialResult, of_speed_of_light
 
 STATUS_STYLE = {"ok": "green", "oom": "yellow", "crashed": "red", "timeout": "magenta"}
 
@@ -203,9 +203,8 @@ def _prediction_cells(result: TrialResult, predicted: bool, bound: bool) -> list
             "-" if p is None else "oom" if p.status == "oom" else fmt_rate(p.output_tokens_per_s)
         )
     if bound:
-        sol = p.speed_of_light_tokens_per_s if p is not None else None
-        rate = result.output_tokens_per_s
-        cells.append(f"{rate / sol:.0%}" if sol and rate is not None else "-")
+        share = result.of_speed_of_light
+        cells.append(f"{share:.0%}" if share is not None else "-")
     return cells
 
 
@@ -310,6 +309,8 @@ def profile_table(profile: Profile) -> Table:
         table.add_row("baseline", f"{figure}  ({fmt_knobs(base.knobs)})")
     if profile.speedup is not None:
         table.add_row("speed-up", f"{profile.speedup:.2f}x")
+    for label, value in prior_rows(profile):
+        table.add_row(label, value)
     counts = ", ".join(f"{n} {s}" for s, n in profile.trials.by_status.items() if n)
     table.add_row("trials", f"{profile.trials.total} ({counts}), {profile.trials.wall_s:.0f} s")
     table.add_row(
@@ -318,6 +319,20 @@ def profile_table(profile: Profile) -> Table:
         f"{profile.created_at:%Y-%m-%d %H:%M} UTC",
     )
     return table
+
+
+def prior_rows(profile: Profile) -> list[tuple[str, str]]:
+    """The prior a profile's study started from, its error, and the best's share of its
+    speed-of-light bound."""
+    rows = []
+    if profile.prior is not None:
+        errors = ", ".join(f"{k} {v:.1f}%" for k, v in profile.prior.error_pct.items())
+        rows.append(("prior", f"{profile.prior.by}; {profile.prior.starts} starts"))
+        rows.append(("prior error", (errors or "no measured trial to judge it") + " (median abs.)"))
+    share = of_speed_of_light(profile.best.measurement, profile.best.prediction)
+    if share is not None:
+        rows.append(("of speed of light", f"{share:.0%} of the bound's output tok/s"))
+    return rows
 
 
 def profiles_table(rows: Sequence[tuple[str, Profile | str]]) -> Table:

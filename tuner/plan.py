@@ -112,7 +112,8 @@ def make_plan(
     configurations = grid(engine, gpus, shape.requests, given or {})
     ranking = rank(prior, configurations, goal)
     if not ranking.ranked:
-        raise TunerError(f"{prior.label}: no configuration of the grid could be predicted")
+        why = next(iter(prior.refused.values()), "no prediction")
+        raise TunerError(f"{prior.label}: no configuration of the grid could be predicted ({why})")
     best = ranking.ranked[0]
     best = best.model_copy(
         update={"prediction": prior.with_speed_of_light(best.knobs, best.prediction)}

@@ -284,3 +284,36 @@ def front(results: Sequence[TrialResult], goal: Goal, path: Path) -> Path | None
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def predicted_measured(results: Sequence[TrialResult], goal: Goal, path: Path) -> Path | None:
+    """Each measured trial's figures against what the prior predicted for it, one panel per
+    figure of the goal (objectives, then limited figures), the line of perfect prediction
+    drawn; None where no trial has both."""
+    metrics = list(dict.fromkeys([*goal.objectives, *(c.metric for c in goal.constraints)]))
+    pairs = {
+        m: [
+            (p, v)
+            for r in results
+            if r.prediction is not None
+            and (p := m.of(r.prediction.measurement)) is not None
+            and (v := m.of(r.measurement)) is not None
+        ]
+        for m in metrics
+    }
+    pairs = {m: xy for m, xy in pairs.items() if xy}
+    if not pairs:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.5), squeeze=False)
+    for ax, (metric, xy) in zip(axes[0], pairs.items(), strict=True):
+        ax.scatter([p for p, _ in xy], [v for _, v in xy], s=24, color=OK, label="trial")
+        top = max(max(p, v) for p, v in xy) * 1.05
+        ax.plot([0, top], [0, top], ls="--", lw=1, color=FAILED, label="measured = predicted")
+        ax.set_xlabel(f"predicted {metric.label} ({metric.unit})")
+        ax.set_ylabel(f"measured {metric.label} ({metric.unit})")
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -215,6 +216,13 @@ def load_prior(text: str, setup: Setup, say: Callable[[str], None]) -> Prior | N
 def prior_plan(prior: Prior, setup: Setup, goal: Goal, say: Callable[[str], None]) -> PriorPlan:
     """The prior's ranking of the study's space and its best `PRIOR_STARTS`."""
     ranking = rank(prior, candidates(setup.space, prior.covers), goal)
+    refused: dict[str, str] = getattr(prior, "refused", {})
+    if refused:
+        knobs, why = next(iter(refused.items()))
+        say(
+            f"--prior {prior.label}: {len(refused)} configuration(s) it cannot predict, "
+            f"such as {knobs} ({why}); they get no prediction"
+        )
     if not ranking.kept:
         say(f"--prior {prior.label}: no configuration is predicted to keep the goal")
     return ranking.plan(PRIOR_STARTS)
@@ -243,3 +251,46 @@ def _aiconfigurator(setup: Setup) -> Prior:
         engine, setup.model.ref, gpu, workload, model_path=setup.model.path,
         precision=precision, fixed=setup.space.fixed,
     )  # fmt: skip
+
+
+# -- the prior inside the acquisition function (piBO) ------------------------------------------
+
+#: piBO's weight of a configuration predicted to break one of the goal's limits, as a share
+#: of what its predicted figure alone would give it; and the weight of one predicted not to
+#: fit (or with no figure). Neither is zero: a configuration the prior ranks last may win.
+BREAKS_LIMIT = 0.25
+NO_FIT = 0.05
+
+
+class Belief:
+    """Where a plan's predictions put the optimum, as piBO's prior over configurations
+    (Hvarfner et al., "piBO", ICLR 2022): a weight in (0, 1] that the optimizer's acquisition
+    function is multiplied by, raised to a power that decays as trials come in.
+
+    A configuration predicted to fit weighs its predicted figure as a share of the best
+    predicted one (at least `NO_FIT`), times `BREAKS_LIMIT` where it is predicted to break a
+    limit; one predicted not to fit weighs `NO_FIT`; one the prior said nothing of, the median
+    weight (no opinion)."""
+
+    def __init__(self, plan: PriorPlan, goal: Goal) -> None:
+        self.covers = frozenset(plan.covers)
+        trials = [as_trial(i, p.knobs, p.prediction) for i, p in enumerate(plan.predicted)]
+        fits = [v for t in trials if t.status == "ok" and (v := goal.value(t))]
+        top = (max(fits) if goal.maximize else min(fits)) if fits else None
+        self.weights: dict[str, float] = {}
+        for trial in trials:
+            key = _covered_key(trial.knobs, self.covers)
+            self.weights.setdefault(key, _weight(trial, goal, top))
+        self.neutral = statistics.median(self.weights.values()) if self.weights else 1.0
+
+    def __call__(self, knobs: Mapping[str, Value]) -> float:
+        return self.weights.get(_covered_key(knobs, self.covers), self.neutral)
+
+
+def _weight(trial: TrialResult, goal: Goal, top: float | None) -> float:
+    value = goal.value(trial)
+    if trial.status != "ok" or not value or not top:
+        return NO_FIT
+    share = value / top if goal.maximize else top / value
+    kept = goal.feasible(trial) is None
+    return max(NO_FIT, min(1.0, share) * (1.0 if kept else BREAKS_LIMIT))

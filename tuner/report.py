@@ -21,8 +21,8 @@ from tuner.errors import TunerError
 from tuner.files import read_text
 from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.knobs import describe
-from tuner.objective import winner
-from tuner.profiles import Machine
+from tuner.objective import Goal, prediction_error, winner
+from tuner.profiles import PRIOR_FIGURES, Machine
 from tuner.rundir import MACHINE_FILE, TRIALS_FILE, StudySpec, read_spec, read_trials
 from tuner.trial import TrialResult
 
@@ -215,7 +215,10 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
                 rows.append(["peak GPU memory", f"{e.peak_memory_mib:,.0f} MiB"])
         else:
             rows.append(["energy", m.energy_note or "not measured"])
+        rows += _prior_rows(best)
         doc.table(["", ""], rows)
+    if spec.prior is not None:
+        doc.p(_prior_paragraph(spec, results, goal))
     doc.h("Plots")
     images: list[Path] = []
 
@@ -274,6 +277,13 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
                 for i, r in enumerate(front)
             ],
         )  # fmt: skip
+    if spec.prior is not None:
+        add(
+            plots.predicted_measured(results, goal, out_dir / "predicted-measured.png"),
+            f"Measured against predicted ({spec.prior.by}), per figure of the goal; on the "
+            "dashed line the prediction was exact.",
+            "predicted against measured: no measured trial has a prediction",
+        )
     if best is not None:
         path, how = plots.power_memory(best, out_dir / "power-memory.png")
         add(
@@ -288,7 +298,8 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
         o for o in goal.objectives if o.name not in ("output_tokens_per_s", "joules_per_token")
     ]
     shown += [c.metric for c in goal.constraints if c.metric not in shown]
-    header += [m.name for m in shown] + ["wall s", "knobs / reason"]
+    bound = any(r.of_speed_of_light is not None for r in results)
+    header += [m.name for m in shown] + (["of SOL"] if bound else []) + ["wall s", "knobs / reason"]
     rows = []
     for r in results:
         m = r.measurement
@@ -302,6 +313,8 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
         if energy:
             row.append(f"{m.energy.joules_per_output_token.median:.3g}" if m and m.energy else "-")
         row += [f"{v:,.4g}" if (v := o.of(m)) is not None else "-" for o in shown]
+        if bound:
+            row.append(f"{share:.0%}" if (share := r.of_speed_of_light) is not None else "-")
         why = goal.feasible(r, robust=True) if r.status == "ok" else None
         note = f" ({r.reason})" if r.reason else f" (infeasible: {why})" if why else ""
         row += [f"{r.wall_s:.1f}", fmt_knobs(r.knobs) + note]
@@ -309,6 +322,39 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
     doc.table(header, rows)
     doc.p(f"Made by tuner {__version__} on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.")
     return doc, title, images
+
+
+def _prior_rows(best: TrialResult) -> list[list[str]]:
+    """What the prior predicted for the best configuration, and its share of the bound."""
+    p = best.prediction
+    if p is None:
+        return []
+    said = (
+        "out of memory" if p.status == "oom" else f"{fmt_rate(p.output_tokens_per_s)} output tok/s"
+    )
+    rows = [["predicted", f"{said} ({p.by})"]]
+    if (share := best.of_speed_of_light) is not None:
+        rows.append(
+            ["of speed of light", f"{share:.0%} of {fmt_rate(p.speed_of_light_tokens_per_s)}"]
+        )
+    return rows
+
+
+def _prior_paragraph(spec: StudySpec, results: Sequence[TrialResult], goal: Goal) -> str:
+    """The prior the study started from, how it was used, and its error."""
+    assert spec.prior is not None
+    names = list(dict.fromkeys([*(o.name for o in goal.objectives), *PRIOR_FIGURES]))
+    errors = prediction_error(results, names)
+    how = "its best predicted configurations first" + (
+        ", and its predictions weighting the optimizer's acquisition (piBO)" if spec.pibo else ""
+    )
+    said = ", ".join(f"{k} {v:.1f}%" for k, v in errors.items())
+    return (
+        f"Prior: {spec.prior.by}; the search ran {how} ({len(spec.prior.starts)} starts). Its "
+        "error over the measured trials (median absolute percentage): "
+        + (said or "none could be judged")
+        + ". The measurement decided."
+    )
 
 
 def write_report(run_dir: Path, out_dir: Path) -> Written:

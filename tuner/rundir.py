@@ -89,6 +89,10 @@ class StudySpec(BaseModel):
     prior: PriorPlan | None = Field(
         default=None, description="the prior's ranking the study starts from (--prior)"
     )
+    pibo: bool = Field(
+        default=False,
+        description="the prior also weights the optimizer's acquisition function (piBO; gp, rf)",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -36,6 +36,7 @@ from tuner.fleet import Fleet, Machine
 from tuner.knobs import Value
 from tuner.objective import CONFIRM, winner
 from tuner.optimizers import Optimizer, SpaceExhausted, make_optimizer
+from tuner.prior import Belief
 from tuner.profiles import machine_record
 from tuner.replay import REPLAY_PREFIX
 from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
@@ -225,7 +226,14 @@ class Study:
             output_dir=self.run_dir / "optimizer",
             starts=self._starts(),
             objectives=len(self.goal.objectives),
+            prior=self._belief(),
         )
+
+    def _belief(self) -> Belief | None:
+        """The prior as piBO's weight over configurations, where the study asks for it."""
+        if self.spec.prior is None or not self.spec.pibo:
+            return None
+        return Belief(self.spec.prior, self.goal)
 
     def _starts(self) -> list[dict[str, Value]]:
         """The initial design's fixed points: the catalogue's starting points (warm-start
@@ -510,9 +518,11 @@ def replay_study(
     time_scale: float = 0.0,
     until: Callable[[Sequence[TrialResult]], bool] | None = None,
     prior: PriorPlan | None = None,
+    pibo: bool = False,
 ) -> StudyOutcome:
     """A whole study on the replay of `table`: tuner's own loop, baseline first; `warm`
-    configurations right after it, then the `prior`'s starts; on a `fleet`'s workers, each
+    configurations right after it, then the `prior`'s starts (`pibo`: the prior also weights
+    the acquisition); on a `fleet`'s workers, each
     trial sleeping its recorded GPU time times `time_scale`; ended early once `until(results)`
     holds."""
     engine = f"{REPLAY_PREFIX}{table}"
@@ -531,6 +541,7 @@ def replay_study(
         fleet=fleet.spec if fleet is not None else None,
         replay_time_scale=time_scale,
         prior=prior,
+        pibo=pibo,
     )
     study = Study.create(spec, run_dir, setup)
     study.until = until

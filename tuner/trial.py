@@ -172,3 +172,19 @@ class TrialResult(BaseModel):
     def output_tokens_per_s(self) -> float | None:
         """Median output tok/s of the timed runs, None for a failed trial."""
         return self.measurement.output_tokens_per_s.median if self.measurement else None
+
+    @property
+    def of_speed_of_light(self) -> float | None:
+        """Measured output tok/s as a share of the prior's speed-of-light bound for the
+        configuration; None without both."""
+        return of_speed_of_light(self.measurement, self.prediction)
+
+
+def of_speed_of_light(
+    measurement: Measurement | None, prediction: Prediction | None
+) -> float | None:
+    """A measurement's output tok/s as a share of a prediction's speed-of-light bound."""
+    bound = prediction.speed_of_light_tokens_per_s if prediction is not None else None
+    if not bound or measurement is None:
+        return None
+    return measurement.output_tokens_per_s.median / bound

@@ -17,6 +17,7 @@ so that naming an optimizer imports no library.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -37,6 +38,8 @@ _ADAPTERS = {
 _NEEDS = {"optuna-tpe": "optuna", "hyperopt-tpe": "hyperopt"}
 #: Optimizers that take one objective only.
 _SINGLE_OBJECTIVE = ("hyperopt-tpe",)
+#: Optimizers whose acquisition a prior can weight (piBO).
+_GUIDED = ("gp", "rf")
 
 __all__ = [
     "OPTIMIZERS",
@@ -79,12 +82,14 @@ def make_optimizer(
     output_dir: Path,
     starts: list[dict] | None = None,
     objectives: int = 1,
+    prior: Callable[[dict], float] | None = None,
 ) -> Optimizer:
     """The optimizer `name` over `space` for a study of about `budget` trials.
 
     `starts` are points to propose first (the catalogue's starting points); `output_dir` is where
     an optimizer that keeps files (SMAC) keeps them; `objectives` is how many losses each
-    tell carries.
+    tell carries; `prior`, a weight per configuration, guides the model-based optimizers'
+    acquisition (piBO: `gp`, `rf`; the others take no prior).
     """
     if objectives > 1:
         check_available(name, objectives)
@@ -102,6 +107,7 @@ def make_optimizer(
             f"pip install 'tuner[{needs}]'"
         ) from None
     cls = getattr(module, attr)
+    guided = {"prior": prior} if prior is not None and name in _GUIDED else {}
     return cls(
         name,
         space,
@@ -110,4 +116,5 @@ def make_optimizer(
         output_dir=output_dir,
         starts=starts or [],
         objectives=objectives,
+        **guided,
     )

@@ -8,7 +8,7 @@ ConfigSpace can state them (the rest are checked on each proposal by the study).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,9 @@ class SmacOptimizer:
     they lifted SMAC's median pick at 5 trials from 0.50 to 0.85 (CPU table) and 0.51 to 0.82
     (H100 table) of the optimum (reports/search-efficiency.md of 2026-11-22). A trial with no
     loss (a crash, a broken constraint) is told as CRASHED at the worst loss seen so far, per
-    objective (0 at worst: no tokens). Several objectives are searched with ParEGO (random
+    objective (0 at worst: no tokens). With a `prior` (a weight in (0, 1] per configuration,
+    `tuner.prior.Belief`), the acquisition function is weighted by it as piBO does, the weight's
+    power decaying as trials come in. Several objectives are searched with ParEGO (random
     weights scalarize the normalized costs anew at each step), SMAC's own multi-objective method.
     """
 
@@ -111,6 +113,7 @@ class SmacOptimizer:
         output_dir: Path,
         starts: list[dict[str, Value]],
         objectives: int = 1,
+        prior: Callable[[dict[str, Value]], float] | None = None,
     ) -> None:
         from smac import BlackBoxFacade, HyperparameterOptimizationFacade, Scenario
         from smac.multi_objective.parego import ParEGO
@@ -137,10 +140,14 @@ class SmacOptimizer:
             n_configs=initial_design_size(space, budget),
             additional_configs=[config_of(space, self.cs, s) for s in starts],
         )
+        acquisition = None
+        if prior is not None:
+            acquisition = _prior_weighted(facade, scenario, space, prior)
         self.smac = facade(
             scenario,
             _never_called,
             model=model,
+            acquisition_function=acquisition,
             acquisition_maximizer=maximizer,
             initial_design=design,
             intensifier=facade.get_intensifier(scenario, max_config_calls=1),
@@ -219,6 +226,37 @@ def _exhaustive(cs: Any, configs: list[Any], seed: int) -> Any:
             return self._sort_by_acquisition_value(configs)[:n_points]
 
     return Exhaustive(cs, challengers=len(configs), seed=seed)
+
+
+#: piBO's decay: the prior weight is raised to `budget * PIBO_BETA / (n + 1)` at the n-th
+#: proposal after the initial design (SMAC's suggested default, and the paper's, is a tenth of
+#: the trial budget).
+PIBO_BETA = 0.1
+
+
+def _prior_weighted(
+    facade: Any, scenario: Any, space: SearchSpace, prior: Callable[[dict[str, Value]], float]
+) -> Any:
+    """The facade's acquisition function weighted by `prior` over whole configurations: SMAC's
+    `PriorAcquisitionFunction` (piBO), whose own prior is a product of per-knob densities and
+    cannot say that a combination of values is good."""
+    import numpy as np
+    from ConfigSpace import Configuration
+    from smac.acquisition.function import PriorAcquisitionFunction
+
+    memo: dict[bytes, float] = {}
+
+    class JointPrior(PriorAcquisitionFunction):
+        def _compute_prior(self, X: Any) -> Any:
+            cs = self.model._configspace
+            for x in X:
+                if x.tobytes() not in memo:
+                    knobs = knobs_of(space, Configuration(cs, vector=x))
+                    memo[x.tobytes()] = prior(knobs)
+            return np.array([[memo[x.tobytes()]] for x in X])
+
+    beta = scenario.n_trials * PIBO_BETA
+    return JointPrior(facade.get_acquisition_function(scenario), decay_beta=beta)
 
 
 #: Restarts of the GP's hyperparameter fit (L-BFGS), where SMAC's BlackBoxFacade makes ten.
