@@ -237,7 +237,9 @@ class AIConfiguratorPrior:
         except RuntimeError as exc:
             if str(exc).startswith("OOM"):
                 return Prediction(by=self.label, status="oom", reason=str(exc).splitlines()[0])
-            raise TunerError(f"AIConfigurator: {exc}") from None
+            # Its kernel database lacks this combination (an MoE shape at this split, say).
+            self.refused[fmt_knobs(dict(knobs))] = str(exc).strip()
+            return None
         except (ValueError, KeyError) as exc:
             self.refused[fmt_knobs(dict(knobs))] = str(exc).strip()
             return None
