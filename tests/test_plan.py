@@ -15,7 +15,16 @@ from tuner.cli import app
 from tuner.errors import TunerError
 from tuner.knobs import Catalogue
 from tuner.objective import goal, prediction_error
-from tuner.prior import BREAKS_LIMIT, NO_FIT, Belief, candidates, measured_prior, rank
+from tuner.prior import (
+    BREAKS_LIMIT,
+    NO_FIT,
+    Belief,
+    candidates,
+    measured_prior,
+    rank,
+    rerank,
+    with_margin,
+)
 from tuner.profiles import profile_path, read_profile, write_profile
 from tuner.space import resolve
 from tuner.testing import FAKE_CATALOGUE, FakePrior, surface, surface_result
@@ -327,3 +336,16 @@ def test_a_combination_the_model_refuses_gets_no_prediction() -> None:
     assert knobs == "tensor_parallel_size=8 concurrency=4" and "moe_tp_size=8" in why
     found = prior.predict({"tensor_parallel_size": 4, "concurrency": 4})
     assert found is not None and found.status == "ok"
+
+
+def test_a_margin_starts_only_from_what_keeps_each_limit_by_it() -> None:
+    space = fake_space()
+    prior = FakePrior()
+    wanted = goal(["output_tokens_per_s"], ["output_tokens_per_s>=40000"])
+    plan = rank(prior, candidates(space, prior.covers), wanted).plan(3)
+    inward = with_margin(wanted, 0.2)
+    assert [c.text for c in inward.constraints] == ["output_tokens_per_s>=48000"]
+    again = rerank(plan, inward)
+    assert again.starts and all((surface(k) or 0.0) >= 48000 for k in again.starts)
+    assert any((surface(k) or 0.0) < 48000 for k in plan.starts)
+    assert len(again.predicted) == len(plan.predicted)

@@ -10,6 +10,7 @@ A study starts from the best of them (`--prior`); the measurement still decides.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import statistics
@@ -294,3 +295,31 @@ def _weight(trial: TrialResult, goal: Goal, top: float | None) -> float:
     share = value / top if goal.maximize else top / value
     kept = goal.feasible(trial) is None
     return max(NO_FIT, min(1.0, share) * (1.0 if kept else BREAKS_LIMIT))
+
+
+# -- a margin inside the limits ----------------------------------------------------------------
+
+
+def with_margin(goal: Goal, margin: float) -> Goal:
+    """`goal` with each limit moved inward by `margin` (a share of it): for starting only from
+    configurations predicted to keep the limits by more than the model's error."""
+    inward = tuple(
+        dataclasses.replace(c, limit=c.limit * (1 - margin if c.op == "<=" else 1 + margin))
+        for c in goal.constraints
+    )
+    return dataclasses.replace(goal, constraints=inward)
+
+
+class PlanPrior:
+    """A plan's predictions as a prior again, to rank them anew (under another goal)."""
+
+    def __init__(self, plan: PriorPlan) -> None:
+        self.label, self.covers, self._plan = plan.by, frozenset(plan.covers), plan
+
+    def predict(self, knobs: Mapping[str, Value]) -> Prediction | None:
+        return self._plan.prediction(dict(knobs))
+
+
+def rerank(plan: PriorPlan, goal: Goal, starts: int = PRIOR_STARTS) -> PriorPlan:
+    """A plan's predictions ranked by `goal`, and its best `starts`."""
+    return rank(PlanPrior(plan), [p.knobs for p in plan.predicted], goal).plan(starts)
