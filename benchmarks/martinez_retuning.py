@@ -99,7 +99,7 @@ def one_study(job: tuple[str, str, int, bool, str, int]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         outcome = replay_study(
             Path(target_path), trials=budget, seed=seed, run_dir=Path(tmp) / "run",
-            optimizer=optimizer, confirm=0, warm=starts, until=reached,
+            optimizer=optimizer, confirm=0, warm_start=starts, until=reached,
         )  # fmt: skip
     found: dict[str, Any] = {"picked": 0.0}
     gpu_s, top = 0.0, 0.0

@@ -64,7 +64,7 @@ def part1(path: Path, args: argparse.Namespace, tmp: Path) -> str:
             run_dir=tmp / f"{label}-{seed}",
             confirm=0,
             fleet=fleet,
-            time_scale=args.scale,
+            replay_time_scale=args.scale,
         )
         wall = time.perf_counter() - start
         assert len(outcome.results) == args.trials
@@ -139,7 +139,7 @@ def part2(args: argparse.Namespace, tmp: Path) -> str:
                         trials=budget,
                         seed=seed,
                         confirm=0,
-                        warm=warm_from,
+                        warm_start=warm_from,
                         run_dir=tmp / f"{kind}-{target.stem}-{budget}-{seed}",
                     )
                     pick = ratio_of(table, outcome.best.knobs) if outcome.best else 0.0

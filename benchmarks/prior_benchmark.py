@@ -9,7 +9,8 @@ to choose a configuration, at `--budget` trials, `--seeds` seeds:
 - the model alone: its predicted best configuration that keeps the limits, measured on the
   table (one trial, the same for every seed);
 - tuner cold: today's default search (`gp`), baseline first;
-- tuner with the prior: the same, `--prior aiconfigurator` (its 3 best run after the baseline);
+- tuner with the prior: the same, `--prior aiconfigurator` (its 3 best run first, then the
+  baseline);
 - tuner with the prior and piBO: the same, `--pibo` too (the predictions also weight the
   acquisition function; `tuner.prior.Belief`);
 - tuner with the prior, started only from configurations predicted to keep each limit by 20%
@@ -173,8 +174,8 @@ def report(args: argparse.Namespace, names: list[str], plans: dict, done: dict) 
         "NVIDIA's model is judged here on NVIDIA's own silicon measurements, from which its "
         "kernel data come: its error on them is a floor, not what to expect on other "
         "machines, models or engine versions. Every study measures the engine's defaults "
-        "first (the baseline), so a method's trials to 95% count it: the prior's first pick "
-        "is trial 2.",
+        "(the baseline), and a method's trials to 95% count it: the cold methods run it "
+        "first, the prior methods right after the prior's 3 best predicted configurations.",
         "",
         *_summary(covered, args),
         *_per_table(covered, args),

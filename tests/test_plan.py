@@ -199,14 +199,15 @@ def test_tune_with_the_prior_starts_from_its_best_and_keeps_each_prediction(
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     trials = [json.loads(line) for line in (tmp_path / "run" / "trials.jsonl").open()]
-    assert [t["origin"] for t in trials[:4]] == ["baseline", "prior", "prior", "prior"]
+    # Predict, then measure: the prior's 3 best first, then the engine's defaults.
+    assert [t["origin"] for t in trials[:4]] == ["prior", "prior", "prior", "baseline"]
     assert all(t["prediction"] is not None for t in trials)
     # Each measured trial as a share of its speed-of-light bound (AIConfigurator's SOL mode).
     for t in trials:
         sol = t["prediction"]["speed_of_light_tokens_per_s"]
         assert 0 < t["measurement"]["output_tokens_per_s"]["median"] / sol < 1
     spec = json.loads((tmp_path / "run" / "study.json").read_text())
-    assert [t["knobs"] for t in trials[1:4]] == spec["prior"]["starts"]
+    assert [t["knobs"] for t in trials[:3]] == spec["prior"]["starts"]
     # The prior's first pick is the one it predicts best within the limit.
     first = spec["prior"]["predicted"][0]
     assert first["knobs"] == spec["prior"]["starts"][0]

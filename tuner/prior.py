@@ -195,7 +195,7 @@ def measured_prior(path: Path) -> MeasuredPrior:
 
 # -- a study's prior ---------------------------------------------------------------------------
 
-#: The prior's best configurations a study runs first, after the baseline.
+#: The prior's best configurations a study runs first, before the baseline.
 PRIOR_STARTS = 3
 
 

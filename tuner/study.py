@@ -1,6 +1,7 @@
 """A study: an optimizer's proposals measured by an executor, judged by an objective.
 
-The engine's default configuration is measured first as the baseline, and the best one or two
+The engine's default configuration is measured first as the baseline (where a study has a
+prior, right after the prior's best predicted configurations), and the best one or two
 configurations are measured again at the end (`confirm`), on fresh repeats. A trial that runs out
 of memory is followed by the same configuration one step down on the knobs memory grows with
 (`SearchSpace.backed_off`: the next smaller batch), before the optimizer's next proposal. The
@@ -32,7 +33,7 @@ from tuner.executor import (
     Observer,
 )
 from tuner.files import os_error
-from tuner.fleet import Fleet, Machine
+from tuner.fleet import Fleet, WorkerMachine
 from tuner.knobs import Value
 from tuner.objective import CONFIRM, winner
 from tuner.optimizers import Optimizer, SpaceExhausted, make_optimizer
@@ -42,7 +43,7 @@ from tuner.replay import REPLAY_PREFIX
 from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
 from tuner.setup import Setup, prepare
 from tuner.space import SearchSpace
-from tuner.trial import Prediction, PriorPlan, TrialResult
+from tuner.trial import Prediction, TrialResult
 
 #: The origin of a trial of a warm-start configuration (another GPU model's or profile's best).
 WARM_START = "warm-start"
@@ -115,7 +116,7 @@ class Study:
         *,
         trials: int | None = None,
         time_budget_s: float | None = None,
-        machine: Machine | None = None,
+        machine: WorkerMachine | None = None,
     ) -> Study:
         """Reopens the study in `run_dir`. A budget given here replaces the stored ones: `trials`
         alone sets the trial budget and lifts the time budget (the user named the budget in
@@ -136,7 +137,7 @@ class Study:
         run_dir: Path,
         trials: int | None,
         time_budget_s: float | None,
-        machine: Machine | None,
+        machine: WorkerMachine | None,
     ) -> Study:
         """The study of a locked run directory, its new budgets saved once it is checked."""
         spec = read_spec(run_dir)
@@ -294,157 +295,215 @@ class Study:
         self, observer: Observer, evaluate: Evaluate | None, fleet: Fleet | None
     ) -> StudyOutcome:
         """The loop of `run`, under the run directory's lock."""
-        space = self.setup.space
         results = read_trials(self.trials_path)
         resumed = len(results)
         started = time.time()
-        measured: dict[str, TrialResult] = {}
         with self._writing(results):
-            optimizer = self._optimizer() if space.knobs else None
-
-        def tell(result: TrialResult, handle: Any = None, asked: bool = False) -> None:
-            measured[_key(result.knobs)] = result
-            if optimizer is None:
-                return
-            if asked:
-                optimizer.tell(handle, self.goal.losses(result))
-                return
-            # Knobs the engine chose itself (the baseline's) are told as it reported them.
-            reported = {
-                n: v
-                for n, v in result.engine_config.items()
-                if n in space.knobs and _fits(space, n, v)
-            }
-            optimizer.observe({**reported, **result.knobs}, self.goal.losses(result))
-
-        for result in results:
-            try:
-                tell(result)
-            except (TunerError, ValueError) as exc:  # knobs this platform does not offer
-                raise TunerError(
-                    f"{self.trials_path}: trial {result.number} does not fit this machine's "
-                    f"search space ({exc}); resume on the machine that started the study"
-                ) from None
-
+            optimizer = self._optimizer() if self.setup.space.knobs else None
+        loop = _Loop(self, optimizer, results, started, observer)
+        loop.tell_resumed()
         runner = self.executor(observer, evaluate, fleet)
-        in_flight: dict[int, tuple[Any, bool]] = {}  # number -> (optimizer handle, asked)
-        pending: set[str] = set()  # knobs in flight, not proposed twice
-        # Proposals of a configuration in flight: told its result when it comes (not run twice,
-        # and not told a made-up loss meanwhile).
-        twins: dict[str, list[Any]] = {}
-        backoffs: list[dict[str, Value]] = []  # below out-of-memory trials, run before proposals
-        # Numbers go on from the highest kept (trials run side by side finish out of order).
-        next_number = max((r.number for r in results), default=-1) + 1
-        stopped = "budget spent"
-
-        def submit(origin: str, knobs: dict[str, Value], handle: Any, asked: bool) -> None:
-            nonlocal next_number
-            in_flight[next_number] = (handle, asked)
-            pending.add(_key(knobs))
-            runner.submit(next_number, origin, knobs)
-            next_number += 1
-
-        def fill() -> str | None:
-            """Proposals until every slot is busy; why the search stopped, if it did."""
-            repeats = 0
-            while len(in_flight) < runner.slots and self._budget_left(
-                results, started, len(in_flight)
-            ):
-                if backoffs:
-                    knobs = backoffs.pop(0)
-                    if _key(knobs) not in measured and _key(knobs) not in pending:
-                        submit(BACK_OFF, knobs, None, asked=False)
-                    continue
-                if optimizer is None:
-                    return "nothing to search: every knob is fixed"
-                try:
-                    proposal = optimizer.ask()
-                except SpaceExhausted:
-                    return "search space exhausted"
-                key = _key(proposal.knobs)
-                known = measured.get(key)
-                if known is not None or key in pending or space.violated(proposal.knobs):
-                    # Measured already, in flight, or a combination the engine rejects: no
-                    # trial is run.
-                    if key in pending:
-                        twins.setdefault(key, []).append(proposal.handle)
-                    else:
-                        optimizer.tell(proposal.handle, self.goal.losses(known) if known else None)
-                    repeats += 1
-                    if repeats >= MAX_REPEATED_PROPOSALS:
-                        return "search space exhausted"
-                    continue
-                repeats = 0
-                submit(proposal.origin, proposal.knobs, proposal.handle, asked=True)
-            return None
-
-        def record(result: TrialResult) -> None:
-            if self.spec.prior is not None and result.prediction is None:
-                found = self.spec.prior.prediction(result.knobs)
-                if found is not None and self.speed_of_light and result.status == "ok":
-                    found = self.speed_of_light(result.knobs, found)
-                result = result.model_copy(update={"prediction": found})
-            with self._writing(results):
-                rundir.append_trial(self.trials_path, result)
-            results.append(result)
-
         try:
-            has_baseline = any(r.origin == "baseline" for r in results)
-            if not has_baseline and self._budget_left(results, started):
-                submit("baseline", space.default_knobs(), None, asked=False)
-            # Warm-start configurations, then the prior's best, right after the baseline,
-            # whatever the optimizer's own initial design; it hears of them as of the baseline.
-            prior = self.spec.prior.starts if self.spec.prior else []
-            for origin, given in ((WARM_START, self.spec.warm_start), (PRIOR, prior)):
-                for knobs in warm_knobs(space, given):
-                    key = _key(knobs)
-                    known = key in measured or key in pending
-                    if not known and self._budget_left(results, started, len(in_flight)):
-                        submit(origin, knobs, None, asked=False)
-            with self._writing(results):
-                why = fill()
-            for result in runner.as_completed():
-                handle, asked = in_flight.pop(result.number)
-                pending.discard(_key(result.knobs))
-                record(result)
-                waiting = twins.pop(_key(result.knobs), [])
-                if waiting and not asked:
-                    # The optimizer proposed the baseline while it ran: told through that
-                    # proposal (SMAC miscounts a trial observed while its twin is running).
-                    handle, asked = waiting.pop(), True
-                with self._writing(results):
-                    tell(result, handle, asked)
-                    for twin in waiting:
-                        tell(result, twin, asked=True)
-                observer.trial_finished(result, self._best(results))
-                smaller = space.backed_off(result.knobs) if result.status == "oom" else None
-                if smaller is not None:
-                    backoffs.append(smaller)
-                if why is None:
-                    with self._writing(results):
-                        why = fill()
-            stopped = why or stopped
-            # Fresh repeats of the best configurations: the figures the profile keeps.
-            for knobs in self._to_confirm(results):
-                submit(CONFIRM, knobs, None, asked=False)
-            for result in runner.as_completed():
-                in_flight.pop(result.number)
-                record(result)
-                observer.trial_finished(result, self._best(results))
+            stopped = loop.run(runner) or "budget spent"
         finally:
             runner.close()
         results.sort(key=lambda r: r.number)
         baseline = next((r for r in results if r.origin == "baseline"), None)
         versions = next((r.versions for r in reversed(results) if r.versions), {})
         return StudyOutcome(
-            results,
-            self._best(results),
-            baseline,
-            stopped,
-            resumed,
-            versions,
-            time.time() - started,
+            results=results,
+            best=self._best(results),
+            baseline=baseline,
+            stopped=stopped,
+            resumed=resumed,
+            versions=versions,
+            wall_s=time.time() - started,
         )
+
+
+class _Loop:
+    """One session of a study's loop: the trials measured, in flight and waiting to run, and
+    what the optimizer has been told of them."""
+
+    def __init__(
+        self,
+        study: Study,
+        optimizer: Optimizer | None,
+        results: list[TrialResult],
+        started: float,
+        observer: Observer,
+    ) -> None:
+        self.study, self.optimizer, self.results = study, optimizer, results
+        self.started, self.observer = started, observer
+        self.space = study.setup.space
+        self.runner: Executor | None = None
+        self.measured: dict[str, TrialResult] = {}
+        self.in_flight: dict[int, tuple[Any, bool]] = {}  # number -> (optimizer handle, asked)
+        self.pending: set[str] = set()  # knobs in flight, not proposed twice
+        # Proposals of a configuration in flight: told its result when it comes (not run
+        # twice, and not told a made-up loss meanwhile).
+        self.twins: dict[str, list[Any]] = {}
+        self.backoffs: list[dict[str, Value]] = []  # below out-of-memory trials, run first
+        # Numbers go on from the highest kept (trials run side by side finish out of order).
+        self.next_number = max((r.number for r in results), default=-1) + 1
+
+    def budget_left(self) -> bool:
+        return self.study._budget_left(self.results, self.started, len(self.in_flight))
+
+    def tell_resumed(self) -> None:
+        """The finished trials of earlier sessions, told to the fresh optimizer in order."""
+        for result in self.results:
+            try:
+                self.tell(result)
+            except (TunerError, ValueError) as exc:  # knobs this platform does not offer
+                raise TunerError(
+                    f"{self.study.trials_path}: trial {result.number} does not fit this "
+                    f"machine's search space ({exc}); resume on the machine that started the "
+                    "study"
+                ) from None
+
+    def tell(self, result: TrialResult, handle: Any = None, asked: bool = False) -> None:
+        self.measured[_key(result.knobs)] = result
+        if self.optimizer is None:
+            return
+        losses = self.study.goal.losses(result)
+        if asked:
+            self.optimizer.tell(handle, losses)
+            return
+        # Knobs the engine chose itself (the baseline's) are told as it reported them.
+        reported = {
+            n: v
+            for n, v in result.engine_config.items()
+            if n in self.space.knobs and _fits(self.space, n, v)
+        }
+        self.optimizer.observe({**reported, **result.knobs}, losses)
+
+    def run(self, runner: Executor) -> str | None:
+        """The given configurations, then the search, then the confirmations; why the search
+        stopped early, if it did."""
+        self.runner = runner
+        self.start()
+        why = self.search()
+        self.confirm()
+        return why
+
+    def submit(self, origin: str, knobs: dict[str, Value], handle: Any, asked: bool) -> None:
+        assert self.runner is not None
+        self.in_flight[self.next_number] = (handle, asked)
+        self.pending.add(_key(knobs))
+        self.runner.submit(self.next_number, origin, knobs)
+        self.next_number += 1
+
+    def known(self, knobs: dict[str, Value]) -> bool:
+        """Whether `knobs` have been measured or are running."""
+        return _key(knobs) in self.measured or _key(knobs) in self.pending
+
+    def submit_given(
+        self, origin: str, given: Sequence[dict[str, Value]], baseline: dict[str, Value] | None
+    ) -> None:
+        """Given configurations not yet measured or running; `baseline`'s as the baseline."""
+        for knobs in warm_knobs(self.space, given):
+            if not self.known(knobs) and self.budget_left():
+                is_baseline = baseline is not None and _key(knobs) == _key(baseline)
+                self.submit("baseline" if is_baseline else origin, knobs, None, asked=False)
+
+    def start(self) -> None:
+        """Predict, then measure: the prior's best first, then the baseline, then the
+        warm-start configurations, whatever the optimizer's own initial design; it hears of
+        them all as of the baseline. A predicted start that is the engine's defaults runs as
+        the baseline."""
+        spec = self.study.spec
+        defaults = self.space.default_knobs()
+        self.submit_given(PRIOR, spec.prior.starts if spec.prior else [], defaults)
+        has_baseline = _key(defaults) in self.pending or any(
+            r.origin == "baseline" for r in self.results
+        )
+        if not has_baseline and self.budget_left():
+            self.submit("baseline", defaults, None, asked=False)
+        self.submit_given(WARM_START, spec.warm_start, None)
+
+    def fill(self) -> str | None:
+        """Proposals until every slot is busy; why the search stopped, if it did."""
+        assert self.runner is not None
+        repeats = 0
+        while len(self.in_flight) < self.runner.slots and self.budget_left():
+            if self.backoffs:
+                knobs = self.backoffs.pop(0)
+                if not self.known(knobs):
+                    self.submit(BACK_OFF, knobs, None, asked=False)
+                continue
+            if self.optimizer is None:
+                return "nothing to search: every knob is fixed"
+            try:
+                proposal = self.optimizer.ask()
+            except SpaceExhausted:
+                return "search space exhausted"
+            key = _key(proposal.knobs)
+            if self.known(proposal.knobs) or self.space.violated(proposal.knobs):
+                # Measured already, in flight, or a combination the engine rejects: no trial
+                # is run.
+                if key in self.pending:
+                    self.twins.setdefault(key, []).append(proposal.handle)
+                else:
+                    known = self.measured.get(key)
+                    losses = self.study.goal.losses(known) if known else None
+                    self.optimizer.tell(proposal.handle, losses)
+                repeats += 1
+                if repeats >= MAX_REPEATED_PROPOSALS:
+                    return "search space exhausted"
+                continue
+            repeats = 0
+            self.submit(proposal.origin, proposal.knobs, proposal.handle, asked=True)
+        return None
+
+    def record(self, result: TrialResult) -> None:
+        """A finished trial, with the prior's prediction beside it, kept in the run directory."""
+        study = self.study
+        if study.spec.prior is not None and result.prediction is None:
+            found = study.spec.prior.prediction(result.knobs)
+            if found is not None and study.speed_of_light and result.status == "ok":
+                found = study.speed_of_light(result.knobs, found)
+            result = result.model_copy(update={"prediction": found})
+        with study._writing(self.results):
+            rundir.append_trial(study.trials_path, result)
+        self.results.append(result)
+
+    def search(self) -> str | None:
+        """Trials until the budget is spent or the search stops; why it stopped, if it did."""
+        assert self.runner is not None
+        with self.study._writing(self.results):
+            why = self.fill()
+        for result in self.runner.as_completed():
+            handle, asked = self.in_flight.pop(result.number)
+            self.pending.discard(_key(result.knobs))
+            self.record(result)
+            waiting = self.twins.pop(_key(result.knobs), [])
+            if waiting and not asked:
+                # The optimizer proposed the baseline while it ran: told through that
+                # proposal (SMAC miscounts a trial observed while its twin is running).
+                handle, asked = waiting.pop(), True
+            with self.study._writing(self.results):
+                self.tell(result, handle, asked)
+                for twin in waiting:
+                    self.tell(result, twin, asked=True)
+            self.observer.trial_finished(result, self.study._best(self.results))
+            smaller = self.space.backed_off(result.knobs) if result.status == "oom" else None
+            if smaller is not None:
+                self.backoffs.append(smaller)
+            if why is None:
+                with self.study._writing(self.results):
+                    why = self.fill()
+        return why
+
+    def confirm(self) -> None:
+        """Fresh repeats of the best configurations: the figures the profile keeps."""
+        assert self.runner is not None
+        for knobs in self.study._to_confirm(self.results):
+            self.submit(CONFIRM, knobs, None, asked=False)
+        for result in self.runner.as_completed():
+            self.in_flight.pop(result.number)
+            self.record(result)
+            self.observer.trial_finished(result, self.study._best(self.results))
 
 
 def warm_knobs(space: SearchSpace, given: Sequence[dict[str, Value]]) -> list[dict[str, Value]]:
@@ -506,44 +565,26 @@ def _started_from(spec: StudySpec, profile: Any, path: Path) -> StudySpec:
 def replay_study(
     table: Path,
     *,
-    trials: int,
-    seed: int,
     run_dir: Path,
-    optimizer: str = "gp",
-    confirm: int = 2,
-    objectives: Sequence[str] = ("output_tokens_per_s",),
-    constraints: Sequence[str] = (),
-    warm: Sequence[dict[str, Value]] = (),
     fleet: Fleet | None = None,
-    time_scale: float = 0.0,
     until: Callable[[Sequence[TrialResult]], bool] | None = None,
-    prior: PriorPlan | None = None,
-    pibo: bool = False,
+    **spec: Any,
 ) -> StudyOutcome:
-    """A whole study on the replay of `table`: tuner's own loop, baseline first; `warm`
-    configurations right after it, then the `prior`'s starts (`pibo`: the prior also weights
-    the acquisition); on a `fleet`'s workers, each
-    trial sleeping its recorded GPU time times `time_scale`; ended early once `until(results)`
-    holds."""
+    """A whole study on the replay of `table`: tuner's own loop (the `prior`'s starts first,
+    then the baseline, then the `warm_start` configurations), on a `fleet`'s workers where one
+    is given (each trial sleeping its recorded GPU time times `replay_time_scale`), ended early
+    once `until(results)` holds. `spec` holds the `StudySpec` fields: `trials`, `seed`,
+    `optimizer` (default gp), `confirm`, `objectives`, `constraints`, `prior`, `pibo`, ..."""
     engine = f"{REPLAY_PREFIX}{table}"
     setup = prepare(engine, "", "")
-    spec = StudySpec(
+    study_spec = StudySpec(
         engine=engine,
         model=setup.model.ref,
         workload=setup.workload,
-        trials=trials,
-        seed=seed,
-        optimizer=optimizer,  # type: ignore[arg-type]
-        confirm=confirm,
-        objectives=list(objectives),
-        constraints=list(constraints),
-        warm_start=list(warm),
         fleet=fleet.spec if fleet is not None else None,
-        replay_time_scale=time_scale,
-        prior=prior,
-        pibo=pibo,
+        **spec,
     )
-    study = Study.create(spec, run_dir, setup)
+    study = Study.create(study_spec, run_dir, setup)
     study.until = until
     return study.run(fleet=fleet)
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuner.knobs import Value, gpus_of
-from tuner.measure import Measurement, Protocol
+from tuner.measure import Measurement, MeasurementProtocol
 from tuner.workloads import Request
 
 Status = Literal["ok", "oom", "crashed", "timeout"]
@@ -30,7 +30,7 @@ class TrialTask:
     load_knobs: dict[str, Value]
     run_knobs: dict[str, Value]
     requests: tuple[Request, ...]
-    protocol: Protocol
+    protocol: MeasurementProtocol
     engine_options: dict[str, Any] = field(default_factory=dict)
     fresh_process: bool = False
     #: GPUs the configuration uses (tensor x pipeline parallel, `num_gpus`); on a CPU, 1 (a slot).
@@ -115,7 +115,7 @@ class PriorPlan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     by: str
     covers: list[str] = Field(description="the knobs the prior reads")
-    starts: list[dict[str, Value]] = Field(description="run first, after the baseline")
+    starts: list[dict[str, Value]] = Field(description="run first, before the baseline")
     predicted: list[Predicted] = Field(description="best first")
 
     def prediction(self, knobs: dict[str, Value]) -> Prediction | None:
