@@ -25,7 +25,7 @@ from pathlib import Path
 from tuner.executor import bench
 from tuner.fmt import fmt_knobs
 from tuner.landscape import read_landscape
-from tuner.measure import Protocol
+from tuner.measure import MeasurementProtocol
 from tuner.profiles import read_profile
 from tuner.setup import prepare
 from tuner.workloads import load_workload
@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     workload = load_workload("humaneval", requests=64, output_tokens=16)
-    protocol = Protocol(repeats=3, run_time_limit_s=60, warmup_time_limit_s=180, max_remeasures=1)
+    protocol = MeasurementProtocol(
+        repeats=3, run_time_limit_s=60, warmup_time_limit_s=180, max_remeasures=1
+    )
     cases = []
     for engine, path in TUNED.items():
         setup = prepare(engine, "synthetic:tiny-llama", workload)

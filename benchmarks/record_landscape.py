@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tuner.errors import TunerError
 from tuner.landscape import parse_grid, record, write_landscape
-from tuner.measure import Protocol
+from tuner.measure import MeasurementProtocol
 from tuner.rundir import StudySpec
 from tuner.setup import prepare
 from tuner.workloads import load_workload
@@ -49,7 +49,7 @@ def main() -> None:
         )
         setup = prepare(args.engine, args.model, workload, set_pairs=args.set)
         grid = parse_grid(args.grid, setup.space)
-        protocol = Protocol(
+        protocol = MeasurementProtocol(
             repeats=args.repeats,
             run_time_limit_s=args.run_time_limit,
             warmup_time_limit_s=args.warmup_time_limit,

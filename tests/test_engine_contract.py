@@ -1,5 +1,6 @@
 """One contract suite for every engine adapter tuner ships, the fake one included (as Optuna runs
-one suite against every storage): `tuner.testing.check_engine`, each in a process of its own."""
+one suite against every storage): `tuner.testing.check_engine_contract`, each in a process of
+its own."""
 
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ def test_engine_contract(engine: str, fake_model: Path, tmp_path: Path) -> None:
     model = str(fake_model) if model == "fake" else model
     code = (
         "import json, sys\n"
-        "from tuner.testing import check_engine\n"
-        "seen = check_engine(sys.argv[1], sys.argv[2], options=json.loads(sys.argv[3]), "
+        "from tuner.testing import check_engine_contract\n"
+        "seen = check_engine_contract(sys.argv[1], sys.argv[2], options=json.loads(sys.argv[3]), "
         "log_dir=__import__('pathlib').Path(sys.argv[4]))\n"
         "print(json.dumps(seen))\n"
     )

@@ -15,7 +15,7 @@ from tuner.cli import app
 from tuner.engines.server import cli_args
 from tuner.engines.vllm import check_catalogue, engine_args_fields, root_cause, vllm_catalogue
 from tuner.errors import TunerError
-from tuner.measure import Protocol
+from tuner.measure import MeasurementProtocol
 from tuner.profiles import SCHEMA_FILE
 from tuner.trial import TrialTask
 from tuner.worker import Worker
@@ -26,7 +26,9 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed"),
 ]
 CPU_SAFE = {"gpu_memory_utilization": 0.2, "enforce_eager": True}
-QUICK = Protocol(repeats=3, run_time_limit_s=60, warmup_time_limit_s=120, max_remeasures=0)
+QUICK = MeasurementProtocol(
+    repeats=3, run_time_limit_s=60, warmup_time_limit_s=120, max_remeasures=0
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def task(
     model: Path,
     requests: tuple,
     knobs: dict,
-    protocol: Protocol = QUICK,  # type: ignore[type-arg]
+    protocol: MeasurementProtocol = QUICK,  # type: ignore[type-arg]
     engine: str = "vllm",
     **options: object,
 ) -> TrialTask:
@@ -142,7 +144,9 @@ def test_offline_engine_counts_tokens_and_stops_at_the_deadline(
         build_requests(load_workload("synthetic", requests=16, output_tokens=4), tokenizer)
         + build_requests(load_workload("synthetic", requests=48, output_tokens=1500), tokenizer)
     )
-    short = Protocol(repeats=3, run_time_limit_s=2, warmup_time_limit_s=2, max_remeasures=0)
+    short = MeasurementProtocol(
+        repeats=3, run_time_limit_s=2, warmup_time_limit_s=2, max_remeasures=0
+    )
     cut = worker.run(task(tiny_model, many, knobs, short), timeout_s=600)
     assert cut.status == "ok" and cut.reused_model, cut.reason
     assert cut.measurement is not None and cut.measurement.truncated

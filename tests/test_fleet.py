@@ -20,7 +20,7 @@ from tuner.cli import app
 from tuner.errors import TunerError
 from tuner.executor import NullObserver
 from tuner.fleet import ALLOWED_FAILURES, FleetSpec, open_fleet
-from tuner.measure import Protocol
+from tuner.measure import MeasurementProtocol
 from tuner.profiles import read_profile
 from tuner.rundir import StudySpec, read_spec, read_trials
 from tuner.study import Study
@@ -40,7 +40,7 @@ def fake_spec(model: Path, fleet: FleetSpec | None, **kw: Any) -> StudySpec:
         "workload": load_workload("humaneval", requests=4, output_tokens=4),
         "trials": 8,
         "seed": 0,
-        "protocol": Protocol(repeats=3, run_time_limit_s=5, warmup_time_limit_s=5),
+        "protocol": MeasurementProtocol(repeats=3, run_time_limit_s=5, warmup_time_limit_s=5),
         "fleet": fleet,
     }
     return StudySpec.model_validate({**base, **kw})
@@ -286,7 +286,7 @@ def test_a_trial_needing_more_gpus_than_any_worker_has_is_crashed_with_the_reaso
     from tuner.setup import prepare
 
     setup = prepare(FAKE, str(fake_model), load_workload("humaneval", requests=2, output_tokens=2))
-    protocol = Protocol(repeats=3, run_time_limit_s=5, warmup_time_limit_s=5)
+    protocol = MeasurementProtocol(repeats=3, run_time_limit_s=5, warmup_time_limit_s=5)
 
     def task(knobs: dict[str, Any]) -> Any:
         return replace(setup.task(knobs, protocol), gpus=2)  # tensor parallel over two GPUs

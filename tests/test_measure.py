@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from tuner.engines.base import REQUEST_RATE, RequestTiming, RunOutput
-from tuner.measure import Measurement, Protocol, Run, measure, measure_max_rate, stats
+from tuner.measure import Measurement, MeasurementProtocol, Run, measure, measure_max_rate, stats
 from tuner.objective import goal
 from tuner.testing import FakeClock, ScriptedEngine
 from tuner.workloads import Request
@@ -44,7 +44,7 @@ def test_measure_reports_cold_run_apart_and_takes_the_median_of_repeats() -> Non
     # Cold run 10 s (compilation), then three warm runs of 1, 2 and 4 s.
     engine = ScriptedEngine(clock, [10.0, 1.0, 2.0, 4.0], tokens_per_request=10)
     stages: list[str] = []
-    protocol = Protocol(repeats=3, max_remeasures=0)
+    protocol = MeasurementProtocol(repeats=3, max_remeasures=0)
     m = measure(engine, REQUESTS, {}, protocol, clock=clock, progress=stages.append)
     assert stages == ["warm-up", "run 1/3", "run 2/3", "run 3/3"]
     assert m.cold.elapsed_s == 10.0 and m.cold.output_tokens_per_s == 5.0
@@ -63,21 +63,25 @@ def test_measure_flags_runs_that_did_not_finish() -> None:
             out = super().run(prepared[:2], deadline)
             return out
 
-    m = measure(Partial(clock, [1.0] * 4, 10), REQUESTS, {}, Protocol(), clock=clock)
+    m = measure(Partial(clock, [1.0] * 4, 10), REQUESTS, {}, MeasurementProtocol(), clock=clock)
     assert m.truncated and all(r.truncated and r.requests == 2 for r in m.runs)
     assert m.output_tokens_per_s.median == 20.0  # scored from the 20 tokens completed
 
 
 def test_protocol_requires_at_least_three_repeats() -> None:
     with pytest.raises(ValidationError):
-        Protocol(repeats=2)
-    assert Protocol().repeats == 3
+        MeasurementProtocol(repeats=2)
+    assert MeasurementProtocol().repeats == 3
 
 
 def test_measurement_survives_json() -> None:
     clock = FakeClock()
     m = measure(
-        ScriptedEngine(clock, [3.0, 1.0, 1.0, 1.0], 10), REQUESTS, {}, Protocol(), clock=clock
+        ScriptedEngine(clock, [3.0, 1.0, 1.0, 1.0], 10),
+        REQUESTS,
+        {},
+        MeasurementProtocol(),
+        clock=clock,
     )
     assert Measurement.model_validate_json(m.model_dump_json()) == m
 
@@ -124,7 +128,7 @@ def test_a_rate_search_steps_down_from_the_maximum_to_the_first_rate_within_the_
     limits = goal(constraints=["ttft_p99_ms<=500"])
     requests = [Request((1, 2, 3), 2, "p")] * 10
     m = measure_max_rate(
-        engine, requests, {}, Protocol(), lambda m: not limits.breaches(m), clock=clock
+        engine, requests, {}, MeasurementProtocol(), lambda m: not limits.breaches(m), clock=clock
     )
     # At once: 10 req/s, 900 ms. Then 10, 9, 8, 7, 6 req/s break 500 ms; 5 req/s keeps it.
     assert m.max_request_rate == pytest.approx(10.0)
@@ -146,7 +150,7 @@ def test_a_rate_search_scores_a_configuration_that_keeps_the_limit_at_once_there
         QueueingServer(clock),
         [Request((1,), 2, "p")] * 10,
         {},
-        Protocol(),
+        MeasurementProtocol(),
         lambda m: not limits.breaches(m),
         clock=clock,
     )

@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 
 from tuner.errors import TunerError
-from tuner.measure import Protocol
+from tuner.measure import MeasurementProtocol
 from tuner.profiles import (
     SCHEMA_FILE,
     build_profile,
@@ -36,7 +36,7 @@ def profile_and_study(fake_model: Path, tmp_path_factory: pytest.TempPathFactory
         model=str(fake_model),
         workload=load_workload("synthetic", requests=8, output_tokens=4),
         trials=6,
-        protocol=Protocol(run_time_limit_s=5, warmup_time_limit_s=5),
+        protocol=MeasurementProtocol(run_time_limit_s=5, warmup_time_limit_s=5),
     )
     study = Study.create(spec, tmp_path_factory.mktemp("run"))
     outcome = study.run()

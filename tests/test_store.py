@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tuner.cli import app
 from tuner.errors import TunerError
 from tuner.hardware import detect_hardware
-from tuner.store import diff, for_machine, pick, read_store, resolve
+from tuner.store import diff, for_machine, pick, read_store, resolve_profile
 from tuner.testing import fake_hardware
 
 COMMITTED = Path(__file__).parent.parent / "profiles"
@@ -77,10 +77,10 @@ def test_several_matches_ask_to_narrow(store: Path) -> None:
 
 
 def test_a_key_or_a_path_names_a_profile(store: Path) -> None:
-    assert resolve(CPU_HF, store) == store / f"{CPU_HF}.json"
-    assert resolve(str(store / f"{CPU_HF}.json"), store) == store / f"{CPU_HF}.json"
+    assert resolve_profile(CPU_HF, store) == store / f"{CPU_HF}.json"
+    assert resolve_profile(str(store / f"{CPU_HF}.json"), store) == store / f"{CPU_HF}.json"
     with pytest.raises(TunerError, match="neither a file nor a key"):
-        resolve("cpu/hf/nothing", store)
+        resolve_profile("cpu/hf/nothing", store)
 
 
 def test_diff_puts_knobs_and_figures_side_by_side(store: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from tuner.errors import TunerError
 from tuner.executor import NullObserver
-from tuner.measure import Protocol
+from tuner.measure import MeasurementProtocol
 from tuner.objective import THROUGHPUT
 from tuner.rundir import StudySpec, read_trials
 from tuner.study import Study
@@ -28,7 +28,7 @@ def spec(model: Path, **kw: object) -> StudySpec:
         "trials": 10,
         "confirm": 0,
         "seed": 0,
-        "protocol": Protocol(repeats=3, run_time_limit_s=5, warmup_time_limit_s=5),
+        "protocol": MeasurementProtocol(repeats=3, run_time_limit_s=5, warmup_time_limit_s=5),
     }
     base.update(kw)
     return StudySpec.model_validate(base)

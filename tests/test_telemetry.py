@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from tuner.measure import Protocol, measure
+from tuner.measure import MeasurementProtocol, measure
 from tuner.telemetry import Sampler, integrate
 from tuner.testing import FakeClock, FakeGpu, ScriptedEngine
 from tuner.workloads import Request
@@ -124,7 +124,7 @@ def test_measure_gives_joules_per_token_and_tokens_per_watt() -> None:
     gpu = FakeGpu(energy_j=itertools.count(0.0, 100.0), power_w=itertools.repeat(50.0))
     sampler = Sampler([gpu], clock=clock, background=False)
     engine = ScriptedEngine(clock, [2.0] * 4, tokens_per_request=10)
-    m = measure(engine, REQUESTS, {}, Protocol(), clock=clock, sampler=sampler)
+    m = measure(engine, REQUESTS, {}, MeasurementProtocol(), clock=clock, sampler=sampler)
     assert m.energy is not None
     assert m.energy.joules_per_output_token.median == pytest.approx(2.0)
     assert m.energy.output_tokens_per_s_per_w.median == pytest.approx(0.5)
@@ -138,7 +138,9 @@ def test_measure_gives_joules_per_token_and_tokens_per_watt() -> None:
 
 def test_without_telemetry_energy_is_none_with_a_reason() -> None:
     clock = FakeClock()
-    m = measure(ScriptedEngine(clock, [1.0] * 4, 10), REQUESTS, {}, Protocol(), clock=clock)
+    m = measure(
+        ScriptedEngine(clock, [1.0] * 4, 10), REQUESTS, {}, MeasurementProtocol(), clock=clock
+    )
     assert m.energy is None and m.energy_note == "no GPU telemetry"
 
 
@@ -146,19 +148,21 @@ def test_spread_past_max_cv_is_remeasured_up_to_the_limit() -> None:
     clock = FakeClock()
     # Cold, then 1 s, 2 s, 4 s (cv far above 5%), then a steady set.
     engine = ScriptedEngine(clock, [5, 1, 2, 4, 1, 1, 1], tokens_per_request=10)
-    m = measure(engine, REQUESTS, {}, Protocol(max_remeasures=1), clock=clock)
+    m = measure(engine, REQUESTS, {}, MeasurementProtocol(max_remeasures=1), clock=clock)
     assert m.remeasured == 1 and len(m.runs) == 6
     assert m.output_tokens_per_s.median == 50.0  # over all six runs
     assert not m.stable  # the spread it carries is still above max_cv
 
     clock = FakeClock()
     engine = ScriptedEngine(clock, [5, 1, 2, 4, 1, 1, 1, 1, 1, 1], tokens_per_request=10)
-    m = measure(engine, REQUESTS, {}, Protocol(max_remeasures=2, max_cv=0.9), clock=clock)
+    m = measure(
+        engine, REQUESTS, {}, MeasurementProtocol(max_remeasures=2, max_cv=0.9), clock=clock
+    )
     assert m.remeasured == 0 and len(m.runs) == 3 and m.stable
 
     clock = FakeClock()
     steady = ScriptedEngine(clock, [5, 1, 1, 1], tokens_per_request=10)
-    m = measure(steady, REQUESTS, {}, Protocol(max_remeasures=5), clock=clock)
+    m = measure(steady, REQUESTS, {}, MeasurementProtocol(max_remeasures=5), clock=clock)
     assert m.remeasured == 0 and m.output_tokens_per_s.cv == 0.0
 
 
@@ -167,7 +171,9 @@ def test_a_throttled_measurement_is_flagged_and_remeasured() -> None:
     gpu = FakeGpu(energy_j=itertools.count(0.0, 10.0), clock_event_reasons=itertools.repeat(0x40))
     sampler = Sampler([gpu], clock=clock, background=False)
     engine = ScriptedEngine(clock, [1.0] * 7, tokens_per_request=10)
-    m = measure(engine, REQUESTS, {}, Protocol(max_remeasures=1), clock=clock, sampler=sampler)
+    m = measure(
+        engine, REQUESTS, {}, MeasurementProtocol(max_remeasures=1), clock=clock, sampler=sampler
+    )
     assert m.throttled and m.remeasured == 1 and not m.stable
     assert m.runs[0].telemetry is not None
     assert m.runs[0].telemetry.gpus[0].clock_event_reasons == ["hw_thermal_slowdown"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.measure import Protocol
+from tuner.measure import MeasurementProtocol
 from tuner.nvml import open_devices
 from tuner.telemetry import Sampler
 from tuner.trial import TrialTask
@@ -65,7 +65,7 @@ def test_a_trial_reports_memory_above_the_models_weights_and_energy(tmp_path: Pa
         {"dtype": "bfloat16"},
         {"batch_size": 16},
         requests,
-        Protocol(run_time_limit_s=60, warmup_time_limit_s=120),
+        MeasurementProtocol(run_time_limit_s=60, warmup_time_limit_s=120),
     )
     worker = Worker(tmp_path)
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tuner.engines.base import EngineBase
-from tuner.measure import Protocol
+from tuner.measure import MeasurementProtocol
 from tuner.trial import TrialTask
 from tuner.worker import Worker, one_line
 from tuner.workloads import Request
@@ -15,7 +15,7 @@ from tuner.workloads import Request
 is_oom = EngineBase.is_oom
 
 REQUESTS = tuple(Request((1, 2, 3), 4, "p") for _ in range(8))
-PROTOCOL = Protocol(repeats=3, run_time_limit_s=5, warmup_time_limit_s=5)
+PROTOCOL = MeasurementProtocol(repeats=3, run_time_limit_s=5, warmup_time_limit_s=5)
 
 
 def task(engine: str, batch_size: int, kernel: str = "basic") -> TrialTask:

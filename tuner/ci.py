@@ -27,7 +27,8 @@ from tuner.errors import TunerError
 from tuner.executor import NullObserver, Observer
 from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.knobs import Value, describe
-from tuner.measure import Protocol
+from tuner.measure import MeasurementProtocol
+from tuner.objective import Goal
 from tuner.profiles import (
     Profile,
     build_profile,
@@ -38,10 +39,10 @@ from tuner.profiles import (
     write_profile,
 )
 from tuner.rundir import StudySpec
-from tuner.setup import prepare
-from tuner.store import check_engine
+from tuner.setup import Setup, prepare
+from tuner.store import check_profile_engine
 from tuner.study import Study, StudyOutcome
-from tuner.workloads import load_workload
+from tuner.workloads import WorkloadSpec, load_workload
 
 
 class CiConfig(BaseModel):
@@ -81,7 +82,7 @@ class CiConfig(BaseModel):
         default=[], description="the limits it was tuned within, as metric<=value"
     )
     set: dict[str, Value] = Field(default={}, description="knobs held at these values")
-    protocol: Protocol = Protocol()
+    protocol: MeasurementProtocol = MeasurementProtocol()
     engine_options: dict[str, Any] = {}
     run_dir: Path | None = Field(default=None, description="default: runs/ci-<time>")
     summary: Path = Path("tuner-ci.md")
@@ -161,7 +162,7 @@ def _held(
             + "); set update_profile: true (or pass --update) to write one from this run"
         )
     profile = read_profile(path)
-    check_engine(profile, path, key_path.parent.name)
+    check_profile_engine(profile, path, key_path.parent.name)
     if profile.gpu.slug != gpu_slug:
         raise TunerError(
             f"{path} was measured on {profile.gpu.name}; this machine is {gpu_slug}: "
@@ -181,6 +182,38 @@ def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
     workload = load_workload(
         config.workload, requests=config.requests, output_tokens=config.output_tokens
     )
+    setup, held_path, held = _setup(config, workload)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    spec = _spec(config, setup, workload, held)
+    study = Study.create(spec, config.run_dir or Path("runs") / f"ci-{stamp}", setup)
+    outcome = study.run(observer or NullObserver())
+    verdict, measured, ratio, breaches = _judge(config, study.goal, outcome, held)
+    written = None
+    if outcome.best is not None and config.update_profile:
+        written = write_profile(build_profile(study, outcome), held_path)
+        if verdict == "regression":
+            verdict = "replaced"  # asked to write the new profile instead of failing
+    result = CiOutcome(
+        verdict=verdict,
+        held=held,
+        held_path=held_path,
+        measured=measured,
+        ratio=ratio,
+        tolerance=config.tolerance,
+        study=outcome,
+        run_dir=study.run_dir,
+        written=written,
+        gpu=setup.hardware.gpu_name,
+        breaches=breaches,
+        label=study.goal.label,
+    )
+    write_outputs(result, config)
+    return result
+
+
+def _setup(config: CiConfig, workload: WorkloadSpec) -> tuple[Setup, Path, Profile | None]:
+    """The job's setup, and the profile it holds (with the profile's best knobs pinned, for a
+    `bench` job)."""
     setup = prepare(config.engine, config.model, workload, options=config.engine_options)
     shape = requests_shape(setup.workload.slug, setup.requests)
     key = profile_key(
@@ -197,13 +230,19 @@ def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
         setup = prepare(
             config.engine, config.model, workload, pinned, options=config.engine_options
         )
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    spec = StudySpec(
+    return setup, held_path, held
+
+
+def _spec(
+    config: CiConfig, setup: Setup, workload: WorkloadSpec, held: Profile | None
+) -> StudySpec:
+    bench = config.job == "bench"
+    return StudySpec(
         engine=config.engine,
         model=setup.model.ref,
         workload=workload,
-        trials=1 if config.job == "bench" else config.trials,
-        confirm=0 if config.job == "bench" else 2,
+        trials=1 if bench else config.trials,
+        confirm=0 if bench else 2,
         time_budget_s=config.time_budget_s if config.job == "tune" else None,
         seed=config.seed,
         # Like with like: the goal the held profile was tuned for, its limits included.
@@ -213,50 +252,36 @@ def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
         pinned=setup.space.pinned,
         engine_options=config.engine_options,
     )
-    study = Study.create(spec, config.run_dir or Path("runs") / f"ci-{stamp}", setup)
-    outcome = study.run(observer or NullObserver())
-    goal = study.goal
+
+
+def _judge(
+    config: CiConfig, goal: Goal, outcome: StudyOutcome, held: Profile | None
+) -> tuple[Verdict, float | None, float | None, list[str]]:
+    """The verdict, the measured figure of the goal, its ratio to the held profile's, and the
+    limits the run broke."""
     breaches: list[str] = []
+    shown = outcome.best
     ran = [r for r in outcome.results if r.status == "ok" and r.measurement is not None]
     if outcome.best is None and ran:
         # It ran, and broke a limit: the best of what ran, and what it broke.
         closest = max(ran, key=lambda r: (goal.value(r) or 0.0) * (1 if goal.maximize else -1))
         breaches = goal.breaches(closest.measurement, robust=True)
-    shown = outcome.best or (closest if breaches else None)
+        shown = closest if breaches else None
     measured = goal.value(shown) if shown else None
     held_rate = _median(held)
     ratio = None
     if measured is not None and held_rate:
         ratio = measured / held_rate if goal.maximize else held_rate / measured
-    written = None
+    verdict: Verdict
     if breaches:
-        verdict: Verdict = "slo breach"
+        verdict = "slo breach"
     elif measured is None:
         verdict = "failed"
     elif held is None:
         verdict = "new profile"
     else:
         verdict = "pass" if ratio is not None and ratio >= 1 - config.tolerance else "regression"
-    if outcome.best is not None and config.update_profile:
-        written = write_profile(build_profile(study, outcome), held_path)
-        if verdict == "regression":
-            verdict = "replaced"  # asked to write the new profile instead of failing
-    result = CiOutcome(
-        verdict,
-        held,
-        held_path,
-        measured,
-        ratio,
-        config.tolerance,
-        outcome,
-        study.run_dir,
-        written,
-        setup.hardware.gpu_name,
-        breaches,
-        goal.label,
-    )
-    write_outputs(result, config)
-    return result
+    return verdict, measured, ratio, breaches
 
 
 # -- outputs -------------------------------------------------------------------------------------

@@ -7,18 +7,49 @@ directory).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from tuner.cli_common import Json, Quiet, emit_json, err, out, user_errors
+from tuner.cli_options import (
+    DEFAULT_MODEL,
+    BenchArgs,
+    Cluster,
+    Concurrency,
+    DaskScheduler,
+    Engine,
+    GpusPerWorker,
+    MaxCv,
+    MaxJoules,
+    MaxMemory,
+    MaxPower,
+    MaxRemeasures,
+    Objectives,
+    OutputTokens,
+    PerGpuModel,
+    Port,
+    RateSearch,
+    Repeats,
+    ReplayTimeScale,
+    RequestRate,
+    Requests,
+    RunLimit,
+    SamplePeriod,
+    ServerCmd,
+    ServerDialect,
+    SetKnob,
+    Slo,
+    TrialTimeout,
+    TuneArgs,
+    WarmupLimit,
+    Workers,
+    Workload,
+)
 from tuner.cli_profile import profile_app
-from tuner.errors import TunerError
+from tuner.cli_study import run_bench, run_tune
 
 EXIT_CODES = (
     "Exit codes: 0 done; 1 ran, but no configuration succeeded; 2 bad input; "
@@ -33,242 +64,6 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(profile_app, name="profile")
-
-#: `tuner tune` with no --model: a tiny synthetic model answering the first 64 HumanEval prompts
-#: with 16 tokens each, a few minutes on a 2-core CPU (all 164 prompts with 32 tokens took 28
-#: minutes there). A real study names its model and keeps the whole workload.
-DEFAULT_MODEL = "synthetic:tiny-llama"
-DEFAULT_REQUESTS = 64
-DEFAULT_OUTPUT_TOKENS = 16
-
-Engine = Annotated[
-    str,
-    typer.Option(
-        "--engine",
-        "-e",
-        help="hf, hf-pipeline, hf-cb (continuous batching), hf-server (transformers serve), "
-        "vllm, vllm-server, openai-server (any OpenAI-compatible server started by "
-        "--server-cmd), replay:TABLE.json (a recorded landscape), or module:Class.",
-    ),
-]
-Workload = Annotated[
-    str,
-    typer.Option("--workload", "-w", help="humaneval, synthetic, jsonl:PATH, or a .yaml file."),
-]
-Requests = Annotated[
-    int | None, typer.Option(min=1, help="Use the first N requests of the workload.")
-]
-OutputTokens = Annotated[
-    int | None, typer.Option(min=1, help="Tokens generated per request (fixed length).")
-]
-SetKnob = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Hold a knob at a value: name=value (repeatable)."),
-]
-Repeats = Annotated[int, typer.Option(min=3, help="Timed runs per trial after the warm-up.")]
-RunLimit = Annotated[
-    float, typer.Option(min=0.001, help="Seconds a timed run may take before it is cut.")
-]
-WarmupLimit = Annotated[float, typer.Option(min=0.001, help="Seconds the warm-up may take.")]
-MaxCv = Annotated[
-    float, typer.Option(min=0, help="Re-measure when repeats spread more than this (cv).")
-]
-MaxRemeasures = Annotated[int, typer.Option(min=0, help="Extra sets of repeats at most.")]
-SamplePeriod = Annotated[float, typer.Option(min=0.001, help="GPU sampling period in seconds.")]
-TrialTimeout = Annotated[
-    float | None,
-    typer.Option(min=1, help="Hard limit on a trial, load included (default: from the limits)."),
-]
-ServerCmd = Annotated[
-    str | None,
-    typer.Option(
-        help="vllm-server, openai-server: the command that serves the OpenAI API, with {model} "
-        "{port} {host} {args} filled in (vllm-server's default: vLLM's api_server)."
-    ),
-]
-Port = Annotated[int | None, typer.Option(min=1, max=65535, help="Server engines: a fixed port.")]
-ServerDialect = Annotated[
-    str | None,
-    typer.Option(
-        help="Server engines: what requests may say: vllm (token-id prompts, ignore_eos and "
-        "min_tokens for exact lengths) or openai (text prompts only; openai-server's default)."
-    ),
-]
-Concurrency = Annotated[
-    int | None,
-    typer.Option(
-        min=1,
-        help="Server engines: requests in flight at most, held (--set concurrency=N); "
-        "searched when not given.",
-    ),
-]
-Objectives = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--objective",
-        help="What to optimize (repeat for a Pareto front): output_tokens_per_s (default), "
-        "goodput (requests/s within every latency limit), goodput_tokens_per_s, "
-        "output_tokens_per_s_per_gpu, joules_per_token, output_tokens_per_s_per_w, "
-        "requests_per_s, or a latency "
-        "percentile such as ttft_p99_ms.",
-    ),
-]
-Slo = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--slo",
-        help="A limit every chosen configuration keeps, metric<=value (repeatable): "
-        "ttft_p99_ms<=500, itl_p99_ms<=50, e2e_p90_ms<=2000, any {ttft,itl,e2e}_"
-        "{mean,p50,p90,p99}_ms; or any metric, e.g. output_tokens_per_s>=100.",
-    ),
-]
-MaxMemory = Annotated[
-    float | None, typer.Option(min=0, help="Limit on peak GPU memory (MiB, GPU telemetry).")
-]
-MaxPower = Annotated[
-    float | None, typer.Option(min=0, help="Limit on peak GPU power (W, GPU telemetry).")
-]
-MaxJoules = Annotated[
-    float | None,
-    typer.Option(min=0, help="Limit on joules per output token (GPU telemetry)."),
-]
-RateSearch = Annotated[
-    bool,
-    typer.Option(
-        "--rate-search",
-        help="Server engines, with --slo: score each configuration at the highest Poisson "
-        "request rate that keeps the limits, stepping down by 10% from the rate it reaches "
-        "with every request sent at once (vLLM's auto-tune method).",
-    ),
-]
-RequestRate = Annotated[
-    float | None, typer.Option(min=0.001, help="Server engines: requests/s, Poisson arrivals.")
-]
-Workers = Annotated[
-    int | None,
-    typer.Option(
-        min=1,
-        help="Run trials side by side on a Dask cluster of N workers: on this host one per GPU "
-        "(dask-cuda), or N processes on a CPU; with --cluster, N batch jobs.",
-    ),
-]
-DaskScheduler = Annotated[
-    str | None,
-    typer.Option(
-        help="Run trials on the running Dask cluster at tcp://HOST:PORT (workers started "
-        "with --nthreads 1 --resources GPU=<their GPUs>)."
-    ),
-]
-Cluster = Annotated[
-    str,
-    typer.Option(
-        help="Where --workers start: local (this host), or slurm, pbs or lsf batch jobs "
-        "through dask-jobqueue "
-        "(configured by its jobqueue.yaml).",
-    ),
-]
-GpusPerWorker = Annotated[
-    int, typer.Option(min=1, help="GPUs each worker owns (for tensor-parallel trials).")
-]
-PerGpuModel = Annotated[
-    bool,
-    typer.Option(
-        "--per-gpu-model",
-        help="On a fleet of mixed GPUs: one study per GPU model, on its workers, one profile "
-        "each (a model without a profile starts from another model's best).",
-    ),
-]
-ReplayTimeScale = Annotated[
-    float,
-    typer.Option(
-        min=0,
-        help="Replays: each trial sleeps its recorded GPU-seconds times this (to try a fleet).",
-    ),
-]
-
-
-def _model_and_sizes(
-    model: str | None, requests: int | None, output_tokens: int | None, quiet: bool
-) -> tuple[str, int | None, int | None]:
-    if model is not None:
-        return model, requests, output_tokens
-    output_tokens = output_tokens or DEFAULT_OUTPUT_TOKENS
-    requests = requests or DEFAULT_REQUESTS
-    if not quiet:
-        err.print(
-            f"[dim]no --model: the embedded default job ({DEFAULT_MODEL}, {requests} requests, "
-            f"{output_tokens} tokens out each)[/]"
-        )
-    return DEFAULT_MODEL, requests, output_tokens
-
-
-def _protocol(
-    repeats: int,
-    run_time_limit: float,
-    warmup_time_limit: float,
-    max_cv: float,
-    max_remeasures: int,
-    sample_period: float,
-) -> Any:
-    from tuner.measure import Protocol
-
-    return Protocol(
-        repeats=repeats,
-        run_time_limit_s=run_time_limit,
-        warmup_time_limit_s=warmup_time_limit,
-        max_cv=max_cv,
-        max_remeasures=max_remeasures,
-        sample_period_s=sample_period,
-    )
-
-
-def _engine_options(**given: Any) -> dict[str, Any]:
-    """The engine options the user gave (only those)."""
-    return {k: v for k, v in given.items() if v is not None}
-
-
-def _rate_search(wanted: bool, constraints: list[str], options: dict[str, Any]) -> list[str] | None:
-    """The limits a rate search keeps, when one was asked for; one line when it cannot run."""
-    if not wanted:
-        return None
-    if not constraints:
-        raise TunerError("--rate-search looks for the highest rate within a limit: give --slo")
-    if options.get("request_rate") is not None:
-        raise TunerError("--rate-search chooses the request rate: leave out --request-rate")
-    return constraints
-
-
-def _with_concurrency(set_: list[str] | None, concurrency: int | None) -> list[str]:
-    """`--concurrency N` is `--set concurrency=N` (a knob of the server engines)."""
-    return [*(set_ or []), *([f"concurrency={concurrency}"] if concurrency else [])]
-
-
-def _optimizer(name: str, objectives: int = 1) -> Any:
-    from tuner.optimizers import check_available
-
-    check_available(name, objectives)
-    return name
-
-
-def _goal(
-    objectives: list[str] | None,
-    slo: list[str] | None,
-    max_memory_mib: float | None,
-    max_power_w: float | None,
-    max_joules_per_token: float | None,
-) -> tuple[list[str], list[str]]:
-    """The objectives and constraints as the study spec keeps them, checked (one line)."""
-    from tuner.objective import goal
-
-    limits = {
-        "peak_memory_mib": max_memory_mib,
-        "peak_power_w": max_power_w,
-        "joules_per_token": max_joules_per_token,
-    }
-    constraints = [*(slo or []), *(f"{n}<={v:g}" for n, v in limits.items() if v is not None)]
-    names = objectives or ["output_tokens_per_s"]
-    parsed = goal(names, constraints)
-    return names, [c.text for c in parsed.constraints]
 
 
 @app.command(epilog=EXIT_CODES)
@@ -377,186 +172,7 @@ def tune(
     With --slo (and the other limits), only configurations that keep every limit can be chosen;
     with several --objective, the profile keeps the Pareto front. With --workers or
     --dask-scheduler, trials run side by side on a Dask cluster's workers."""
-    from tuner.cli_study import fleet_spec, maybe_fleet, run_studies
-    from tuner.files import check_writable
-    from tuner.rundir import read_spec
-    from tuner.study import Study
-
-    quiet = quiet or json_
-    with user_errors():
-        check_writable(profiles_dir, "profiles folder")
-        fleet_given = fleet_spec(workers, dask_scheduler, cluster, gpus_per_worker)
-        if resume is not None:
-            stored = read_spec(resume)
-            with maybe_fleet(fleet_given or stored.fleet) as fleet:
-                machine = None
-                if fleet is not None:
-                    machine = fleet.group(stored.gpu_model, _modules(stored.engine)).machine
-                study = Study.resume(
-                    resume, trials=trials, time_budget_s=time_budget, machine=machine
-                )
-                run_studies([study], profiles_dir, fleet=fleet, json_=json_, quiet=quiet)
-            return
-        with maybe_fleet(fleet_given) as fleet:
-            studies = _new_studies(
-                fleet,
-                per_gpu_model,
-                profiles_dir,
-                engine=engine,
-                model=model,
-                workload=workload,
-                trials=trials,
-                time_budget=time_budget,
-                seed=seed,
-                confirm=confirm,
-                optimizer=optimizer,
-                requests=requests,
-                output_tokens=output_tokens,
-                set_=set_,
-                protocol=_protocol(
-                    repeats,
-                    run_time_limit,
-                    warmup_time_limit,
-                    max_cv,
-                    max_remeasures,
-                    sample_period,
-                ),
-                trial_timeout=trial_timeout,
-                options=_engine_options(
-                    server_cmd=server_cmd,
-                    port=port,
-                    request_rate=request_rate,
-                    dialect=server_dialect,
-                ),
-                concurrency=concurrency,
-                goal=_goal(objective, slo, max_memory_mib, max_power_w, max_joules_per_token),
-                rate_search=rate_search,
-                run_dir=run_dir,
-                replay_time_scale=replay_time_scale,
-                quiet=quiet,
-                warm_from=warm_start,
-                prior=prior,
-                pibo=pibo,
-            )
-            run_studies(studies, profiles_dir, fleet=fleet, json_=json_, quiet=quiet)
-
-
-def _modules(engine: str) -> list[str]:
-    from tuner.setup import catalogue_of
-
-    return sorted(catalogue_of(engine).modules())
-
-
-def _new_studies(
-    fleet: Any,
-    per_gpu_model: bool,
-    profiles_dir: Path,
-    *,
-    engine: str,
-    model: str | None,
-    workload: str,
-    trials: int | None,
-    time_budget: float | None,
-    seed: int,
-    confirm: int,
-    optimizer: str,
-    requests: int | None,
-    output_tokens: int | None,
-    set_: list[str] | None,
-    protocol: Any,
-    trial_timeout: float | None,
-    options: dict[str, Any],
-    concurrency: int | None,
-    goal: tuple[list[str], list[str]],
-    rate_search: bool,
-    run_dir: Path | None,
-    replay_time_scale: float,
-    quiet: bool,
-    warm_from: Path | None = None,
-    prior: str | None = None,
-    pibo: bool = False,
-) -> list[Any]:
-    """The new studies of one `tuner tune`: one, or one per GPU model of the fleet (each in a
-    run directory of its own, warm-started from another model's profile where it has none)."""
-    from tuner.prior import load_prior, prior_plan
-    from tuner.replay import is_replay
-    from tuner.rundir import StudySpec, run_dir_for
-    from tuner.setup import prepare
-    from tuner.study import Study, warm_start, warm_start_from
-    from tuner.workloads import load_workload
-
-    if per_gpu_model and fleet is None:
-        raise TunerError("--per-gpu-model splits a fleet: give --workers or --dask-scheduler")
-    if per_gpu_model and warm_from is not None:
-        raise TunerError("--warm-start is for one study; --per-gpu-model warm-starts each itself")
-    if replay_time_scale and not is_replay(engine):
-        raise TunerError("--replay-time-scale is for replays (--engine replay:TABLE)")
-    if pibo and prior is None:
-        raise TunerError("--pibo weights the search by a prior: give --prior too")
-    if trials is None and time_budget is None:
-        trials = 12
-    objectives, constraints = goal
-    if is_replay(engine):
-        if model is not None:
-            raise TunerError("a replay takes its model and workload from the table")
-        spec_workload: Any = workload
-    else:
-        model, requests, output_tokens = _model_and_sizes(model, requests, output_tokens, quiet)
-        spec_workload = load_workload(workload, requests=requests, output_tokens=output_tokens)
-    groups: list[Any] = [None]
-    if fleet is not None:
-        modules = _modules(engine)
-        groups = fleet.groups(modules) if per_gpu_model else [fleet.group(None, modules)]
-    studies = []
-    for group in groups:
-        # Parse --set against the catalogue before anything slow happens.
-        setup = prepare(
-            engine,
-            model or "",
-            spec_workload,
-            set_pairs=_with_concurrency(set_, concurrency),
-            options=options,
-            machine=group.machine if group is not None else None,
-        )
-        spec = StudySpec(
-            engine=engine,
-            model=setup.model.ref,
-            workload=setup.workload,
-            trials=trials,
-            time_budget_s=time_budget,
-            seed=seed,
-            confirm=confirm,
-            optimizer=_optimizer(optimizer, len(objectives)),
-            objectives=objectives,
-            constraints=constraints,
-            protocol=protocol.model_copy(
-                update={"rate_search": _rate_search(rate_search, constraints, options)}
-            ),
-            pinned=setup.space.pinned,
-            engine_options=options,
-            trial_timeout_s=trial_timeout,
-            fleet=fleet.spec if fleet is not None else None,
-            gpu_model=group.gpu_model if per_gpu_model else None,
-            replay_time_scale=replay_time_scale,
-        )
-        if per_gpu_model:
-            spec = warm_start(spec, setup, profiles_dir)
-        elif warm_from is not None:
-            spec = warm_start_from(spec, setup, warm_from)
-        say = lambda line: err.print(escape(line))  # noqa: E731
-        predictor = load_prior(prior, setup, say) if prior is not None else None
-        if predictor is not None:
-            ranked = prior_plan(predictor, setup, spec.goal(), say)
-            spec = spec.model_copy(update={"prior": ranked, "pibo": pibo})
-        where = run_dir or run_dir_for(
-            Path("runs"), setup.catalogue.engine, setup.model.slug, setup.workload.slug
-        )
-        if per_gpu_model:
-            where = where.with_name(f"{where.name}--{group.slug}")
-        study = Study.create(spec, where, setup)
-        study.speed_of_light = getattr(predictor, "with_speed_of_light", None)
-        studies.append(study)
-    return studies
+    run_tune(TuneArgs.of(**locals()))
 
 
 @app.command(epilog=EXIT_CODES)
@@ -612,66 +228,7 @@ def bench(
     quiet: Quiet = False,
 ) -> None:
     """Measure one configuration: the engine's defaults with --set changes."""
-    from tuner.cli_study import say_no_telemetry
-    from tuner.console import StudyView, measurement_table
-    from tuner.executor import NullObserver
-    from tuner.executor import bench as run_bench
-    from tuner.objective import THROUGHPUT
-    from tuner.replay import is_replay
-    from tuner.rundir import StudySpec
-    from tuner.setup import prepare
-    from tuner.workloads import load_workload
-
-    quiet = quiet or json_
-    with user_errors():
-        if is_replay(engine):
-            raise TunerError("a replay answers studies only (tuner tune); bench runs an engine")
-        model, requests, output_tokens = _model_and_sizes(model, requests, output_tokens, quiet)
-        spec_workload = load_workload(workload, requests=requests, output_tokens=output_tokens)
-        options = _engine_options(
-            server_cmd=server_cmd, port=port, request_rate=request_rate, dialect=server_dialect
-        )
-        setup = prepare(engine, model, spec_workload, options=options)
-        knobs = setup.space.complete(
-            setup.space.parse_overrides(_with_concurrency(set_, concurrency))
-        )
-        protocol = _protocol(
-            repeats, run_time_limit, warmup_time_limit, max_cv, max_remeasures, sample_period
-        )
-        timeout = StudySpec(
-            engine=engine,
-            model=model,
-            workload=spec_workload,
-            protocol=protocol,
-            trial_timeout_s=trial_timeout,
-        ).timeout_s()
-        make_task = partial(setup.task, protocol=protocol)
-    if not quiet:
-        say_no_telemetry(setup.hardware)
-    log_dir = Path(tempfile.mkdtemp(prefix="tuner-bench-"))
-    try:
-        if quiet:
-            result = run_bench(make_task, knobs, timeout, log_dir, NullObserver())
-        else:
-            with StudyView(err, 1) as view:
-                result = run_bench(make_task, knobs, timeout, log_dir, view)
-    except KeyboardInterrupt:
-        err.print("interrupted: nothing was measured")
-        raise typer.Exit(130) from None
-    if json_:
-        emit_json(result.model_dump(mode="json"))
-    elif not quiet:
-        out.print(measurement_table(result))
-    if result.status != "ok":
-        err.print(
-            f"[red]{result.status}[/]: {escape(str(result.reason))} (worker log: {result.log})"
-        )
-        raise typer.Exit(1)
-    unclean = THROUGHPUT.feasible(result)
-    if unclean is not None:
-        err.print(f"[red]not a clean measurement[/]: {escape(unclean)} (worker log: {result.log})")
-        raise typer.Exit(1)
-    shutil.rmtree(log_dir, ignore_errors=True)  # a clean measurement needs no log kept
+    run_bench(BenchArgs.of(**locals()))
 
 
 @app.command(

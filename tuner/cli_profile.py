@@ -77,14 +77,14 @@ def load(
     """The profile a command names: by file or key, or looked up; one line when it cannot."""
     from tuner.hardware import detect_hardware
     from tuner.profiles import read_profile
-    from tuner.store import check_engine, pick, resolve
+    from tuner.store import check_profile_engine, pick, resolve_profile
 
     if ref is not None:
         if gpu is not None:
             raise TunerError("name a profile or look one up with --gpu, not both")
-        path = resolve(ref, directory)
+        path = resolve_profile(ref, directory)
         profile = read_profile(path)
-        check_engine(profile, path, engine)
+        check_profile_engine(profile, path, engine)
         return path, profile
     lookup = _lookup(directory, gpu or "auto", engine, model, workload)
     path, profile, warning = pick(lookup, detect_hardware())
@@ -182,10 +182,10 @@ def profile_diff(
 
     from tuner.console import diff_table
     from tuner.profiles import read_profile
-    from tuner.store import diff, resolve
+    from tuner.store import diff, resolve_profile
 
     with user_errors():
-        pa, pb = (read_profile(resolve(ref, directory)) for ref in (a, b))
+        pa, pb = (read_profile(resolve_profile(ref, directory)) for ref in (a, b))
     rows = diff(pa, pb)
     if json_:
         emit_json([{**asdict(r), "differs": r.differs} for r in rows])

@@ -31,7 +31,7 @@ from tuner.errors import TunerError
 from tuner.files import read_text
 from tuner.knobs import KnobSpec, Value, gpus_of
 from tuner.landscape import Landscape, Source, _key
-from tuner.measure import Measurement, Protocol, Run, alike_run
+from tuner.measure import Measurement, MeasurementProtocol, Run, alike_run
 from tuner.profiles import GpuRecord, HostRecord
 from tuner.trial import Status, TrialResult
 from tuner.workloads import WorkloadSpec
@@ -223,6 +223,16 @@ def martinez_tables(folder: Path, *, when: datetime | None = None) -> dict[str, 
     return out
 
 
+#: The workload of every Martinez table.
+MARTINEZ_WORKLOAD = WorkloadSpec(
+    name="humaneval-infilling-single-line",
+    description="HumanEval-infilling single-line prompts, as Martinez 2024 ran them",
+    source="humaneval",
+    requests=MARTINEZ_PROMPTS,
+    output_tokens=MARTINEZ_NEW_TOKENS,
+)
+
+
 def _martinez_table(
     gpu: str,
     engine: str,
@@ -241,7 +251,6 @@ def _martinez_table(
     points, not_run = _martinez_points(
         (gpus_knob, batch_knob), levels, batches, cells, failures.get, (model, engine), when
     )
-    files = sorted({c.file for c in cells})
     baseline = {gpus_knob: levels[0], batch_knob: 1 if engine == "autohf" else batches[-1]}
     # The knob the engine's catalogue lacks: vLLM's prompts per generate call, or the
     # pipeline's GPU count.
@@ -255,7 +264,7 @@ def _martinez_table(
         name="Martinez 2024, The Impact of Hyperparameters on LLM Inference Performance",
         repository=MARTINEZ_REPOSITORY,
         version=MARTINEZ_COMMIT,
-        files=files,
+        files=sorted({c.file for c in cells}),
         rows=[f"{model} in each file"],
         mapping=_martinez_mapping(engine),
         derived=_MARTINEZ_DERIVED,
@@ -265,14 +274,8 @@ def _martinez_table(
     return Landscape(
         engine=MARTINEZ_ENGINES[engine],
         model=model,
-        workload=WorkloadSpec(
-            name="humaneval-infilling-single-line",
-            description="HumanEval-infilling single-line prompts, as Martinez 2024 ran them",
-            source="humaneval",
-            requests=MARTINEZ_PROMPTS,
-            output_tokens=MARTINEZ_NEW_TOKENS,
-        ),
-        protocol=Protocol(),
+        workload=MARTINEZ_WORKLOAD,
+        protocol=MeasurementProtocol(),
         gpu=_gpu(gpu if gpu == "a100" else "v100", MARTINEZ_GPUS[gpu], max(levels)),
         host=_NO_HOST,
         versions={},
@@ -432,24 +435,14 @@ def _silicon_table(rows: list[dict[str, str]], version: str, when: datetime) -> 
     ordered = sorted(
         by_point.values(), key=lambda rs: [str(_layout(rs[0])[n]).zfill(6) for n in varied]
     )
+    vllm = {"vllm": first["backend_version"] or "unknown"}
     points: list[TrialResult] = []
     for point_rows in ordered:
         knobs = {n: _layout(point_rows[0])[n] for n in varied}
         runs = [_silicon_run(r, requests) for r in point_rows]
         m = Measurement.from_runs(runs[0], runs)
         cost = statistics.median(r.elapsed_s for r in runs)
-        vllm = {"vllm": first["backend_version"] or "unknown"}
         points.append(_point(len(points), knobs, "ok", cost, when, measurement=m, versions=vllm))
-    seen = {_key(p.knobs) for p in points}
-    not_run = [k for k in _product(grid) if _key(k) not in seen]
-    extra = {
-        "data_parallel_size": _int_knob(
-            "load", grid.get("data_parallel_size", [1]), 1, "vLLM data parallel replicas"
-        ),
-        "enable_expert_parallel": KnobSpec(
-            type="bool", stage="load", default=False, help="vLLM expert parallelism (MoE layers)"
-        ),
-    }
     # vLLM's defaults (one GPU, no data or expert parallelism) under the client's default
     # load (every request at once), as near as the table has them: its smallest layout at its
     # largest concurrency.
@@ -461,17 +454,6 @@ def _silicon_table(rows: list[dict[str, str]], version: str, when: datetime) -> 
         ),
     )
     isl, osl = int(first["isl"]), int(first["osl"])
-    source = Source(
-        name="NVIDIA AIConfigurator silicon measurements",
-        repository="aiconfigurator-core (PyPI)",
-        version=version,
-        files=[SILICON_FILE],
-        rows=[r["id"] for r in rows],
-        mapping=_SILICON_MAPPING,
-        derived=_SILICON_DERIVED,
-        knobs={n: s for n, s in extra.items() if n in grid},
-        not_run=not_run,
-    )
     return Landscape(
         engine="vllm-server",
         model=first["model_path"],
@@ -483,7 +465,7 @@ def _silicon_table(rows: list[dict[str, str]], version: str, when: datetime) -> 
             input_tokens=isl,
             output_tokens=osl,
         ),
-        protocol=Protocol(),
+        protocol=MeasurementProtocol(),
         gpu=_gpu(first["system"], SILICON_GPUS[first["system"]], 8),
         host=_NO_HOST,
         versions={
@@ -497,7 +479,34 @@ def _silicon_table(rows: list[dict[str, str]], version: str, when: datetime) -> 
         points=points,
         recorded_at=when,
         command="python benchmarks/import_external.py aiconfigurator",
-        source=source,
+        source=_silicon_source(rows, version, grid, points),
+    )
+
+
+def _silicon_source(
+    rows: list[dict[str, str]], version: str, grid: dict[str, list[Any]], points: list[TrialResult]
+) -> Source:
+    """Where a silicon table comes from, how its columns map onto tuner's knobs, and the grid's
+    layouts NVIDIA did not measure."""
+    seen = {_key(p.knobs) for p in points}
+    extra = {
+        "data_parallel_size": _int_knob(
+            "load", grid.get("data_parallel_size", [1]), 1, "vLLM data parallel replicas"
+        ),
+        "enable_expert_parallel": KnobSpec(
+            type="bool", stage="load", default=False, help="vLLM expert parallelism (MoE layers)"
+        ),
+    }
+    return Source(
+        name="NVIDIA AIConfigurator silicon measurements",
+        repository="aiconfigurator-core (PyPI)",
+        version=version,
+        files=[SILICON_FILE],
+        rows=[r["id"] for r in rows],
+        mapping=_SILICON_MAPPING,
+        derived=_SILICON_DERIVED,
+        knobs={n: s for n, s in extra.items() if n in grid},
+        not_run=[k for k in _product(grid) if _key(k) not in seen],
     )
 
 

@@ -59,7 +59,7 @@ class FleetSpec(BaseModel):
 
 
 @dataclass(frozen=True)
-class Machine:
+class WorkerMachine:
     """What one worker has: its machine, its platform facts, and the GPUs it owns."""
 
     hardware: Hardware
@@ -79,16 +79,26 @@ def is_daemon() -> bool:
     return bool(multiprocessing.current_process().daemon)
 
 
-def worker_machine(modules: Iterable[str] = (), dask_worker: Any = None) -> Machine:
+#: The attribute of a Dask worker that tells it which machine to report (`tell_machine`).
+TOLD_MACHINE = "tuner_machine"
+
+
+def tell_machine(dask_worker: Any, machine: WorkerMachine) -> None:
+    """Have `dask_worker` report `machine` as its own (`worker_machine`), whatever it runs on: a
+    worker plugin calls it at setup (`tuner.testing.fake_machines`, to test mixed fleets without
+    GPUs)."""
+    setattr(dask_worker, TOLD_MACHINE, machine)
+
+
+def worker_machine(modules: Iterable[str] = (), dask_worker: Any = None) -> WorkerMachine:
     """The machine of a Dask worker: `dask_worker`, or the one running this task (`Client.run`
     calls it on every worker, passing each).
 
-    A worker may be told another machine than the one it runs on (`tuner.testing.fake_machines`
-    does so, to test mixed fleets without GPUs)."""
+    A worker may have been told another machine than the one it runs on (`tell_machine`)."""
     from distributed import get_worker
 
     worker = dask_worker or get_worker()
-    told = getattr(worker, "tuner_machine", None)
+    told = getattr(worker, TOLD_MACHINE, None)
     if told is not None:
         return told
     hardware = detect_hardware()
@@ -102,14 +112,14 @@ def worker_machine(modules: Iterable[str] = (), dask_worker: Any = None) -> Mach
         platform = replace(platform, gpu_count=len(gpus))
         if len(gpus) < 2:
             platform = replace(platform, features=platform.features - {"multi_gpu"})
-    return Machine(hardware, platform, gpus, socket.gethostname())
+    return WorkerMachine(hardware, platform, gpus, socket.gethostname())
 
 
 @dataclass(frozen=True)
 class Group:
     """The workers of one GPU model, and the machine they share."""
 
-    machine: Machine
+    machine: WorkerMachine
     workers: tuple[str, ...]
 
     @property
@@ -132,10 +142,10 @@ class Fleet:
 
     def groups(self, modules: Iterable[str] = ()) -> list[Group]:
         """The workers by GPU model (largest group first); one line when there are none."""
-        machines: dict[str, Machine] = self.client.run(worker_machine, list(modules))
+        machines: dict[str, WorkerMachine] = self.client.run(worker_machine, list(modules))
         if not machines:
             raise TunerError(f"{self.spec.describe()} has no workers")
-        by_model: dict[str, list[tuple[str, Machine]]] = {}
+        by_model: dict[str, list[tuple[str, WorkerMachine]]] = {}
         for address, machine in sorted(machines.items()):
             by_model.setdefault(machine.gpu_model, []).append((address, machine))
         groups = [

@@ -22,7 +22,7 @@ from tuner.errors import TunerError
 from tuner.executor import NullObserver, run_trial
 from tuner.files import read_text, write_atomic
 from tuner.knobs import KnobSpec, Value, describe
-from tuner.measure import Protocol
+from tuner.measure import MeasurementProtocol
 from tuner.objective import THROUGHPUT, Goal
 from tuner.profiles import GpuRecord, HostRecord, gpu_record, host_record
 from tuner.trial import TrialResult
@@ -66,7 +66,7 @@ class Landscape(BaseModel):
     engine: str
     model: str
     workload: WorkloadSpec
-    protocol: Protocol
+    protocol: MeasurementProtocol
     gpu: GpuRecord
     host: HostRecord
     versions: dict[str, str]
@@ -194,7 +194,7 @@ def load_knob_names(space: Any) -> list[str]:
 def record(
     setup: Any,
     grid: Mapping[str, list[Value]],
-    protocol: Protocol,
+    protocol: MeasurementProtocol,
     timeout_s: float,
     work_dir: Path,
     *,

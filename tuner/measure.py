@@ -31,7 +31,7 @@ from tuner.workloads import Request
 Clock = Callable[[], float]
 
 
-class Protocol(BaseModel):
+class MeasurementProtocol(BaseModel):
     """How each trial is measured."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -426,7 +426,7 @@ def measure(
     engine: Engine,
     requests: Sequence[Request],
     knobs: Mapping[str, Value],
-    protocol: Protocol,
+    protocol: MeasurementProtocol,
     *,
     clock: Clock = time.perf_counter,
     progress: Callable[[str], None] = lambda _: None,
@@ -469,7 +469,7 @@ def measure_max_rate(
     engine: Engine,
     requests: Sequence[Request],
     knobs: Mapping[str, Value],
-    protocol: Protocol,
+    protocol: MeasurementProtocol,
     keeps: Callable[[Measurement], bool],
     *,
     clock: Clock = time.perf_counter,

@@ -19,7 +19,7 @@ from tuner.errors import TunerError
 from tuner.hardware import slugify
 from tuner.knobs import Value, gpus_of
 from tuner.landscape import grid_pairs
-from tuner.measure import Protocol
+from tuner.measure import MeasurementProtocol
 from tuner.objective import Goal
 from tuner.prior import Ranking, rank
 from tuner.profiles import (
@@ -121,14 +121,13 @@ def make_plan(
         else {}
     )
     ranking.ranked[0] = best
-    profile = _profile(engine, model, gpu, gpus, workload, shape, goal, prior, ranking)
+    profile = _profile(engine, model, gpus, workload, shape, goal, prior, ranking)
     return Plan(ranking, profile, gpus)
 
 
 def _profile(
     engine: str,
     model: str,
-    gpu: str,
     gpus: int,
     workload: WorkloadSpec,
     shape: Workload,
@@ -163,7 +162,7 @@ def _profile(
             mean_input_tokens=shape.isl,
             mean_output_tokens=shape.osl,
         ),
-        protocol=Protocol(),
+        protocol=MeasurementProtocol(),
         seed=0,
         optimizer="plan",
         objectives=[o.name for o in goal.objectives],

@@ -22,7 +22,7 @@ from tuner.errors import TunerError
 from tuner.files import os_error, read_text, write_atomic
 from tuner.hardware import Hardware
 from tuner.knobs import KnobName, Value, describe
-from tuner.measure import Measurement, Protocol, Run
+from tuner.measure import Measurement, MeasurementProtocol, Run
 from tuner.objective import METRICS, Goal, goal, metric, one_objective_to_many, prediction_error
 from tuner.trial import STATUSES, Prediction, Status, TrialResult
 from tuner.workloads import Request, summarize
@@ -128,7 +128,7 @@ class Profile(_Record):
     engine: EngineRecord
     model: ModelRecord
     workload: WorkloadRecord
-    protocol: Protocol
+    protocol: MeasurementProtocol
     seed: int
     optimizer: str
     objectives: list[str] = Field(

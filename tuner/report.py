@@ -134,14 +134,41 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     goal = spec.goal()
     best = winner(goal, results)
-    baseline = next((r for r in results if r.origin == "baseline"), None)
     gpu = machine.gpu.name if machine else "machine not recorded"
     title = f"{spec.engine} · {spec.model} · {spec.workload.name} on {gpu}"
     doc = Doc()
+    for text in _overview(run_dir, spec, results, machine, goal):
+        doc.p(text)
+    if best is None and any(r.status == "ok" for r in results):
+        doc.p("No configuration kept every limit: there is no best configuration.")
+    if best is not None:
+        doc.h("Best configuration")
+        baseline = next((r for r in results if r.origin == "baseline"), None)
+        doc.table(["", ""], _best_rows(best, baseline, goal))
+    if spec.prior is not None:
+        doc.p(_prior_paragraph(spec, results, goal))
+    doc.h("Plots")
+    figures = _Figures(doc, out_dir)
+    _search_plots(figures, results, goal, best)
+    _goal_plots(figures, spec, results, goal, best)
+    doc.h("Trials")
+    doc.table(*_trials_table(results, goal, best))
+    doc.p(f"Made by tuner {__version__} on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.")
+    return doc, title, figures.images
+
+
+def _overview(
+    run_dir: Path,
+    spec: StudySpec,
+    results: list[TrialResult],
+    machine: Machine | None,
+    goal: Goal,
+) -> list[str]:
+    """The report's opening paragraphs: the study, the machine, the versions, the goal."""
     counts = Counter(r.status for r in results)
     gpu_s = sum(r.wall_s for r in results)
     w = spec.workload
-    doc.p(
+    said = [
         f"Run directory {run_dir.name}: {len(results)} trials "
         f"({', '.join(f'{n} {s}' for s, n in counts.items())}), {gpu_s:,.0f} s of trials with "
         f"loads; optimizer {spec.optimizer}, seed {spec.seed}. Workload {w.name}"
@@ -149,149 +176,170 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
         + (f" x {w.output_tokens} tokens out" if w.output_tokens else "")
         + f". Each trial: a warm-up, then {spec.protocol.repeats} timed runs (more while they "
         f"spread over {spec.protocol.max_cv:.0%}); figures are medians."
-    )
+    ]
     if machine is not None:
         g, h = machine.gpu, machine.host
-        doc.p(
+        said.append(
             f"Machine: {g.name}"
             + (f" x{g.count}, driver {g.driver_version}, CUDA {g.cuda_version}" if g.count else "")
             + f"; {h.cpu}, {h.cores} cores."
         )
     versions = next((r.versions for r in reversed(results) if r.versions), {})
     if versions:
-        doc.p("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+        said.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
     if goal.constraints or goal.primary.name != "output_tokens_per_s" or goal.multi:
-        doc.p(
+        limits = ", ".join(c.text for c in goal.constraints)
+        said.append(
             "Tuned for: "
             + ", ".join(o.label for o in goal.objectives)
             + (" (a Pareto front)" if goal.multi else "")
-            + (
-                f", within {', '.join(c.text for c in goal.constraints)}"
-                if goal.constraints
-                else ""
-            )
+            + (f", within {limits}" if goal.constraints else "")
             + f". {sum(goal.feasible(r) is None for r in results)} of {len(results)} trials "
             "were feasible (ran cleanly" + (" and kept every limit)." if goal.constraints else ").")
         )
-    if best is None and any(r.status == "ok" for r in results):
-        doc.p("No configuration kept every limit: there is no best configuration.")
-    if best is not None:
-        doc.h("Best configuration")
-        m = best.measurement
-        assert m is not None
-        rows = [["trial", f"#{best.number} ({best.origin})"], ["knobs", fmt_knobs(best.knobs)]]
-        if m.max_request_rate is not None:
-            rows.append(
-                [
-                    "request rate",
-                    f"{m.request_rate:.2f} req/s (Poisson) of {m.max_request_rate:.2f} at once"
-                    if m.request_rate
-                    else f"every request at once ({m.max_request_rate:.2f} req/s)",
-                ]
-            )
-        for metric in [*goal.objectives, *(c.metric for c in goal.constraints)]:
-            value = metric.of(m)
-            if metric.name != "output_tokens_per_s" and value is not None:
-                rows.append([metric.label, metric.fmt(value)])
+    return said
+
+
+def _best_rows(best: TrialResult, baseline: TrialResult | None, goal: Goal) -> list[list[str]]:
+    """The best configuration's table: its knobs, the goal's figures, energy and the prior."""
+    m = best.measurement
+    assert m is not None
+    rows = [["trial", f"#{best.number} ({best.origin})"], ["knobs", fmt_knobs(best.knobs)]]
+    if m.max_request_rate is not None:
+        rate = (
+            f"{m.request_rate:.2f} req/s (Poisson) of {m.max_request_rate:.2f} at once"
+            if m.request_rate
+            else f"every request at once ({m.max_request_rate:.2f} req/s)"
+        )
+        rows.append(["request rate", rate])
+    for metric in [*goal.objectives, *(c.metric for c in goal.constraints)]:
+        value = metric.of(m)
+        if metric.name != "output_tokens_per_s" and value is not None:
+            rows.append([metric.label, metric.fmt(value)])
+    speed = m.output_tokens_per_s
+    rows.append(["output tok/s", f"{fmt_rate(speed.median)} (cv {speed.cv:.1%})"])
+    if baseline is not None and baseline.output_tokens_per_s:
         rows.append(
             [
-                "output tok/s",
-                f"{fmt_rate(m.output_tokens_per_s.median)} (cv {m.output_tokens_per_s.cv:.1%})",
+                "baseline (engine defaults)",
+                f"{fmt_rate(baseline.output_tokens_per_s)}: "
+                f"{best.output_tokens_per_s / baseline.output_tokens_per_s:.2f}x",
             ]
         )
-        if baseline is not None and baseline.output_tokens_per_s:
-            rows.append(
-                [
-                    "baseline (engine defaults)",
-                    f"{fmt_rate(baseline.output_tokens_per_s)}: "
-                    f"{best.output_tokens_per_s / baseline.output_tokens_per_s:.2f}x",
-                ]
-            )
-        e = m.energy
-        if e is not None:
-            rows.append(["J / output token", f"{e.joules_per_output_token.median:.4g}"])
-            rows.append(["average power", f"{e.avg_power_w.median:,.0f} W"])
-            if e.peak_memory_mib is not None:
-                rows.append(["peak GPU memory", f"{e.peak_memory_mib:,.0f} MiB"])
-        else:
-            rows.append(["energy", m.energy_note or "not measured"])
-        rows += _prior_rows(best)
-        doc.table(["", ""], rows)
-    if spec.prior is not None:
-        doc.p(_prior_paragraph(spec, results, goal))
-    doc.h("Plots")
-    images: list[Path] = []
+    e = m.energy
+    if e is not None:
+        rows.append(["J / output token", f"{e.joules_per_output_token.median:.4g}"])
+        rows.append(["average power", f"{e.avg_power_w.median:,.0f} W"])
+        if e.peak_memory_mib is not None:
+            rows.append(["peak GPU memory", f"{e.peak_memory_mib:,.0f} MiB"])
+    else:
+        rows.append(["energy", m.energy_note or "not measured"])
+    return rows + _prior_rows(best)
 
-    def add(path: Path | None, caption: str, missing: str) -> None:
+
+@dataclass
+class _Figures:
+    """The report's plots, drawn into `out_dir` and placed in `doc` as they come."""
+
+    doc: Doc
+    out_dir: Path
+    images: list[Path] = field(default_factory=list)
+
+    def add(self, path: Path | None, caption: str, missing: str) -> None:
+        """A drawn plot with its caption, or one line on why there is none."""
         if path is None:
-            doc.p(f"No plot of {missing}.")
+            self.doc.p(f"No plot of {missing}.")
         else:
-            images.append(path)
-            doc.image(path, caption)
+            self.images.append(path)
+            self.doc.image(path, caption)
 
-    add(
-        plots.best_so_far(results, out_dir / "best-so-far.png", goal),
+
+def _search_plots(
+    figures: _Figures, results: list[TrialResult], goal: Goal, best: TrialResult | None
+) -> None:
+    """How the search went: the best so far, each knob, speed against energy."""
+    out = figures.out_dir
+    figures.add(
+        plots.best_so_far(results, out / "best-so-far.png", goal),
         f"Best feasible {goal.label} so far, against trial number and against GPU-seconds "
         "spent (trial wall time, loads included); infeasible trials as purple crosses, failed "
         "trials at zero.",
         "progress: no trial succeeded",
     )
-    add(
-        plots.per_knob(results, out_dir / "knobs.png", best, goal),
+    figures.add(
+        plots.per_knob(results, out / "knobs.png", best, goal),
         f"{goal.label} against each knob; the best trial in orange, infeasible trials as "
         "purple crosses, failed trials at zero.",
         "knobs: no trial succeeded",
     )
     same_pair = {o.name for o in goal.objectives} == {"output_tokens_per_s", "joules_per_token"}
-    if not same_pair:  # else the optimized front below is this plot
-        add(
-            plots.speed_energy(results, out_dir / "speed-energy.png"),
+    if not same_pair:  # else the optimized front (`_goal_plots`) is this plot
+        figures.add(
+            plots.speed_energy(results, out / "speed-energy.png"),
             "Output tok/s against joules per output token; the green line is the Pareto front.",
             "speed against energy: no trial has energy figures (no GPU telemetry)",
         )
+
+
+def _goal_plots(
+    figures: _Figures,
+    spec: StudySpec,
+    results: list[TrialResult],
+    goal: Goal,
+    best: TrialResult | None,
+) -> None:
+    """The goal's own plots: its limits, its front, the prior's predictions, the best's power."""
+    out = figures.out_dir
     if goal.constraints:
-        add(
-            plots.limits(results, goal, best, out_dir / "limits.png"),
+        figures.add(
+            plots.limits(results, goal, best, out / "limits.png"),
             f"{goal.label} against each limited figure; crosses broke a limit, the dashed line "
             "is the limit, the chosen configuration in orange.",
             "the limits: no measured trial has the limited figures",
         )
     if goal.multi:
-        front = goal.front(results)
-        add(
-            plots.front(results, goal, out_dir / "front.png"),
+        figures.add(
+            plots.front(results, goal, out / "front.png"),
             f"{goal.objectives[0].label} against {goal.objectives[1].label}: the Pareto front "
             "the study optimized (feasible trials only); crosses are infeasible.",
             "the front: no feasible trial",
         )
-        doc.table(
-            ["front", "trial", *(o.label for o in goal.objectives), "knobs"],
-            [
-                [
-                    str(i),
-                    f"#{r.number}",
-                    *(o.fmt(v) if (v := o.of(r.measurement)) is not None else "-"
-                      for o in goal.objectives),
-                    fmt_knobs(r.knobs),
-                ]
-                for i, r in enumerate(front)
-            ],
-        )  # fmt: skip
+        figures.doc.table(*_front_table(results, goal))
     if spec.prior is not None:
-        add(
-            plots.predicted_measured(results, goal, out_dir / "predicted-measured.png"),
+        figures.add(
+            plots.predicted_measured(results, goal, out / "predicted-measured.png"),
             f"Measured against predicted ({spec.prior.by}), per figure of the goal; on the "
             "dashed line the prediction was exact.",
             "predicted against measured: no measured trial has a prediction",
         )
     if best is not None:
-        path, how = plots.power_memory(best, out_dir / "power-memory.png")
-        add(
+        path, how = plots.power_memory(best, out / "power-memory.png")
+        figures.add(
             path,
             f"Power and GPU memory over the best trial's warm-up and timed runs ({how}).",
             f"power and memory over time: {how}",
         )
-    doc.h("Trials")
+
+
+def _front_table(results: list[TrialResult], goal: Goal) -> tuple[list[str], list[list[str]]]:
+    header = ["front", "trial", *(o.label for o in goal.objectives), "knobs"]
+    rows = [
+        [
+            str(i),
+            f"#{r.number}",
+            *(o.fmt(v) if (v := o.of(r.measurement)) is not None else "-"
+              for o in goal.objectives),
+            fmt_knobs(r.knobs),
+        ]
+        for i, r in enumerate(goal.front(results))
+    ]  # fmt: skip
+    return header, rows
+
+
+def _trials_table(
+    results: list[TrialResult], goal: Goal, best: TrialResult | None
+) -> tuple[list[str], list[list[str]]]:
+    """Every trial: its figures, the goal's, its share of the bound, and why it failed."""
     energy = any(r.measurement and r.measurement.energy for r in results)
     header = ["#", "origin", "status", "out tok/s", "cv"] + (["J/tok"] if energy else [])
     shown = [
@@ -319,9 +367,7 @@ def build(run_dir: Path, out_dir: Path) -> tuple[Doc, str, list[Path]]:
         note = f" ({r.reason})" if r.reason else f" (infeasible: {why})" if why else ""
         row += [f"{r.wall_s:.1f}", fmt_knobs(r.knobs) + note]
         rows.append(row)
-    doc.table(header, rows)
-    doc.p(f"Made by tuner {__version__} on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.")
-    return doc, title, images
+    return header, rows
 
 
 def _prior_rows(best: TrialResult) -> list[list[str]]:

@@ -29,7 +29,7 @@ from tuner.errors import TunerError
 from tuner.files import check_writable, os_error, read_text, write_atomic
 from tuner.fleet import FleetSpec
 from tuner.knobs import Value, describe
-from tuner.measure import Protocol as MeasureProtocol
+from tuner.measure import MeasurementProtocol
 from tuner.objective import Goal, goal, one_objective_to_many
 from tuner.optimizers import OptimizerName
 from tuner.trial import PriorPlan, TrialResult
@@ -64,7 +64,7 @@ class StudySpec(BaseModel):
     constraints: list[str] = Field(
         default=[], description="limits a configuration must keep, as metric<=value"
     )
-    protocol: MeasureProtocol = MeasureProtocol()
+    protocol: MeasurementProtocol = MeasurementProtocol()
     pinned: dict[str, Value] = {}
     engine_options: dict[str, Any] = Field(
         default={}, description="options of the engine adapter (server command, request rate)"

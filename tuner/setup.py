@@ -12,10 +12,10 @@ from typing import Any
 
 from tuner.engines import engine_class
 from tuner.errors import TunerError
-from tuner.fleet import Machine
+from tuner.fleet import WorkerMachine
 from tuner.hardware import Hardware, detect_hardware, detect_platform, slugify
 from tuner.knobs import Catalogue, Value
-from tuner.measure import Protocol as MeasureProtocol
+from tuner.measure import MeasurementProtocol
 from tuner.models import ModelRef, model_facts, read_config, resolve_model
 from tuner.objective import Goal
 from tuner.replay import Replay, is_replay, load_replay
@@ -70,7 +70,7 @@ class Setup:
             return self.replay.recorded("telemetry")
         return bool(self.hardware.gpus)
 
-    def task(self, knobs: dict[str, Value], protocol: MeasureProtocol) -> TrialTask:
+    def task(self, knobs: dict[str, Value], protocol: MeasurementProtocol) -> TrialTask:
         """The self-contained unit of work that measures `knobs`."""
         load, run = self.space.split(knobs)
         return TrialTask(
@@ -103,7 +103,7 @@ def prepare(
     *,
     set_pairs: Sequence[str] = (),
     options: dict[str, Any] | None = None,
-    machine: Machine | None = None,
+    machine: WorkerMachine | None = None,
 ) -> Setup:
     """Resolves and checks everything a trial needs; bad input fails here, before any trial.
 

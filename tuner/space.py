@@ -379,53 +379,62 @@ def _narrow(
     missing = [r for r in spec.requires if not platform.satisfies(r)]
     if missing:
         return f"needs {', '.join(missing)}"
-    when = tuple((p, as_tuple(a)) for p, a in (spec.when or {}).items())
     if spec.type in ("int", "float"):
-        assert spec.range is not None
-        unknown = [b for b in spec.range if isinstance(b, str) and b not in facts]
-        if unknown:
-            return f"its range needs {', '.join(map(str, unknown))}, not known here"
-        low, high = (_bound(b, facts) for b in spec.range)
-        if high < low:
-            return f"its range {low}..{high} is empty here"
-        default = spec.default
-        if not isinstance(default, int | float) or isinstance(default, bool):
-            raise TunerError(f"knob {name}: default {default!r} is not a number")
-        default = min(max(default, low), high)
-        if spec.type == "int":
-            low, high, default = int(low), int(high), int(default)
-        choices: tuple[Value, ...] = (low,) if low == high else ()
-        if spec.values is not None:
-            # Only these values, searched as an ordered set (a recorded grid, say).
-            choices = tuple(sorted({v for v in spec.values if low <= v <= high}))
-            if not choices:
-                return f"none of its values lies in {low}..{high} here"
-            default = min(choices, key=lambda v: (abs(v - default), v))
-        if spec.divides is not None:
-            if spec.divides not in facts:
-                return f"needs {spec.divides}, not known here"
-            whole = int(facts[spec.divides])
-            choices = tuple(v for v in range(int(low), int(high) + 1) if whole % v == 0)
-            if not choices:
-                return f"no value in {low}..{high} divides {spec.divides}={whole}"
-            if default not in choices:
-                default = (
-                    max(v for v in choices if v <= default) if choices[0] <= default else choices[0]
-                )
-        return Knob(
-            name,
-            spec.type,
-            spec.stage,
-            spec.help,
-            default,
-            low,
-            high,
-            spec.log,
-            choices,
-            when,
-            spec.engine_default,
-            spec.backoff,
-        )
+        return _narrow_number(name, spec, facts)
+    return _narrow_choice(name, spec, platform)
+
+
+def _narrow_number(name: str, spec: KnobSpec, facts: Mapping[str, float]) -> Knob | str:
+    """A number knob within its range here, on its values or the divisors of a fact."""
+    assert spec.range is not None
+    unknown = [b for b in spec.range if isinstance(b, str) and b not in facts]
+    if unknown:
+        return f"its range needs {', '.join(map(str, unknown))}, not known here"
+    low, high = (_bound(b, facts) for b in spec.range)
+    if high < low:
+        return f"its range {low}..{high} is empty here"
+    default = spec.default
+    if not isinstance(default, int | float) or isinstance(default, bool):
+        raise TunerError(f"knob {name}: default {default!r} is not a number")
+    default = min(max(default, low), high)
+    if spec.type == "int":
+        low, high, default = int(low), int(high), int(default)
+    choices: tuple[Value, ...] = (low,) if low == high else ()
+    if spec.values is not None:
+        # Only these values, searched as an ordered set (a recorded grid, say).
+        choices = tuple(sorted({v for v in spec.values if low <= v <= high}))
+        if not choices:
+            return f"none of its values lies in {low}..{high} here"
+        default = min(choices, key=lambda v: (abs(v - default), v))
+    if spec.divides is not None:
+        if spec.divides not in facts:
+            return f"needs {spec.divides}, not known here"
+        whole = int(facts[spec.divides])
+        choices = tuple(v for v in range(int(low), int(high) + 1) if whole % v == 0)
+        if not choices:
+            return f"no value in {low}..{high} divides {spec.divides}={whole}"
+        if default not in choices:
+            default = (
+                max(v for v in choices if v <= default) if choices[0] <= default else choices[0]
+            )
+    return Knob(
+        name=name,
+        type=spec.type,
+        stage=spec.stage,
+        help=spec.help,
+        default=default,
+        low=low,
+        high=high,
+        log=spec.log,
+        choices=choices,
+        when=_when(spec),
+        engine_default=spec.engine_default,
+        backoff=spec.backoff,
+    )
+
+
+def _narrow_choice(name: str, spec: KnobSpec, platform: Platform) -> Knob | str:
+    """A categorical or boolean knob, on the values this platform runs."""
     choices = tuple(
         c.value for c in spec.choice_specs() if all(map(platform.satisfies, c.requires))
     )
@@ -436,17 +445,21 @@ def _narrow(
     for d in as_tuple(spec.default):
         if d not in all_values:
             raise TunerError(f"knob {name}: default {_fmt(d)} is not one of its choices")
-    default = preferred[0] if preferred else choices[0]
     return Knob(
-        name,
-        spec.type,
-        spec.stage,
-        spec.help,
-        default,
+        name=name,
+        type=spec.type,
+        stage=spec.stage,
+        help=spec.help,
+        default=preferred[0] if preferred else choices[0],
         choices=choices,
-        when=when,
+        when=_when(spec),
         engine_default=spec.engine_default,
     )
+
+
+def _when(spec: KnobSpec) -> tuple[tuple[str, tuple[Value, ...]], ...]:
+    """The conditions under which the knob applies, as the search space keeps them."""
+    return tuple((p, as_tuple(a)) for p, a in (spec.when or {}).items())
 
 
 def _bound(bound: float | str, facts: Mapping[str, float]) -> float:

@@ -46,7 +46,7 @@ def read_store(root: Path) -> list[Entry]:
     return entries
 
 
-def resolve(ref: str, root: Path) -> Path:
+def resolve_profile(ref: str, root: Path) -> Path:
     """A profile file from a path or a key (`<gpu>/<engine>/<model>--<workload>`) under `root`."""
     path = Path(ref)
     if path.suffix == ".json" or path.exists():
@@ -128,7 +128,7 @@ def pick(lookup: Lookup, hardware: Hardware) -> tuple[Path, Profile, str | None]
     return entry.path, entry.profile, warning
 
 
-def check_engine(profile: Profile, path: Path, engine: str | None) -> None:
+def check_profile_engine(profile: Profile, path: Path, engine: str | None) -> None:
     """One line when a profile is for another engine than the one asked for."""
     if engine is not None and profile.engine.name != engine:
         raise TunerError(f"{path} is a profile for engine {profile.engine.name}, not {engine}")

@@ -133,12 +133,15 @@ def integrate(times: Sequence[float], power_w: Sequence[float]) -> float | None:
     )
 
 
-def summarize_gpu(track: _Track, window_s: float) -> GpuWindow:
-    """Figures of one GPU from its samples and energy counter readings."""
+def _energy(
+    track: _Track, notes: list[str]
+) -> tuple[float | None, str | None, float | None, float | None]:
+    """A GPU's energy over the window, where it comes from ("counter" or
+    "integrated_power"), and the counter's and the integrated power's figures; what was
+    amiss is added to `notes`."""
     powers = track.values["power_w"]
     times = [t for t, p in zip(track.times, powers, strict=True) if p == p]
     powers = [p for p in powers if p == p]  # NaN marks a failed reading
-    notes = []
     counter = None
     if track.energy_start is not None and track.energy_end is not None:
         counter = track.energy_end - track.energy_start
@@ -148,13 +151,19 @@ def summarize_gpu(track: _Track, window_s: float) -> GpuWindow:
     elif "energy_j" in track.unsupported:
         notes.append("no energy counter on this GPU; used integrated power")
     integrated = integrate(times, powers)
-    energy, source = (counter, "counter") if counter is not None else (integrated, None)
-    if source is None and integrated is not None:
-        source = "integrated_power"
     if track.lost:
         notes.append(f"GPU lost during the window: {track.lost}")
-        energy = counter = integrated = None
-        source = None
+        return None, None, None, None
+    if counter is not None:
+        return counter, "counter", counter, integrated
+    return integrated, "integrated_power" if integrated is not None else None, None, integrated
+
+
+def summarize_gpu(track: _Track, window_s: float) -> GpuWindow:
+    """Figures of one GPU from its samples and energy counter readings."""
+    powers = [p for p in track.values["power_w"] if p == p]  # NaN marks a failed reading
+    notes: list[str] = []
+    energy, source, counter, integrated = _energy(track, notes)
     if track.errors:
         notes.append(f"{len(track.errors)} readings failed, first: {track.errors[0]}")
 

@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuner.engines.base import Engine, EngineBase, EngineFailed, EngineTimeout
 from tuner.errors import NvmlError
@@ -31,6 +31,9 @@ from tuner.nvml import open_devices
 from tuner.processes import TREE_MARK, kill_marked, new_mark
 from tuner.telemetry import Sampler
 from tuner.trial import Outcome, TrialTask
+
+if TYPE_CHECKING:
+    from tuner.measure import Measurement
 
 Progress = Callable[[str], None]
 
@@ -79,60 +82,26 @@ def execute(
 ) -> tuple[Outcome, Loaded | None]:
     """Runs one task in this process, reusing `loaded` when the load-time knobs match."""
     from tuner.engines import engine_class
-    from tuner.measure import measure, measure_max_rate
-    from tuner.objective import goal
 
-    key = task.load_key
     cls: type[EngineBase] = EngineBase  # classifies failures before the adapter is known
     try:
         cls = engine_class(task.engine)
         load_s = None
-        reused = loaded is not None and loaded.key == key
+        reused = loaded is not None and loaded.key == task.load_key
         if not reused:
             if loaded is not None:
                 loaded.close()
                 loaded = None
-            progress("loading")
-            start = time.perf_counter()
-            options = {**task.engine_options, "log_file": log_file}
-            loaded = Loaded(key, cls(Path(task.model_dir), task.load_knobs, options), {})
-            load_s = time.perf_counter() - start
-            loaded.sampler, loaded.no_telemetry = gpu_sampler(
-                loaded.engine, task.protocol.sample_period_s
-            )
-            loaded.versions = cls.versions()
+            loaded, load_s = _load(task, cls, progress, log_file)
         assert loaded is not None
-        if task.protocol.rate_search:
-            limits = goal(constraints=task.protocol.rate_search)
-            measurement = measure_max_rate(
-                loaded.engine,
-                task.requests,
-                task.run_knobs,
-                task.protocol,
-                lambda m: not limits.breaches(m),
-                progress=progress,
-                sampler=loaded.sampler,
-            )
-        else:
-            measurement = measure(
-                loaded.engine,
-                task.requests,
-                task.run_knobs,
-                task.protocol,
-                progress=progress,
-                sampler=loaded.sampler,
-            )
-        measurement = measurement.on_gpus(task.gpus)
-        if loaded.no_telemetry is not None:
-            measurement = measurement.model_copy(update={"energy_note": loaded.no_telemetry})
-        effective = loaded.engine.effective_knobs()
+        measurement = _measure(task, loaded, progress)
         outcome = Outcome(
             status="ok",
             measurement=measurement,
             load_s=load_s,
             reused_model=reused,
             versions=loaded.versions,
-            engine_config=effective,
+            engine_config=loaded.engine.effective_knobs(),
         )
         return outcome, loaded
     except Exception as exc:
@@ -144,6 +113,58 @@ def execute(
         if loaded is not None:
             close_quietly(loaded)  # a server it started goes with the failed trial
         return Outcome(status=status, reason=one_line(exc), versions=versions), None
+
+
+def _load(
+    task: TrialTask, cls: type[EngineBase], progress: Progress, log_file: str | None
+) -> tuple[Loaded, float]:
+    """The task's engine loaded, with its GPU sampler, and the seconds the load took."""
+    progress("loading")
+    start = time.perf_counter()
+    options = {**task.engine_options, "log_file": log_file}
+    loaded = Loaded(task.load_key, cls(Path(task.model_dir), task.load_knobs, options), {})
+    load_s = time.perf_counter() - start
+    try:
+        loaded.sampler, loaded.no_telemetry = gpu_sampler(
+            loaded.engine, task.protocol.sample_period_s
+        )
+        loaded.versions = cls.versions()
+    except BaseException:
+        close_quietly(loaded)  # a server it started goes with the failed load
+        raise
+    return loaded, load_s
+
+
+def _measure(task: TrialTask, loaded: Loaded, progress: Progress) -> Measurement:
+    """The task's measurement on the loaded engine: at its load, or at the highest request
+    rate that keeps the protocol's limits."""
+    from tuner.measure import measure, measure_max_rate
+    from tuner.objective import goal
+
+    if task.protocol.rate_search:
+        limits = goal(constraints=task.protocol.rate_search)
+        measurement = measure_max_rate(
+            loaded.engine,
+            task.requests,
+            task.run_knobs,
+            task.protocol,
+            lambda m: not limits.breaches(m),
+            progress=progress,
+            sampler=loaded.sampler,
+        )
+    else:
+        measurement = measure(
+            loaded.engine,
+            task.requests,
+            task.run_knobs,
+            task.protocol,
+            progress=progress,
+            sampler=loaded.sampler,
+        )
+    measurement = measurement.on_gpus(task.gpus)
+    if loaded.no_telemetry is not None:
+        measurement = measurement.model_copy(update={"energy_note": loaded.no_telemetry})
+    return measurement
 
 
 def close_quietly(loaded: Loaded) -> None:

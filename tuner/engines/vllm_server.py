@@ -1,5 +1,5 @@
 """The `vllm-server` engine: vLLM's OpenAI-compatible server, launched per load with the trial's
-EngineArgs as flags, measured by the shared load client (`tuner.engines.server`).
+EngineArgs as flags, measured by the shared load client (`tuner.engines.openai_client`).
 
 Requests speak vLLM's dialect: prompts as token ids, `ignore_eos` and `min_tokens` so that every
 request generates exactly its token count. A server that exits before it is ready is reported in

@@ -14,8 +14,8 @@
   fixed text, refuses every n-th request with HTTP 500 when asked to (`python -m tuner.testing
   --port N --fail-every 2`), or misbehaves as a hostile server would (`--mode hang`, `null`,
   `500`, `exit`, ...), for testing the server engines without vLLM.
-- `check_engine`: the engine contract, checked on one adapter (tests/test_engine_contract.py runs
-  it on every adapter tuner ships; run it on yours).
+- `check_engine_contract`: the engine contract, checked on one adapter
+  (tests/test_engine_contract.py runs it on every adapter tuner ships; run it on yours).
 - `fake_machines`: a Dask worker plugin that tells each worker of a cluster it has another GPU
   model than it has (`tuner.fleet.worker_machine` reports it), for testing mixed fleets
   without GPUs; `SurfaceOnWorker`: the fake surface answered after a sleep, killing its own
@@ -313,29 +313,33 @@ class FakeGpu:
     as NVML's NOT_SUPPORTED.
     """
 
+    #: Each reading's value where its script is not given.
+    STEADY: ClassVar[dict[str, float]] = {
+        "power_w": 300.0,
+        "memory_used_mib": 20_000.0,
+        "sm_clock_mhz": 1980.0,
+        "temperature_c": 60.0,
+        "utilization_pct": 95.0,
+        "clock_event_reasons": 0,
+    }
+
     def __init__(
         self,
         index: int = 0,
         *,
-        power_w: Iterable[float] = (),
         energy_j: Iterable[float] | None = None,
-        memory_used_mib: Iterable[float] = (),
-        sm_clock_mhz: Iterable[float] = (),
-        temperature_c: Iterable[float] = (),
-        utilization_pct: Iterable[float] = (),
-        clock_event_reasons: Iterable[int] = (),
         lost_after: int | None = None,
         unsupported: Iterable[str] = (),
+        **readings: Iterable[float],
     ) -> None:
+        """`readings`: a script per reading named in `STEADY` (power_w=[...], ...)."""
+        unknown = set(readings) - set(self.STEADY)
+        assert not unknown, f"FakeGpu has no reading {unknown}"
         self.index = index
         self.uuid = f"GPU-fake-{index}"
         self._scripts: dict[str, Iterator[float]] = {
-            "power_w": iter(power_w or itertools.repeat(300.0)),
-            "memory_used_mib": iter(memory_used_mib or itertools.repeat(20_000.0)),
-            "sm_clock_mhz": iter(sm_clock_mhz or itertools.repeat(1980.0)),
-            "temperature_c": iter(temperature_c or itertools.repeat(60.0)),
-            "utilization_pct": iter(utilization_pct or itertools.repeat(95.0)),
-            "clock_event_reasons": iter(clock_event_reasons or itertools.repeat(0)),
+            name: iter(readings.get(name) or itertools.repeat(steady))
+            for name, steady in self.STEADY.items()
         }
         self._unsupported = set(unsupported)
         if energy_j is None:
@@ -401,7 +405,7 @@ def fake_hardware(
     )
 
 
-def check_engine(
+def check_engine_contract(
     engine: str,
     model: str,
     *,
@@ -417,27 +421,14 @@ def check_engine(
     import tempfile
 
     from tuner.engines import engine_class
-    from tuner.errors import TunerError
     from tuner.setup import prepare
     from tuner.workloads import load_workload
 
     workload = load_workload("synthetic", requests=requests, output_tokens=output_tokens)
     setup = prepare(engine, model, workload, options=dict(options or {}))
     cls = engine_class(engine)
-    for attr in ("name", "fresh_process_per_load", "options"):
-        assert hasattr(cls, attr), f"the adapter class declares no {attr}"
-    assert isinstance(cls.catalogue(), Catalogue), "catalogue() returns no Catalogue"
-    versions = cls.versions()
-    assert all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items()), versions
-    try:
-        cls.check_options({"no-such-option": 1})
-    except TunerError:
-        pass
-    else:
-        raise AssertionError("check_options() took an option it does not declare")
-    assert cls.is_oom(MemoryError()) and not cls.is_oom(ValueError("bad value")), "is_oom()"
-    knobs = setup.space.default_knobs()
-    load, run = setup.space.split(knobs)
+    versions = _check_class(cls)
+    load, run = setup.space.split(setup.space.default_knobs())
     log_file = Path(log_dir or tempfile.mkdtemp(prefix="tuner-contract-")) / "engine.log"
     loaded = cls(setup.model.path, load, {**setup.options, "log_file": str(log_file)})
     try:
@@ -465,13 +456,32 @@ def check_engine(
     }
 
 
+def _check_class(cls: Any) -> dict[str, str]:
+    """The contract's clauses on the adapter class itself; its versions."""
+    from tuner.errors import TunerError
+
+    for attr in ("name", "fresh_process_per_load", "options"):
+        assert hasattr(cls, attr), f"the adapter class declares no {attr}"
+    assert isinstance(cls.catalogue(), Catalogue), "catalogue() returns no Catalogue"
+    versions = cls.versions()
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items()), versions
+    try:
+        cls.check_options({"no-such-option": 1})
+    except TunerError:
+        pass
+    else:
+        raise AssertionError("check_options() took an option it does not declare")
+    assert cls.is_oom(MemoryError()) and not cls.is_oom(ValueError("bad value")), "is_oom()"
+    return versions
+
+
 def fake_machines(gpu_models: Mapping[str, str]) -> Any:
     """A Dask worker plugin: the worker named `n` reports a machine with one GPU of model
     `gpu_models[n]` (`fake_hardware`) as the one it runs on (`tuner.fleet.worker_machine`);
     workers not named report their own. `client.register_plugin(fake_machines({...}))`."""
     from distributed import WorkerPlugin
 
-    from tuner.fleet import Machine
+    from tuner.fleet import WorkerMachine, tell_machine
     from tuner.hardware import Platform
 
     class FakeMachines(WorkerPlugin):
@@ -481,7 +491,7 @@ def fake_machines(gpu_models: Mapping[str, str]) -> Any:
             model = gpu_models.get(str(worker.name))
             if model is not None:
                 platform = Platform("cuda", 1, frozenset({"cuda", "bf16", "fp16"}))
-                worker.tuner_machine = Machine(fake_hardware(model), platform, ("0",), "fake")
+                tell_machine(worker, WorkerMachine(fake_hardware(model), platform, ("0",), "fake"))
 
     return FakeMachines()
 

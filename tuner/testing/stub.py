@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -48,6 +49,64 @@ def _events(mode: str, tokens: int) -> list[str]:
     return [*texts, usage, "[DONE]"]
 
 
+class _StubHandler(BaseHTTPRequestHandler):
+    """The stub's routes; `serve_stub` sets its mode on a subclass."""
+
+    protocol_version = "HTTP/1.1"
+    mode = "ok"
+    fail_every = 0
+    delay_s = 0.0
+    served: Iterator[int] = itertools.count(1)
+    lock = threading.Lock()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, code: int, body: bytes, kind: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _chunk(self, text: str) -> None:
+        data = text.encode()
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            self._send(200, b"{}")
+        elif self.path == "/v1/models":
+            self._send(200, json.dumps({"data": [{"id": "stub"}]}).encode())
+        else:
+            self._send(404, b'{"error": "not found"}')
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.lock:
+            number = next(self.served)
+        if self.mode == "500" or (self.fail_every and number % self.fail_every == 0):
+            self._send(500, f"stub: request {number} refused".encode(), "text/plain")
+            return
+        if self.mode == "exit":
+            os._exit(3)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.mode == "hang":
+            self._chunk(f"data: {json.dumps({'choices': [{'text': 'x'}]})}\n\n")
+            while True:
+                time.sleep(3600)
+        for event in _events(self.mode, int(body.get("max_tokens", 16))):
+            if self.delay_s and '"text"' in event:
+                time.sleep(self.delay_s)
+            self._chunk(f"data: {event}\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
 def serve_stub(
     port: int,
     fail_every: int = 0,
@@ -58,62 +117,20 @@ def serve_stub(
     """Serves `/health`, `/v1/models` and streamed `/v1/completions` until killed, as `mode`
     says (see the module's help); with `fail_every` n > 0, every n-th completion (the n-th,
     the 2n-th, ...) is answered 500 instead."""
-    lock = threading.Lock()
-    served = itertools.count(1)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _send(self, code: int, body: bytes, kind: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _chunk(self, text: str) -> None:
-            data = text.encode()
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
-
-        def do_GET(self) -> None:
-            if self.path == "/health":
-                self._send(200, b"{}")
-            elif self.path == "/v1/models":
-                self._send(200, json.dumps({"data": [{"id": "stub"}]}).encode())
-            else:
-                self._send(404, b'{"error": "not found"}')
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with lock:
-                number = next(served)
-            if mode == "500" or (fail_every and number % fail_every == 0):
-                self._send(500, f"stub: request {number} refused".encode(), "text/plain")
-                return
-            if mode == "exit":
-                os._exit(3)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            if mode == "hang":
-                self._chunk(f"data: {json.dumps({'choices': [{'text': 'x'}]})}\n\n")
-                while True:
-                    time.sleep(3600)
-            for event in _events(mode, int(body.get("max_tokens", 16))):
-                if delay_s and '"text"' in event:
-                    time.sleep(delay_s)
-                self._chunk(f"data: {event}\n\n")
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-
+    handler = type(
+        "Handler",
+        (_StubHandler,),
+        {
+            "mode": mode,
+            "fail_every": fail_every,
+            "delay_s": delay_s,
+            "served": itertools.count(1),
+            "lock": threading.Lock(),
+        },
+    )
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer((host, port), Handler).serve_forever()
+    ThreadingHTTPServer((host, port), handler).serve_forever()
 
 
 def main(argv: list[str] | None = None) -> None:
