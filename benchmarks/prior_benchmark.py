@@ -151,10 +151,11 @@ def report(args: argparse.Namespace, names: list[str], plans: dict, done: dict) 
     uncovered: list[tuple[str, str]] = []
     for name in names:
         found = plans[(name,)]
-        if found["plan"] is None:
+        plan = PriorPlan.model_validate(found["plan"]) if found["plan"] else None
+        if plan is None or not plan.predicted:
+            # No plan, or one whose every prediction was refused: the study starts cold.
             uncovered.append((name, found["why"]))
             continue
-        plan = PriorPlan.model_validate(found["plan"])
         studies = {
             label: [
                 done[(name, optimizer, args.budget, s, with_prior, _path(args))]
@@ -181,8 +182,9 @@ def report(args: argparse.Namespace, names: list[str], plans: dict, done: dict) 
         *_per_table(covered, args),
         "## Not covered",
         "",
-        f"{len(uncovered)} of {len(names)} tables: AIConfigurator has nothing to say of them, "
-        "and `--prior aiconfigurator` starts such a study cold.",
+        f"{len(uncovered)} of {len(names)} tables: AIConfigurator has nothing to say of them "
+        "(an engine, GPU or model it does not cover, or a combination its database lacks for "
+        "every configuration), and `--prior aiconfigurator` starts such a study cold.",
         "",
         "| table | why |",
         "| --- | --- |",
@@ -232,6 +234,14 @@ def _summary(covered: dict[str, Any], args: argparse.Namespace) -> list[str]:
             f"{sum(not math.isinf(v) for v in values)}/{len(values)} | "
             f"{statistics.median(finals[label]):.3f} | {min(finals[label]):.3f} |"
         )
+    within = {label: sum(v <= 3 for v in values) for label, values in reach.items()}
+    broke = sum(a == 0.0 for a in alone.values())
+    lines += [
+        "",
+        "Tables where the median seed reached 95% within 3 trials: "
+        + ", ".join(f"{label} {n}" for label, n in within.items())
+        + f". The model's own pick broke a limit (ratio 0) on {broke} of {len(alone)} tables.",
+    ]
     for label in ("tuner + prior", "tuner + prior + piBO", "tuner + prior, 20% margin"):
         with_prior, cold = (
             statistics.median(reach[label]),

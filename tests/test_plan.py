@@ -134,6 +134,7 @@ def test_plan_ranks_8b_on_an_h200_writes_a_predicted_profile_and_exports_it(
     assert exported.output.strip() == "--tensor-parallel-size 1"  # concurrency is the client's
 
 
+@pytest.mark.slow
 def test_plan_keeps_a_tpot_limit_for_70b_on_8_h100s(tmp_path: Path) -> None:
     args = plan_args(
         tmp_path, "--model", "meta-llama/Meta-Llama-3.1-70B", "--gpu", "h100", "--gpus", "8",
@@ -154,6 +155,8 @@ def test_plan_keeps_a_tpot_limit_for_70b_on_8_h100s(tmp_path: Path) -> None:
     [
         (["--model", "meta-llama/Meta-Llama-3.1-8B", "--gpu", "v100"], "covers h100"),
         (["--model", "bigscience/bloom-1b7", "--gpu", "a100"], "no config for model"),
+        # Its config file ships, but AIConfigurator would download it: nothing is downloaded.
+        (["--model", "mistralai/Mixtral-8x7B-v0.1", "--gpu", "a100"], "reads offline"),
         (["--model", "meta-llama/Meta-Llama-3.1-8B", "--gpu", "h100", "--engine", "hf"], "vLLM"),
         (
             ["--model", "meta-llama/Meta-Llama-3.1-8B", "--gpu", "h100", "--grid", "dtype=x"],
@@ -185,6 +188,7 @@ def test_a_predicted_profile_never_replaces_a_measured_one(tmp_path: Path) -> No
     assert profile_path(tmp_path, predicted).stem.endswith("--predicted")
 
 
+@pytest.mark.slow
 def test_tune_with_the_prior_starts_from_its_best_and_keeps_each_prediction(
     tmp_path: Path,
 ) -> None:
@@ -235,6 +239,7 @@ def test_pibo_without_a_prior_is_one_line(tmp_path: Path) -> None:
     assert result.output.strip() == "error: --pibo weights the search by a prior: give --prior too"
 
 
+@pytest.mark.slow
 def test_tune_with_the_prior_on_a_cpu_study_is_one_line_and_goes_on_cold(
     tmp_path: Path,
 ) -> None:

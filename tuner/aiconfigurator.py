@@ -116,15 +116,20 @@ def covered_gpus() -> str:
 
 @lru_cache(maxsize=1)
 def shipped_models() -> frozenset[str]:
-    """The models AIConfigurator ships a config for."""
+    """The models AIConfigurator ships a config for and reads offline: its `DefaultHFModels`
+    (it downloads the config of any other Hub name, even one whose file it ships, such as
+    Mixtral-8x7B's; tuner downloads nothing)."""
     from importlib.resources import files
+
+    from aiconfigurator_core.sdk.common import DefaultHFModels
 
     folder = files("aiconfigurator_core") / "model_configs"
     names = (p.name for p in folder.iterdir() if p.name.endswith("_config.json"))
     return frozenset(
-        n.removesuffix("_config.json").replace("--", "/", 1)
+        model
         for n in names
         if not n.endswith("_hf_quant_config.json")
+        and (model := n.removesuffix("_config.json").replace("--", "/", 1)) in DefaultHFModels
     )
 
 
@@ -310,7 +315,8 @@ def prior_for(
     if model is None:
         known = ", ".join(sorted(m for m in shipped_models() if "llama" in m.lower())[:6])
         raise TunerError(
-            f"AIConfigurator has no config for model {model_ref!r} (and it is no local folder "
-            f"with a config.json); it ships {len(shipped_models())}, e.g. {known}"
+            f"AIConfigurator has no config for model {model_ref!r} that it reads offline (and "
+            f"it is no local folder with a config.json); it reads {len(shipped_models())}, e.g. "
+            f"{known}"
         )
     return AIConfiguratorPrior(model, system, engine, workload, precision=precision, fixed=fixed)
