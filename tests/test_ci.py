@@ -46,6 +46,7 @@ def junit(folder: Path) -> ET.Element:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_hf_on_the_cpu_writes_holds_and_catches_a_regression(
     tiny_model: Path, tmp_path: Path
 ) -> None:

@@ -24,7 +24,7 @@ CASES = {
     "vllm-server": ("synthetic:tiny-llama", {}),
     "openai-server": ("synthetic:tiny-llama", {"server_cmd": STUB}),
 }
-SLOW = {"vllm", "vllm-server", "hf-server"}
+SLOW = {"hf", "hf-pipeline", "hf-cb", "hf-server", "vllm", "vllm-server"}  # real models
 
 
 def test_every_shipped_engine_is_covered() -> None:

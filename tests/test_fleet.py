@@ -193,6 +193,7 @@ def test_a_study_whose_scheduler_is_lost_mid_wave_resumes_with_every_finished_tr
     assert sum(r.origin == "baseline" for r in outcome.results) == 1
 
 
+@pytest.mark.slow
 def test_a_two_model_fake_fleet_writes_a_profile_per_model_and_warm_starts_the_new_one(
     fake_model: Path, tmp_path: Path
 ) -> None:

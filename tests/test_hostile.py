@@ -151,6 +151,7 @@ def test_a_broken_stream_is_never_a_measurement(
     assert result["status"] == status and reason in result["reason"], result["reason"]
 
 
+@pytest.mark.slow
 def test_a_study_of_a_hanging_server_writes_no_profile(tmp_path: Path) -> None:
     done = tuner(
         *("tune", "--engine", "openai-server", *COMMON, "--trials", "2", "--confirm", "0"),

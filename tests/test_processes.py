@@ -118,6 +118,7 @@ def test_a_server_trial_killed_at_its_timeout_leaves_no_process(tmp_path: Path) 
     assert left == []
 
 
+@pytest.mark.slow
 def test_sigterm_stops_tuner_as_ctrl_c_does_and_the_study_resumes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc, mark = started(slow_study(run_dir), tmp_path)

@@ -50,6 +50,7 @@ def test_the_replay_space_is_the_recorded_grid() -> None:
     assert space.default_knobs() == read_landscape(H100).baseline
 
 
+@pytest.mark.slow
 def test_a_replay_study_reaches_90_percent_of_the_optimum_within_20_trials(
     tmp_path: Path,
 ) -> None:

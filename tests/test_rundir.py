@@ -195,6 +195,7 @@ def _can_mount_tmpfs() -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="no tmpfs in a user namespace here")
 @pytest.mark.parametrize(("optimizer", "size"), [("random", "32k"), ("gp", "160k")])
 def test_a_study_on_a_full_tmpfs_stops_in_one_line_with_its_trials_whole(

@@ -52,6 +52,7 @@ class Recorder(NullObserver):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_search_lands_near_the_peak_and_records_oom_trials(
     fake_model: Path, tmp_path: Path
 ) -> None:
@@ -141,6 +142,7 @@ def test_resuming_with_more_trials_lifts_a_spent_time_budget(
     assert len(again.results) == done + 2
 
 
+@pytest.mark.slow
 def test_crashes_and_hangs_are_data_and_the_study_goes_on(fake_model: Path, tmp_path: Path) -> None:
     # Random search: its proposals do not depend on measured (timing-noisy) rates, so the
     # crashing and hanging regions are reached whatever the machine's load (GP's path varied
