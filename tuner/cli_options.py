@@ -17,8 +17,8 @@ from tuner.cli_common import err
 from tuner.errors import TunerError
 
 #: `tuner tune` with no --model: a tiny synthetic model answering the first 64 HumanEval prompts
-#: with 16 tokens each, a few minutes on a 2-core CPU (all 164 prompts with 32 tokens took 28
-#: minutes there). A real study names its model and keeps the whole workload.
+#: with 16 tokens each: minutes on a 2-core CPU, where the whole workload takes many times as
+#: long. A real study names its model and keeps the whole workload.
 DEFAULT_MODEL = "synthetic:tiny-llama"
 DEFAULT_REQUESTS = 64
 DEFAULT_OUTPUT_TOKENS = 16

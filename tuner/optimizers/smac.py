@@ -57,7 +57,7 @@ def configspace(space: SearchSpace, seed: int = 0) -> Any:
                 cs.add(InCondition(child, par, list(allowed)))
     # Rules ConfigSpace cannot state are checked on each proposal (`SearchSpace.violated`).
     # The clauses are added at once: one at a time, ConfigSpace rebuilds its condition tree
-    # each time (7 s for a recorded table's 188 points not run).
+    # each time, which takes seconds for a recorded table with many points not run.
     clauses = [(rule, c) for rule in space.rules if (c := rule.clause(params)) is not None]
     try:
         cs.add([c for _, c in clauses])
@@ -128,8 +128,8 @@ class SmacOptimizer:
         )  # fmt: skip
         model = None
         if name == "gp":
-            # Two restarts of the GP's hyperparameter fit, not SMAC's ten: on the Martinez
-            # tables (79 x 3 seeds, 10 trials) the same picks within noise at 0.37x the time.
+            # Two restarts of the GP's hyperparameter fit, not SMAC's ten: the same picks within
+            # noise in a fraction of the time (benchmarks/search-variants.md).
             model = _gaussian_process(scenario)
         everything = all_configurations(space, self.cs)
         maximizer = None
@@ -187,7 +187,7 @@ class SmacOptimizer:
 #: The most configurations a space may hold for the acquisition function to be maximized over
 #: every one of them, exactly, instead of by SMAC's local and random search: that search
 #: samples thousands of configurations per proposal, and where a recorded table leaves points
-#: out (forbidden clauses) ConfigSpace's sampling took about 10 s of each proposal.
+#: out (forbidden clauses) ConfigSpace's sampling took seconds of each proposal.
 EXHAUSTIVE_MAX = 4096
 
 
