@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tuner.hardware import Platform
+from tuner.hardware.machine import Platform
 from tuner.testing import fake_model_dir
 
 #: Every process the tests start carries this mark (the environment is inherited), so that the
@@ -52,7 +52,7 @@ def tiny_model() -> Path:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`gpu` tests run only where NVML sees a GPU."""
-    from tuner.hardware import detect_hardware
+    from tuner.hardware.machine import detect_hardware
 
     hardware = detect_hardware()
     if hardware.gpus:

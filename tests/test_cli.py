@@ -259,7 +259,7 @@ def assert_one_line_error(result, message: str) -> None:  # type: ignore[no-unty
 
 
 def test_without_nvml_the_study_runs_and_says_so_once(fake_model: Path, tmp_path: Path) -> None:
-    from tuner.hardware import detect_hardware
+    from tuner.hardware.machine import detect_hardware
 
     if detect_hardware().gpus:
         pytest.skip("this machine has a GPU")

@@ -15,7 +15,7 @@ from tuner.cli import app
 from tuner.engines import load_catalogue
 from tuner.engines.hf_cb import ContinuousBatchingEngine, check_catalogue, library_offers
 from tuner.engines.openai_client import TRANSFORMERS, LoadClient, _Result
-from tuner.hardware import detect_platform
+from tuner.hardware.machine import detect_platform
 from tuner.objective import metric
 from tuner.profiles import read_profile
 from tuner.space import resolve

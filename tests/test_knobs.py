@@ -10,7 +10,7 @@ from tests.conftest import CPU, FOUR_GPUS
 from tuner.engines import ENGINES, engine_class, load_catalogue
 from tuner.engines.server import with_load
 from tuner.errors import TunerError
-from tuner.hardware import Platform
+from tuner.hardware.machine import Platform
 from tuner.knobs import Catalogue
 from tuner.optimizers.smac import config_of, configspace, knobs_of
 from tuner.space import resolve

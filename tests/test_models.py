@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import TunerError
-from tuner.hardware import slugify
+from tuner.hardware.machine import slugify
 from tuner.models import resolve_model, synthetic
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import pynvml
 import pytest
 
-from tuner import nvml
 from tuner.errors import GpuLost, NvmlError, NvmlNotSupported, NvmlUnavailable
+from tuner.hardware import nvml
 
 
 class FakeNvml(types.SimpleNamespace):

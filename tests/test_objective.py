@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from tuner.errors import TunerError
+from tuner.hardware.telemetry import Telemetry
 from tuner.measure import Latency, Measurement, PerRequest, Run, percentiles
 from tuner.objective import THROUGHPUT, Constraint, goal
-from tuner.telemetry import Telemetry
 from tuner.testing import surface_result
 from tuner.trial import TrialResult
 

@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tuner.cli import app
+from tuner.hardware.telemetry import Sampler
 from tuner.measure import Measurement, Run
 from tuner.plots import pareto_front
 from tuner.report import write_report
 from tuner.rundir import TRIALS_FILE
-from tuner.telemetry import Sampler
 from tuner.testing import FakeClock, FakeGpu
 from tuner.trial import TrialResult
 

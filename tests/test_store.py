@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tuner.cli import app
 from tuner.errors import TunerError
-from tuner.hardware import detect_hardware
+from tuner.hardware.machine import detect_hardware
 from tuner.store import diff, for_machine, pick, read_store, resolve_profile
 from tuner.testing import fake_hardware
 

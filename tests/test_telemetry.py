@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
+from tuner.hardware.telemetry import Sampler, integrate
 from tuner.measure import MeasurementProtocol, measure
-from tuner.telemetry import Sampler, integrate
 from tuner.testing import FakeClock, FakeGpu, ScriptedEngine
 from tuner.workloads import Request
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tuner.hardware.nvml import open_devices
+from tuner.hardware.telemetry import Sampler
 from tuner.measure import MeasurementProtocol
-from tuner.nvml import open_devices
-from tuner.telemetry import Sampler
 from tuner.trial import TrialTask
 from tuner.worker import Worker
 from tuner.workloads import Tokenizer, build_requests, load_workload

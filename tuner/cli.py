@@ -298,7 +298,7 @@ def gpus(json_: Json = False) -> None:
     from dataclasses import asdict
 
     from tuner.console import hardware_table
-    from tuner.hardware import detect_hardware
+    from tuner.hardware.machine import detect_hardware
 
     hw = detect_hardware()
     if json_:
@@ -321,7 +321,7 @@ def knobs(
 ) -> None:
     """Show an engine's knobs as they stand on this machine (and model)."""
     from tuner.console import knobs_table
-    from tuner.hardware import detect_platform
+    from tuner.hardware.machine import detect_platform
     from tuner.setup import catalogue_of, prepare
     from tuner.space import resolve
     from tuner.workloads import load_workload, request_count

@@ -50,7 +50,7 @@ def _lookup(
     directory: Path, gpu: str, engine: str | None, model: str | None, workload: str | None
 ) -> Any:
     """The store's lookup for `--gpu`: this machine's (auto) or a named GPU folder's."""
-    from tuner.hardware import detect_hardware
+    from tuner.hardware.machine import detect_hardware
     from tuner.store import Lookup, for_machine, matches, read_store
 
     entries = read_store(directory)
@@ -75,7 +75,7 @@ def load(
     workload: str | None,
 ) -> tuple[Path, Any]:
     """The profile a command names: by file or key, or looked up; one line when it cannot."""
-    from tuner.hardware import detect_hardware
+    from tuner.hardware.machine import detect_hardware
     from tuner.profiles import read_profile
     from tuner.store import check_profile_engine, pick, resolve_profile
 

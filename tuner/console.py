@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from tuner.fmt import fmt_knobs, fmt_rate, fmt_value
-from tuner.hardware import Hardware
+from tuner.hardware.machine import Hardware
 from tuner.knobs import Value
 from tuner.measure import Measurement
 from tuner.objective import Goal

@@ -6,7 +6,7 @@ class TunerError(Exception):
 
 
 class NvmlError(Exception):
-    """NVML answered with an error code (see `tuner.nvml`)."""
+    """NVML answered with an error code (see `tuner.hardware.nvml`)."""
 
 
 class NvmlUnavailable(NvmlError):

@@ -30,7 +30,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuner.errors import TunerError
-from tuner.hardware import Hardware, Platform, detect_hardware, detect_platform, slugify
+from tuner.hardware.machine import Hardware, Platform, detect_hardware, detect_platform, slugify
 
 #: The Dask resource a trial asks for, one per GPU it uses (one per worker without GPUs).
 RESOURCE = "GPU"

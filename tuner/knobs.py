@@ -27,7 +27,7 @@ from pydantic import (
 
 from tuner import rules
 from tuner.errors import TunerError
-from tuner.hardware import FEATURES
+from tuner.hardware.machine import FEATURES
 
 Value = bool | int | float | str
 Stage = Literal["load", "run"]

@@ -24,8 +24,8 @@ from tuner.engines.base import (
     EngineTimeout,
     RequestTiming,
 )
+from tuner.hardware.telemetry import DEFAULT_PERIOD_S, Sampler, Telemetry
 from tuner.knobs import Value
-from tuner.telemetry import DEFAULT_PERIOD_S, Sampler, Telemetry
 from tuner.workloads import Request
 
 Clock = Callable[[], float]

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from tuner import __version__
 from tuner.aiconfigurator import SYSTEMS, AIConfiguratorPrior, Workload, check_covered, prior_for
 from tuner.errors import TunerError
-from tuner.hardware import slugify
+from tuner.hardware.machine import slugify
 from tuner.knobs import Value, gpus_of
 from tuner.landscape import grid_pairs
 from tuner.measure import MeasurementProtocol

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tuner.hardware.telemetry import SERIES_POINTS
 from tuner.objective import THROUGHPUT, Goal, Metric
-from tuner.telemetry import SERIES_POINTS
 from tuner.trial import TrialResult
 
 OK, FAILED, BEST, FRONT = "#1f77b4", "#d62728", "#ff7f0e", "#2ca02c"

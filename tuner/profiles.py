@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tuner import __version__
 from tuner.errors import TunerError
 from tuner.files import os_error, read_text, write_atomic
-from tuner.hardware import Hardware
+from tuner.hardware.machine import Hardware
 from tuner.knobs import KnobName, Value, describe
 from tuner.measure import Measurement, MeasurementProtocol, Run
 from tuner.objective import METRICS, Goal, goal, metric, one_objective_to_many, prediction_error

@@ -13,7 +13,7 @@ from typing import Any
 from tuner.engines import engine_class
 from tuner.errors import TunerError
 from tuner.fleet import WorkerMachine
-from tuner.hardware import Hardware, detect_hardware, detect_platform, slugify
+from tuner.hardware.machine import Hardware, detect_hardware, detect_platform, slugify
 from tuner.knobs import Catalogue, Value
 from tuner.measure import MeasurementProtocol
 from tuner.models import ModelRef, model_facts, read_config, resolve_model

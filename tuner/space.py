@@ -16,7 +16,7 @@ from tuner import rules
 from tuner.errors import TunerError
 from tuner.fmt import fmt_knobs as _fmt_knobs
 from tuner.fmt import fmt_value as _fmt
-from tuner.hardware import Platform
+from tuner.hardware.machine import Platform
 from tuner.knobs import Catalogue, ForbiddenSpec, KnobSpec, Stage, Value, as_tuple
 from tuner.rules import Rule
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tuner.errors import TunerError
 from tuner.fmt import fmt_value
-from tuner.hardware import Hardware, slugify
+from tuner.hardware.machine import Hardware, slugify
 from tuner.profiles import Profile, find_profiles, gpu_record, read_profile
 
 

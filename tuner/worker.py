@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.engines.base import Engine, EngineBase, EngineFailed, EngineTimeout
 from tuner.errors import NvmlError
-from tuner.nvml import open_devices
+from tuner.hardware.nvml import open_devices
+from tuner.hardware.telemetry import Sampler
 from tuner.processes import TREE_MARK, kill_marked, new_mark
-from tuner.telemetry import Sampler
 from tuner.trial import Outcome, TrialTask
 
 if TYPE_CHECKING:

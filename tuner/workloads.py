@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuner.errors import TunerError
-from tuner.hardware import slugify
+from tuner.hardware.machine import slugify
 from tuner.specs import read_yaml, spec_dir, spec_names
 
 JSONL_PREFIX = "jsonl:"

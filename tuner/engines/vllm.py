@@ -169,7 +169,7 @@ def memory_short(message: str) -> bool:
 
 def parallel_gpus(knobs: Mapping[str, Value]) -> list[int]:
     """CUDA ordinals a vLLM engine with these knobs occupies (none without a GPU)."""
-    from tuner.hardware import detect_hardware
+    from tuner.hardware.machine import detect_hardware
 
     if not detect_hardware().gpus:
         return []

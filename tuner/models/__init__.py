@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tuner.errors import TunerError
-from tuner.hardware import slugify
+from tuner.hardware.machine import slugify
 
 SYNTHETIC_PREFIX = "synthetic:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

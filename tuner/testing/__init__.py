@@ -41,9 +41,9 @@ from typing import Any, ClassVar
 
 from tuner.engines.base import EngineBase, EngineOutOfMemory, RequestTiming, RunOutput
 from tuner.errors import GpuLost, NvmlNotSupported
-from tuner.hardware import Hardware
+from tuner.hardware.machine import Hardware
+from tuner.hardware.nvml import GpuInfo
 from tuner.knobs import Catalogue, Value
-from tuner.nvml import GpuInfo
 from tuner.testing.stub import serve_stub as serve_stub
 from tuner.workloads import Request
 
@@ -482,7 +482,7 @@ def fake_machines(gpu_models: Mapping[str, str]) -> Any:
     from distributed import WorkerPlugin
 
     from tuner.fleet import WorkerMachine, tell_machine
-    from tuner.hardware import Platform
+    from tuner.hardware.machine import Platform
 
     class FakeMachines(WorkerPlugin):
         name = "tuner-fake-machines"

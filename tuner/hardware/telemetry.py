@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from tuner.errors import GpuLost, NvmlError, NvmlNotSupported
-from tuner.nvml import is_throttled, reason_names
+from tuner.hardware.nvml import is_throttled, reason_names
 
 DEFAULT_PERIOD_S = 0.05
 #: Points kept of a window's power and memory over time (a longer window is thinned evenly).
@@ -33,7 +33,7 @@ READINGS = (
 
 
 class GpuDevice(Protocol):
-    """What the sampler reads from a GPU (`tuner.nvml.NvmlDevice`, or a fake)."""
+    """What the sampler reads from a GPU (`tuner.hardware.nvml.NvmlDevice`, or a fake)."""
 
     index: int
     uuid: str

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 
-from tuner import nvml
 from tuner.errors import NvmlError
+from tuner.hardware import nvml
 
 #: Requirements a catalogue may name, besides `module:<python module>`.
 FEATURES = frozenset({"cuda", "cpu", "bf16", "fp16", "multi_gpu"})
