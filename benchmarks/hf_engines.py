@@ -28,7 +28,7 @@ from tuner.landscape import read_landscape
 from tuner.measure import MeasurementProtocol
 from tuner.profiles import read_profile
 from tuner.setup import prepare
-from tuner.workloads import load_workload
+from tuner.specs.workloads import load_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).with_name("hf-engines.md")

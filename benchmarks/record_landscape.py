@@ -24,7 +24,7 @@ from tuner.landscape import parse_grid, record, write_landscape
 from tuner.measure import MeasurementProtocol
 from tuner.rundir import StudySpec
 from tuner.setup import prepare
-from tuner.workloads import load_workload
+from tuner.specs.workloads import load_workload
 
 
 def main() -> None:

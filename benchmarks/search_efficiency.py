@@ -39,9 +39,9 @@ from typing import Any
 
 from jobs import run_jobs
 
-from tuner.knobs import Value
 from tuner.objective import LATENCY_KINDS, THROUGHPUT, Goal, goal
 from tuner.replay import load_replay
+from tuner.specs.knobs import Value
 from tuner.study import replay_study
 from tuner.trial import TrialResult
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from tuner.optimizers import OPTIMIZERS
 from tuner.rundir import StudySpec
+from tuner.specs.workloads import load_workload
 from tuner.study import Study
 from tuner.testing import fake_model_dir, peak, surface, surface_result
-from tuner.workloads import load_workload
 
 BUDGETS = (10, 20, 30)
 OUT = Path(__file__).with_name("search-fake-surface.md")

@@ -47,7 +47,7 @@ _APPLIED: list[str] = []
 def patch(variant: str) -> None:
     """Applies `variant`'s changes to this process, once."""
     import tuner.optimizers.smac as smac_adapter
-    from tuner.space import SearchSpace
+    from tuner.specs.space import SearchSpace
 
     if _APPLIED:
         assert [variant] == _APPLIED, (_APPLIED, variant)

@@ -15,7 +15,7 @@ from tuner.cli import app
 from tuner.engines import engine_class
 from tuner.engines.hf import count_new_tokens
 from tuner.profiles import SCHEMA_FILE
-from tuner.workloads import Tokenizer, build_requests, load_workload
+from tuner.specs.workloads import Tokenizer, build_requests, load_workload
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ from tuner.engines.openai_client import TRANSFORMERS, LoadClient, _Result
 from tuner.hardware.machine import detect_platform
 from tuner.objective import metric
 from tuner.profiles import read_profile
-from tuner.space import resolve
-from tuner.workloads import Tokenizer, build_requests, load_workload
+from tuner.specs.space import resolve
+from tuner.specs.workloads import Tokenizer, build_requests, load_workload
 
 
 @pytest.fixture(scope="module")

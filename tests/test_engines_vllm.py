@@ -17,9 +17,9 @@ from tuner.engines.vllm import check_catalogue, engine_args_fields, root_cause, 
 from tuner.errors import TunerError
 from tuner.measure import MeasurementProtocol
 from tuner.profiles import SCHEMA_FILE
+from tuner.specs.workloads import Tokenizer, build_requests, load_workload
 from tuner.trial import TrialTask
 from tuner.worker import Worker
-from tuner.workloads import Tokenizer, build_requests, load_workload
 
 pytestmark = [
     pytest.mark.slow,

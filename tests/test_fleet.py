@@ -23,9 +23,9 @@ from tuner.fleet import ALLOWED_FAILURES, FleetSpec, open_fleet
 from tuner.measure import MeasurementProtocol
 from tuner.profiles import read_profile
 from tuner.rundir import StudySpec, read_spec, read_trials
+from tuner.specs.workloads import load_workload
 from tuner.study import Study
 from tuner.testing import SurfaceOnWorker, fake_machines
-from tuner.workloads import load_workload
 
 H100, A100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"
 TABLE = Path(__file__).parent.parent / "benchmarks" / "data" / "h100-hf-tiny-llama-humaneval.json"

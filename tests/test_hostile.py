@@ -235,7 +235,7 @@ def test_an_architecture_transformers_does_not_ship_is_one_line(
 def test_the_tokenizer_never_asks_to_run_code(
     tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tuner.workloads import Tokenizer
+    from tuner.specs.workloads import Tokenizer
 
     folder = code_folder(tmp_path, tiny_model)
     monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))  # the answer transformers asks for

@@ -11,9 +11,9 @@ from tuner.engines import ENGINES, engine_class, load_catalogue
 from tuner.engines.server import with_load
 from tuner.errors import TunerError
 from tuner.hardware.machine import Platform
-from tuner.knobs import Catalogue
 from tuner.optimizers.smac import config_of, configspace, knobs_of
-from tuner.space import resolve
+from tuner.specs.knobs import Catalogue
+from tuner.specs.space import resolve
 from tuner.testing import FAKE_CATALOGUE
 
 ONE_GPU_NO_BF16 = Platform("cuda", 1, frozenset({"cuda", "fp16"}))
@@ -407,7 +407,7 @@ def test_fixed_knobs_decide_parts_of_a_rule() -> None:
 
 
 def test_rule_expressions_are_a_small_safe_language() -> None:
-    from tuner import rules
+    from tuner.specs import rules
 
     tree = rules.parse("a * b > gpus and not c")
     assert rules.names(tree) == {"a", "b", "gpus", "c"}

@@ -8,8 +8,8 @@ from pydantic import ValidationError
 from tuner.engines.base import REQUEST_RATE, RequestTiming, RunOutput
 from tuner.measure import Measurement, MeasurementProtocol, Run, measure, measure_max_rate, stats
 from tuner.objective import goal
+from tuner.specs.workloads import Request
 from tuner.testing import FakeClock, ScriptedEngine
-from tuner.workloads import Request
 
 REQUESTS = [Request((1, 2, 3, 4), 10, "p")] * 5  # 20 input, 50 output tokens a run
 

@@ -9,9 +9,9 @@ import pytest
 
 from tests.conftest import CPU
 from tuner.errors import TunerError
-from tuner.knobs import Catalogue
 from tuner.optimizers import OPTIMIZERS, check_available, make_optimizer
-from tuner.space import resolve
+from tuner.specs.knobs import Catalogue
+from tuner.specs.space import resolve
 from tuner.testing import FAKE_CATALOGUE, peak, surface
 
 

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from tests.conftest import CPU
 from tuner.cli import app
 from tuner.errors import TunerError
-from tuner.knobs import Catalogue
 from tuner.objective import goal, prediction_error
 from tuner.prior import (
     BREAKS_LIMIT,
@@ -26,7 +25,8 @@ from tuner.prior import (
     with_margin,
 )
 from tuner.profiles import profile_path, read_profile, write_profile
-from tuner.space import resolve
+from tuner.specs.knobs import Catalogue
+from tuner.specs.space import resolve
 from tuner.testing import FAKE_CATALOGUE, FakePrior, surface, surface_result
 
 runner = CliRunner()

@@ -19,8 +19,8 @@ from tuner.profiles import (
     write_profile,
 )
 from tuner.rundir import StudySpec
+from tuner.specs.workloads import load_workload
 from tuner.study import Study
-from tuner.workloads import load_workload
 
 
 def test_shipped_schema_is_the_one_generated_from_the_code() -> None:

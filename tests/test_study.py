@@ -12,10 +12,10 @@ from tuner.executor import NullObserver
 from tuner.measure import MeasurementProtocol
 from tuner.objective import THROUGHPUT
 from tuner.rundir import StudySpec, read_trials
+from tuner.specs.workloads import load_workload
 from tuner.study import Study
 from tuner.testing import peak, surface
 from tuner.trial import TrialResult
-from tuner.workloads import load_workload
 
 FAKE = "tuner.testing:FakeEngine"
 

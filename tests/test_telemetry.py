@@ -8,8 +8,8 @@ import pytest
 
 from tuner.hardware.telemetry import Sampler, integrate
 from tuner.measure import MeasurementProtocol, measure
+from tuner.specs.workloads import Request
 from tuner.testing import FakeClock, FakeGpu, ScriptedEngine
-from tuner.workloads import Request
 
 REQUESTS = [Request((1, 2, 3, 4), 10, "p")] * 5  # 50 output tokens a run
 

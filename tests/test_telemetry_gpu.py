@@ -10,9 +10,9 @@ import pytest
 from tuner.hardware.nvml import open_devices
 from tuner.hardware.telemetry import Sampler
 from tuner.measure import MeasurementProtocol
+from tuner.specs.workloads import Tokenizer, build_requests, load_workload
 from tuner.trial import TrialTask
 from tuner.worker import Worker
-from tuner.workloads import Tokenizer, build_requests, load_workload
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 

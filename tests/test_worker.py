@@ -8,9 +8,9 @@ import pytest
 
 from tuner.engines.base import EngineBase
 from tuner.measure import MeasurementProtocol
+from tuner.specs.workloads import Request
 from tuner.trial import TrialTask
 from tuner.worker import Worker, one_line
-from tuner.workloads import Request
 
 is_oom = EngineBase.is_oom
 

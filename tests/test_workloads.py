@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import TunerError
-from tuner.workloads import Tokenizer, build_requests, load_workload, summarize
+from tuner.specs.workloads import Tokenizer, build_requests, load_workload, summarize
 
 
 @pytest.fixture(scope="module")

@@ -42,8 +42,8 @@ from typing import Any
 
 from tuner.errors import TunerError
 from tuner.fmt import fmt_knobs
-from tuner.knobs import Value, gpus_of
 from tuner.measure import Measurement, Run, alike_run
+from tuner.specs.knobs import Value, gpus_of
 from tuner.trial import Prediction
 
 INSTALL = 'pip install -e ".[plan]"'

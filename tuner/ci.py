@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tuner.errors import TunerError
 from tuner.executor import NullObserver, Observer
 from tuner.fmt import fmt_knobs, fmt_rate
-from tuner.knobs import Value, describe
 from tuner.measure import MeasurementProtocol
 from tuner.objective import Goal
 from tuner.profiles import (
@@ -40,9 +39,10 @@ from tuner.profiles import (
 )
 from tuner.rundir import StudySpec
 from tuner.setup import Setup, prepare
+from tuner.specs.knobs import Value, describe
+from tuner.specs.workloads import WorkloadSpec, load_workload
 from tuner.store import check_profile_engine
 from tuner.study import Study, StudyOutcome
-from tuner.workloads import WorkloadSpec, load_workload
 
 
 class CiConfig(BaseModel):

@@ -323,8 +323,8 @@ def knobs(
     from tuner.console import knobs_table
     from tuner.hardware.machine import detect_platform
     from tuner.setup import catalogue_of, prepare
-    from tuner.space import resolve
-    from tuner.workloads import load_workload, request_count
+    from tuner.specs.space import resolve
+    from tuner.specs.workloads import load_workload, request_count
 
     with user_errors():
         if model is not None:
@@ -388,7 +388,7 @@ def plan(
     from tuner.objective import goal
     from tuner.plan import make_plan, parse_plan_grid
     from tuner.profiles import profile_path, write_profile
-    from tuner.workloads import load_workload
+    from tuner.specs.workloads import load_workload
 
     with user_errors():
         spec = load_workload(workload, requests=requests, output_tokens=output_tokens)

@@ -99,7 +99,7 @@ def new_studies(fleet: Any, args: TuneArgs) -> list[Any]:
     run directory of its own, warm-started from another model's profile where it has none)."""
     from tuner.replay import is_replay
     from tuner.setup import prepare
-    from tuner.workloads import load_workload
+    from tuner.specs.workloads import load_workload
 
     protocol, options = args.measure.protocol(), args.server.options()
     objectives, constraints = args.goal.resolve()
@@ -445,7 +445,7 @@ def run_bench(args: BenchArgs) -> None:
     from tuner.replay import is_replay
     from tuner.rundir import StudySpec
     from tuner.setup import prepare
-    from tuner.workloads import load_workload
+    from tuner.specs.workloads import load_workload
 
     job, json_, quiet = args.job, args.json_, args.quiet or args.json_
     with user_errors():

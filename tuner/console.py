@@ -12,11 +12,11 @@ from rich.table import Table
 
 from tuner.fmt import fmt_knobs, fmt_rate, fmt_value
 from tuner.hardware.machine import Hardware
-from tuner.knobs import Value
 from tuner.measure import Measurement
 from tuner.objective import Goal
 from tuner.profiles import Profile
-from tuner.space import SearchSpace
+from tuner.specs.knobs import Value
+from tuner.specs.space import SearchSpace
 from tuner.store import Row
 from tuner.trial import TrialResult, of_speed_of_light
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from tuner.knobs import Value
+from tuner.specs.knobs import Value
 from tuner.trial import TrialResult, TrialTask
 from tuner.worker import Worker
 

@@ -22,8 +22,8 @@ from tuner.engines.hf_cb import LOAD_KNOBS
 from tuner.engines.server import cli_args
 from tuner.errors import TunerError
 from tuner.fmt import fmt_value
-from tuner.knobs import Value
 from tuner.profiles import Profile
+from tuner.specs.knobs import Value
 
 VLLM_ENGINES = ("vllm", "vllm-server")
 HF_ENGINES = ("hf", "hf-pipeline", "hf-cb")

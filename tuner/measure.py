@@ -25,8 +25,8 @@ from tuner.engines.base import (
     RequestTiming,
 )
 from tuner.hardware.telemetry import DEFAULT_PERIOD_S, Sampler, Telemetry
-from tuner.knobs import Value
-from tuner.workloads import Request
+from tuner.specs.knobs import Value
+from tuner.specs.workloads import Request
 
 Clock = Callable[[], float]
 

@@ -17,7 +17,6 @@ from tuner import __version__
 from tuner.aiconfigurator import SYSTEMS, AIConfiguratorPrior, Workload, check_covered, prior_for
 from tuner.errors import TunerError
 from tuner.hardware.machine import slugify
-from tuner.knobs import Value, gpus_of
 from tuner.landscape import grid_pairs
 from tuner.measure import MeasurementProtocol
 from tuner.objective import Goal
@@ -33,8 +32,9 @@ from tuner.profiles import (
     trial_counts,
     trial_record,
 )
+from tuner.specs.knobs import Value, gpus_of
+from tuner.specs.workloads import Distribution, WorkloadSpec
 from tuner.trial import TrialResult
-from tuner.workloads import Distribution, WorkloadSpec
 
 #: The requests in flight a plan tries (with the workload's whole count), where not given.
 LOADS = (1, 4, 16, 64, 256)

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from tuner.errors import TunerError
-from tuner.knobs import Value
 from tuner.objective import Goal
-from tuner.space import SearchSpace
+from tuner.specs.knobs import Value
+from tuner.specs.space import SearchSpace
 from tuner.trial import Predicted, Prediction, PriorPlan, TrialResult
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ def prior_plan(prior: Prior, setup: Setup, goal: Goal, say: Callable[[str], None
 
 def _aiconfigurator(setup: Setup) -> Prior:
     from tuner.aiconfigurator import Workload, prior_for
-    from tuner.workloads import summarize
+    from tuner.specs.workloads import summarize
 
     replay = setup.replay
     precision = None

@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
-from tuner import rules
 from tuner.engines import engine_class
 from tuner.errors import TunerError
-from tuner.knobs import Catalogue, ChoiceSpec, ForbiddenSpec, KnobSpec, Value
 from tuner.landscape import Landscape, read_landscape
 from tuner.measure import Measurement, Run
+from tuner.specs import rules
+from tuner.specs.knobs import Catalogue, ChoiceSpec, ForbiddenSpec, KnobSpec, Value
 from tuner.trial import TrialResult
 
 REPLAY_PREFIX = "replay:"
@@ -64,7 +64,7 @@ class Replay:
         return False
 
     def workload_summary(self) -> dict[str, float | int]:
-        """The recorded workload's counts, as `tuner.workloads.summarize` gives them, from a
+        """The recorded workload's counts, as `tuner.specs.workloads.summarize` gives them, from a
         run that completed every request."""
         runs = [
             run

@@ -20,10 +20,10 @@ from tuner import __version__, plots
 from tuner.errors import TunerError
 from tuner.files import read_text
 from tuner.fmt import fmt_knobs, fmt_rate
-from tuner.knobs import describe
 from tuner.objective import Goal, prediction_error, winner
 from tuner.profiles import PRIOR_FIGURES, Machine
 from tuner.rundir import MACHINE_FILE, TRIALS_FILE, StudySpec, read_spec, read_trials
+from tuner.specs.knobs import describe
 from tuner.trial import TrialResult
 
 

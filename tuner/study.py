@@ -34,7 +34,6 @@ from tuner.executor import (
 )
 from tuner.files import os_error
 from tuner.fleet import Fleet, WorkerMachine
-from tuner.knobs import Value
 from tuner.objective import CONFIRM, winner
 from tuner.optimizers import Optimizer, SpaceExhausted, make_optimizer
 from tuner.prior import Belief
@@ -42,7 +41,8 @@ from tuner.profiles import machine_record
 from tuner.replay import REPLAY_PREFIX
 from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
 from tuner.setup import Setup, prepare
-from tuner.space import SearchSpace
+from tuner.specs.knobs import Value
+from tuner.specs.space import SearchSpace
 from tuner.trial import Prediction, TrialResult
 
 #: The origin of a trial of a warm-start configuration (another GPU model's or profile's best).

@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuner.knobs import Value, gpus_of
 from tuner.measure import Measurement, MeasurementProtocol
-from tuner.workloads import Request
+from tuner.specs.knobs import Value, gpus_of
+from tuner.specs.workloads import Request
 
 Status = Literal["ok", "oom", "crashed", "timeout"]
 STATUSES: tuple[Status, ...] = ("ok", "oom", "crashed", "timeout")

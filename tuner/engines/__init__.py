@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import TunerError
-from tuner.knobs import Catalogue
-from tuner.specs import spec_dir
+from tuner.specs.knobs import Catalogue
+from tuner.specs.paths import spec_dir
 
 ENGINES: dict[str, str] = {
     "hf": "tuner.engines.hf:GenerateEngine",

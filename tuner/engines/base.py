@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from tuner.knobs import Catalogue, Value, gpus_of
-from tuner.workloads import Request
+from tuner.specs.knobs import Catalogue, Value, gpus_of
+from tuner.specs.workloads import Request
 
 
 class EngineOutOfMemory(Exception):

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 from tuner.engines import load_catalogue
 from tuner.engines.base import EngineBase, EngineOutOfMemory, RunOutput
 from tuner.errors import TunerError
-from tuner.knobs import Catalogue, Value
-from tuner.workloads import Request
+from tuner.specs.knobs import Catalogue, Value
+from tuner.specs.workloads import Request
 
 
 def transformers_versions() -> dict[str, str]:

@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 from tuner.engines import load_catalogue
 from tuner.engines.base import EngineOutOfMemory, RequestTiming, RunOutput
 from tuner.engines.hf import TransformersEngine, load_causal_lm
-from tuner.knobs import Catalogue, Value
-from tuner.workloads import Request
+from tuner.specs.knobs import Catalogue, Value
+from tuner.specs.workloads import Request
 
 #: Load-stage knobs: from_pretrained arguments; every run knob is a ContinuousBatchingConfig field.
 LOAD_KNOBS = ("dtype", "attn_implementation", "num_gpus")

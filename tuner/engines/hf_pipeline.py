@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 
 from tuner.engines.base import EngineOutOfMemory, RunOutput
 from tuner.engines.hf import TransformersEngine, count_new_tokens
-from tuner.knobs import Value
-from tuner.workloads import Request
+from tuner.specs.knobs import Value
+from tuner.specs.workloads import Request
 
 
 class PipelineEngine(TransformersEngine):

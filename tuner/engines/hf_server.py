@@ -20,7 +20,7 @@ from tuner.engines.hf import check_architecture, transformers_versions
 from tuner.engines.openai_client import TRANSFORMERS, Dialect
 from tuner.engines.server import ServerEngine, with_load
 from tuner.errors import TunerError
-from tuner.knobs import Catalogue
+from tuner.specs.knobs import Catalogue
 
 DEFAULT_SERVER_CMD = (
     "{python} -m transformers.cli.transformers serve {model} --continuous-batching "

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuner.engines.base import KEPT_FAILURES, RequestTiming, RunOutput
-from tuner.workloads import Request
+from tuner.specs.workloads import Request
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,9 @@ from tuner.engines.base import (
 )
 from tuner.engines.openai_client import DIALECTS, OPENAI, Dialect, LoadClient, Prepared
 from tuner.errors import TunerError
-from tuner.knobs import Catalogue, Value
 from tuner.processes import spawn, stop_group
-from tuner.workloads import Request
+from tuner.specs.knobs import Catalogue, Value
+from tuner.specs.workloads import Request
 
 HOST = "127.0.0.1"
 OPTIONS = {

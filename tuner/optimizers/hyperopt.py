@@ -22,9 +22,9 @@ from hyperopt import STATUS_FAIL, STATUS_OK, Trials, hp, space_eval, tpe
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, Domain
 from hyperopt.fmin import generate_trial
 
-from tuner.knobs import Value
 from tuner.optimizers.base import Losses, Proposal, initial_design_size
-from tuner.space import Knob, SearchSpace
+from tuner.specs.knobs import Value
+from tuner.specs.space import Knob, SearchSpace
 
 
 def expression(name: str, knob: Knob) -> Any:

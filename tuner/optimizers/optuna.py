@@ -13,9 +13,9 @@ from typing import Any
 
 import optuna
 
-from tuner.knobs import Value
 from tuner.optimizers.base import Losses, Proposal, initial_design_size
-from tuner.space import Knob, SearchSpace
+from tuner.specs.knobs import Value
+from tuner.specs.space import Knob, SearchSpace
 
 
 def distribution(knob: Knob) -> Any:

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tuner.knobs import Value
 from tuner.optimizers.base import Losses, Proposal
-from tuner.space import Knob, SearchSpace
+from tuner.specs.knobs import Value
+from tuner.specs.space import Knob, SearchSpace
 
 
 def draw(knob: Knob, rng: random.Random) -> Value:

@@ -14,9 +14,9 @@ from typing import Any
 
 from tuner.errors import TunerError
 from tuner.fmt import fmt_knobs
-from tuner.knobs import Value
 from tuner.optimizers.base import Losses, Proposal, SpaceExhausted, initial_design_size
-from tuner.space import SearchSpace
+from tuner.specs.knobs import Value
+from tuner.specs.space import SearchSpace
 
 
 def configspace(space: SearchSpace, seed: int = 0) -> Any:

@@ -43,9 +43,9 @@ from tuner.engines.base import EngineBase, EngineOutOfMemory, RequestTiming, Run
 from tuner.errors import GpuLost, NvmlNotSupported
 from tuner.hardware.machine import Hardware
 from tuner.hardware.nvml import GpuInfo
-from tuner.knobs import Catalogue, Value
+from tuner.specs.knobs import Catalogue, Value
+from tuner.specs.workloads import Request
 from tuner.testing.stub import serve_stub as serve_stub
-from tuner.workloads import Request
 
 FAKE_CATALOGUE = {
     "engine": "fake",
@@ -422,7 +422,7 @@ def check_engine_contract(
 
     from tuner.engines import engine_class
     from tuner.setup import prepare
-    from tuner.workloads import load_workload
+    from tuner.specs.workloads import load_workload
 
     workload = load_workload("synthetic", requests=requests, output_tokens=output_tokens)
     setup = prepare(engine, model, workload, options=dict(options or {}))

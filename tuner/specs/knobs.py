@@ -1,8 +1,9 @@
 """Knob catalogues: the declarative files in `engines/`.
 
 A catalogue lists an engine's knobs: type, range or choices, default, whether the knob acts at
-load time or at run time, what the platform must offer, and when it applies. `tuner.space.resolve`
-drops what a platform cannot run and yields the `SearchSpace` a study searches.
+load time or at run time, what the platform must offer, and when it applies.
+`tuner.specs.space.resolve` drops what a platform cannot run and yields the `SearchSpace` a study
+searches.
 
 Range bounds may name facts of the platform, model and workload (`gpus`, `model_max_len`,
 `workload_max_tokens`, `num_attention_heads`, ...). A knob with `engine_default: true` is left
@@ -25,9 +26,9 @@ from pydantic import (
     model_validator,
 )
 
-from tuner import rules
 from tuner.errors import TunerError
 from tuner.hardware.machine import FEATURES
+from tuner.specs import rules
 
 Value = bool | int | float | str
 Stage = Literal["load", "run"]
@@ -163,7 +164,7 @@ class KnobSpec(BaseModel):
 
 
 class ForbiddenSpec(BaseModel):
-    """A combination of knob values the engine cannot run, and why (see `tuner.rules`)."""
+    """A combination of knob values the engine cannot run, and why (see `tuner.specs.rules`)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     if_: dict[str, Value | list[Value]] = Field(default={}, alias="if")
@@ -221,7 +222,7 @@ class Catalogue(BaseModel):
     @classmethod
     def from_file(cls, path: Path) -> Catalogue:
         """Reads and checks a catalogue file; every problem is one `TunerError` line."""
-        from tuner.specs import read_yaml
+        from tuner.specs.paths import read_yaml
 
         data = read_yaml(path)
         try:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tuner.errors import TunerError
 from tuner.hardware.machine import slugify
-from tuner.specs import read_yaml, spec_dir, spec_names
+from tuner.specs.paths import read_yaml, spec_dir, spec_names
 
 JSONL_PREFIX = "jsonl:"
 #: Sanity bounds, for models that do not say their maximum length: tokens of one request's
@@ -125,7 +125,7 @@ def load_workload(
     try:
         return WorkloadSpec.model_validate(data)
     except ValidationError as exc:
-        from tuner.knobs import describe
+        from tuner.specs.knobs import describe
 
         raise TunerError(f"workload {where}: {describe(exc)}") from None
 

@@ -12,13 +12,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tuner import rules
 from tuner.errors import TunerError
 from tuner.fmt import fmt_knobs as _fmt_knobs
 from tuner.fmt import fmt_value as _fmt
 from tuner.hardware.machine import Platform
-from tuner.knobs import Catalogue, ForbiddenSpec, KnobSpec, Stage, Value, as_tuple
-from tuner.rules import Rule
+from tuner.specs import rules
+from tuner.specs.knobs import Catalogue, ForbiddenSpec, KnobSpec, Stage, Value, as_tuple
+from tuner.specs.rules import Rule
 
 
 @dataclass(frozen=True)

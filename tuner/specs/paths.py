@@ -13,7 +13,7 @@ import yaml
 
 from tuner.errors import TunerError
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent
 
 
 def spec_dir(kind: str) -> Path:
