@@ -25,7 +25,7 @@ from pathlib import Path
 from tuner.executor import bench
 from tuner.fmt import fmt_knobs
 from tuner.landscape import read_landscape
-from tuner.measure import MeasurementProtocol
+from tuner.measure.measurement import MeasurementProtocol
 from tuner.profiles import read_profile
 from tuner.setup import prepare
 from tuner.specs.workloads import load_workload

@@ -41,8 +41,8 @@ from jobs import fixed_hash_seed, run_jobs
 
 from tuner.external import MARTINEZ_COMMIT, MARTINEZ_REPOSITORY
 from tuner.landscape import Landscape, read_landscape
+from tuner.measure.trial import TrialResult
 from tuner.study import replay_study
-from tuner.trial import TrialResult
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ROOT / "benchmarks" / "data" / "external" / "martinez2024"

@@ -45,11 +45,11 @@ from jobs import fixed_hash_seed, run_jobs
 from search_efficiency import EXTERNAL, ROOT, _at, _median_reach, external_goal, table_study
 
 from tuner.errors import TunerError
-from tuner.objective import prediction_error
+from tuner.measure.objective import prediction_error
+from tuner.measure.trial import PriorPlan
 from tuner.prior import load_prior, prior_plan, rerank, with_margin
 from tuner.replay import load_replay
 from tuner.setup import prepare
-from tuner.trial import PriorPlan
 
 REPORT = ROOT / "reports" / "prior.md"
 METHODS = {

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tuner.errors import TunerError
 from tuner.landscape import parse_grid, record, write_landscape
-from tuner.measure import MeasurementProtocol
+from tuner.measure.measurement import MeasurementProtocol
 from tuner.rundir import StudySpec
 from tuner.setup import prepare
 from tuner.specs.workloads import load_workload

@@ -39,11 +39,11 @@ from typing import Any
 
 from jobs import run_jobs
 
-from tuner.objective import LATENCY_KINDS, THROUGHPUT, Goal, goal
+from tuner.measure.objective import LATENCY_KINDS, THROUGHPUT, Goal, goal
+from tuner.measure.trial import TrialResult
 from tuner.replay import load_replay
 from tuner.specs.knobs import Value
 from tuner.study import replay_study
-from tuner.trial import TrialResult
 
 BUDGETS = (5, 10, 20)
 SLO_BUDGETS = (10, 20, 40)
@@ -206,7 +206,8 @@ def _header(args: argparse.Namespace, plot: Path) -> str:
             "measurement with its recorded spread as seeded noise, the recorded GPU-seconds, "
             "model loads included, as cost). A method's pick is the configuration its search "
             "would choose so far: the best median discounted by its own spread "
-            "(`tuner.objective`), without the confirmation trials a real study adds at the end; "
+            "(`tuner.measure.objective`), without the confirmation trials a real study adds at the "
+            "end; "
             "the ratio is the pick's recorded tok/s over the table's optimum. Every "
             "method measures the engine's default configuration first. `default` is that "
             "configuration alone. Every method is a tuner optimizer adapter driven by tuner's own "
@@ -283,7 +284,7 @@ def _slo_part(path: Path, table: Any, target: Goal, seeds: int, tmp: Path) -> st
         "measurement: kept the limit or not, and its goodput over the best feasible point's "
         "(0 for a pick that breaks the limit, or none). As in any study, a pick must keep the "
         "limit by more than its own spread, and is ranked by its goodput discounted by its "
-        "spread (`tuner.objective`).",
+        "spread (`tuner.measure.objective`).",
         "",
         "| method | trials | picks within the limit | median goodput ratio | worst ratio "
         "| seeds >= 95% | median trials to 95% |",
@@ -391,7 +392,7 @@ def table_study(
     pibo: bool = False,
 ) -> dict[str, Any]:
     """`external_study` of one table, optionally started from a prior's plan
-    (`tuner.trial.PriorPlan`; `pibo`: that also weights the acquisition)."""
+    (`tuner.measure.trial.PriorPlan`; `pibo`: that also weights the acquisition)."""
     path = ROOT / table_path
     table = load_replay(f"replay:{path}").table
     target = external_goal(table)

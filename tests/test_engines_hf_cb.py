@@ -16,7 +16,7 @@ from tuner.engines import load_catalogue
 from tuner.engines.hf_cb import ContinuousBatchingEngine, check_catalogue, library_offers
 from tuner.engines.openai_client import TRANSFORMERS, LoadClient, _Result
 from tuner.hardware.machine import detect_platform
-from tuner.objective import metric
+from tuner.measure.objective import metric
 from tuner.profiles import read_profile
 from tuner.specs.space import resolve
 from tuner.specs.workloads import Tokenizer, build_requests, load_workload

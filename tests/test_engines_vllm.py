@@ -15,10 +15,10 @@ from tuner.cli import app
 from tuner.engines.server import cli_args
 from tuner.engines.vllm import check_catalogue, engine_args_fields, root_cause, vllm_catalogue
 from tuner.errors import TunerError
-from tuner.measure import MeasurementProtocol
+from tuner.measure.measurement import MeasurementProtocol
+from tuner.measure.trial import TrialTask
 from tuner.profiles import SCHEMA_FILE
 from tuner.specs.workloads import Tokenizer, build_requests, load_workload
-from tuner.trial import TrialTask
 from tuner.worker import Worker
 
 pytestmark = [

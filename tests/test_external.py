@@ -20,7 +20,7 @@ from tuner.external import (
     silicon_tables,
 )
 from tuner.landscape import read_landscape
-from tuner.objective import goal
+from tuner.measure.objective import goal
 from tuner.replay import NOT_RUN
 from tuner.setup import prepare
 from tuner.study import replay_study

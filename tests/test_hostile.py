@@ -30,10 +30,10 @@ from tuner.engines.command import fill, split
 from tuner.engines.server import CommandServer, ServerProcess, free_port
 from tuner.errors import TunerError
 from tuner.export import export
-from tuner.measure import Measurement, Run, completed
-from tuner.objective import THROUGHPUT
+from tuner.measure.measurement import Measurement, Run, completed
+from tuner.measure.objective import THROUGHPUT
+from tuner.measure.trial import TrialResult
 from tuner.profiles import read_profile
-from tuner.trial import TrialResult
 
 from .test_cli import assert_one_line_error, fake_args
 from .test_export import HF_CPU, HF_SERVER_CPU, VLLM_CPU
@@ -508,7 +508,7 @@ def test_what_openai_server_imports_is_in_the_plain_install() -> None:
         "tuner/engines/command.py",
         "tuner/processes.py",
         "tuner/worker.py",
-        "tuner/measure.py",
+        "tuner/measure/measurement.py",
     ]
     distributions = importlib.metadata.packages_distributions()
     needed = set()

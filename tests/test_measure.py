@@ -6,8 +6,15 @@ import pytest
 from pydantic import ValidationError
 
 from tuner.engines.base import REQUEST_RATE, RequestTiming, RunOutput
-from tuner.measure import Measurement, MeasurementProtocol, Run, measure, measure_max_rate, stats
-from tuner.objective import goal
+from tuner.measure.measurement import (
+    Measurement,
+    MeasurementProtocol,
+    Run,
+    measure,
+    measure_max_rate,
+    stats,
+)
+from tuner.measure.objective import goal
 from tuner.specs.workloads import Request
 from tuner.testing import FakeClock, ScriptedEngine
 

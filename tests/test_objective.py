@@ -8,10 +8,10 @@ import pytest
 
 from tuner.errors import TunerError
 from tuner.hardware.telemetry import Telemetry
-from tuner.measure import Latency, Measurement, PerRequest, Run, percentiles
-from tuner.objective import THROUGHPUT, Constraint, goal
+from tuner.measure.measurement import Latency, Measurement, PerRequest, Run, percentiles
+from tuner.measure.objective import THROUGHPUT, Constraint, goal
+from tuner.measure.trial import TrialResult
 from tuner.testing import surface_result
-from tuner.trial import TrialResult
 
 
 def ok(number: int, batch: int, *, cv: float = 0.01):  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from tests.conftest import CPU
 from tuner.cli import app
 from tuner.errors import TunerError
-from tuner.objective import goal, prediction_error
+from tuner.measure.objective import goal, prediction_error
 from tuner.prior import (
     BREAKS_LIMIT,
     NO_FIT,

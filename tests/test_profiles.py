@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 
 from tuner.errors import TunerError
-from tuner.measure import MeasurementProtocol
+from tuner.measure.measurement import MeasurementProtocol
 from tuner.profiles import (
     SCHEMA_FILE,
     build_profile,

@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from tuner.cli import app
 from tuner.hardware.telemetry import Sampler
-from tuner.measure import Measurement, Run
+from tuner.measure.measurement import Measurement, Run
+from tuner.measure.trial import TrialResult
 from tuner.plots import pareto_front
 from tuner.report import write_report
 from tuner.rundir import TRIALS_FILE
 from tuner.testing import FakeClock, FakeGpu
-from tuner.trial import TrialResult
 
 H100_RUN = Path(__file__).parent.parent / "reports" / "h100-hf-llama-1b"
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -9,13 +9,13 @@ import pytest
 
 from tuner.errors import TunerError
 from tuner.executor import NullObserver
-from tuner.measure import MeasurementProtocol
-from tuner.objective import THROUGHPUT
+from tuner.measure.measurement import MeasurementProtocol
+from tuner.measure.objective import THROUGHPUT
+from tuner.measure.trial import TrialResult
 from tuner.rundir import StudySpec, read_trials
 from tuner.specs.workloads import load_workload
 from tuner.study import Study
 from tuner.testing import peak, surface
-from tuner.trial import TrialResult
 
 FAKE = "tuner.testing:FakeEngine"
 

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from tuner.hardware.telemetry import Sampler, integrate
-from tuner.measure import MeasurementProtocol, measure
+from tuner.measure.measurement import MeasurementProtocol, measure
 from tuner.specs.workloads import Request
 from tuner.testing import FakeClock, FakeGpu, ScriptedEngine
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from tuner.engines.base import EngineBase
-from tuner.measure import MeasurementProtocol
+from tuner.measure.measurement import MeasurementProtocol
+from tuner.measure.trial import TrialTask
 from tuner.specs.workloads import Request
-from tuner.trial import TrialTask
 from tuner.worker import Worker, one_line
 
 is_oom = EngineBase.is_oom

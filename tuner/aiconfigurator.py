@@ -23,9 +23,10 @@ imported silicon tables):
 
 Every other knob (block size, prefix caching, eager mode, ...) is outside the model: its
 prediction is the same whatever they are. The predicted run is built as the silicon tables'
-runs are (`tuner.measure.alike_run`): each request takes TTFT + (OSL - 1) x TPOT, in waves of
-`batch_size`. Models are the ones it ships configs for (`aiconfigurator_core/model_configs`),
-or a local folder with a `config.json`: nothing is downloaded.
+runs are (`tuner.measure.measurement.alike_run`): each request takes TTFT + (OSL - 1) x TPOT,
+in waves of `batch_size`. Models are the ones it ships configs for
+(`aiconfigurator_core/model_configs`), or a local folder with a `config.json`: nothing is
+downloaded.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ from typing import Any
 
 from tuner.errors import TunerError
 from tuner.fmt import fmt_knobs
-from tuner.measure import Measurement, Run, alike_run
+from tuner.measure.measurement import Measurement, Run, alike_run
+from tuner.measure.trial import Prediction
 from tuner.specs.knobs import Value, gpus_of
-from tuner.trial import Prediction
 
 INSTALL = 'pip install -e ".[plan]"'
 #: What tuner calls a GPU model -> AIConfigurator's system, the NVML name, tuner's slug.

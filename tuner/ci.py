@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tuner.errors import TunerError
 from tuner.executor import NullObserver, Observer
 from tuner.fmt import fmt_knobs, fmt_rate
-from tuner.measure import MeasurementProtocol
-from tuner.objective import Goal
+from tuner.measure.measurement import MeasurementProtocol
+from tuner.measure.objective import Goal
 from tuner.profiles import (
     Profile,
     build_profile,

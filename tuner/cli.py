@@ -385,7 +385,7 @@ def plan(
     """Predict the best vLLM configurations with no GPU (NVIDIA AIConfigurator's model) and
     write them as a profile marked predicted. Needs the plan extra."""
     from tuner.console import plan_table
-    from tuner.objective import goal
+    from tuner.measure.objective import goal
     from tuner.plan import make_plan, parse_plan_grid
     from tuner.profiles import profile_path, write_profile
     from tuner.specs.workloads import load_workload

@@ -208,7 +208,7 @@ class MeasureArgs:
     trial_timeout: float | None
 
     def protocol(self) -> Any:
-        from tuner.measure import MeasurementProtocol
+        from tuner.measure.measurement import MeasurementProtocol
 
         return MeasurementProtocol(
             repeats=self.repeats,
@@ -259,7 +259,7 @@ class GoalArgs:
 
     def resolve(self) -> tuple[list[str], list[str]]:
         """The objectives and constraints as the study spec keeps them, checked (one line)."""
-        from tuner.objective import goal
+        from tuner.measure.objective import goal
 
         limits = {
             "peak_memory_mib": self.max_memory_mib,

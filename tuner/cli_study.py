@@ -441,7 +441,7 @@ def run_bench(args: BenchArgs) -> None:
 
     from tuner.console import StudyView, measurement_table
     from tuner.executor import NullObserver, bench
-    from tuner.objective import THROUGHPUT
+    from tuner.measure.objective import THROUGHPUT
     from tuner.replay import is_replay
     from tuner.rundir import StudySpec
     from tuner.setup import prepare

@@ -12,13 +12,13 @@ from rich.table import Table
 
 from tuner.fmt import fmt_knobs, fmt_rate, fmt_value
 from tuner.hardware.machine import Hardware
-from tuner.measure import Measurement
-from tuner.objective import Goal
+from tuner.measure.measurement import Measurement
+from tuner.measure.objective import Goal
+from tuner.measure.trial import TrialResult, of_speed_of_light
 from tuner.profiles import Profile
 from tuner.specs.knobs import Value
 from tuner.specs.space import SearchSpace
 from tuner.store import Row
-from tuner.trial import TrialResult, of_speed_of_light
 
 STATUS_STYLE = {"ok": "green", "oom": "yellow", "crashed": "red", "timeout": "magenta"}
 

@@ -26,8 +26,8 @@ from typing import Any
 from tuner.errors import TunerError
 from tuner.executor import Evaluate, MakeTask, NullObserver, Observer, run_trial
 from tuner.fleet import RESOURCE, Fleet, is_daemon, worker_machine
+from tuner.measure.trial import Placement, TrialResult
 from tuner.specs.knobs import Value
-from tuner.trial import Placement, TrialResult
 from tuner.worker import Worker, one_line
 
 

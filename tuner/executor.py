@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from tuner.measure.trial import TrialResult, TrialTask
 from tuner.specs.knobs import Value
-from tuner.trial import TrialResult, TrialTask
 from tuner.worker import Worker
 
 #: `evaluate(number, origin, knobs)`: a trial answered without a worker.

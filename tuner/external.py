@@ -30,11 +30,11 @@ from typing import Any
 from tuner.errors import TunerError
 from tuner.files import read_text
 from tuner.landscape import Landscape, Source, _key
-from tuner.measure import Measurement, MeasurementProtocol, Run, alike_run
+from tuner.measure.measurement import Measurement, MeasurementProtocol, Run, alike_run
+from tuner.measure.trial import Status, TrialResult
 from tuner.profiles import GpuRecord, HostRecord
 from tuner.specs.knobs import KnobSpec, Value, gpus_of
 from tuner.specs.workloads import WorkloadSpec
-from tuner.trial import Status, TrialResult
 
 MARTINEZ_REPOSITORY = "UPCBarcelonaTech/infpop"
 #: The commit `../shared/external/martinez2024/` was copied from (its README says so).

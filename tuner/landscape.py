@@ -21,12 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tuner.errors import TunerError
 from tuner.executor import NullObserver, run_trial
 from tuner.files import read_text, write_atomic
-from tuner.measure import MeasurementProtocol
-from tuner.objective import THROUGHPUT, Goal
+from tuner.measure.measurement import MeasurementProtocol
+from tuner.measure.objective import THROUGHPUT, Goal
+from tuner.measure.trial import TrialResult
 from tuner.profiles import GpuRecord, HostRecord, gpu_record, host_record
 from tuner.specs.knobs import KnobSpec, Value, describe
 from tuner.specs.workloads import WorkloadSpec
-from tuner.trial import TrialResult
 from tuner.worker import Worker
 
 SCHEMA_VERSION = 1

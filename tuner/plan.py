@@ -18,8 +18,9 @@ from tuner.aiconfigurator import SYSTEMS, AIConfiguratorPrior, Workload, check_c
 from tuner.errors import TunerError
 from tuner.hardware.machine import slugify
 from tuner.landscape import grid_pairs
-from tuner.measure import MeasurementProtocol
-from tuner.objective import Goal
+from tuner.measure.measurement import MeasurementProtocol
+from tuner.measure.objective import Goal
+from tuner.measure.trial import TrialResult
 from tuner.prior import Ranking, rank
 from tuner.profiles import (
     EngineRecord,
@@ -34,7 +35,6 @@ from tuner.profiles import (
 )
 from tuner.specs.knobs import Value, gpus_of
 from tuner.specs.workloads import Distribution, WorkloadSpec
-from tuner.trial import TrialResult
 
 #: The requests in flight a plan tries (with the workload's whole count), where not given.
 LOADS = (1, 4, 16, 64, 256)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tuner.hardware.telemetry import SERIES_POINTS
-from tuner.objective import THROUGHPUT, Goal, Metric
-from tuner.trial import TrialResult
+from tuner.measure.objective import THROUGHPUT, Goal, Metric
+from tuner.measure.trial import TrialResult
 
 OK, FAILED, BEST, FRONT = "#1f77b4", "#d62728", "#ff7f0e", "#2ca02c"
 INFEASIBLE = "#9467bd"

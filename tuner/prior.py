@@ -1,6 +1,6 @@
 """Priors: what is known of a configuration before it is measured.
 
-A prior predicts a configuration's figures (`tuner.trial.Prediction`) or that it will not fit
+A prior predicts a configuration's figures (`tuner.measure.Prediction`) or that it will not fit
 in memory: a performance model (NVIDIA's AIConfigurator, `tuner.aiconfigurator`), or the
 measurements of another GPU model (a profile or a recorded table). `rank` orders a space's
 configurations by the predicted figure of a goal: those predicted to fit and keep the limits
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from tuner.errors import TunerError
-from tuner.objective import Goal
+from tuner.measure.objective import Goal
+from tuner.measure.trial import Predicted, Prediction, PriorPlan, TrialResult
 from tuner.specs.knobs import Value
 from tuner.specs.space import SearchSpace
-from tuner.trial import Predicted, Prediction, PriorPlan, TrialResult
 
 if TYPE_CHECKING:
     from tuner.setup import Setup

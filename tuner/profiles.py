@@ -21,11 +21,18 @@ from tuner import __version__
 from tuner.errors import TunerError
 from tuner.files import os_error, read_text, write_atomic
 from tuner.hardware.machine import Hardware
-from tuner.measure import Measurement, MeasurementProtocol, Run
-from tuner.objective import METRICS, Goal, goal, metric, one_objective_to_many, prediction_error
+from tuner.measure.measurement import Measurement, MeasurementProtocol, Run
+from tuner.measure.objective import (
+    METRICS,
+    Goal,
+    goal,
+    metric,
+    one_objective_to_many,
+    prediction_error,
+)
+from tuner.measure.trial import STATUSES, Prediction, Status, TrialResult
 from tuner.specs.knobs import KnobName, Value, describe
 from tuner.specs.workloads import Request, summarize
-from tuner.trial import STATUSES, Prediction, Status, TrialResult
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "profile.schema.json"

@@ -22,10 +22,10 @@ from pathlib import Path
 from tuner.engines import engine_class
 from tuner.errors import TunerError
 from tuner.landscape import Landscape, read_landscape
-from tuner.measure import Measurement, Run
+from tuner.measure.measurement import Measurement, Run
+from tuner.measure.trial import TrialResult
 from tuner.specs import rules
 from tuner.specs.knobs import Catalogue, ChoiceSpec, ForbiddenSpec, KnobSpec, Value
-from tuner.trial import TrialResult
 
 REPLAY_PREFIX = "replay:"
 #: Why a replay forbids a point of its grid that the table's source never ran.

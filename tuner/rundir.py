@@ -28,12 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tuner.errors import TunerError
 from tuner.files import check_writable, os_error, read_text, write_atomic
 from tuner.fleet import FleetSpec
-from tuner.measure import MeasurementProtocol
-from tuner.objective import Goal, goal, one_objective_to_many
+from tuner.measure.measurement import MeasurementProtocol
+from tuner.measure.objective import Goal, goal, one_objective_to_many
+from tuner.measure.trial import PriorPlan, TrialResult
 from tuner.optimizers import OptimizerName
 from tuner.specs.knobs import Value, describe
 from tuner.specs.workloads import WorkloadSpec
-from tuner.trial import PriorPlan, TrialResult
 
 STUDY_FILE = "study.json"
 TRIALS_FILE = "trials.jsonl"

@@ -14,14 +14,14 @@ from tuner.engines import engine_class
 from tuner.errors import TunerError
 from tuner.fleet import WorkerMachine
 from tuner.hardware.machine import Hardware, detect_hardware, detect_platform, slugify
-from tuner.measure import MeasurementProtocol
+from tuner.measure.measurement import MeasurementProtocol
+from tuner.measure.objective import Goal
+from tuner.measure.trial import TrialTask
 from tuner.models import ModelRef, model_facts, read_config, resolve_model
-from tuner.objective import Goal
 from tuner.replay import Replay, is_replay, load_replay
 from tuner.specs.knobs import Catalogue, Value
 from tuner.specs.space import SearchSpace, resolve
 from tuner.specs.workloads import Request, Tokenizer, WorkloadSpec, build_requests, load_workload
-from tuner.trial import TrialTask
 
 
 @dataclass

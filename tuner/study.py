@@ -34,7 +34,8 @@ from tuner.executor import (
 )
 from tuner.files import os_error
 from tuner.fleet import Fleet, WorkerMachine
-from tuner.objective import CONFIRM, winner
+from tuner.measure.objective import CONFIRM, winner
+from tuner.measure.trial import Prediction, TrialResult
 from tuner.optimizers import Optimizer, SpaceExhausted, make_optimizer
 from tuner.prior import Belief
 from tuner.profiles import machine_record
@@ -43,7 +44,6 @@ from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
 from tuner.setup import Setup, prepare
 from tuner.specs.knobs import Value
 from tuner.specs.space import SearchSpace
-from tuner.trial import Prediction, TrialResult
 
 #: The origin of a trial of a warm-start configuration (another GPU model's or profile's best).
 WARM_START = "warm-start"

@@ -29,11 +29,11 @@ from tuner.engines.base import Engine, EngineBase, EngineFailed, EngineTimeout
 from tuner.errors import NvmlError
 from tuner.hardware.nvml import open_devices
 from tuner.hardware.telemetry import Sampler
+from tuner.measure.trial import Outcome, TrialTask
 from tuner.processes import TREE_MARK, kill_marked, new_mark
-from tuner.trial import Outcome, TrialTask
 
 if TYPE_CHECKING:
-    from tuner.measure import Measurement
+    from tuner.measure.measurement import Measurement
 
 Progress = Callable[[str], None]
 
@@ -138,8 +138,8 @@ def _load(
 def _measure(task: TrialTask, loaded: Loaded, progress: Progress) -> Measurement:
     """The task's measurement on the loaded engine: at its load, or at the highest request
     rate that keeps the protocol's limits."""
-    from tuner.measure import measure, measure_max_rate
-    from tuner.objective import goal
+    from tuner.measure.measurement import measure, measure_max_rate
+    from tuner.measure.objective import goal
 
     if task.protocol.rate_search:
         limits = goal(constraints=task.protocol.rate_search)

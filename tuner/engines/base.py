@@ -27,7 +27,8 @@ class EngineTimeout(Exception):
 
 
 #: A run-time setting the measurement layer adds to a server engine's knobs during a rate search
-#: (`tuner.measure.measure_max_rate`): requests/s, Poisson arrivals. Not a catalogue knob.
+#: (`tuner.measure.measurement.measure_max_rate`): requests/s, Poisson arrivals. Not a catalogue
+#: knob.
 REQUEST_RATE = "request_rate"
 
 #: How many distinct failure messages a run, and a measurement, keep.

@@ -286,8 +286,8 @@ def surface_result(number: int, origin: str, knobs: dict[str, Value]) -> Any:
     (`Study.run(evaluate=surface_result)`)."""
     from datetime import UTC, datetime
 
-    from tuner.measure import Measurement, Run
-    from tuner.trial import TrialResult
+    from tuner.measure.measurement import Measurement, Run
+    from tuner.measure.trial import TrialResult
 
     rate = surface(knobs)
     common = {
@@ -524,8 +524,8 @@ class FakePrior:
         self.error, self.unknown, self.asked = error, list(unknown), 0
 
     def predict(self, knobs: Mapping[str, Value]) -> Any:
-        from tuner.measure import Measurement
-        from tuner.trial import Prediction
+        from tuner.measure.measurement import Measurement
+        from tuner.measure.trial import Prediction
 
         self.asked += 1
         if any(all(knobs.get(k) == v for k, v in u.items()) for u in self.unknown):
@@ -538,7 +538,7 @@ class FakePrior:
 
 
 def _run(output_tokens_per_s: float) -> Any:
-    from tuner.measure import Run
+    from tuner.measure.measurement import Run
 
     return Run(
         elapsed_s=1.0,

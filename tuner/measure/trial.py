@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuner.measure import Measurement, MeasurementProtocol
+from tuner.measure.measurement import Measurement, MeasurementProtocol
 from tuner.specs.knobs import Value, gpus_of
 from tuner.specs.workloads import Request
 

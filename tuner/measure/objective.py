@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tuner.errors import TunerError
-from tuner.measure import Measurement, Run, stats
-from tuner.trial import TrialResult
+from tuner.measure.measurement import Measurement, Run, stats
+from tuner.measure.trial import TrialResult
 
 #: The origin of a confirmation trial.
 CONFIRM = "confirm"
@@ -447,7 +447,7 @@ def winner(goal: Goal, results: Sequence[TrialResult]) -> TrialResult | None:
 
 def prediction_error(results: Sequence[TrialResult], figures: Sequence[str]) -> dict[str, float]:
     """The median absolute percentage error of the predictions kept beside measured trials,
-    per figure (a metric name of `tuner.objective`), over the trials that have both."""
+    per figure (a metric name of `tuner.measure.objective`), over the trials that have both."""
     errors: dict[str, float] = {}
     for name in figures:
         found = metric(name)
