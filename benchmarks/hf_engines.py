@@ -26,7 +26,7 @@ from tuner.executor import bench
 from tuner.fmt import fmt_knobs
 from tuner.landscape import read_landscape
 from tuner.measure.measurement import MeasurementProtocol
-from tuner.profiles import read_profile
+from tuner.profiles.profile import read_profile
 from tuner.setup import prepare
 from tuner.specs.workloads import load_workload
 

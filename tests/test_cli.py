@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tuner.cli import app
-from tuner.profiles import SCHEMA_FILE, read_profile
+from tuner.profiles.profile import SCHEMA_FILE, read_profile
 
 runner = CliRunner()
 FAKE = "tuner.testing:FakeEngine"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from tuner.cli import app
 from tuner.engines import engine_class
 from tuner.engines.hf import count_new_tokens
-from tuner.profiles import SCHEMA_FILE
+from tuner.profiles.profile import SCHEMA_FILE
 from tuner.specs.workloads import Tokenizer, build_requests, load_workload
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from tuner.engines.hf_cb import ContinuousBatchingEngine, check_catalogue, libra
 from tuner.engines.openai_client import TRANSFORMERS, LoadClient, _Result
 from tuner.hardware.machine import detect_platform
 from tuner.measure.objective import metric
-from tuner.profiles import read_profile
+from tuner.profiles.profile import read_profile
 from tuner.specs.space import resolve
 from tuner.specs.workloads import Tokenizer, build_requests, load_workload
 

@@ -17,7 +17,7 @@ from tuner.engines.vllm import check_catalogue, engine_args_fields, root_cause, 
 from tuner.errors import TunerError
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.trial import TrialTask
-from tuner.profiles import SCHEMA_FILE
+from tuner.profiles.profile import SCHEMA_FILE
 from tuner.specs.workloads import Tokenizer, build_requests, load_workload
 from tuner.worker import Worker
 

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from tuner.cli import app
 from tuner.errors import TunerError
-from tuner.export import FORMATS, export, hf_kwargs
-from tuner.profiles import Profile, read_profile
+from tuner.profiles.formats import FORMATS, export, hf_kwargs
+from tuner.profiles.profile import Profile, read_profile
 
 PROFILES = Path(__file__).parent.parent / "profiles"
 VLLM_CPU = PROFILES / "cpu/vllm/synthetic-tiny-llama--humaneval-164x64.json"

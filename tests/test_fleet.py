@@ -21,7 +21,7 @@ from tuner.errors import TunerError
 from tuner.executor import NullObserver
 from tuner.fleet import ALLOWED_FAILURES, FleetSpec, open_fleet
 from tuner.measure.measurement import MeasurementProtocol
-from tuner.profiles import read_profile
+from tuner.profiles.profile import read_profile
 from tuner.rundir import StudySpec, read_spec, read_trials
 from tuner.specs.workloads import load_workload
 from tuner.study import Study

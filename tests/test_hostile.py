@@ -29,11 +29,11 @@ from tuner.engines.base import EngineFailed, EngineTimeout
 from tuner.engines.command import fill, split
 from tuner.engines.server import CommandServer, ServerProcess, free_port
 from tuner.errors import TunerError
-from tuner.export import export
 from tuner.measure.measurement import Measurement, Run, completed
 from tuner.measure.objective import THROUGHPUT
 from tuner.measure.trial import TrialResult
-from tuner.profiles import read_profile
+from tuner.profiles.formats import export
+from tuner.profiles.profile import read_profile
 
 from .test_cli import assert_one_line_error, fake_args
 from .test_export import HF_CPU, HF_SERVER_CPU, VLLM_CPU

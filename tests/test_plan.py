@@ -24,7 +24,7 @@ from tuner.prior import (
     rerank,
     with_margin,
 )
-from tuner.profiles import profile_path, read_profile, write_profile
+from tuner.profiles.profile import profile_path, read_profile, write_profile
 from tuner.specs.knobs import Catalogue
 from tuner.specs.space import resolve
 from tuner.testing import FAKE_CATALOGUE, FakePrior, surface, surface_result

@@ -8,7 +8,7 @@ import pytest
 
 from tuner.errors import TunerError
 from tuner.measure.measurement import MeasurementProtocol
-from tuner.profiles import (
+from tuner.profiles.profile import (
     SCHEMA_FILE,
     build_profile,
     find_profiles,

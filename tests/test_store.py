@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tuner.cli import app
 from tuner.errors import TunerError
 from tuner.hardware.machine import detect_hardware
-from tuner.store import diff, for_machine, pick, read_store, resolve_profile
+from tuner.profiles.store import diff, for_machine, pick, read_store, resolve_profile
 from tuner.testing import fake_hardware
 
 COMMITTED = Path(__file__).parent.parent / "profiles"
@@ -84,7 +84,7 @@ def test_a_key_or_a_path_names_a_profile(store: Path) -> None:
 
 
 def test_diff_puts_knobs_and_figures_side_by_side(store: Path) -> None:
-    from tuner.profiles import read_profile
+    from tuner.profiles.profile import read_profile
 
     a = read_profile(store / f"{CPU_HF}.json")
     b = read_profile(store / f"{H100}.json")

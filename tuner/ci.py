@@ -28,7 +28,7 @@ from tuner.executor import NullObserver, Observer
 from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import Goal
-from tuner.profiles import (
+from tuner.profiles.profile import (
     Profile,
     build_profile,
     profile_key,
@@ -37,11 +37,11 @@ from tuner.profiles import (
     tuned_for,
     write_profile,
 )
+from tuner.profiles.store import check_profile_engine
 from tuner.rundir import StudySpec
 from tuner.setup import Setup, prepare
 from tuner.specs.knobs import Value, describe
 from tuner.specs.workloads import WorkloadSpec, load_workload
-from tuner.store import check_profile_engine
 from tuner.study import Study, StudyOutcome
 
 

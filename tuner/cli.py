@@ -387,7 +387,7 @@ def plan(
     from tuner.console import plan_table
     from tuner.measure.objective import goal
     from tuner.plan import make_plan, parse_plan_grid
-    from tuner.profiles import profile_path, write_profile
+    from tuner.profiles.profile import profile_path, write_profile
     from tuner.specs.workloads import load_workload
 
     with user_errors():

@@ -51,7 +51,7 @@ def _lookup(
 ) -> Any:
     """The store's lookup for `--gpu`: this machine's (auto) or a named GPU folder's."""
     from tuner.hardware.machine import detect_hardware
-    from tuner.store import Lookup, for_machine, matches, read_store
+    from tuner.profiles.store import Lookup, for_machine, matches, read_store
 
     entries = read_store(directory)
     if gpu == "auto":
@@ -76,8 +76,8 @@ def load(
 ) -> tuple[Path, Any]:
     """The profile a command names: by file or key, or looked up; one line when it cannot."""
     from tuner.hardware.machine import detect_hardware
-    from tuner.profiles import read_profile
-    from tuner.store import check_profile_engine, pick, resolve_profile
+    from tuner.profiles.profile import read_profile
+    from tuner.profiles.store import check_profile_engine, pick, resolve_profile
 
     if ref is not None:
         if gpu is not None:
@@ -104,7 +104,7 @@ def profile_list(
 ) -> None:
     """List the profiles of a profiles folder: all, or those for a GPU (--gpu auto: this one)."""
     from tuner.console import profiles_table
-    from tuner.store import matches, read_store
+    from tuner.profiles.store import matches, read_store
 
     with user_errors():
         closest = None
@@ -181,8 +181,8 @@ def profile_diff(
     from dataclasses import asdict
 
     from tuner.console import diff_table
-    from tuner.profiles import read_profile
-    from tuner.store import diff, resolve_profile
+    from tuner.profiles.profile import read_profile
+    from tuner.profiles.store import diff, resolve_profile
 
     with user_errors():
         pa, pb = (read_profile(resolve_profile(ref, directory)) for ref in (a, b))
@@ -226,7 +226,7 @@ def profile_export(
 ) -> None:
     """Write a profile's best configuration (or a point of its front) in a form an engine or a
     deployment takes."""
-    from tuner.export import export
+    from tuner.profiles.formats import export
 
     with user_errors():
         _, profile = load(ref, directory, gpu, engine, model, workload)
@@ -244,6 +244,6 @@ def profile_export(
 @profile_app.command("schema")
 def profile_schema() -> None:
     """Print the JSON Schema of profiles (as shipped in tuner/schemas/)."""
-    from tuner.profiles import schema_text
+    from tuner.profiles.profile import schema_text
 
     sys.stdout.write(schema_text())

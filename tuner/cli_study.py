@@ -303,7 +303,7 @@ def finish_study(
     """Writes a finished study's report and profile and says what it found; returns what
     --json prints for it."""
     from tuner.console import profile_table, trials_table
-    from tuner.profiles import build_profile, profile_path, write_profile
+    from tuner.profiles.profile import build_profile, profile_path, write_profile
     from tuner.replay import is_replay
 
     if outcome.best is None:

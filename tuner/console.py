@@ -15,10 +15,10 @@ from tuner.hardware.machine import Hardware
 from tuner.measure.measurement import Measurement
 from tuner.measure.objective import Goal
 from tuner.measure.trial import TrialResult, of_speed_of_light
-from tuner.profiles import Profile
+from tuner.profiles.profile import Profile
+from tuner.profiles.store import Row
 from tuner.specs.knobs import Value
 from tuner.specs.space import SearchSpace
-from tuner.store import Row
 
 STATUS_STYLE = {"ok": "green", "oom": "yellow", "crashed": "red", "timeout": "magenta"}
 

@@ -32,7 +32,7 @@ from tuner.files import read_text
 from tuner.landscape import Landscape, Source, _key
 from tuner.measure.measurement import Measurement, MeasurementProtocol, Run, alike_run
 from tuner.measure.trial import Status, TrialResult
-from tuner.profiles import GpuRecord, HostRecord
+from tuner.profiles.profile import GpuRecord, HostRecord
 from tuner.specs.knobs import KnobSpec, Value, gpus_of
 from tuner.specs.workloads import WorkloadSpec
 

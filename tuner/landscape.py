@@ -24,7 +24,7 @@ from tuner.files import read_text, write_atomic
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import THROUGHPUT, Goal
 from tuner.measure.trial import TrialResult
-from tuner.profiles import GpuRecord, HostRecord, gpu_record, host_record
+from tuner.profiles.profile import GpuRecord, HostRecord, gpu_record, host_record
 from tuner.specs.knobs import KnobSpec, Value, describe
 from tuner.specs.workloads import WorkloadSpec
 from tuner.worker import Worker

@@ -22,7 +22,7 @@ from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import Goal
 from tuner.measure.trial import TrialResult
 from tuner.prior import Ranking, rank
-from tuner.profiles import (
+from tuner.profiles.profile import (
     EngineRecord,
     GpuRecord,
     HostRecord,

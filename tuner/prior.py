@@ -165,7 +165,7 @@ class MeasuredPrior:
 def measured_prior(path: Path) -> MeasuredPrior:
     """A profile or a recorded table at `path` as a prior; one line when it is neither."""
     from tuner.landscape import read_landscape
-    from tuner.profiles import read_profile
+    from tuner.profiles.profile import read_profile
 
     try:
         text = json.loads(path.read_text())

@@ -38,7 +38,7 @@ from tuner.measure.objective import CONFIRM, winner
 from tuner.measure.trial import Prediction, TrialResult
 from tuner.optimizers import Optimizer, SpaceExhausted, make_optimizer
 from tuner.prior import Belief
-from tuner.profiles import machine_record
+from tuner.profiles.profile import machine_record
 from tuner.replay import REPLAY_PREFIX
 from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
 from tuner.setup import Setup, prepare
@@ -522,7 +522,7 @@ def warm_start(spec: StudySpec, setup: Setup, profiles_dir: Path) -> StudySpec:
     """`spec` starting from another GPU model's best configurations (its profile's best and
     front, first in the initial design) when this machine's GPU model has no profile for the
     same engine, model, workload shape and goal and another model does."""
-    from tuner.profiles import profiles_by_gpu, read_profile, requests_shape, tuned_for
+    from tuner.profiles.profile import profiles_by_gpu, read_profile, requests_shape, tuned_for
 
     if setup.replay is not None or not setup.requests:
         return spec
@@ -543,7 +543,7 @@ def warm_start(spec: StudySpec, setup: Setup, profiles_dir: Path) -> StudySpec:
 def warm_start_from(spec: StudySpec, setup: Setup, path: Path) -> StudySpec:
     """`spec` starting from the best configurations of the profile at `path` (`--warm-start`);
     one line when it cannot be read or holds nothing this study's space can run."""
-    from tuner.profiles import read_profile
+    from tuner.profiles.profile import read_profile
 
     profile = read_profile(path)
     started = _started_from(spec, profile, path)

@@ -14,7 +14,7 @@ from pathlib import Path
 from tuner.errors import TunerError
 from tuner.fmt import fmt_value
 from tuner.hardware.machine import Hardware, slugify
-from tuner.profiles import Profile, find_profiles, gpu_record, read_profile
+from tuner.profiles.profile import Profile, find_profiles, gpu_record, read_profile
 
 
 @dataclass(frozen=True)

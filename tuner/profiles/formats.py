@@ -22,7 +22,7 @@ from tuner.engines.hf_cb import LOAD_KNOBS
 from tuner.engines.server import cli_args
 from tuner.errors import TunerError
 from tuner.fmt import fmt_value
-from tuner.profiles import Profile
+from tuner.profiles.profile import Profile
 from tuner.specs.knobs import Value
 
 VLLM_ENGINES = ("vllm", "vllm-server")

@@ -35,7 +35,7 @@ from tuner.specs.knobs import KnobName, Value, describe
 from tuner.specs.workloads import Request, summarize
 
 SCHEMA_VERSION = 1
-SCHEMA_FILE = Path(__file__).parent / "schemas" / "profile.schema.json"
+SCHEMA_FILE = Path(__file__).parent.parent / "schemas" / "profile.schema.json"
 
 
 class _Record(BaseModel):
