@@ -22,7 +22,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from tuner.executor import bench
+from tuner.execution.executor import bench
 from tuner.fmt import fmt_knobs
 from tuner.landscape import read_landscape
 from tuner.measure.measurement import MeasurementProtocol

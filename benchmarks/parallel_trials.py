@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tuner.fleet import FleetSpec, open_fleet
+from tuner.execution.fleet import FleetSpec, open_fleet
 from tuner.replay import load_replay
 from tuner.setup import prepare
 from tuner.study import replay_study, warm_knobs
@@ -179,9 +179,9 @@ def main() -> None:
         "# Trials side by side on Dask\n\n"
         f"`python benchmarks/parallel_trials.py --seeds {args.seeds} --trials {args.trials} "
         f"--scale {args.scale:g}`, run {started} on this repository's 2-core CPU machine "
-        f"({os.cpu_count()} cores seen). Local Dask clusters (`tuner.fleet`, a `LocalCluster` of "
-        "single-threaded worker processes); each trial is a replay of the recorded table that "
-        "sleeps its recorded GPU-seconds times the scale on its worker.\n\n"
+        f"({os.cpu_count()} cores seen). Local Dask clusters (`tuner.execution.fleet`, a "
+        "`LocalCluster` of single-threaded worker processes); each trial is a replay of the "
+        "recorded table that sleeps its recorded GPU-seconds times the scale on its worker.\n\n"
     )
     REPORT.write_text(header + "\n".join(sections))
     print(f"wrote {REPORT}")

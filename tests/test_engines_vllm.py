@@ -15,11 +15,11 @@ from tuner.cli import app
 from tuner.engines.server import cli_args
 from tuner.engines.vllm import check_catalogue, engine_args_fields, root_cause, vllm_catalogue
 from tuner.errors import TunerError
+from tuner.execution.worker import Worker
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.trial import TrialTask
 from tuner.profiles.profile import SCHEMA_FILE
 from tuner.specs.workloads import Tokenizer, build_requests, load_workload
-from tuner.worker import Worker
 
 pytestmark = [
     pytest.mark.slow,

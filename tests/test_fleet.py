@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from tuner.cli import app
 from tuner.errors import TunerError
-from tuner.executor import NullObserver
-from tuner.fleet import ALLOWED_FAILURES, FleetSpec, open_fleet
+from tuner.execution.executor import NullObserver
+from tuner.execution.fleet import ALLOWED_FAILURES, FleetSpec, open_fleet
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.profiles.profile import read_profile
 from tuner.rundir import StudySpec, read_spec, read_trials
@@ -283,7 +283,7 @@ def test_a_trial_needing_more_gpus_than_any_worker_has_is_crashed_with_the_reaso
 ) -> None:
     from dataclasses import replace
 
-    from tuner.dask_executor import DaskExecutor
+    from tuner.execution.dask_executor import DaskExecutor
     from tuner.setup import prepare
 
     setup = prepare(FAKE, str(fake_model), load_workload("humaneval", requests=2, output_tokens=2))

@@ -507,7 +507,7 @@ def test_what_openai_server_imports_is_in_the_plain_install() -> None:
         "tuner/engines/openai_client.py",
         "tuner/engines/command.py",
         "tuner/processes.py",
-        "tuner/worker.py",
+        "tuner/execution/worker.py",
         "tuner/measure/measurement.py",
     ]
     distributions = importlib.metadata.packages_distributions()

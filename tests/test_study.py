@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import TunerError
-from tuner.executor import NullObserver
+from tuner.execution.executor import NullObserver
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import THROUGHPUT
 from tuner.measure.trial import TrialResult

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tuner.execution.worker import Worker
 from tuner.hardware.nvml import open_devices
 from tuner.hardware.telemetry import Sampler
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.trial import TrialTask
 from tuner.specs.workloads import Tokenizer, build_requests, load_workload
-from tuner.worker import Worker
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 

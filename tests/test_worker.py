@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from tuner.engines.base import EngineBase
+from tuner.execution.worker import Worker, one_line
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.trial import TrialTask
 from tuner.specs.workloads import Request
-from tuner.worker import Worker, one_line
 
 is_oom = EngineBase.is_oom
 

@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuner.errors import TunerError
-from tuner.executor import NullObserver, Observer
+from tuner.execution.executor import NullObserver, Observer
 from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import Goal

@@ -254,7 +254,7 @@ def ci(
     """
     from tuner.ci import HEADLINE, load_config, outcome_json, run_ci
     from tuner.console import StudyView
-    from tuner.executor import NullObserver
+    from tuner.execution.executor import NullObserver
 
     quiet = quiet or json_
     with user_errors():

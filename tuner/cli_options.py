@@ -298,7 +298,7 @@ class FleetArgs:
 
     def spec(self) -> Any:
         """The fleet the options name, or None for trials one at a time on this machine."""
-        from tuner.fleet import CLUSTERS, FleetSpec
+        from tuner.execution.fleet import CLUSTERS, FleetSpec
 
         workers, scheduler, cluster = self.workers, self.dask_scheduler, self.cluster
         if cluster not in CLUSTERS:

@@ -32,7 +32,7 @@ def maybe_fleet(spec: Any) -> Iterator[Any]:
     if spec is None:
         yield None
         return
-    from tuner.fleet import open_fleet
+    from tuner.execution.fleet import open_fleet
 
     if not (spec.scheduler or spec.cluster != "local"):
         err.print(f"[dim]starting {spec.describe()}[/]")
@@ -260,7 +260,7 @@ def _announce(studies: Sequence[Any], done: list[int], fleet: Any) -> None:
 def _run_all(studies: Sequence[Any], done: list[int], fleet: Any, quiet: bool) -> list[Any]:
     """Each study's outcome (or its one-line error), with live progress unless `quiet`."""
     from tuner.console import StudyView, study_progress
-    from tuner.executor import NullObserver
+    from tuner.execution.executor import NullObserver
 
     labels = [s.spec.gpu_model or "" for s in studies] if len(studies) > 1 else [""]
     with contextlib.ExitStack() as stack:
@@ -440,7 +440,7 @@ def run_bench(args: BenchArgs) -> None:
     from functools import partial
 
     from tuner.console import StudyView, measurement_table
-    from tuner.executor import NullObserver, bench
+    from tuner.execution.executor import NullObserver, bench
     from tuner.measure.objective import THROUGHPUT
     from tuner.replay import is_replay
     from tuner.rundir import StudySpec

@@ -19,7 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuner.errors import TunerError
-from tuner.executor import NullObserver, run_trial
+from tuner.execution.executor import NullObserver, run_trial
+from tuner.execution.worker import Worker
 from tuner.files import read_text, write_atomic
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import THROUGHPUT, Goal
@@ -27,7 +28,6 @@ from tuner.measure.trial import TrialResult
 from tuner.profiles.profile import GpuRecord, HostRecord, gpu_record, host_record
 from tuner.specs.knobs import KnobSpec, Value, describe
 from tuner.specs.workloads import WorkloadSpec
-from tuner.worker import Worker
 
 SCHEMA_VERSION = 1
 

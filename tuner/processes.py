@@ -3,7 +3,7 @@ started it.
 
 Three guards, from the gentlest:
 
-- A worker process closes its engine on every path out of a trial (`tuner.worker`), and a
+- A worker process closes its engine on every path out of a trial (`tuner.execution.worker`), and a
   server engine stops its server's process group (`tuner.engines.server`).
 - Every process a worker starts carries the worker's tree mark in its environment
   (`TREE_MARK`); `kill_marked` finds them wherever they ended up (reparented, in a session of

@@ -26,8 +26,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuner.errors import TunerError
+from tuner.execution.fleet import FleetSpec
 from tuner.files import check_writable, os_error, read_text, write_atomic
-from tuner.fleet import FleetSpec
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import Goal, goal, one_objective_to_many
 from tuner.measure.trial import PriorPlan, TrialResult

@@ -12,7 +12,7 @@ from typing import Any
 
 from tuner.engines import engine_class
 from tuner.errors import TunerError
-from tuner.fleet import WorkerMachine
+from tuner.execution.fleet import WorkerMachine
 from tuner.hardware.machine import Hardware, detect_hardware, detect_platform, slugify
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import Goal

@@ -24,7 +24,7 @@ from typing import Any
 
 from tuner import rundir
 from tuner.errors import TunerError
-from tuner.executor import (
+from tuner.execution.executor import (
     Evaluate,
     Executor,
     InProcessExecutor,
@@ -32,8 +32,8 @@ from tuner.executor import (
     NullObserver,
     Observer,
 )
+from tuner.execution.fleet import Fleet, WorkerMachine
 from tuner.files import os_error
-from tuner.fleet import Fleet, WorkerMachine
 from tuner.measure.objective import CONFIRM, winner
 from tuner.measure.trial import Prediction, TrialResult
 from tuner.optimizers import Optimizer, SpaceExhausted, make_optimizer
@@ -251,7 +251,7 @@ class Study:
             evaluate = self.setup.replay.evaluator(self.spec.seed, self.spec.replay_time_scale)
         make_task = partial(self.setup.task, protocol=self.spec.protocol)
         if fleet is not None:
-            from tuner.dask_executor import DaskExecutor
+            from tuner.execution.dask_executor import DaskExecutor
 
             model = self.spec.gpu_model
             workers = fleet.group(model).workers if model is not None else None

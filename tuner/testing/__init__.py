@@ -17,7 +17,7 @@
 - `check_engine_contract`: the engine contract, checked on one adapter
   (tests/test_engine_contract.py runs it on every adapter tuner ships; run it on yours).
 - `fake_machines`: a Dask worker plugin that tells each worker of a cluster it has another GPU
-  model than it has (`tuner.fleet.worker_machine` reports it), for testing mixed fleets
+  model than it has (`tuner.execution.fleet.worker_machine` reports it), for testing mixed fleets
   without GPUs; `SurfaceOnWorker`: the fake surface answered after a sleep, killing its own
   Dask worker (kill -9) at a chosen trial, for testing a worker lost mid-trial.
 - `FakeGpu`: a GPU whose NVML readings follow scripts (an energy counter built on
@@ -477,11 +477,12 @@ def _check_class(cls: Any) -> dict[str, str]:
 
 def fake_machines(gpu_models: Mapping[str, str]) -> Any:
     """A Dask worker plugin: the worker named `n` reports a machine with one GPU of model
-    `gpu_models[n]` (`fake_hardware`) as the one it runs on (`tuner.fleet.worker_machine`);
-    workers not named report their own. `client.register_plugin(fake_machines({...}))`."""
+    `gpu_models[n]` (`fake_hardware`) as the one it runs on
+    (`tuner.execution.fleet.worker_machine`); workers not named report their own.
+    `client.register_plugin(fake_machines({...}))`."""
     from distributed import WorkerPlugin
 
-    from tuner.fleet import WorkerMachine, tell_machine
+    from tuner.execution.fleet import WorkerMachine, tell_machine
     from tuner.hardware.machine import Platform
 
     class FakeMachines(WorkerPlugin):

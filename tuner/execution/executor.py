@@ -1,8 +1,8 @@
 """Executors: where a study's trials run. The study submits trials and consumes their results as
 they complete, so that more than one may be in flight.
 
-- `LocalExecutor`: one isolated worker process on this machine (`tuner.worker`), one trial at a
-  time; the worker keeps a loaded model between trials that change only run-time knobs.
+- `LocalExecutor`: one isolated worker process on this machine (`tuner.execution.worker`), one trial
+  at a time; the worker keeps a loaded model between trials that change only run-time knobs.
 - `InProcessExecutor`: an `Evaluate` function answers each trial in this process (a replay of a
   recorded landscape, a known surface in a benchmark of the search).
 
@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from tuner.execution.worker import Worker
 from tuner.measure.trial import TrialResult, TrialTask
 from tuner.specs.knobs import Value
-from tuner.worker import Worker
 
 #: `evaluate(number, origin, knobs)`: a trial answered without a worker.
 Evaluate = Callable[[int, str, dict[str, Value]], TrialResult]

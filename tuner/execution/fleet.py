@@ -11,10 +11,10 @@
   way dask-jobqueue is configured (its `jobqueue.yaml`: queue, cores, memory, walltime, job
   directives such as `--gres=gpu:1`).
 
-A worker runs one trial at a time, in a trial process of its own (`tuner.worker`), on the GPUs
-it owns: a trial that needs k GPUs asks the scheduler for k `GPU` resources. Each worker reports
-its machine (`worker_machine`), so that a study knows the GPU model it tunes for and a fleet of
-mixed GPUs splits into one group per model.
+A worker runs one trial at a time, in a trial process of its own (`tuner.execution.worker`), on the
+GPUs it owns: a trial that needs k GPUs asks the scheduler for k `GPU` resources. Each worker
+reports its machine (`worker_machine`), so that a study knows the GPU model it tunes for and a fleet
+of mixed GPUs splits into one group per model.
 """
 
 from __future__ import annotations

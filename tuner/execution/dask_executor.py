@@ -2,9 +2,9 @@
 slots.
 
 Each trial is one Dask task that asks for the GPUs it needs (`fleet.RESOURCE`). On its worker the
-task runs the trial in that worker's own trial process (`tuner.worker.Worker`, kept between
-trials so that a loaded model is reused, replaced after a failure), exactly as a study on one
-machine does; a hung or crashed engine is a trial status, and the Dask worker lives on. A Dask
+task runs the trial in that worker's own trial process (`tuner.execution.worker.Worker`, kept
+between trials so that a loaded model is reused, replaced after a failure), exactly as a study on
+one machine does; a hung or crashed engine is a trial status, and the Dask worker lives on. A Dask
 worker that dies mid-trial is retried once on another worker by the scheduler, then the trial is
 `crashed` with that reason; a lost scheduler stops the study with one line (finished trials are
 in the run directory already, and `--resume` continues).
@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import TunerError
-from tuner.executor import Evaluate, MakeTask, NullObserver, Observer, run_trial
-from tuner.fleet import RESOURCE, Fleet, is_daemon, worker_machine
+from tuner.execution.executor import Evaluate, MakeTask, NullObserver, Observer, run_trial
+from tuner.execution.fleet import RESOURCE, Fleet, is_daemon, worker_machine
+from tuner.execution.worker import Worker, one_line
 from tuner.measure.trial import Placement, TrialResult
 from tuner.specs.knobs import Value
-from tuner.worker import Worker, one_line
 
 
 def _topic(study: str) -> str:
