@@ -24,9 +24,9 @@ from pathlib import Path
 
 from tuner.execution.executor import bench
 from tuner.fmt import fmt_knobs
-from tuner.landscape import read_landscape
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.profiles.profile import read_profile
+from tuner.replay.landscape import read_landscape
 from tuner.setup import prepare
 from tuner.specs.workloads import load_workload
 

@@ -6,7 +6,8 @@
 `martinez2024` reads the Martinez 2024 appendix (UPCBarcelonaTech/infpop, RQ2/tables and
 allData.csv); `aiconfigurator` reads `silicon_sample.csv` from the installed `aiconfigurator-core`
 package (pip install -e ".[aiconfigurator]") or the file given. Each table keeps its source:
-repository, version, files, row ids, the knob mapping and what was derived (see tuner.external).
+repository, version, files, row ids, the knob mapping and what was derived (see
+tuner.replay.external).
 Replay one with `tuner tune --engine replay:benchmarks/data/external/...json`.
 """
 
@@ -18,8 +19,8 @@ from importlib import metadata, resources
 from pathlib import Path
 
 from tuner.errors import TunerError
-from tuner.external import martinez_tables, silicon_tables
-from tuner.landscape import write_landscape
+from tuner.replay.external import martinez_tables, silicon_tables
+from tuner.replay.landscape import write_landscape
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "data" / "external"

@@ -39,9 +39,9 @@ from typing import Any
 
 from jobs import fixed_hash_seed, run_jobs
 
-from tuner.external import MARTINEZ_COMMIT, MARTINEZ_REPOSITORY
-from tuner.landscape import Landscape, read_landscape
 from tuner.measure.trial import TrialResult
+from tuner.replay.external import MARTINEZ_COMMIT, MARTINEZ_REPOSITORY
+from tuner.replay.landscape import Landscape, read_landscape
 from tuner.study import replay_study
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.execution.fleet import FleetSpec, open_fleet
-from tuner.replay import load_replay
+from tuner.replay.replay import load_replay
 from tuner.setup import prepare
 from tuner.study import replay_study, warm_knobs
 

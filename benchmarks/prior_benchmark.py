@@ -48,7 +48,7 @@ from tuner.errors import TunerError
 from tuner.measure.objective import prediction_error
 from tuner.measure.trial import PriorPlan
 from tuner.prior import load_prior, prior_plan, rerank, with_margin
-from tuner.replay import load_replay
+from tuner.replay.replay import load_replay
 from tuner.setup import prepare
 
 REPORT = ROOT / "reports" / "prior.md"

@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 from tuner.errors import TunerError
-from tuner.landscape import parse_grid, record, write_landscape
 from tuner.measure.measurement import MeasurementProtocol
+from tuner.replay.landscape import parse_grid, record, write_landscape
 from tuner.rundir import StudySpec
 from tuner.setup import prepare
 from tuner.specs.workloads import load_workload

@@ -41,7 +41,7 @@ from jobs import run_jobs
 
 from tuner.measure.objective import LATENCY_KINDS, THROUGHPUT, Goal, goal
 from tuner.measure.trial import TrialResult
-from tuner.replay import load_replay
+from tuner.replay.replay import load_replay
 from tuner.specs.knobs import Value
 from tuner.study import replay_study
 

@@ -1,5 +1,5 @@
-"""Tables imported from others' measurements (tuner.external): their figures against the source
-files, their provenance, and replays of them (real SMAC, Hyperopt and random search)."""
+"""Tables imported from others' measurements (tuner.replay.external): their figures against the
+source files, their provenance, and replays of them (real SMAC, Hyperopt and random search)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ import pytest
 from typer.testing import CliRunner
 
 from tuner.cli import app
-from tuner.external import (
+from tuner.measure.objective import goal
+from tuner.replay.external import (
     MARTINEZ_COMMIT,
     MARTINEZ_NEW_TOKENS,
     MARTINEZ_PROMPTS,
     martinez_tables,
     silicon_tables,
 )
-from tuner.landscape import read_landscape
-from tuner.measure.objective import goal
-from tuner.replay import NOT_RUN
+from tuner.replay.landscape import read_landscape
+from tuner.replay.replay import NOT_RUN
 from tuner.setup import prepare
 from tuner.study import replay_study
 

@@ -89,7 +89,7 @@ def test_aiconfigurator_predicts_a_silicon_table_near_its_measurements() -> None
     """NVIDIA's model on NVIDIA's measurements of Llama 3.1 70B fp8 on H200 (what it is
     calibrated on: this is a check of the mapping, not of the model)."""
     from tuner.aiconfigurator import Workload, prior_for
-    from tuner.landscape import read_landscape
+    from tuner.replay.landscape import read_landscape
 
     table = read_landscape(H200_70B)
     w = table.workload

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from tuner.cli import app
 from tuner.errors import TunerError
-from tuner.landscape import read_landscape
 from tuner.profiles.profile import read_profile, write_profile
-from tuner.replay import load_replay
+from tuner.replay.landscape import read_landscape
+from tuner.replay.replay import load_replay
 from tuner.setup import prepare
 from tuner.study import replay_study as study_of
 

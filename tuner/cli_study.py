@@ -79,7 +79,7 @@ def modules_of(engine: str) -> list[str]:
 
 def _check_tune(args: TuneArgs, fleet: Any) -> None:
     """Options that do not go together: one line."""
-    from tuner.replay import is_replay
+    from tuner.replay.replay import is_replay
 
     search, per_gpu_model = args.search, args.fleet.per_gpu_model
     if per_gpu_model and fleet is None:
@@ -97,7 +97,7 @@ def _check_tune(args: TuneArgs, fleet: Any) -> None:
 def new_studies(fleet: Any, args: TuneArgs) -> list[Any]:
     """The new studies of one `tuner tune`: one, or one per GPU model of the fleet (each in a
     run directory of its own, warm-started from another model's profile where it has none)."""
-    from tuner.replay import is_replay
+    from tuner.replay.replay import is_replay
     from tuner.setup import prepare
     from tuner.specs.workloads import load_workload
 
@@ -304,7 +304,7 @@ def finish_study(
     --json prints for it."""
     from tuner.console import profile_table, trials_table
     from tuner.profiles.profile import build_profile, profile_path, write_profile
-    from tuner.replay import is_replay
+    from tuner.replay.replay import is_replay
 
     if outcome.best is None:
         _nothing_found(study, outcome, quiet)
@@ -442,7 +442,7 @@ def run_bench(args: BenchArgs) -> None:
     from tuner.console import StudyView, measurement_table
     from tuner.execution.executor import NullObserver, bench
     from tuner.measure.objective import THROUGHPUT
-    from tuner.replay import is_replay
+    from tuner.replay.replay import is_replay
     from tuner.rundir import StudySpec
     from tuner.setup import prepare
     from tuner.specs.workloads import load_workload

@@ -17,7 +17,6 @@ from tuner import __version__
 from tuner.aiconfigurator import SYSTEMS, AIConfiguratorPrior, Workload, check_covered, prior_for
 from tuner.errors import TunerError
 from tuner.hardware.machine import slugify
-from tuner.landscape import grid_pairs
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import Goal
 from tuner.measure.trial import TrialResult
@@ -33,6 +32,7 @@ from tuner.profiles.profile import (
     trial_counts,
     trial_record,
 )
+from tuner.replay.landscape import grid_pairs
 from tuner.specs.knobs import Value, gpus_of
 from tuner.specs.workloads import Distribution, WorkloadSpec
 

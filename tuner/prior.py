@@ -164,8 +164,8 @@ class MeasuredPrior:
 
 def measured_prior(path: Path) -> MeasuredPrior:
     """A profile or a recorded table at `path` as a prior; one line when it is neither."""
-    from tuner.landscape import read_landscape
     from tuner.profiles.profile import read_profile
+    from tuner.replay.landscape import read_landscape
 
     try:
         text = json.loads(path.read_text())

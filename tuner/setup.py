@@ -18,7 +18,7 @@ from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import Goal
 from tuner.measure.trial import TrialTask
 from tuner.models import ModelRef, model_facts, read_config, resolve_model
-from tuner.replay import Replay, is_replay, load_replay
+from tuner.replay.replay import Replay, is_replay, load_replay
 from tuner.specs.knobs import Catalogue, Value
 from tuner.specs.space import SearchSpace, resolve
 from tuner.specs.workloads import Request, Tokenizer, WorkloadSpec, build_requests, load_workload

@@ -39,7 +39,7 @@ from tuner.measure.trial import Prediction, TrialResult
 from tuner.optimizers import Optimizer, SpaceExhausted, make_optimizer
 from tuner.prior import Belief
 from tuner.profiles.profile import machine_record
-from tuner.replay import REPLAY_PREFIX
+from tuner.replay.replay import REPLAY_PREFIX
 from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
 from tuner.setup import Setup, prepare
 from tuner.specs.knobs import Value

@@ -3,7 +3,7 @@
 A landscape (`benchmarks/data/*.json`) is a grid of knob values (for example batch size x attention
 x cache x dtype) each measured with the full protocol of a trial, plus the GPU, versions, workload
 and protocol they were measured with. `--engine replay:<table.json>` answers trials from it
-(`tuner.replay`), so that searches can be compared in seconds without a GPU.
+(`tuner.replay.replay`), so that searches can be compared in seconds without a GPU.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Measurements made by others, as replay tables (`tuner.landscape.Landscape` with a `Source`).
+"""Measurements made by others, as replay tables (`tuner.replay.landscape.Landscape` with a
+`Source`).
 
 Two sources:
 
@@ -29,10 +30,10 @@ from typing import Any
 
 from tuner.errors import TunerError
 from tuner.files import read_text
-from tuner.landscape import Landscape, Source, _key
 from tuner.measure.measurement import Measurement, MeasurementProtocol, Run, alike_run
 from tuner.measure.trial import Status, TrialResult
 from tuner.profiles.profile import GpuRecord, HostRecord
+from tuner.replay.landscape import Landscape, Source, _key
 from tuner.specs.knobs import KnobSpec, Value, gpus_of
 from tuner.specs.workloads import WorkloadSpec
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from tuner.engines import engine_class
 from tuner.errors import TunerError
-from tuner.landscape import Landscape, read_landscape
 from tuner.measure.measurement import Measurement, Run
 from tuner.measure.trial import TrialResult
+from tuner.replay.landscape import Landscape, read_landscape
 from tuner.specs import rules
 from tuner.specs.knobs import Catalogue, ChoiceSpec, ForbiddenSpec, KnobSpec, Value
 
