@@ -12,9 +12,9 @@ to choose a configuration, at `--budget` trials, `--seeds` seeds:
 - tuner with the prior: the same, `--prior aiconfigurator` (its 3 best run first, then the
   baseline);
 - tuner with the prior and piBO: the same, `--pibo` too (the predictions also weight the
-  acquisition function; `tuner.prior.Belief`);
+  acquisition function; `tuner.predict.prior.Belief`);
 - tuner with the prior, started only from configurations predicted to keep each limit by 20%
-  (`tuner.prior.with_margin`): the model's TTFT error is 16-62% on these tables;
+  (`tuner.predict.prior.with_margin`): the model's TTFT error is 16-62% on these tables;
 - random search.
 
 Reported: trials to 95% of the best feasible point (median over seeds, then over tables; a
@@ -47,7 +47,7 @@ from search_efficiency import EXTERNAL, ROOT, _at, _median_reach, external_goal,
 from tuner.errors import TunerError
 from tuner.measure.objective import prediction_error
 from tuner.measure.trial import PriorPlan
-from tuner.prior import load_prior, prior_plan, rerank, with_margin
+from tuner.predict.prior import load_prior, prior_plan, rerank, with_margin
 from tuner.replay.replay import load_replay
 from tuner.setup import prepare
 

@@ -14,7 +14,7 @@ from tests.conftest import CPU
 from tuner.cli import app
 from tuner.errors import TunerError
 from tuner.measure.objective import goal, prediction_error
-from tuner.prior import (
+from tuner.predict.prior import (
     BREAKS_LIMIT,
     NO_FIT,
     Belief,
@@ -88,7 +88,7 @@ def test_a_table_of_another_gpu_is_a_prior_over_its_points() -> None:
 def test_aiconfigurator_predicts_a_silicon_table_near_its_measurements() -> None:
     """NVIDIA's model on NVIDIA's measurements of Llama 3.1 70B fp8 on H200 (what it is
     calibrated on: this is a check of the mapping, not of the model)."""
-    from tuner.aiconfigurator import Workload, prior_for
+    from tuner.predict.aiconfigurator import Workload, prior_for
     from tuner.replay.landscape import read_landscape
 
     table = read_landscape(H200_70B)
@@ -331,7 +331,7 @@ def test_a_combination_the_model_refuses_gets_no_prediction() -> None:
     """AIConfigurator refuses MiniMax M2.5 in nvfp4 over 8 GPUs (its MoE layer's width does
     not split into quantization blocks): that configuration gets no prediction, and the others
     still do."""
-    from tuner.aiconfigurator import Workload, prior_for
+    from tuner.predict.aiconfigurator import Workload, prior_for
 
     prior = prior_for(
         "vllm-server", "MiniMaxAI/MiniMax-M2.5", "b200_sxm", Workload(256, 1024, 1024),

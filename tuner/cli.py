@@ -386,7 +386,7 @@ def plan(
     write them as a profile marked predicted. Needs the plan extra."""
     from tuner.console import plan_table
     from tuner.measure.objective import goal
-    from tuner.plan import make_plan, parse_plan_grid
+    from tuner.predict.plan import make_plan, parse_plan_grid
     from tuner.profiles.profile import profile_path, write_profile
     from tuner.specs.workloads import load_workload
 

@@ -177,7 +177,7 @@ def _study_spec(
 
 def _new_study(args: TuneArgs, setup: Any, spec: Any, group: Any) -> Any:
     """The study of `spec`, ranked by the prior where one is asked for, in its run directory."""
-    from tuner.prior import load_prior, prior_plan
+    from tuner.predict.prior import load_prior, prior_plan
     from tuner.rundir import run_dir_for
     from tuner.study import Study
 

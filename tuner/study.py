@@ -37,7 +37,7 @@ from tuner.files import os_error
 from tuner.measure.objective import CONFIRM, winner
 from tuner.measure.trial import Prediction, TrialResult
 from tuner.optimizers import Optimizer, SpaceExhausted, make_optimizer
-from tuner.prior import Belief
+from tuner.predict.prior import Belief
 from tuner.profiles.profile import machine_record
 from tuner.replay.replay import REPLAY_PREFIX
 from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials

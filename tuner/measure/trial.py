@@ -81,7 +81,7 @@ class Placement(BaseModel):
 
 
 class Prediction(BaseModel):
-    """What a performance model (a prior, `tuner.prior`) said of a configuration before it
+    """What a performance model (a prior, `tuner.predict.prior`) said of a configuration before it
     was measured: its predicted figures, or that it would not fit in memory."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

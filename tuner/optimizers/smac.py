@@ -98,8 +98,8 @@ class SmacOptimizer:
     (H100 table) of the optimum (reports/search-efficiency.md of 2026-11-22). A trial with no
     loss (a crash, a broken constraint) is told as CRASHED at the worst loss seen so far, per
     objective (0 at worst: no tokens). With a `prior` (a weight in (0, 1] per configuration,
-    `tuner.prior.Belief`), the acquisition function is weighted by it as piBO does, the weight's
-    power decaying as trials come in. Several objectives are searched with ParEGO (random
+    `tuner.predict.prior.Belief`), the acquisition function is weighted by it as piBO does, the
+    weight's power decaying as trials come in. Several objectives are searched with ParEGO (random
     weights scalarize the normalized costs anew at each step), SMAC's own multi-objective method.
     """
 

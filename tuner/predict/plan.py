@@ -1,9 +1,9 @@
 """`tuner plan`: capacity planning with no GPU, from AIConfigurator's predictions.
 
 For a vLLM engine, a model, a GPU model and a number of GPUs, every configuration of a grid
-over the knobs the performance model reads (`tuner.aiconfigurator`) is predicted and ranked by
-the goal (`tuner.prior.rank`): those predicted to fit and keep the limits first. The result is
-a profile marked `predicted` (its name ends in `--predicted`): `tuner profile export` and
+over the knobs the performance model reads (`tuner.predict.aiconfigurator`) is predicted and ranked
+by the goal (`tuner.predict.prior.rank`): those predicted to fit and keep the limits first. The
+result is a profile marked `predicted` (its name ends in `--predicted`): `tuner profile export` and
 `tune --prior PROFILE` take it, and it never replaces a measured profile.
 """
 
@@ -14,13 +14,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tuner import __version__
-from tuner.aiconfigurator import SYSTEMS, AIConfiguratorPrior, Workload, check_covered, prior_for
 from tuner.errors import TunerError
 from tuner.hardware.machine import slugify
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import Goal
 from tuner.measure.trial import TrialResult
-from tuner.prior import Ranking, rank
+from tuner.predict.aiconfigurator import (
+    SYSTEMS,
+    AIConfiguratorPrior,
+    Workload,
+    check_covered,
+    prior_for,
+)
+from tuner.predict.prior import Ranking, rank
 from tuner.profiles.profile import (
     EngineRecord,
     GpuRecord,
@@ -185,7 +191,7 @@ def _baseline(ranked: Sequence[TrialResult], engine: str, requests: int) -> Tria
 
 def parse_plan_grid(pairs: Sequence[str]) -> dict[str, list[Value]]:
     """`--grid name=v1,v2` pairs over the knobs the model reads; one line otherwise."""
-    from tuner.aiconfigurator import COVERS
+    from tuner.predict.aiconfigurator import COVERS
 
     found: dict[str, list[Value]] = {}
     for name, values in grid_pairs(pairs):

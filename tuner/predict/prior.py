@@ -1,7 +1,7 @@
 """Priors: what is known of a configuration before it is measured.
 
 A prior predicts a configuration's figures (`tuner.measure.Prediction`) or that it will not fit
-in memory: a performance model (NVIDIA's AIConfigurator, `tuner.aiconfigurator`), or the
+in memory: a performance model (NVIDIA's AIConfigurator, `tuner.predict.aiconfigurator`), or the
 measurements of another GPU model (a profile or a recorded table). `rank` orders a space's
 configurations by the predicted figure of a goal: those predicted to fit and keep the limits
 first, best first, then those predicted to break a limit, then those predicted not to fit.
@@ -230,7 +230,7 @@ def prior_plan(prior: Prior, setup: Setup, goal: Goal, say: Callable[[str], None
 
 
 def _aiconfigurator(setup: Setup) -> Prior:
-    from tuner.aiconfigurator import Workload, prior_for
+    from tuner.predict.aiconfigurator import Workload, prior_for
     from tuner.specs.workloads import summarize
 
     replay = setup.replay
