@@ -27,8 +27,8 @@ from tuner.fmt import fmt_knobs
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.profiles.profile import read_profile
 from tuner.replay.landscape import read_landscape
-from tuner.setup import prepare
 from tuner.specs.workloads import load_workload
+from tuner.study.prepare import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).with_name("hf-engines.md")

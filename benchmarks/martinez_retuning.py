@@ -42,7 +42,7 @@ from jobs import fixed_hash_seed, run_jobs
 from tuner.measure.trial import TrialResult
 from tuner.replay.external import MARTINEZ_COMMIT, MARTINEZ_REPOSITORY
 from tuner.replay.landscape import Landscape, read_landscape
-from tuner.study import replay_study
+from tuner.study.study import replay_study
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ROOT / "benchmarks" / "data" / "external" / "martinez2024"

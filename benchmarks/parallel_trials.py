@@ -30,8 +30,8 @@ from typing import Any
 
 from tuner.execution.fleet import FleetSpec, open_fleet
 from tuner.replay.replay import load_replay
-from tuner.setup import prepare
-from tuner.study import replay_study, warm_knobs
+from tuner.study.prepare import prepare
+from tuner.study.study import replay_study, warm_knobs
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "benchmarks" / "data"

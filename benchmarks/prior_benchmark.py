@@ -49,7 +49,7 @@ from tuner.measure.objective import prediction_error
 from tuner.measure.trial import PriorPlan
 from tuner.predict.prior import load_prior, prior_plan, rerank, with_margin
 from tuner.replay.replay import load_replay
-from tuner.setup import prepare
+from tuner.study.prepare import prepare
 
 REPORT = ROOT / "reports" / "prior.md"
 METHODS = {

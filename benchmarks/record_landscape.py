@@ -22,9 +22,9 @@ from pathlib import Path
 from tuner.errors import TunerError
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.replay.landscape import parse_grid, record, write_landscape
-from tuner.rundir import StudySpec
-from tuner.setup import prepare
 from tuner.specs.workloads import load_workload
+from tuner.study.prepare import prepare
+from tuner.study.rundir import StudySpec
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ from tuner.measure.objective import LATENCY_KINDS, THROUGHPUT, Goal, goal
 from tuner.measure.trial import TrialResult
 from tuner.replay.replay import load_replay
 from tuner.specs.knobs import Value
-from tuner.study import replay_study
+from tuner.study.study import replay_study
 
 BUDGETS = (5, 10, 20)
 SLO_BUDGETS = (10, 20, 40)

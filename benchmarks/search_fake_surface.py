@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 from tuner.optimizers import OPTIMIZERS
-from tuner.rundir import StudySpec
 from tuner.specs.workloads import load_workload
-from tuner.study import Study
+from tuner.study.rundir import StudySpec
+from tuner.study.study import Study
 from tuner.testing import fake_model_dir, peak, surface, surface_result
 
 BUDGETS = (10, 20, 30)

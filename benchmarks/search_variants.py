@@ -98,7 +98,7 @@ def patch(variant: str) -> None:
 
             SearchSpace.initial_knobs = largest_first  # type: ignore[method-assign]
         elif name == "starts-first":
-            import tuner.study as study_module
+            import tuner.study.study as study_module
 
             warm = study_module.warm_knobs
 

@@ -22,8 +22,8 @@ from tuner.replay.external import (
 )
 from tuner.replay.landscape import read_landscape
 from tuner.replay.replay import NOT_RUN
-from tuner.setup import prepare
-from tuner.study import replay_study
+from tuner.study.prepare import prepare
+from tuner.study.study import replay_study
 
 ROOT = Path(__file__).resolve().parent.parent
 SLICE = Path(__file__).resolve().parent / "data" / "martinez2024-slice"

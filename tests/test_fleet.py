@@ -22,9 +22,9 @@ from tuner.execution.executor import NullObserver
 from tuner.execution.fleet import ALLOWED_FAILURES, FleetSpec, open_fleet
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.profiles.profile import read_profile
-from tuner.rundir import StudySpec, read_spec, read_trials
 from tuner.specs.workloads import load_workload
-from tuner.study import Study
+from tuner.study.rundir import StudySpec, read_spec, read_trials
+from tuner.study.study import Study
 from tuner.testing import SurfaceOnWorker, fake_machines
 
 H100, A100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"
@@ -72,7 +72,7 @@ class Waves:
 @pytest.mark.parametrize("optimizer", ["gp", "rf", "random", "optuna-tpe", "hyperopt-tpe"])
 def test_no_configuration_is_proposed_twice_while_in_flight(optimizer: str, tmp_path: Path) -> None:
     engine = f"replay:{TABLE}"
-    from tuner.setup import prepare
+    from tuner.study.prepare import prepare
 
     setup = prepare(engine, "", "")
     spec = StudySpec(
@@ -284,7 +284,7 @@ def test_a_trial_needing_more_gpus_than_any_worker_has_is_crashed_with_the_reaso
     from dataclasses import replace
 
     from tuner.execution.dask_executor import DaskExecutor
-    from tuner.setup import prepare
+    from tuner.study.prepare import prepare
 
     setup = prepare(FAKE, str(fake_model), load_workload("humaneval", requests=2, output_tokens=2))
     protocol = MeasurementProtocol(repeats=3, run_time_limit_s=5, warmup_time_limit_s=5)

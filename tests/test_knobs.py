@@ -466,7 +466,7 @@ def test_initial_points_resolve_bounds_and_skip_what_is_not_searched() -> None:
 
 
 def test_backing_off_steps_the_batch_down_its_values_or_halves_it_in_its_range() -> None:
-    from tuner.setup import prepare
+    from tuner.study.prepare import prepare
 
     table = Path(__file__).resolve().parent.parent / (
         "benchmarks/data/external/martinez2024/martinez2024-a100-hf-pipeline-bloom-1b7.json"

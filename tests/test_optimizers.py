@@ -130,7 +130,7 @@ def test_gp_scores_every_configuration_of_a_finite_space(tmp_path: Path) -> None
     import json
 
     from tuner.optimizers.smac import all_configurations, configspace, knobs_of
-    from tuner.setup import prepare
+    from tuner.study.prepare import prepare
 
     setup = prepare(f"replay:{SILICON}", "", "")
     space, table = setup.space, setup.replay.table  # type: ignore[union-attr]

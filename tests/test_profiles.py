@@ -18,9 +18,9 @@ from tuner.profiles.profile import (
     schema_text,
     write_profile,
 )
-from tuner.rundir import StudySpec
 from tuner.specs.workloads import load_workload
-from tuner.study import Study
+from tuner.study.rundir import StudySpec
+from tuner.study.study import Study
 
 
 def test_shipped_schema_is_the_one_generated_from_the_code() -> None:

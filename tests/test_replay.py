@@ -14,8 +14,8 @@ from tuner.errors import TunerError
 from tuner.profiles.profile import read_profile, write_profile
 from tuner.replay.landscape import read_landscape
 from tuner.replay.replay import load_replay
-from tuner.setup import prepare
-from tuner.study import replay_study as study_of
+from tuner.study.prepare import prepare
+from tuner.study.study import replay_study as study_of
 
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"
 TABLES = sorted(DATA.glob("*.json"))

@@ -17,7 +17,7 @@ from tuner.measure.measurement import Measurement, Run
 from tuner.measure.trial import TrialResult
 from tuner.plots import pareto_front
 from tuner.report import write_report
-from tuner.rundir import TRIALS_FILE
+from tuner.study.rundir import TRIALS_FILE
 from tuner.testing import FakeClock, FakeGpu
 
 H100_RUN = Path(__file__).parent.parent / "reports" / "h100-hf-llama-1b"

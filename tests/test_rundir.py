@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from tuner.cli import app
 from tuner.errors import TunerError
-from tuner.rundir import RunLock, append_trial, read_trials
+from tuner.study.rundir import RunLock, append_trial, read_trials
 
 from .test_cli import assert_one_line_error, fake_args
 from .test_study import spec
@@ -134,7 +134,7 @@ def test_two_studies_started_together_in_one_run_directory(
 def test_a_trial_that_cannot_be_written_whole_leaves_the_file_as_it_was(
     fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tuner.study import Study
+    from tuner.study.study import Study
 
     run_dir = tmp_path / "run"
     Study.create(spec(fake_model, trials=2), run_dir).run()
@@ -149,14 +149,14 @@ def test_a_trial_that_cannot_be_written_whole_leaves_the_file_as_it_was(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr("tuner.rundir.os.write", half_then_full)
+    monkeypatch.setattr("tuner.study.rundir.os.write", half_then_full)
     with pytest.raises(OSError, match="No space left"):
         append_trial(path, result)
     assert path.read_bytes() == before
 
 
 def test_a_full_disk_under_the_trials_is_one_line(fake_model: Path, tmp_path: Path) -> None:
-    from tuner.study import Study
+    from tuner.study.study import Study
 
     study = Study.create(spec(fake_model, trials=3), tmp_path / "run")
     (tmp_path / "run" / "trials.jsonl").symlink_to("/dev/full")  # the kernel's own ENOSPC

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tuner.cli import app
-from tuner.rundir import read_trials
+from tuner.study.rundir import read_trials
 
 TABLE = Path(__file__).parent.parent / "benchmarks" / "data" / "h100-hf-tiny-llama-humaneval.json"
 #: Where benchmarks/slurm_check.sh writes the configuration of the Slurm it starts.

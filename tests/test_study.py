@@ -12,9 +12,9 @@ from tuner.execution.executor import NullObserver
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import THROUGHPUT
 from tuner.measure.trial import TrialResult
-from tuner.rundir import StudySpec, read_trials
 from tuner.specs.workloads import load_workload
-from tuner.study import Study
+from tuner.study.rundir import StudySpec, read_trials
+from tuner.study.study import Study
 from tuner.testing import peak, surface
 
 FAKE = "tuner.testing:FakeEngine"
@@ -217,7 +217,7 @@ MARTINEZ_HF = (
 
 
 def test_an_out_of_memory_trial_is_followed_by_the_next_smaller_batch(tmp_path: Path) -> None:
-    from tuner.study import BACK_OFF, replay_study
+    from tuner.study.study import BACK_OFF, replay_study
 
     outcome = replay_study(
         MARTINEZ_HF, trials=30, seed=0, run_dir=tmp_path / "run", optimizer="random", confirm=0

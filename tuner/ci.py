@@ -38,11 +38,11 @@ from tuner.profiles.profile import (
     write_profile,
 )
 from tuner.profiles.store import check_profile_engine
-from tuner.rundir import StudySpec
-from tuner.setup import Setup, prepare
 from tuner.specs.knobs import Value, describe
 from tuner.specs.workloads import WorkloadSpec, load_workload
-from tuner.study import Study, StudyOutcome
+from tuner.study.prepare import Setup, prepare
+from tuner.study.rundir import StudySpec
+from tuner.study.study import Study, StudyOutcome
 
 
 class CiConfig(BaseModel):

@@ -322,9 +322,9 @@ def knobs(
     """Show an engine's knobs as they stand on this machine (and model)."""
     from tuner.console import knobs_table
     from tuner.hardware.machine import detect_platform
-    from tuner.setup import catalogue_of, prepare
     from tuner.specs.space import resolve
     from tuner.specs.workloads import load_workload, request_count
+    from tuner.study.prepare import catalogue_of, prepare
 
     with user_errors():
         if model is not None:

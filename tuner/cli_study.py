@@ -44,8 +44,8 @@ def run_tune(args: TuneArgs) -> None:
     """`tuner tune`: a new study (or one per GPU model of the fleet), or a resumed one, run and
     finished."""
     from tuner.files import check_writable
-    from tuner.rundir import read_spec
-    from tuner.study import Study
+    from tuner.study.rundir import read_spec
+    from tuner.study.study import Study
 
     json_, quiet = args.json_, args.quiet or args.json_
     with user_errors():
@@ -72,7 +72,7 @@ def run_tune(args: TuneArgs) -> None:
 
 def modules_of(engine: str) -> list[str]:
     """The Python modules an engine's platform facts depend on."""
-    from tuner.setup import catalogue_of
+    from tuner.study.prepare import catalogue_of
 
     return sorted(catalogue_of(engine).modules())
 
@@ -98,8 +98,8 @@ def new_studies(fleet: Any, args: TuneArgs) -> list[Any]:
     """The new studies of one `tuner tune`: one, or one per GPU model of the fleet (each in a
     run directory of its own, warm-started from another model's profile where it has none)."""
     from tuner.replay.replay import is_replay
-    from tuner.setup import prepare
     from tuner.specs.workloads import load_workload
+    from tuner.study.prepare import prepare
 
     protocol, options = args.measure.protocol(), args.server.options()
     objectives, constraints = args.goal.resolve()
@@ -144,8 +144,8 @@ def _study_spec(
 ) -> Any:
     """The spec of one new study, warm-started as asked."""
     from tuner.optimizers import check_available
-    from tuner.rundir import StudySpec
-    from tuner.study import warm_start, warm_start_from
+    from tuner.study.rundir import StudySpec
+    from tuner.study.study import warm_start, warm_start_from
 
     search, (objectives, constraints) = args.search, goal
     check_available(search.optimizer, len(objectives))
@@ -178,8 +178,8 @@ def _study_spec(
 def _new_study(args: TuneArgs, setup: Any, spec: Any, group: Any) -> Any:
     """The study of `spec`, ranked by the prior where one is asked for, in its run directory."""
     from tuner.predict.prior import load_prior, prior_plan
-    from tuner.rundir import run_dir_for
-    from tuner.study import Study
+    from tuner.study.rundir import run_dir_for
+    from tuner.study.study import Study
 
     say = lambda line: err.print(escape(line))  # noqa: E731
     prior = args.search.prior
@@ -202,7 +202,7 @@ def run_studies(
 ) -> None:
     """Runs the studies side by side (each on its own workers), then finishes each: profile,
     report, summary. Exit 1 when any found nothing, 130 when interrupted."""
-    from tuner.rundir import read_trials
+    from tuner.study.rundir import read_trials
 
     done = [len(read_trials(s.trials_path)) for s in studies]
     if not quiet:
@@ -443,9 +443,9 @@ def run_bench(args: BenchArgs) -> None:
     from tuner.execution.executor import NullObserver, bench
     from tuner.measure.objective import THROUGHPUT
     from tuner.replay.replay import is_replay
-    from tuner.rundir import StudySpec
-    from tuner.setup import prepare
     from tuner.specs.workloads import load_workload
+    from tuner.study.prepare import prepare
+    from tuner.study.rundir import StudySpec
 
     job, json_, quiet = args.job, args.json_, args.quiet or args.json_
     with user_errors():

@@ -23,8 +23,8 @@ from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.measure.objective import Goal, prediction_error, winner
 from tuner.measure.trial import TrialResult
 from tuner.profiles.profile import PRIOR_FIGURES, Machine
-from tuner.rundir import MACHINE_FILE, TRIALS_FILE, StudySpec, read_spec, read_trials
 from tuner.specs.knobs import describe
+from tuner.study.rundir import MACHINE_FILE, TRIALS_FILE, StudySpec, read_spec, read_trials
 
 
 @dataclass

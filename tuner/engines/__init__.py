@@ -2,7 +2,7 @@
 
 `--engine` takes a name from `ENGINES`, an import path `package.module:Class` of an adapter of
 your own (see `tuner.engines.base` and the fakes in `tuner.testing`). `replay:<table.json>` is
-not an engine: `tuner.setup` hands it to `tuner.replay.replay`.
+not an engine: `tuner.study.prepare` hands it to `tuner.replay.replay`.
 """
 
 from __future__ import annotations

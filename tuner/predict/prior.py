@@ -27,7 +27,7 @@ from tuner.specs.knobs import Value
 from tuner.specs.space import SearchSpace
 
 if TYPE_CHECKING:
-    from tuner.setup import Setup
+    from tuner.study.prepare import Setup
 
 #: The origin of a prediction when it stands in for a trial (ranking, a predicted profile).
 PREDICTED = "predicted"

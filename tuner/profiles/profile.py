@@ -304,7 +304,7 @@ def _lean(run: Run) -> Run:
 
 
 def build_profile(study: Any, outcome: Any) -> Profile:
-    """The profile of a finished study (a `tuner.study.Study` and its `StudyOutcome`); a
+    """The profile of a finished study (a `tuner.study.study.Study` and its `StudyOutcome`); a
     replayed study's profile is the recorded machine's, marked with its table."""
     if outcome.best is None:
         raise TunerError("no configuration met the study's goal, so there is no profile to write")

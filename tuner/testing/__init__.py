@@ -421,8 +421,8 @@ def check_engine_contract(
     import tempfile
 
     from tuner.engines import engine_class
-    from tuner.setup import prepare
     from tuner.specs.workloads import load_workload
+    from tuner.study.prepare import prepare
 
     workload = load_workload("synthetic", requests=requests, output_tokens=output_tokens)
     setup = prepare(engine, model, workload, options=dict(options or {}))

@@ -22,7 +22,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tuner import rundir
 from tuner.errors import TunerError
 from tuner.execution.executor import (
     Evaluate,
@@ -40,10 +39,11 @@ from tuner.optimizers import Optimizer, SpaceExhausted, make_optimizer
 from tuner.predict.prior import Belief
 from tuner.profiles.profile import machine_record
 from tuner.replay.replay import REPLAY_PREFIX
-from tuner.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
-from tuner.setup import Setup, prepare
 from tuner.specs.knobs import Value
 from tuner.specs.space import SearchSpace
+from tuner.study import rundir
+from tuner.study.prepare import Setup, prepare
+from tuner.study.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
 
 #: The origin of a trial of a warm-start configuration (another GPU model's or profile's best).
 WARM_START = "warm-start"
