@@ -26,8 +26,8 @@ def test_importing_tuner_loads_no_engine_and_no_optimizer_library() -> None:
     # The command line, the study loop, run directories and reports: importing them loads
     # neither torch nor vLLM nor any optimizer library (they load when a trial or a study runs).
     code = (
-        "import sys, tuner, tuner.cli, tuner.study, tuner.study.rundir, tuner.report, tuner.ci\n"
-        "import tuner.predict.plan, tuner.predict.prior, tuner.predict.aiconfigurator\n"
+        "import sys, tuner, tuner.cli, tuner.study, tuner.report, tuner.ci\n"
+        "import tuner.predict, tuner.predict.aiconfigurator\n"
         "heavy = ('torch', 'vllm', 'smac', 'ConfigSpace', 'optuna', 'hyperopt', 'transformers',\n"
         "         'aiconfigurator', 'aiconfigurator_core')\n"
         "print(' '.join(m for m in heavy if m in sys.modules))\n"

@@ -15,8 +15,8 @@ from tuner.cli import app
 from tuner.hardware.telemetry import Sampler
 from tuner.measure.measurement import Measurement, Run
 from tuner.measure.trial import TrialResult
-from tuner.plots import pareto_front
-from tuner.report import write_report
+from tuner.report.plots import pareto_front
+from tuner.report.report import write_report
 from tuner.study.rundir import TRIALS_FILE
 from tuner.testing import FakeClock, FakeGpu
 

@@ -185,7 +185,7 @@ def report(
     json_: Json = False,
 ) -> None:
     """Write a study's report: report.md and a self-contained report.html, with PNG plots."""
-    from tuner.report import write_report
+    from tuner.report.report import write_report
 
     with user_errors():
         written = write_report(run_dir, out_dir or Path("reports") / run_dir.resolve().name)

@@ -385,7 +385,7 @@ def _json_summary(
 def study_report(run_dir: Path, *, quiet: bool) -> Path | None:
     """A finished study's report in `RUN_DIR/report/`; a report that fails costs no trial or
     profile: it is one line, and `tuner report` can make it again."""
-    from tuner.report import write_report
+    from tuner.report.report import write_report
 
     try:
         return write_report(run_dir, run_dir / "report").html

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tuner import __version__, plots
+from tuner import __version__
 from tuner.errors import TunerError
 from tuner.files import read_text
 from tuner.fmt import fmt_knobs, fmt_rate
 from tuner.measure.objective import Goal, prediction_error, winner
 from tuner.measure.trial import TrialResult
 from tuner.profiles.profile import PRIOR_FIGURES, Machine
+from tuner.report import plots
 from tuner.specs.knobs import describe
 from tuner.study.rundir import MACHINE_FILE, TRIALS_FILE, StudySpec, read_spec, read_trials
 
