@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tuner.cli import app
+from tuner.cli.app import app
 
 runner = CliRunner()
 PROTOCOL = {"repeats": 3, "max_remeasures": 0, "run_time_limit_s": 30, "warmup_time_limit_s": 60}

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
-from tuner.cli import app
+from tuner.cli.app import app
 from tuner.profiles.profile import SCHEMA_FILE, read_profile
 
 runner = CliRunner()

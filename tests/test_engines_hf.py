@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tuner.cli import app
+from tuner.cli.app import app
 from tuner.engines import engine_class
 from tuner.engines.hf import count_new_tokens
 from tuner.profiles.profile import SCHEMA_FILE

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tuner.cli import app
+from tuner.cli.app import app
 from tuner.engines import load_catalogue
 from tuner.engines.hf_cb import ContinuousBatchingEngine, check_catalogue, library_offers
 from tuner.engines.openai_client import TRANSFORMERS, LoadClient, _Result

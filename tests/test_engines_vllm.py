@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
-from tuner.cli import app
+from tuner.cli.app import app
 from tuner.engines.server import cli_args
 from tuner.engines.vllm import check_catalogue, engine_args_fields, root_cause, vllm_catalogue
 from tuner.errors import TunerError

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tuner.cli import app
+from tuner.cli.app import app
 from tuner.errors import TunerError
 from tuner.profiles.formats import FORMATS, export, hf_kwargs
 from tuner.profiles.profile import Profile, read_profile

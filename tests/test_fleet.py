@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tuner.cli import app
+from tuner.cli.app import app
 from tuner.errors import TunerError
 from tuner.execution.executor import NullObserver
 from tuner.execution.fleet import ALLOWED_FAILURES, FleetSpec, open_fleet

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tuner.cli import app
+from tuner.cli.app import app
 from tuner.engines.base import EngineFailed, EngineTimeout
 from tuner.engines.command import fill, split
 from tuner.engines.server import CommandServer, ServerProcess, free_port

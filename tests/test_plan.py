@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import CPU
-from tuner.cli import app
+from tuner.cli.app import app
 from tuner.errors import TunerError
 from tuner.measure.objective import goal, prediction_error
 from tuner.predict.prior import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tuner.cli import app
+from tuner.cli.app import app
 from tuner.errors import TunerError
 from tuner.profiles.profile import read_profile, write_profile
 from tuner.replay.landscape import read_landscape

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tuner.cli import app
+from tuner.cli.app import app
 from tuner.hardware.telemetry import Sampler
 from tuner.measure.measurement import Measurement, Run
 from tuner.measure.trial import TrialResult

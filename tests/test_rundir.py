@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tuner.cli import app
+from tuner.cli.app import app
 from tuner.errors import TunerError
 from tuner.study.rundir import RunLock, append_trial, read_trials
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tuner.cli import app
+from tuner.cli.app import app
 from tuner.study.rundir import read_trials
 
 TABLE = Path(__file__).parent.parent / "benchmarks" / "data" / "h100-hf-tiny-llama-humaneval.json"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tuner.cli import app
+from tuner.cli.app import app
 from tuner.errors import TunerError
 from tuner.hardware.machine import detect_hardware
 from tuner.profiles.store import diff, for_machine, pick, read_store, resolve_profile

@@ -13,8 +13,8 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from tuner.cli_common import emit_json, err, out, user_errors
-from tuner.cli_options import BenchArgs, TuneArgs
+from tuner.cli.common import emit_json, err, out, user_errors
+from tuner.cli.options import BenchArgs, TuneArgs
 from tuner.errors import TunerError
 
 
@@ -259,7 +259,7 @@ def _announce(studies: Sequence[Any], done: list[int], fleet: Any) -> None:
 
 def _run_all(studies: Sequence[Any], done: list[int], fleet: Any, quiet: bool) -> list[Any]:
     """Each study's outcome (or its one-line error), with live progress unless `quiet`."""
-    from tuner.console import StudyView, study_progress
+    from tuner.cli.console import StudyView, study_progress
     from tuner.execution.executor import NullObserver
 
     labels = [s.spec.gpu_model or "" for s in studies] if len(studies) > 1 else [""]
@@ -302,7 +302,7 @@ def finish_study(
 ) -> dict[str, Any] | None:
     """Writes a finished study's report and profile and says what it found; returns what
     --json prints for it."""
-    from tuner.console import profile_table, trials_table
+    from tuner.cli.console import profile_table, trials_table
     from tuner.profiles.profile import build_profile, profile_path, write_profile
     from tuner.replay.replay import is_replay
 
@@ -328,7 +328,7 @@ def finish_study(
 
 def _nothing_found(study: Any, outcome: Any, quiet: bool) -> None:
     """Why a study has no best configuration, and exit 1."""
-    from tuner.console import trials_table
+    from tuner.cli.console import trials_table
 
     goal = study.goal
     ran = [r for r in outcome.results if r.status == "ok"]
@@ -400,7 +400,7 @@ def _replay_summary(
 ) -> dict[str, Any] | None:
     """A replayed study's pick against the table's optimum under the same goal; its profile
     is the table's machine's, with recorded figures."""
-    from tuner.console import trials_table
+    from tuner.cli.console import trials_table
 
     table = study.setup.replay.table
     goal = study.goal
@@ -439,7 +439,7 @@ def run_bench(args: BenchArgs) -> None:
     import tempfile
     from functools import partial
 
-    from tuner.console import StudyView, measurement_table
+    from tuner.cli.console import StudyView, measurement_table
     from tuner.execution.executor import NullObserver, bench
     from tuner.measure.objective import THROUGHPUT
     from tuner.replay.replay import is_replay

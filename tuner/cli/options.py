@@ -13,7 +13,7 @@ from typing import Annotated, Any, Self
 
 import typer
 
-from tuner.cli_common import err
+from tuner.cli.common import err
 from tuner.errors import TunerError
 
 #: `tuner tune` with no --model: a tiny synthetic model answering the first 64 HumanEval prompts

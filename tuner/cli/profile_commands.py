@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from tuner.cli_common import Json, emit_json, err, out, user_errors
+from tuner.cli.common import Json, emit_json, err, out, user_errors
 from tuner.errors import TunerError
 
 profile_app = typer.Typer(
@@ -103,7 +103,7 @@ def profile_list(
     json_: Json = False,
 ) -> None:
     """List the profiles of a profiles folder: all, or those for a GPU (--gpu auto: this one)."""
-    from tuner.console import profiles_table
+    from tuner.cli.console import profiles_table
     from tuner.profiles.store import matches, read_store
 
     with user_errors():
@@ -159,7 +159,7 @@ def profile_show(
     json_: Json = False,
 ) -> None:
     """Show one profile: named, or looked up for this machine's GPU."""
-    from tuner.console import profile_table
+    from tuner.cli.console import profile_table
 
     with user_errors():
         path, profile = load(ref, directory, gpu, engine, model, workload)
@@ -180,7 +180,7 @@ def profile_diff(
     """Two profiles side by side: identity, knobs and figures (with B / A)."""
     from dataclasses import asdict
 
-    from tuner.console import diff_table
+    from tuner.cli.console import diff_table
     from tuner.profiles.profile import read_profile
     from tuner.profiles.store import diff, resolve_profile
 

@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from tuner.cli_common import Json, Quiet, emit_json, err, out, user_errors
-from tuner.cli_options import (
+from tuner.cli.common import Json, Quiet, emit_json, err, out, user_errors
+from tuner.cli.options import (
     DEFAULT_MODEL,
     BenchArgs,
     Cluster,
@@ -48,8 +48,8 @@ from tuner.cli_options import (
     Workers,
     Workload,
 )
-from tuner.cli_profile import profile_app
-from tuner.cli_study import run_bench, run_tune
+from tuner.cli.profile_commands import profile_app
+from tuner.cli.study_commands import run_bench, run_tune
 
 EXIT_CODES = (
     "Exit codes: 0 done; 1 ran, but no configuration succeeded; 2 bad input; "
@@ -252,8 +252,8 @@ def ci(
 
     Fails (exit 3) when throughput falls below the profile by more than the tolerance.
     """
-    from tuner.ci import HEADLINE, load_config, outcome_json, run_ci
-    from tuner.console import StudyView
+    from tuner.cli.ci import HEADLINE, load_config, outcome_json, run_ci
+    from tuner.cli.console import StudyView
     from tuner.execution.executor import NullObserver
 
     quiet = quiet or json_
@@ -297,7 +297,7 @@ def gpus(json_: Json = False) -> None:
     """Show the GPUs (through NVML) and the CPU of this machine."""
     from dataclasses import asdict
 
-    from tuner.console import hardware_table
+    from tuner.cli.console import hardware_table
     from tuner.hardware.machine import detect_hardware
 
     hw = detect_hardware()
@@ -320,7 +320,7 @@ def knobs(
     json_: Json = False,
 ) -> None:
     """Show an engine's knobs as they stand on this machine (and model)."""
-    from tuner.console import knobs_table
+    from tuner.cli.console import knobs_table
     from tuner.hardware.machine import detect_platform
     from tuner.specs.space import resolve
     from tuner.specs.workloads import load_workload, request_count
@@ -384,7 +384,7 @@ def plan(
 ) -> None:
     """Predict the best vLLM configurations with no GPU (NVIDIA AIConfigurator's model) and
     write them as a profile marked predicted. Needs the plan extra."""
-    from tuner.console import plan_table
+    from tuner.cli.console import plan_table
     from tuner.measure.objective import goal
     from tuner.predict.plan import make_plan, parse_plan_grid
     from tuner.profiles.profile import profile_path, write_profile
