@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -17,8 +17,13 @@ from tuner.cli.common import emit_json, err, out, user_errors
 from tuner.cli.options import BenchArgs, TuneArgs
 from tuner.errors import TunerError
 
+if TYPE_CHECKING:
+    from tuner.execution.fleet import Fleet, FleetSpec
+    from tuner.hardware.machine import Hardware
+    from tuner.study.study import Study, StudyOutcome
 
-def say_no_telemetry(hardware: Any) -> None:
+
+def say_no_telemetry(hardware: Hardware) -> None:
     """Once per command, not per trial: why there will be no energy figures."""
     if not hardware.gpus:
         err.print(
@@ -27,7 +32,7 @@ def say_no_telemetry(hardware: Any) -> None:
 
 
 @contextlib.contextmanager
-def maybe_fleet(spec: Any) -> Iterator[Any]:
+def maybe_fleet(spec: FleetSpec | None) -> Iterator[Fleet | None]:
     """The open fleet `spec` names, or None."""
     if spec is None:
         yield None
@@ -77,7 +82,7 @@ def modules_of(engine: str) -> list[str]:
     return sorted(catalogue_of(engine).modules())
 
 
-def _check_tune(args: TuneArgs, fleet: Any) -> None:
+def _check_tune(args: TuneArgs, fleet: Fleet | None) -> None:
     """Options that do not go together: one line."""
     from tuner.replay.replay import is_replay
 
@@ -94,7 +99,7 @@ def _check_tune(args: TuneArgs, fleet: Any) -> None:
         raise TunerError("a replay takes its model and workload from the table")
 
 
-def new_studies(fleet: Any, args: TuneArgs) -> list[Any]:
+def new_studies(fleet: Fleet | None, args: TuneArgs) -> list[Study]:
     """The new studies of one `tuner tune`: one, or one per GPU model of the fleet (each in a
     run directory of its own, warm-started from another model's profile where it has none)."""
     from tuner.replay.replay import is_replay
@@ -139,7 +144,7 @@ def _study_spec(
     setup: Any,
     protocol: Any,
     goal: tuple[list[str], list[str]],
-    fleet: Any,
+    fleet: Fleet | None,
     group: Any,
 ) -> Any:
     """The spec of one new study, warm-started as asked."""
@@ -198,7 +203,7 @@ def _new_study(args: TuneArgs, setup: Any, spec: Any, group: Any) -> Any:
 
 
 def run_studies(
-    studies: Sequence[Any], profiles_dir: Path, *, fleet: Any, json_: bool, quiet: bool
+    studies: Sequence[Study], profiles_dir: Path, *, fleet: Fleet | None, json_: bool, quiet: bool
 ) -> None:
     """Runs the studies side by side (each on its own workers), then finishes each: profile,
     report, summary. Exit 1 when any found nothing, 130 when interrupted."""
@@ -241,7 +246,7 @@ def run_studies(
         raise typer.Exit(code)
 
 
-def _announce(studies: Sequence[Any], done: list[int], fleet: Any) -> None:
+def _announce(studies: Sequence[Study], done: list[int], fleet: Fleet | None) -> None:
     """A line per study: what it tunes, where, and how far an earlier session got."""
     for study, before in zip(studies, done, strict=True):
         s = study.setup
@@ -257,7 +262,9 @@ def _announce(studies: Sequence[Any], done: list[int], fleet: Any) -> None:
     say_no_telemetry(studies[0].setup.hardware)
 
 
-def _run_all(studies: Sequence[Any], done: list[int], fleet: Any, quiet: bool) -> list[Any]:
+def _run_all(
+    studies: Sequence[Study], done: list[int], fleet: Fleet | None, quiet: bool
+) -> list[Any]:
     """Each study's outcome (or its one-line error), with live progress unless `quiet`."""
     from tuner.cli.console import StudyView, study_progress
     from tuner.execution.executor import NullObserver
@@ -286,7 +293,7 @@ def _run_all(studies: Sequence[Any], done: list[int], fleet: Any, quiet: bool) -
             return [f.result() for f in futures]
 
 
-def _outcome(study: Any, observer: Any, fleet: Any) -> Any:
+def _outcome(study: Study, observer: Any, fleet: Fleet | None) -> Any:
     """A study's outcome, or its one-line error when several run side by side (one study's
     failure does not stop the others)."""
     try:
@@ -298,7 +305,7 @@ def _outcome(study: Any, observer: Any, fleet: Any) -> Any:
 
 
 def finish_study(
-    study: Any, outcome: Any, profiles_dir: Path, *, json_: bool, quiet: bool
+    study: Study, outcome: StudyOutcome, profiles_dir: Path, *, json_: bool, quiet: bool
 ) -> dict[str, Any] | None:
     """Writes a finished study's report and profile and says what it found; returns what
     --json prints for it."""
@@ -326,7 +333,7 @@ def finish_study(
     return None
 
 
-def _nothing_found(study: Any, outcome: Any, quiet: bool) -> None:
+def _nothing_found(study: Study, outcome: StudyOutcome, quiet: bool) -> None:
     """Why a study has no best configuration, and exit 1."""
     from tuner.cli.console import trials_table
 
@@ -350,7 +357,7 @@ def _nothing_found(study: Any, outcome: Any, quiet: bool) -> None:
 
 
 def _json_summary(
-    study: Any, outcome: Any, profile: Any, path: Path, report: Path | None
+    study: Study, outcome: StudyOutcome, profile: Any, path: Path, report: Path | None
 ) -> dict[str, Any]:
     """What --json prints for a measured study."""
     goal = study.goal
@@ -396,7 +403,7 @@ def study_report(run_dir: Path, *, quiet: bool) -> Path | None:
 
 
 def _replay_summary(
-    study: Any, outcome: Any, profile: Path, *, json_: bool, quiet: bool
+    study: Study, outcome: StudyOutcome, profile: Path, *, json_: bool, quiet: bool
 ) -> dict[str, Any] | None:
     """A replayed study's pick against the table's optimum under the same goal; its profile
     is the table's machine's, with recorded figures."""

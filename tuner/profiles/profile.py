@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -30,9 +30,12 @@ from tuner.measure.objective import (
     one_objective_to_many,
     prediction_error,
 )
-from tuner.measure.trial import STATUSES, Prediction, Status, TrialResult
+from tuner.measure.trial import STATUSES, Prediction, PriorPlan, Status, TrialResult
 from tuner.specs.knobs import KnobName, Value, describe
 from tuner.specs.workloads import Request, summarize
+
+if TYPE_CHECKING:
+    from tuner.study.study import Study, StudyOutcome
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).parent.parent / "schemas" / "profile.schema.json"
@@ -303,7 +306,7 @@ def _lean(run: Run) -> Run:
     return run.model_copy(update={"telemetry": run.telemetry.model_copy(update={"series": None})})
 
 
-def build_profile(study: Any, outcome: Any) -> Profile:
+def build_profile(study: Study, outcome: StudyOutcome) -> Profile:
     """The profile of a finished study (a `tuner.study.study.Study` and its `StudyOutcome`); a
     replayed study's profile is the recorded machine's, marked with its table."""
     if outcome.best is None:
@@ -374,7 +377,9 @@ def trial_counts(results: Sequence[TrialResult]) -> TrialCounts:
 PRIOR_FIGURES = ("output_tokens_per_s", "ttft_p99_ms", "itl_p99_ms")
 
 
-def _prior_record(plan: Any, results: Sequence[TrialResult], goal: Goal) -> PriorRecord | None:
+def _prior_record(
+    plan: PriorPlan | None, results: Sequence[TrialResult], goal: Goal
+) -> PriorRecord | None:
     """The prior a study started from and its error over the trials measured."""
     if plan is None:
         return None
