@@ -301,3 +301,21 @@ def test_a_trial_needing_more_gpus_than_any_worker_has_is_crashed_with_the_reaso
             executor.close()
     assert result.status == "crashed"
     assert result.reason == "needs 2 GPUs; the largest worker has 1"
+
+
+def test_a_batch_queue_fleet_without_dask_jobqueue_is_one_line_and_exit_2(
+    fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # dask-jobqueue is an extra (`tuner[jobqueue]`): without it, `--cluster slurm` says so.
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
+    result = CliRunner().invoke(
+        app,
+        [
+            *("tune", "--engine", FAKE, "--model", str(fake_model), "--trials", "2"),
+            *("--run-dir", str(tmp_path / "run"), "--profiles-dir", str(tmp_path / "p")),
+            *("--cluster", "slurm", "--workers", "1"),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "needs dask-jobqueue: pip install 'tuner[jobqueue]'" in result.output
+    assert "Traceback" not in result.output

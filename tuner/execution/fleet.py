@@ -225,7 +225,12 @@ def open_fleet(spec: FleetSpec, timeout_s: float = 120.0) -> Iterator[Fleet]:
 def _start_cluster(spec: FleetSpec) -> Any:
     workers = spec.workers or 1
     if spec.cluster != "local":
-        import dask_jobqueue
+        try:
+            import dask_jobqueue
+        except ImportError:
+            raise TunerError(
+                f"--cluster {spec.cluster} needs dask-jobqueue: pip install 'tuner[jobqueue]'"
+            ) from None
 
         cls = getattr(dask_jobqueue, _JOBQUEUE[spec.cluster])
         cluster = cls(
