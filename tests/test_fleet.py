@@ -319,3 +319,24 @@ def test_a_batch_queue_fleet_without_dask_jobqueue_is_one_line_and_exit_2(
     assert result.exit_code == 2, result.output
     assert "needs dask-jobqueue: pip install 'tuner[jobqueue]'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_batch_queue_fleet_with_no_job_description_is_one_line_and_exit_2(
+    fake_model: Path, tmp_path: Path
+) -> None:
+    # Real dask-jobqueue, with no cores or memory for its Slurm jobs: it refuses to build the
+    # cluster (a ValueError), and tuner says why in one line instead of a traceback.
+    import dask.config
+
+    with dask.config.set({"jobqueue.slurm.cores": None, "jobqueue.slurm.memory": None}):
+        result = CliRunner().invoke(
+            app,
+            [
+                *("tune", "--engine", FAKE, "--model", str(fake_model), "--trials", "2"),
+                *("--run-dir", str(tmp_path / "run"), "--profiles-dir", str(tmp_path / "p")),
+                *("--cluster", "slurm", "--workers", "1"),
+            ],
+        )
+    assert result.exit_code == 2, result.output
+    assert "dask-jobqueue cannot describe the worker job" in result.output
+    assert "Traceback" not in result.output

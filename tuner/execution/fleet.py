@@ -233,16 +233,14 @@ def _start_cluster(spec: FleetSpec) -> Any:
             ) from None
 
         cls = getattr(dask_jobqueue, _JOBQUEUE[spec.cluster])
-        cluster = cls(
-            processes=1,
-            job_script_prologue=["export DASK_DISTRIBUTED__WORKER__DAEMON=False"],
-            worker_extra_args=[
-                "--nthreads",
-                "1",
-                "--resources",
-                f"{RESOURCE}={spec.gpus_per_worker}",
-            ],
-        )
+        try:
+            cluster = _job_cluster(cls, spec.gpus_per_worker)
+        except ValueError as exc:  # dask-jobqueue's answer to a job it cannot describe
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise TunerError(
+                f"--cluster {spec.cluster}: dask-jobqueue cannot describe the worker job: {first} "
+                f"(set jobqueue.{spec.cluster} in Dask's jobqueue.yaml)"
+            ) from None
         cluster.scale(jobs=workers)
         return cluster
     if detect_hardware().gpus:
@@ -259,6 +257,20 @@ def _start_cluster(spec: FleetSpec) -> Any:
         env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
         dashboard_address=None,
         silence_logs=logging.CRITICAL,
+    )
+
+
+def _job_cluster(cls: Any, gpus_per_worker: int) -> Any:
+    """A dask-jobqueue cluster of single-process worker jobs, each offering its GPUs."""
+    return cls(
+        processes=1,
+        job_script_prologue=["export DASK_DISTRIBUTED__WORKER__DAEMON=False"],
+        worker_extra_args=[
+            "--nthreads",
+            "1",
+            "--resources",
+            f"{RESOURCE}={gpus_per_worker}",
+        ],
     )
 
 
