@@ -236,10 +236,11 @@ def _start_cluster(spec: FleetSpec) -> Any:
         try:
             cluster = _job_cluster(cls, spec.gpus_per_worker)
         except ValueError as exc:  # dask-jobqueue's answer to a job it cannot describe
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            from tuner.execution.worker import one_line
+
             raise TunerError(
-                f"--cluster {spec.cluster}: dask-jobqueue cannot describe the worker job: {first} "
-                f"(set jobqueue.{spec.cluster} in Dask's jobqueue.yaml)"
+                f"--cluster {spec.cluster}: dask-jobqueue cannot describe the worker job "
+                f"({one_line(exc)}); set jobqueue.{spec.cluster} in Dask's jobqueue.yaml"
             ) from None
         cluster.scale(jobs=workers)
         return cluster
