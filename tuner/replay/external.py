@@ -257,7 +257,9 @@ def _martinez_table(
     # pipeline's GPU count.
     if engine == "vLLM":
         text = "prompts passed to one LLM.generate call"
-        extra = {batch_knob: _int_knob("run", batches, int(baseline[batch_knob]), text)}
+        extra = {
+            batch_knob: _int_knob("run", batches, int(baseline[batch_knob]), text, load=True)
+        }
     else:
         text = "GPUs the pipeline's model is spread over (device_map)"
         extra = {gpus_knob: _int_knob("load", levels, levels[0], text)}
@@ -511,10 +513,12 @@ def _silicon_source(
     )
 
 
-def _int_knob(stage: str, values: list[Any], default: int, text: str) -> KnobSpec:
+def _int_knob(
+    stage: str, values: list[Any], default: int, text: str, *, load: bool = False
+) -> KnobSpec:
     return KnobSpec(
         type="int", stage=stage, help=text, default=default, values=values,  # type: ignore[arg-type]
-        range=(min(values), max(values)),
+        range=(min(values), max(values)), load=load,
     )  # fmt: skip
 
 

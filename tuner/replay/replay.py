@@ -106,7 +106,13 @@ class Replay:
             spec = specs[name]
             default = table.baseline.get(name, values[0])
             when = spec.when if spec.when and set(spec.when) <= set(recorded) else None
-            base = {"stage": spec.stage, "help": spec.help, "when": when, "backoff": spec.backoff}
+            base = {
+                "stage": spec.stage,
+                "help": spec.help,
+                "when": when,
+                "backoff": spec.backoff,
+                "load": spec.load,
+            }
             if spec.type in ("int", "float"):
                 knobs[name] = KnobSpec(type=spec.type, values=values, default=default, **base)
             else:

@@ -100,6 +100,11 @@ class KnobSpec(BaseModel):
     #: Memory grows with this number: after an out-of-memory trial the study tries the same
     #: configuration with it one step smaller (`SearchSpace.backed_off`).
     backoff: bool = False
+    #: The load: a number that throughput mostly grows with until memory or a latency limit
+    #: stops it (a batch size, the sequences run at once, the client's concurrency). The
+    #: optimizers that know serving (`descend`, `ladder`) search it as an ordered line for each
+    #: setting of the other knobs.
+    load: bool = False
     range: tuple[Bound, Bound] | None = None
     log: bool = False
     divides: str | None = None
@@ -134,6 +139,8 @@ class KnobSpec(BaseModel):
             raise ValueError("only choice knobs take a list of preferred defaults")
         if self.divides is not None and self.type != "int":
             raise ValueError("only int knobs take divides")
+        if self.load and not numeric:
+            raise ValueError("only int and float knobs can be the load")
         return self
 
     def on_device(self, device: str) -> KnobSpec:

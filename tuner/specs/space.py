@@ -37,6 +37,7 @@ class Knob:
     when: tuple[tuple[str, tuple[Value, ...]], ...] = ()
     engine_default: bool = False
     backoff: bool = False
+    load: bool = False
 
     @property
     def ordinal(self) -> bool:
@@ -430,6 +431,7 @@ def _narrow_number(name: str, spec: KnobSpec, facts: Mapping[str, float]) -> Kno
         when=_when(spec),
         engine_default=spec.engine_default,
         backoff=spec.backoff,
+        load=spec.load,
     )
 
 
