@@ -221,3 +221,34 @@ def test_a_budget_larger_than_the_table_stops_when_the_space_is_spent(tmp_path: 
     outcome = study_of(table, trials=60, seed=0, run_dir=tmp_path / "r", confirm=0)
     assert outcome.stopped == "search space exhausted"
     assert len({tuple(sorted(r.knobs.items())) for r in outcome.results}) <= 32
+
+
+SILICON = (
+    DATA
+    / "external"
+    / "aiconfigurator-silicon"
+    / "silicon-h100-qwen-qwen3-32b-default-1024x1024-vllm0.12.0.json"
+)
+
+
+@pytest.mark.parametrize(
+    "table", [SILICON, DATA / "cpu-vllm-server-tiny-llama-humaneval.json"], ids=["silicon", "cpu"]
+)
+def test_a_vllm_table_replays_where_vllm_does_not_import(tmp_path: Path, table: Path) -> None:
+    # A replay is a recorded table: it must run without the engine that recorded it. A `vllm`
+    # package that fails to import stands first on the path, as on a machine without vLLM.
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "site" / "vllm"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no vLLM on this machine')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    command = [sys.executable, "-m", "tuner", "tune", "--engine", f"replay:{table}"]
+    command += ["--trials", "4", "--optimizer", "random", "--quiet", "--json"]
+    command += ["--run-dir", str(tmp_path / "run"), "--profiles-dir", str(tmp_path / "p")]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "vLLM" not in done.stderr
+    assert json.loads(done.stdout)["trials"] >= 4

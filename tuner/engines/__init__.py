@@ -39,6 +39,15 @@ def engine_class(name: str) -> Any:
         raise TunerError(f"cannot load engine adapter {target!r}: {exc}") from None
 
 
+def shipped_catalogue(engine: str) -> Catalogue:
+    """The knob catalogue of `engine` as tuner ships it, not checked against the installed
+    library: what a table recorded with that engine replays with, where the engine itself is
+    not installed. An adapter whose `catalogue()` asks its library offers `shipped_catalogue()`
+    beside it; for the others the two are the same."""
+    cls = engine_class(engine)
+    return getattr(cls, "shipped_catalogue", cls.catalogue)()
+
+
 def catalogue_file(engine: str) -> Path:
     """The shipped knob catalogue of a built-in engine: `engines/<engine>.yaml`."""
     return spec_dir("engines") / f"{engine}.yaml"

@@ -80,6 +80,11 @@ class ContinuousBatchingEngine(TransformersEngine):
     def catalogue(cls) -> Catalogue:
         return check_catalogue(load_catalogue(cls.name), *library_offers())
 
+    @classmethod
+    def shipped_catalogue(cls) -> Catalogue:
+        """`engines/hf-cb.yaml` unchecked against the installed transformers."""
+        return load_catalogue(cls.name)
+
     def __init__(
         self, model_dir: Path, knobs: Mapping[str, Value], options: Mapping[str, Any] | None = None
     ) -> None:

@@ -67,6 +67,12 @@ class TransformersServer(ServerEngine):
         return with_load(load_catalogue(cls.name).model_copy(update={"knobs": knobs}))
 
     @classmethod
+    def shipped_catalogue(cls) -> Catalogue:
+        """`engines/hf-server.yaml` and the client's load, unchecked against `transformers
+        serve`."""
+        return with_load(load_catalogue(cls.name))
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         return transformers_versions()
 

@@ -193,6 +193,11 @@ class VllmAdapter(EngineBase):
         return vllm_catalogue(cls.name)
 
     @classmethod
+    def shipped_catalogue(cls) -> Catalogue:
+        """`engines/vllm.yaml` unchecked: no vLLM is imported."""
+        return load_catalogue("vllm").model_copy(update={"engine": cls.name})
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         return vllm_versions()
 

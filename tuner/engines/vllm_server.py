@@ -34,6 +34,11 @@ class VllmServer(VllmAdapter, ServerEngine):
         return with_load(vllm_catalogue(cls.name))
 
     @classmethod
+    def shipped_catalogue(cls) -> Catalogue:
+        """EngineArgs as `engines/vllm.yaml` has them, and the client's load; no vLLM imported."""
+        return with_load(super().shipped_catalogue())
+
+    @classmethod
     def failure_cause(cls, log_text: str) -> str:
         """vLLM's own error message, or the log's last line."""
         return root_cause(log_text) or super().failure_cause(log_text)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
-from tuner.engines import engine_class
+from tuner.engines import shipped_catalogue
 from tuner.errors import TunerError
 from tuner.measure.measurement import Measurement, Run
 from tuner.measure.trial import TrialResult
@@ -90,7 +90,7 @@ class Replay:
     def catalogue(self) -> Catalogue:
         """The recorded engine's catalogue, narrowed to what the table holds."""
         table = self.table
-        source = engine_class(table.engine).catalogue()
+        source = shipped_catalogue(table.engine)
         specs = {**source.knobs, **(table.source.knobs if table.source else {})}
         held = {n: v for p in table.points for n, v in p.knobs.items()}
         recorded: dict[str, list[Value]] = {}
