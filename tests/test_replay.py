@@ -216,11 +216,12 @@ def test_bad_tables_are_one_line(tmp_path: Path, text: str | None, message: str)
 
 
 def test_a_budget_larger_than_the_table_stops_when_the_space_is_spent(tmp_path: Path) -> None:
-    # 32 recorded configurations, 60 trials asked: SMAC runs out of configurations to propose.
+    # 32 recorded configurations, 60 trials asked: every one is measured once, then it stops.
     table = DATA / "cpu-hf-tiny-llama-humaneval.json"
     outcome = study_of(table, trials=60, seed=0, run_dir=tmp_path / "r", confirm=0)
     assert outcome.stopped == "search space exhausted"
-    assert len({tuple(sorted(r.knobs.items())) for r in outcome.results}) <= 32
+    assert len({tuple(sorted(r.knobs.items())) for r in outcome.results}) == 32
+    assert len(outcome.results) == 32
 
 
 SILICON = (
@@ -252,3 +253,29 @@ def test_a_vllm_table_replays_where_vllm_does_not_import(tmp_path: Path, table: 
     assert done.returncode == 0, done.stderr
     assert "vLLM" not in done.stderr
     assert json.loads(done.stdout)["trials"] >= 4
+
+
+MINIMAX = (
+    DATA
+    / "external"
+    / "aiconfigurator-silicon"
+    / "silicon-b200-minimaxai-minimax-m2.5-fp4-8192x1024-vllm0.19.0.json"
+)
+
+
+@pytest.mark.parametrize("optimizer", ["hyperopt-tpe", "optuna-tpe"])
+def test_a_study_stops_as_exhausted_only_when_every_allowed_point_is_measured(
+    tmp_path: Path, optimizer: str
+) -> None:
+    # The table's grid holds points its source never ran: TPE keeps proposing those and the
+    # points it has measured. The study measures the rest itself rather than stop early.
+    table = read_landscape(MINIMAX)
+    runnable = {json.dumps(p.knobs, sort_keys=True) for p in table.points}
+    twenty = study_of(MINIMAX, trials=20, seed=1, run_dir=tmp_path / "a", optimizer=optimizer,
+                      confirm=0)  # fmt: skip
+    assert twenty.stopped == "budget spent" and len(twenty.results) == 20
+    every = study_of(MINIMAX, trials=60, seed=1, run_dir=tmp_path / "b", optimizer=optimizer,
+                     confirm=0)  # fmt: skip
+    assert every.stopped == "search space exhausted"
+    assert {json.dumps(r.knobs, sort_keys=True) for r in every.results} == runnable
+    assert len(every.results) == len(runnable)

@@ -195,19 +195,11 @@ def all_configurations(space: SearchSpace, cs: Any) -> list[Any] | None:
     """Every allowed configuration of a finite space (each searched knob a set of values), as
     ConfigSpace configurations; None where a knob is a range or there are over
     `EXHAUSTIVE_MAX`."""
-    import itertools
-    import math
-
-    knobs = list(space.knobs.values())
-    if not knobs or any(k.ranged or not k.choices for k in knobs):
-        return None
-    if math.prod(len(k.choices) for k in knobs) > EXHAUSTIVE_MAX:
+    points = space.enumerate(EXHAUSTIVE_MAX)
+    if points is None:
         return None
     found: dict[Any, Any] = {}
-    for combo in itertools.product(*(k.choices for k in knobs)):
-        assembled = space.assemble(dict(zip((k.name for k in knobs), combo, strict=True)))
-        if space.violated(assembled) is not None:
-            continue
+    for assembled in points:
         try:
             config = config_of(space, cs, assembled)
             config.check_valid_configuration()

@@ -8,6 +8,9 @@ gives by hand, and turns an optimizer's values into engine knobs and back. Each 
 from __future__ import annotations
 
 import ast
+import itertools
+import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +22,10 @@ from tuner.hardware.machine import Platform
 from tuner.specs import rules
 from tuner.specs.knobs import Catalogue, ForbiddenSpec, KnobSpec, Stage, Value, as_tuple
 from tuner.specs.rules import Rule
+
+
+#: The most combinations `SearchSpace.enumerate` lists.
+ENUMERATE_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -332,6 +339,22 @@ class SearchSpace:
         for name, value in values.items():
             self.knobs[name].check(value)
         return values
+
+    def enumerate(self, limit: int = ENUMERATE_MAX) -> list[dict[str, Value]] | None:
+        """Every allowed configuration of a finite space (each searched knob a set of values)
+        once, in the order of the knobs' values; None where a knob is a range or the knobs
+        make more than `limit` combinations."""
+        knobs = list(self.knobs.values())
+        if not knobs or any(k.ranged for k in knobs):
+            return None
+        if math.prod(len(k.choices) for k in knobs) > limit:
+            return None
+        found: dict[str, dict[str, Value]] = {}
+        for combo in itertools.product(*(k.choices for k in knobs)):
+            assembled = self.assemble(dict(zip((k.name for k in knobs), combo, strict=True)))
+            if self.violated(assembled) is None:
+                found.setdefault(json.dumps(assembled, sort_keys=True), assembled)
+        return list(found.values())
 
     def initial_knobs(self) -> list[dict[str, Value]]:
         """The catalogue's starting points as they stand here (`max`/`min` resolved; knobs

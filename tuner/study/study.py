@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,8 @@ from tuner.execution.fleet import Fleet, WorkerMachine
 from tuner.files import os_error
 from tuner.measure.objective import CONFIRM, winner
 from tuner.measure.trial import Prediction, TrialResult
-from tuner.optimizers import Optimizer, SpaceExhausted, make_optimizer
+from tuner.optimizers import Optimizer, Proposal, SpaceExhausted, make_optimizer
+from tuner.optimizers.random import draw
 from tuner.predict.prior import Belief
 from tuner.profiles.profile import machine_record
 from tuner.replay.replay import REPLAY_PREFIX
@@ -51,8 +53,13 @@ WARM_START = "warm-start"
 PRIOR = "prior"
 #: The origin of a trial one step below an out-of-memory one (`SearchSpace.backed_off`).
 BACK_OFF = "back-off"
-#: Consecutive proposals of already-measured configurations after which the space counts as spent.
-MAX_REPEATED_PROPOSALS = 50
+#: The origin of a trial the study picks itself, at random among the configurations not yet
+#: measured, when the optimizer keeps proposing measured or forbidden ones or has none left.
+FILL = "fill"
+#: Consecutive proposals of measured or forbidden configurations after which the study fills.
+MAX_REPEATED_PROPOSALS = 10
+#: Random draws a study makes to find an unmeasured configuration of a space with ranges.
+FILL_DRAWS = 1000
 
 
 @dataclass
@@ -437,23 +444,49 @@ class _Loop:
             try:
                 proposal = self.optimizer.ask()
             except SpaceExhausted:
-                return "search space exhausted"
-            key = _key(proposal.knobs)
-            if self.known(proposal.knobs) or self.space.violated(proposal.knobs):
-                # Measured already, in flight, or a combination the engine rejects: no trial
-                # is run.
-                if key in self.pending:
-                    self.twins.setdefault(key, []).append(proposal.handle)
-                else:
-                    known = self.measured.get(key)
-                    losses = self.study.goal.losses(known) if known else None
-                    self.optimizer.tell(proposal.handle, losses)
-                repeats += 1
-                if repeats >= MAX_REPEATED_PROPOSALS:
-                    return "search space exhausted"
+                proposal = None
+            if proposal is not None and not (
+                self.known(proposal.knobs) or self.space.violated(proposal.knobs)
+            ):
+                repeats = 0
+                self.submit(proposal.origin, proposal.knobs, proposal.handle, asked=True)
                 continue
-            repeats = 0
-            self.submit(proposal.origin, proposal.knobs, proposal.handle, asked=True)
+            if proposal is not None:
+                self.answer_repeat(proposal)
+                repeats += 1
+            if proposal is None or repeats >= MAX_REPEATED_PROPOSALS:
+                # The search stops as exhausted only once every allowed configuration ran.
+                knobs = self.unmeasured()
+                if knobs is None:
+                    return "search space exhausted"
+                repeats = 0
+                self.submit(FILL, knobs, None, asked=False)
+        return None
+
+    def answer_repeat(self, proposal: Proposal) -> None:
+        """A proposal that runs no trial: measured already (told its result), in flight (told
+        when it ends), or a combination the engine rejects (told it failed)."""
+        assert self.optimizer is not None
+        key = _key(proposal.knobs)
+        if key in self.pending:
+            self.twins.setdefault(key, []).append(proposal.handle)
+            return
+        known = self.measured.get(key)
+        self.optimizer.tell(proposal.handle, self.study.goal.losses(known) if known else None)
+
+    def unmeasured(self) -> dict[str, Value] | None:
+        """A configuration of the space neither measured, running nor forbidden, drawn at
+        random (seeded by the study); None when there is none."""
+        rng = random.Random(f"{self.study.spec.seed}:{len(self.measured)}")
+        every = self.space.enumerate()
+        if every is not None:
+            left = [k for k in every if not self.known(k)]
+            return rng.choice(left) if left else None
+        for _ in range(FILL_DRAWS):
+            values = {name: draw(knob, rng) for name, knob in self.space.knobs.items()}
+            knobs = self.space.assemble(values)
+            if not self.known(knobs) and self.space.violated(knobs) is None:
+                return knobs
         return None
 
     def record(self, result: TrialResult) -> None:
