@@ -50,8 +50,10 @@ def main() -> None:
     SPLIT.write_text(json.dumps(out, indent=1) + "\n")
     for name, halves in out["sources"].items():
         counts = {h: sum(len(sources[name][m]) for m in ms) for h, ms in halves.items()}
-        print(f"{name}: " + ", ".join(f"{h} {len(ms)} models, {counts[h]} tables"
-                                      for h, ms in halves.items()))
+        print(
+            f"{name}: "
+            + ", ".join(f"{h} {len(ms)} models, {counts[h]} tables" for h, ms in halves.items())
+        )
 
 
 if __name__ == "__main__":

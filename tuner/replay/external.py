@@ -257,9 +257,7 @@ def _martinez_table(
     # pipeline's GPU count.
     if engine == "vLLM":
         text = "prompts passed to one LLM.generate call"
-        extra = {
-            batch_knob: _int_knob("run", batches, int(baseline[batch_knob]), text, load=True)
-        }
+        extra = {batch_knob: _int_knob("run", batches, int(baseline[batch_knob]), text, load=True)}
     else:
         text = "GPUs the pipeline's model is spread over (device_map)"
         extra = {gpus_knob: _int_knob("load", levels, levels[0], text)}

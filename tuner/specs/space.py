@@ -23,7 +23,6 @@ from tuner.specs import rules
 from tuner.specs.knobs import Catalogue, ForbiddenSpec, KnobSpec, Stage, Value, as_tuple
 from tuner.specs.rules import Rule
 
-
 #: The most combinations `SearchSpace.enumerate` lists.
 ENUMERATE_MAX = 4096
 
