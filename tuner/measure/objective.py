@@ -309,6 +309,21 @@ class Goal:
             b for c in self.constraints if (b := c.breach(measurement, robust=robust)) is not None
         ]
 
+    def pressure(self, measurement: Measurement | None) -> float | None:
+        """How hard a measurement presses the limits: the largest of its figures over its
+        limit (an upper limit's figure / limit, a lower limit's limit / figure), above 1 where a
+        limit is broken; None without limits or figures."""
+        ratios = []
+        for c in self.constraints:
+            value = c.metric.of(measurement)
+            if value is None:
+                continue
+            if c.op == "<=":
+                ratios.append(value / c.limit)
+            else:
+                ratios.append(c.limit / value if value > 0 else math.inf)
+        return max(ratios) if ratios else None
+
     def feasible(self, result: TrialResult, *, robust: bool = False) -> str | None:
         """Why the trial cannot count, or None when it can; with `robust`, it must keep every
         limit by more than its spread (what a study's choice asks)."""

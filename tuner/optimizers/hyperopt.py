@@ -22,7 +22,7 @@ from hyperopt import STATUS_FAIL, STATUS_OK, Trials, hp, space_eval, tpe
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, Domain
 from hyperopt.fmin import generate_trial
 
-from tuner.optimizers.base import Losses, Proposal, initial_design_size
+from tuner.optimizers.base import Feedback, Losses, Proposal, initial_design_size
 from tuner.specs.knobs import Value
 from tuner.specs.space import Knob, SearchSpace
 
@@ -115,7 +115,7 @@ class HyperoptTpe:
             self.space.assemble({n: self._value(n, v) for n, v in values.items()}), origin, doc
         )
 
-    def tell(self, handle: Any, losses: Losses) -> None:
+    def tell(self, handle: Any, losses: Losses, feedback: Feedback | None = None) -> None:
         if losses is None:
             handle["state"] = JOB_STATE_ERROR
             handle["result"] = {"status": STATUS_FAIL}
@@ -124,6 +124,8 @@ class HyperoptTpe:
             handle["result"] = {"status": STATUS_OK, "loss": losses[0]}
         self.trials.refresh()
 
-    def observe(self, knobs: Mapping[str, Value], losses: Losses) -> None:
+    def observe(
+        self, knobs: Mapping[str, Value], losses: Losses, feedback: Feedback | None = None
+    ) -> None:
         (tid,) = self.trials.new_trial_ids(1)
         self.tell(self._insert(generate_trial(tid, self._encode(knobs))), losses)

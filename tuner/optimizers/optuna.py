@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from tuner.optimizers.base import Losses, Proposal, initial_design_size
+from tuner.optimizers.base import Feedback, Losses, Proposal, initial_design_size
 from tuner.specs.knobs import Value
 from tuner.specs.space import Knob, SearchSpace
 
@@ -89,13 +89,15 @@ class OptunaTpe:
         self.queued -= 1
         return Proposal(self.space.assemble(values), origin, trial)
 
-    def tell(self, handle: Any, losses: Losses) -> None:
+    def tell(self, handle: Any, losses: Losses, feedback: Feedback | None = None) -> None:
         if losses is None:
             self.study.tell(handle, state=optuna.trial.TrialState.FAIL)
         else:
             self.study.tell(handle, list(losses))
 
-    def observe(self, knobs: Mapping[str, Value], losses: Losses) -> None:
+    def observe(
+        self, knobs: Mapping[str, Value], losses: Losses, feedback: Feedback | None = None
+    ) -> None:
         params = self._params(knobs)
         state = optuna.trial.TrialState.FAIL if losses is None else optuna.trial.TrialState.COMPLETE
         self.study.add_trial(

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tuner.optimizers.base import Losses, Proposal
+from tuner.optimizers.base import Feedback, Losses, Proposal
 from tuner.specs.knobs import Value
 from tuner.specs.space import Knob, SearchSpace
 
@@ -55,8 +55,10 @@ class RandomOptimizer:
         values = {name: draw(knob, self.rng) for name, knob in self.space.knobs.items()}
         return Proposal(self.space.assemble(values), "random", None)
 
-    def tell(self, handle: Any, losses: Losses) -> None:
+    def tell(self, handle: Any, losses: Losses, feedback: Feedback | None = None) -> None:
         pass  # random search learns nothing
 
-    def observe(self, knobs: Mapping[str, Value], losses: Losses) -> None:
+    def observe(
+        self, knobs: Mapping[str, Value], losses: Losses, feedback: Feedback | None = None
+    ) -> None:
         pass

@@ -14,7 +14,7 @@ from typing import Any
 
 from tuner.errors import TunerError
 from tuner.fmt import fmt_knobs
-from tuner.optimizers.base import Losses, Proposal, SpaceExhausted, initial_design_size
+from tuner.optimizers.base import Feedback, Losses, Proposal, SpaceExhausted, initial_design_size
 from tuner.specs.knobs import Value
 from tuner.specs.space import SearchSpace
 
@@ -166,7 +166,7 @@ class SmacOptimizer:
             raise SpaceExhausted("SMAC has proposed every configuration of the space") from None
         return Proposal(knobs_of(self.space, info.config), _origin(info.config.origin), info)
 
-    def tell(self, handle: Any, losses: Losses) -> None:
+    def tell(self, handle: Any, losses: Losses, feedback: Feedback | None = None) -> None:
         from smac.runhistory.dataclasses import TrialValue
         from smac.runhistory.enumerations import StatusType
 
@@ -178,7 +178,9 @@ class SmacOptimizer:
             value = TrialValue(cost=list(losses) if len(losses) > 1 else losses[0])
         self.smac.tell(handle, value)
 
-    def observe(self, knobs: Mapping[str, Value], losses: Losses) -> None:
+    def observe(
+        self, knobs: Mapping[str, Value], losses: Losses, feedback: Feedback | None = None
+    ) -> None:
         from smac.runhistory.dataclasses import TrialInfo
 
         self.tell(TrialInfo(config=config_of(self.space, self.cs, knobs), seed=0), losses)

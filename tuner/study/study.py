@@ -37,6 +37,7 @@ from tuner.files import os_error
 from tuner.measure.objective import CONFIRM, winner
 from tuner.measure.trial import Prediction, TrialResult
 from tuner.optimizers import Optimizer, Proposal, SpaceExhausted, make_optimizer
+from tuner.optimizers.base import Feedback, Losses
 from tuner.optimizers.random import draw
 from tuner.predict.prior import Belief
 from tuner.profiles.profile import machine_record
@@ -369,13 +370,26 @@ class _Loop:
                     "study"
                 ) from None
 
+    def judged(self, result: TrialResult) -> tuple[Losses, Feedback]:
+        """The trial's losses under the study's goal, and what else it says (`Feedback`)."""
+        goal = self.study.goal
+        losses = goal.losses(result)
+        failure = None
+        if losses is None:
+            failure = result.status if result.status != "ok" else "failed"
+            if failure == "failed" and goal.breaches(result.measurement):
+                failure = "limit"
+        value = goal.value(result) if result.status == "ok" else None
+        loss = None if value is None else (-value if goal.maximize else value)
+        return losses, Feedback(failure, goal.pressure(result.measurement), loss)
+
     def tell(self, result: TrialResult, handle: Any = None, asked: bool = False) -> None:
         self.measured[_key(result.knobs)] = result
         if self.optimizer is None:
             return
-        losses = self.study.goal.losses(result)
+        losses, feedback = self.judged(result)
         if asked:
-            self.optimizer.tell(handle, losses)
+            self.optimizer.tell(handle, losses, feedback)
             return
         # Knobs the engine chose itself (the baseline's) are told as it reported them.
         reported = {
@@ -383,7 +397,7 @@ class _Loop:
             for n, v in result.engine_config.items()
             if n in self.space.knobs and _fits(self.space, n, v)
         }
-        self.optimizer.observe({**reported, **result.knobs}, losses)
+        self.optimizer.observe({**reported, **result.knobs}, losses, feedback)
 
     def run(self, runner: Executor) -> str | None:
         """The given configurations, then the search, then the confirmations; why the search
@@ -472,7 +486,10 @@ class _Loop:
             self.twins.setdefault(key, []).append(proposal.handle)
             return
         known = self.measured.get(key)
-        self.optimizer.tell(proposal.handle, self.study.goal.losses(known) if known else None)
+        if known is None:
+            self.optimizer.tell(proposal.handle, None, Feedback("forbidden"))
+        else:
+            self.optimizer.tell(proposal.handle, *self.judged(known))
 
     def unmeasured(self) -> dict[str, Value] | None:
         """A configuration of the space neither measured, running nor forbidden, drawn at
