@@ -8,6 +8,8 @@
 - `optuna-tpe`: Optuna's tree-structured Parzen estimator (`TPESampler`; extra `optuna`).
 - `hyperopt-tpe`: Hyperopt's TPE (`tpe.suggest`), the method of the Martinez 2024 study (extra
   `hyperopt`).
+- `descend`: for each setting of the other knobs, the largest load first and one step down
+  until a point counts: the procedure anyone could write, a yardstick.
 
 Every adapter translates the search space itself, proposes through `ask()` and learns through
 `tell()`; several asks may be outstanding before their tells. The registry holds lazy import paths,
@@ -25,7 +27,7 @@ from tuner.errors import TunerError
 from tuner.optimizers.base import Optimizer, Proposal, SpaceExhausted, initial_design_size
 from tuner.specs.space import SearchSpace
 
-OptimizerName = Literal["gp", "rf", "random", "optuna-tpe", "hyperopt-tpe"]
+OptimizerName = Literal["gp", "rf", "random", "optuna-tpe", "hyperopt-tpe", "descend"]
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 _ADAPTERS = {
     "gp": "tuner.optimizers.smac:SmacOptimizer",
@@ -33,11 +35,12 @@ _ADAPTERS = {
     "random": "tuner.optimizers.random:RandomOptimizer",
     "optuna-tpe": "tuner.optimizers.optuna:OptunaTpe",
     "hyperopt-tpe": "tuner.optimizers.hyperopt:HyperoptTpe",
+    "descend": "tuner.optimizers.descend:Descend",
 }
 #: The library an optional optimizer needs, and the extra that installs it.
 _NEEDS = {"optuna-tpe": "optuna", "hyperopt-tpe": "hyperopt"}
 #: Optimizers that take one objective only.
-_SINGLE_OBJECTIVE = ("hyperopt-tpe",)
+_SINGLE_OBJECTIVE = ("hyperopt-tpe", "descend")
 #: Optimizers whose acquisition a prior can weight (piBO).
 _GUIDED = ("gp", "rf")
 

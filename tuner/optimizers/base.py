@@ -55,7 +55,9 @@ class Proposal:
 
 
 class Optimizer(Protocol):
-    """What a study asks of an optimizer."""
+    """What a study asks of an optimizer. One that searches the load itself sets a class
+    attribute `steps_down = True`: the study then adds no back-off trial after an
+    out-of-memory one."""
 
     def ask(self) -> Proposal:
         """The next configuration to measure; may be called again before earlier tells.

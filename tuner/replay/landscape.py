@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
@@ -30,6 +31,46 @@ from tuner.specs.knobs import KnobSpec, Value, describe
 from tuner.specs.workloads import WorkloadSpec
 
 SCHEMA_VERSION = 1
+
+
+#: An engine launch where a table records none: the engine's start, compilation and CUDA graphs
+#: (`LAUNCH_S`), then the weights read at about 1 GB/s, 2 bytes a parameter
+#: (`LAUNCH_S_PER_BILLION` a billion parameters). Like any trial time, it counts once per GPU.
+LAUNCH_S = 60.0
+LAUNCH_S_PER_BILLION = 2.0
+#: Billions of parameters of the models whose names do not say (their model cards on the
+#: Hugging Face Hub: total parameters, experts included).
+MODEL_SIZES_B = {
+    "phi-1": 1.3,
+    "phi-1_5": 1.3,
+    "phi-2": 2.7,
+    "mixtral-8x7b": 46.7,
+    "minimax-m2.5": 229.0,
+    "kimi-k2.5": 1040.0,
+}
+#: The size assumed for a model whose name gives none and that `MODEL_SIZES_B` lacks.
+UNKNOWN_SIZE_B = 7.0
+
+
+def model_size_b(model: str) -> float:
+    """Billions of parameters of a model, from its name (`Llama-3.1-70B`, `Bloom-1b7`,
+    `Mixtral-8x7b`) or `MODEL_SIZES_B`; `UNKNOWN_SIZE_B` where neither says."""
+    name = model.rsplit("/", 1)[-1].lower()
+    if name in MODEL_SIZES_B:
+        return MODEL_SIZES_B[name]
+    experts = re.search(r"(\d+)x(\d+(?:\.\d+)?)b", name)
+    if experts:
+        return int(experts.group(1)) * float(experts.group(2))
+    split = re.search(r"(?<![\d.])(\d+)b(\d)(?!\d)", name)  # 1b7: 1.7 billion
+    if split:
+        return float(f"{split.group(1)}.{split.group(2)}")
+    plain = re.search(r"(?<![\d.])(\d+(?:\.\d+)?)b(?![a-z])", name)
+    return float(plain.group(1)) if plain else UNKNOWN_SIZE_B
+
+
+def default_launch_s(model: str) -> float:
+    """Seconds an engine launch of `model` takes where a table records none."""
+    return LAUNCH_S + LAUNCH_S_PER_BILLION * model_size_b(model)
 
 
 class Source(BaseModel):
@@ -97,10 +138,14 @@ class Landscape(BaseModel):
         return {_key(p.knobs): p for p in self.points}
 
     def load_cost_s(self, knobs: Mapping[str, Value]) -> float:
-        """The recorded model load of the load group `knobs` belong to (0 if none loaded)."""
+        """The recorded model load of the load group `knobs` belong to (0 if none loaded);
+        for a table that records no load at all (those imported from others), the stated
+        default for its model's size (`default_launch_s`)."""
         group = self.load_key(knobs)
         loads = [p.load_s for p in self.points if p.load_s and self.load_key(p.knobs) == group]
-        return loads[0] if loads else 0.0
+        if loads:
+            return loads[0]
+        return 0.0 if any(p.load_s for p in self.points) else default_launch_s(self.model)
 
     def load_key(self, knobs: Mapping[str, Value]) -> str:
         return _key({n: v for n, v in knobs.items() if n in self.load_knobs})

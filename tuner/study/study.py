@@ -537,7 +537,9 @@ class _Loop:
                 for twin in waiting:
                     self.tell(result, twin, asked=True)
             self.observer.trial_finished(result, self.study._best(self.results))
-            smaller = self.space.backed_off(result.knobs) if result.status == "oom" else None
+            smaller = None
+            if result.status == "oom" and not getattr(self.optimizer, "steps_down", False):
+                smaller = self.space.backed_off(result.knobs)
             if smaller is not None:
                 self.backoffs.append(smaller)
             if why is None:
