@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs import fixed_hash_seed, run_jobs
-from search_efficiency import EXTERNAL, ROOT, _at, _median_reach, external_goal, table_study
+from search_efficiency import EXTERNAL, ROOT, external_goal, median_reach, reach_at, table_study
 
 from tuner.errors import TunerError
 from tuner.measure.objective import prediction_error
@@ -196,7 +196,7 @@ def report(args: argparse.Namespace, names: list[str], plans: dict, done: dict) 
 
 def _reach(studies: list[dict[str, Any]]) -> float:
     """A table's median over seeds of the trials to 95% (inf: not reached)."""
-    return statistics.median(r[0] if (r := _at(f, 0.95)) else math.inf for f in studies)
+    return statistics.median(r[0] if (r := reach_at(f, 0.95)) else math.inf for f in studies)
 
 
 def _final(studies: list[dict[str, Any]]) -> float:
@@ -284,8 +284,8 @@ def _per_table(covered: dict[str, Any], args: argparse.Namespace) -> list[str]:
         cells.append(", ".join(f"{_SHORT[k]} {v:.1f}%" for k, v in errors.items()) or "-")
         cells.append(f"{alone:.3f}")
         for label in METHODS:
-            reached = [r[0] if (r := _at(f, 0.95)) else None for f in studies[label]]
-            cells.append(_median_reach(reached, ".0f"))
+            reached = [r[0] if (r := reach_at(f, 0.95)) else None for f in studies[label]]
+            cells.append(median_reach(reached, ".0f"))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     return lines

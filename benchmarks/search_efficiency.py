@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import os
 import statistics
@@ -41,6 +42,7 @@ from jobs import run_jobs
 
 from tuner.measure.objective import LATENCY_KINDS, THROUGHPUT, Goal, goal
 from tuner.measure.trial import TrialResult
+from tuner.replay.landscape import LAUNCH_S, LAUNCH_S_PER_BILLION
 from tuner.replay.replay import load_replay
 from tuner.specs.knobs import Value
 from tuner.study.study import replay_study
@@ -152,6 +154,11 @@ def main() -> None:
         "--cache",
         type=Path,
         help="with --external: keep each study's result here (JSON lines) and reuse them",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        help="with --external: run only these optimizers (into the cache; no report is written)",
     )
     args = parser.parse_args()
     if args.external:
@@ -340,18 +347,40 @@ def _fmt(knobs: dict[str, Value]) -> str:
 
 EXTERNAL = ROOT / "benchmarks" / "data" / "external"
 EXTERNAL_REPORT = ROOT / "reports" / "search-efficiency-external.md"
+SPLIT = EXTERNAL / "split.json"
 EXTERNAL_BUDGETS = (10, 20, 40)
 EXTERNAL_METHODS = {
-    "gp (tuner's default)": "gp",
+    "ladder (tuner's default)": "ladder",
+    "gp": "gp",
     "random": "random",
     "hyperopt TPE": "hyperopt-tpe",
     "optuna TPE": "optuna-tpe",
+    "descend": "descend",
 }
+SOURCES = {"martinez2024": "Martinez 2024", "aiconfigurator-silicon": "AIConfigurator silicon"}
+HALVES = ("test", "tuning")
 PER_GPU = "output_tokens_per_s_per_gpu"
 #: The silicon tables' TPOT limit, as a share of the unconstrained best point's TPOT.
 TPOT_SHARE = 0.9
 #: Their TTFT limit: this quantile of the table's TTFTs (the slowest quarter breaks it).
 TTFT_QUANTILE = 0.75
+#: The issue's goals for the default search, per source, on the test half, at 10 trials.
+GOAL_SHARE_REACHED = 0.95
+GOAL_MEDIAN_TRIALS = 4
+GOAL_GPU_S_SHARE = 0.5
+
+
+def split_of() -> dict[str, str]:
+    """Each imported table (its path in the repository) and its half: `tuning` or `test`
+    (benchmarks/data/external/split.json, split by model)."""
+    halves = json.loads(SPLIT.read_text())["sources"]
+    found = {}
+    for path in sorted(EXTERNAL.glob("*/*.json")):
+        model = json.loads(path.read_text())["model"]
+        for half, models in halves[path.parent.name].items():
+            if model in models:
+                found[str(path.relative_to(ROOT))] = half
+    return found
 
 
 def external_goal(table: Any) -> Goal:
@@ -377,9 +406,10 @@ def external_goal(table: Any) -> Goal:
 
 def external_study(job: tuple[str, str, int, int]) -> dict[str, Any]:
     """One study on an imported table (path relative to the repository): after each trial, the
-    pick's recorded ratio to the best feasible point, the GPU-seconds spent, and whether the
-    pick keeps the limit. The tables hold one noise-free figure per point, so a pick that is
-    the best point stays the pick: the study stops there and the rest is that figure."""
+    pick's recorded ratio to the best feasible point, the GPU-seconds and engine launches spent,
+    and whether the pick keeps the limit. The tables hold one noise-free figure per point, so a
+    pick that is the best point stays the pick: the study stops there and the rest is that
+    figure."""
     return table_study(*job)
 
 
@@ -418,9 +448,10 @@ def table_study(
         ).results  # fmt: skip
     ratios = curve(results, truth, target)
     spent = list(itertools.accumulate(r.gpu_s for r in results))
+    launches = list(itertools.accumulate(int(not r.reused_model) for r in results))
     picks = [target.best(results[:n]) for n in range(1, len(results) + 1)]
     kept = [p is not None and target.feasible(table.point(p.knobs)) is None for p in picks]
-    return {"ratio": ratios, "gpu_s": spent, "kept": kept}
+    return {"ratio": ratios, "gpu_s": spent, "launches": launches, "kept": kept}
 
 
 def external_main(args: argparse.Namespace) -> None:
@@ -428,18 +459,20 @@ def external_main(args: argparse.Namespace) -> None:
     tables = {}
     for path in sorted(EXTERNAL.glob("*/*.json")):
         tables[str(path.relative_to(ROOT))] = load_replay(f"replay:{path}").table
+    methods = [m for m in EXTERNAL_METHODS.values() if args.methods is None or m in args.methods]
     jobs = [
         (name, optimizer, budget, seed)
         for name, table in tables.items()
         for budget in _budgets(table)
-        for optimizer in EXTERNAL_METHODS.values()
+        for optimizer in methods
         for seed in range(args.seeds)
     ]
     # The quick methods first, then the short studies: a stopped run has the most of them.
     jobs.sort(key=lambda job: (job[1] == "gp", job[2]))
     done = run_jobs(external_study, jobs, args.jobs, args.cache)
-    args.out.write_text(external_report(args, tables, done))
-    print(f"wrote {args.out}")
+    if args.methods is None:
+        args.out.write_text(External(args.seeds, tables, done).report())
+        print(f"wrote {args.out}")
 
 
 def _budgets(table: Any) -> list[int]:
@@ -447,157 +480,220 @@ def _budgets(table: Any) -> list[int]:
     return sorted({min(b, len(table.points)) for b in EXTERNAL_BUDGETS})
 
 
-def _at(found: dict[str, Any], share: float) -> tuple[int, float] | None:
-    """Trials and GPU-seconds when a study's pick first reached `share` of the best."""
-    for n, (ratio, gpu_s) in enumerate(zip(found["ratio"], found["gpu_s"], strict=True), 1):
+def reach_at(found: dict[str, Any], share: float) -> tuple[int, float, int] | None:
+    """Trials, GPU-seconds and launches when a study's pick first reached `share` of the
+    best."""
+    for n, ratio in enumerate(found["ratio"]):
         if ratio >= share:
-            return n, gpu_s
+            return n + 1, found["gpu_s"][n], found.get("launches", [0] * (n + 1))[n]
     return None
 
 
-def _median_reach(reached: list[float | None], fmt: str) -> str:
+def median_reach(reached: list[float | None], fmt: str) -> str:
     """The median, a study that never reached counting as never: "not reached" when half or
     more did not."""
     median = statistics.median(math.inf if r is None else r for r in reached)
     return "not reached" if math.isinf(median) else format(median, fmt)
 
 
-def _row(studies: list[dict[str, Any]], limited: bool) -> list[str]:
-    """Median and worst ratio, studies at 95%, median trials and GPU-s to 95%, picks kept."""
-    finals = [f["ratio"][-1] for f in studies]
-    reached = [_at(f, 0.95) for f in studies]
-    cells = [
-        f"{statistics.median(finals):.3f}",
-        f"{min(finals):.3f}",
-        f"{sum(r is not None for r in reached)}/{len(studies)}",
-        _median_reach([r and r[0] for r in reached], ".0f"),
-        _median_reach([r and r[1] for r in reached], ",.0f"),
-    ]
-    if limited:
-        cells.append(f"{sum(f['kept'][-1] for f in studies)}/{len(studies)}")
-    return cells
+def _median(reached: list[float | None]) -> float:
+    return statistics.median(math.inf if r is None else r for r in reached)
 
 
-def external_report(args: argparse.Namespace, tables: dict[str, Any], done: dict) -> str:
-    seeds = range(args.seeds)
+class External:
+    """The `--external` report: the goals, the summary per source, half, method and budget,
+    and the detail per table."""
 
-    def studies(names: list[str], optimizer: str, budget: int) -> list[dict[str, Any]]:
+    def __init__(self, seeds: int, tables: dict[str, Any], done: dict) -> None:
+        self.seeds, self.tables, self.done = seeds, tables, done
+        self.half = split_of()
+        self.names: dict[tuple[str, str], list[str]] = {}
+        for name in tables:
+            key = (Path(name).parent.name, self.half[name])
+            self.names.setdefault(key, []).append(name)
+
+    def studies(self, names: list[str], optimizer: str, budget: int) -> list[dict[str, Any]]:
         return [
-            done[(n, optimizer, min(budget, len(tables[n].points)), s)]
+            self.done[(n, optimizer, min(budget, len(self.tables[n].points)), s)]
             for n in names
-            for s in seeds
+            for s in range(self.seeds)
         ]
 
-    by_source: dict[str, list[str]] = {}
-    for name in tables:
-        by_source.setdefault(Path(name).parent.name, []).append(name)
-    lines = [
-        "# Search efficiency on tables measured by others",
-        "",
-        f"Generated by `python benchmarks/search_efficiency.py --external --seeds {args.seeds}` "
-        "over every table in `benchmarks/data/external/` (imported by "
-        "`benchmarks/import_external.py`; each table's `source` names the repository, version, "
-        "file and rows it comes from, and how its knobs map onto tuner's). Each method is a "
-        "tuner optimizer adapter run by tuner's own study loop on the table's replay, baseline "
-        "first, without confirmation trials, at 10, 20 and 40 trials (the whole table where it "
-        f"holds fewer points), seeds 0..{args.seeds - 1}, PYTHONHASHSEED=0. A study's pick is "
-        "the configuration it would choose so far; its ratio is the pick's recorded figure over "
-        "the table's best feasible point (0 for a pick that breaks the limit). The tables hold "
-        "one noise-free figure per point (medians of repeats, or single measurements), so once "
-        "the pick is the best point it stays so: a study stops there and keeps that ratio "
-        "(the trials it did not run cost nothing). Trials and GPU-seconds to 95% count the "
-        "baseline and every trial up to the first pick at 95% of the best, from the studies at "
-        'that budget; a median is "not reached" when half the studies or more never got '
-        "there. GPU-seconds are the tables' own (Martinez: derived from throughput, see each "
-        "table's `source`; silicon: derived from TTFT and TPOT).",
-        "",
-        "- **Martinez 2024** (`martinez2024`): output tok/s, unconstrained.",
-        f"- **AIConfigurator silicon** (`aiconfigurator-silicon`): {PER_GPU}, within a TPOT "
-        f"limit (`itl_p99_ms`) at {TPOT_SHARE:.0%} of the unconstrained best's TPOT (so that "
-        f"the unconstrained best breaks it) and a TTFT limit at the {TTFT_QUANTILE:.0%} "
-        "quantile of the table's TTFTs (left out where both would keep fewer than 3 points). "
-        "Each table's limits are in the detail below.",
-        "",
-        "## Summary: one row per source, method and budget, across its tables",
-        "",
-    ]
-    head = (
-        "| source | method | trials | tables | median ratio | worst ratio | studies >= 95% "
-        "| median trials to 95% | median GPU-s to 95% |"
-    )
-    lines += [head + " picks within the limit |", "|" + " --- |" * 2 + " ---: |" * 8]
-    for source, names in by_source.items():
-        limited = any(external_goal(tables[n]).constraints for n in names)
-        for label, optimizer in EXTERNAL_METHODS.items():
-            for budget in EXTERNAL_BUDGETS:
-                cells = _row(studies(names, optimizer, budget), limited) + (
-                    [] if limited else ["-"]
-                )
-                lines.append(
-                    f"| {source} | {label} | {budget} | {len(names)} | " + " | ".join(cells) + " |"
-                )
-    lines += ["", *_goal_lines(by_source.get("martinez2024", []), studies), ""]
-    for source, names in by_source.items():
-        lines += [f"## {source}: per table", "", _source_line(tables[names[0]]), ""]
-        limited = any(external_goal(tables[n]).constraints for n in names)
+    def limited(self, names: list[str]) -> bool:
+        return any(external_goal(self.tables[n]).constraints for n in names)
+
+    def row(self, studies: list[dict[str, Any]], limited: bool) -> list[str]:
+        """Median and worst ratio, studies at 95%, median trials, GPU-s and launches to 95%,
+        launches per study, picks kept."""
+        finals = [f["ratio"][-1] for f in studies]
+        reached = [reach_at(f, 0.95) for f in studies]
+        return [
+            f"{statistics.median(finals):.3f}",
+            f"{min(finals):.3f}",
+            f"{sum(r is not None for r in reached)}/{len(studies)}",
+            median_reach([r and r[0] for r in reached], ".0f"),
+            median_reach([r and r[1] for r in reached], ",.0f"),
+            median_reach([r and r[2] for r in reached], ".0f"),
+            f"{statistics.fmean(f['launches'][-1] for f in studies):.1f}",
+            f"{sum(f['kept'][-1] for f in studies)}/{len(studies)}" if limited else "-",
+        ]
+
+    def report(self) -> str:
+        lines = [*self.header(), "## The goal, on each source's test half", ""]
+        lines += [*self.goals("test"), "", "And on the tuning half, which the design saw:", ""]
+        lines += [*self.goals("tuning"), "", *self.summary()]
+        for source in SOURCES:
+            lines += self.detail(source)
+        return "\n".join(lines) + "\n"
+
+    def header(self) -> list[str]:
+        counts = {k: len(v) for k, v in self.names.items()}
+        halves = "; ".join(
+            f"{label}: {counts.get((s, 'tuning'), 0)} tuning, {counts.get((s, 'test'), 0)} test"
+            for s, label in SOURCES.items()
+        )
+        return [
+            "# Search efficiency on tables measured by others",
+            "",
+            f"Generated by `python benchmarks/search_efficiency.py --external --seeds "
+            f"{self.seeds}` over every table in `benchmarks/data/external/` (imported by "
+            "`benchmarks/import_external.py`; each table's `source` names the repository, "
+            "version, file and rows it comes from, and how its knobs map onto tuner's). Each "
+            "method is a tuner optimizer run by tuner's own study loop on the table's replay, "
+            "baseline first, without confirmation trials, at 10, 20 and 40 trials (the whole "
+            f"table where it holds fewer points), seeds 0..{self.seeds - 1}, PYTHONHASHSEED=0.",
+            "",
+            "**The split.** The tables were split once, by model, into a tuning half and a test "
+            "half (`benchmarks/split_external.py`, `benchmarks/data/external/split.json`; "
+            f"{halves} tables). Every choice in `ladder`'s design, its prior coefficients "
+            "included (`benchmarks/ladder_fit.py`), was made on the tuning half "
+            "(`benchmarks/ladder-design.md`); the goal is judged on the test half.",
+            "",
+            "**The figures.** A study's pick is the configuration it would choose so far; its "
+            "ratio is the pick's recorded figure over the table's best feasible point (0 for a "
+            "pick that breaks the limit). The tables hold one noise-free figure per point, so "
+            "once the pick is the best point it stays so: a study stops there and keeps that "
+            "ratio. Trials, GPU-seconds and launches to 95% count the baseline and every trial "
+            "up to the first pick at 95% of the best, from the studies at that budget; a median "
+            'is "not reached" when half the studies or more never got there. GPU-seconds are '
+            "each trial's seconds times its GPUs: the measurement (Martinez: derived from "
+            "throughput; silicon: from TTFT and TPOT; see each table's `source`) plus an "
+            "engine launch wherever the load-time knobs differ from the trial before. Neither "
+            "source records a launch, so one costs the stated default "
+            f"(`tuner.replay.landscape`): {LAUNCH_S:.0f} s plus {LAUNCH_S_PER_BILLION:.0f} s "
+            "per billion parameters (sizes from the model names, or their model cards). "
+            "Launches per study: the mean over the studies, to their end.",
+            "",
+            "- **Martinez 2024** (`martinez2024`): output tok/s, unconstrained.",
+            f"- **AIConfigurator silicon** (`aiconfigurator-silicon`): {PER_GPU}, within a "
+            f"TPOT limit (`itl_p99_ms`) at {TPOT_SHARE:.0%} of the unconstrained best's TPOT "
+            f"(so that the unconstrained best breaks it) and a TTFT limit at the "
+            f"{TTFT_QUANTILE:.0%} quantile of the table's TTFTs (left out where both would keep "
+            "fewer than 3 points). Each table's limits are in the detail below.",
+            "",
+        ]
+
+    def goals(self, half: str) -> list[str]:
+        """The issue's goals for the default search on `half`, per source, at 10 trials."""
+        lines = [
+            "| source | tables | studies >= 95% within 10 trials (goal >= 95%) "
+            "| median trials to 95% (goal <= 4, fewer than every other method) "
+            "| median GPU-s to 95%, ladder / random (goal <= half) | picks within the limits |",
+            "| --- | ---: | --- | --- | --- | --- |",
+        ]
+        for source, label in SOURCES.items():
+            names = self.names.get((source, half), [])
+            if names:
+                lines.append(f"| {label} | {len(names)} | " + " | ".join(self.goal(names)) + " |")
+        return lines
+
+    def goal(self, names: list[str]) -> list[str]:
+        """The goal's four cells for the tables `names`."""
+        reached = {
+            m: [reach_at(f, 0.95) for f in self.studies(names, m, 10)]
+            for m in EXTERNAL_METHODS.values()
+        }
+        ours = reached["ladder"]
+        share = sum(r is not None for r in ours) / len(ours)
+        trials = {m: _median([r and r[0] for r in found]) for m, found in reached.items()}
+        fewest_other = min(v for m, v in trials.items() if m != "ladder")
+        trials_met = trials["ladder"] <= GOAL_MEDIAN_TRIALS and trials["ladder"] < fewest_other
+        gpu_s = {m: _median([r and r[1] for r in reached[m]]) for m in ("ladder", "random")}
+        kept = sum(f["kept"][-1] for f in self.studies(names, "ladder", 10))
+        return [
+            f"{share:.0%}, {_met(share >= GOAL_SHARE_REACHED)}",
+            ", ".join(f"{_label(m)} {_fmt_reach(v)}" for m, v in trials.items())
+            + f": {_met(trials_met)}",
+            f"{_fmt_reach(gpu_s['ladder'], ',.0f')} / {_fmt_reach(gpu_s['random'], ',.0f')}: "
+            + _met(gpu_s["ladder"] <= GOAL_GPU_S_SHARE * gpu_s["random"]),
+            f"{kept}/{len(ours)}" if self.limited(names) else "no limits",
+        ]
+
+    def summary(self) -> list[str]:
+        lines = [
+            "## Summary: one row per source, half, method and budget, across its tables",
+            "",
+            "| source | half | method | trials | tables | median ratio | worst ratio "
+            "| studies >= 95% | median trials to 95% | median GPU-s to 95% "
+            "| median launches to 95% | launches per study | picks within the limit |",
+            "|" + " --- |" * 3 + " ---: |" * 10,
+        ]
+        for source in SOURCES:
+            for half in HALVES:
+                names = self.names.get((source, half), [])
+                limited = self.limited(names)
+                for label, optimizer in EXTERNAL_METHODS.items():
+                    for budget in EXTERNAL_BUDGETS:
+                        cells = self.row(self.studies(names, optimizer, budget), limited)
+                        lines.append(
+                            f"| {source} | {half} | {label} | {budget} | {len(names)} | "
+                            + " | ".join(cells)
+                            + " |"
+                        )
+        return [*lines, ""]
+
+    def detail(self, source: str) -> list[str]:
+        names = [n for n in self.tables if Path(n).parent.name == source]
+        limited = self.limited(names)
+        lines = [f"## {source}: per table", "", _source_line(self.tables[names[0]]), ""]
         lines += [
-            "| table | points | best | method | median ratio at 10 / 20 / 40 | worst at 10 "
-            "| studies >= 95% at 10 | median trials to 95% (largest budget) |"
+            "| table | half | points | best | method | median ratio at 10 / 20 / 40 "
+            "| worst at 10 | studies >= 95% at 10 | median trials to 95% (largest budget) |"
             + (" picks within the limit at 10 |" if limited else ""),
-            "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |"
+            "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: |"
             + (" ---: |" if limited else ""),
         ]
         for name in names:
-            table = tables[name]
+            table = self.tables[name]
             target = external_goal(table)
             best = table.optimum(target)
             what = f"{target.primary.fmt(target.value(best) or 0.0)} at {_fmt(best.knobs)}"
             if target.constraints:
                 what += " within " + ", ".join(c.text for c in target.constraints)
             for label, optimizer in EXTERNAL_METHODS.items():
-                at = [studies([name], optimizer, b) for b in EXTERNAL_BUDGETS]
+                at = [self.studies([name], optimizer, b) for b in EXTERNAL_BUDGETS]
                 ratios = " / ".join(
                     f"{statistics.median(f['ratio'][-1] for f in s):.2f}" for s in at
                 )
-                first = _row(at[0], limited)
-                last = _row(at[-1], limited)
-                cells = [ratios, first[1], first[2], last[3]] + ([first[5]] if limited else [])
+                first, last = self.row(at[0], limited), self.row(at[-1], limited)
+                cells = [ratios, first[1], first[2], last[3]] + ([first[7]] if limited else [])
                 lines.append(
-                    f"| {Path(name).stem} | {len(table.points)} | {what} | {label} | "
-                    + " | ".join(cells)
-                    + " |"
+                    f"| {Path(name).stem} | {self.half[name]} | {len(table.points)} | {what} "
+                    f"| {label} | " + " | ".join(cells) + " |"
                 )
-        lines.append("")
-    return "\n".join(lines)
+        return [*lines, ""]
 
 
-def _goal_lines(names: list[str], studies: Callable[..., list[dict[str, Any]]]) -> list[str]:
-    """Issue 22's goal for the default search on the Martinez tables, checked."""
-    if not names:
-        return []
-    default = studies(names, "gp", 10)
-    median = statistics.median(f["ratio"][-1] for f in default)
+def _label(optimizer: str) -> str:
+    return next(label for label, o in EXTERNAL_METHODS.items() if o == optimizer).split(" (")[0]
 
-    def to95(optimizer: str, budget: int) -> str:
-        reached = [_at(f, 0.95) for f in studies(names, optimizer, budget)]
-        return _median_reach([r and r[0] for r in reached], ".0f")
 
-    reach = "; ".join(
-        f"at {budget} trials "
-        + ", ".join(f"{label} {to95(o, budget)}" for label, o in EXTERNAL_METHODS.items())
-        for budget in (EXTERNAL_BUDGETS[0], EXTERNAL_BUDGETS[-1])
-    )
-    return [
-        "**The default search's goal on the Martinez tables** (at least 98% of each table's "
-        "best within 10 trials in the median; fewer trials to 95% than Hyperopt TPE and random): "
-        f"median ratio at 10 trials {median:.3f} ({'met' if median >= 0.98 else 'not met'}); "
-        f"median trials to 95%: {reach}. Warm-started from the other GPU's profile: "
-        "`reports/martinez2024-retuning.md`. What was changed in the search to get there, "
-        "and what each attempt measured: `benchmarks/search-variants.md` (out-of-memory "
-        "back-off, a 2-restart GP fit, the acquisition maximized over every point of a finite "
-        "space; larger or smaller initial designs, log-scaled costs, random interleaving, the "
-        "largest batch first: no gain).",
-    ]
+def _met(held: bool) -> str:
+    return "**met**" if held else "**missed**"
+
+
+def _fmt_reach(value: float, fmt: str = ".0f") -> str:
+    return "not reached" if math.isinf(value) else format(value, fmt)
 
 
 def _source_line(table: Any) -> str:

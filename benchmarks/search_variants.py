@@ -125,13 +125,13 @@ def patch(variant: str) -> None:
 def one(job: tuple[str, str, str, int, int]) -> tuple[float, int | None, float]:
     """(ratio of the pick, trials to 95% or None, CPU seconds) of one study: the external
     benchmark's study (`search_efficiency.external_study`) under `variant`."""
-    from search_efficiency import _at, external_study
+    from search_efficiency import external_study, reach_at
 
     variant, optimizer, table, trials, seed = job
     patch(variant)
     started = time.process_time()
     found = external_study((table, optimizer, trials, seed))
-    reached = _at(found, 0.95)
+    reached = reach_at(found, 0.95)
     return found["ratio"][-1], reached and reached[0], time.process_time() - started
 
 

@@ -158,7 +158,7 @@ BAD_INPUT = [
     (["tune", "--set", "batch_size=0"], "batch_size=0 is outside 1..256 (log)"),
     (["tune", "--set", "kernel=magic"], "kernel=magic is not one of: basic, fused, tiled"),
     (["tune", "--workload", "nope"], "unknown workload 'nope'; known: humaneval, synthetic"),
-    (["tune", "--optimizer", "tpe"], "unknown optimizer 'tpe'; known: gp, rf, random"),
+    (["tune", "--optimizer", "tpe"], "unknown optimizer 'tpe'; known: ladder, gp, rf, random"),
     (
         ["tune", "--slo", "ttft_p99_ms<=500"],
         "ttft_p99_ms needs the latency of each request, which tuner.testing:FakeEngine does not",
@@ -177,7 +177,7 @@ BAD_INPUT = [
             "--optimizer",
             "hyperopt-tpe",
         ],
-        "hyperopt-tpe optimizes one objective; for a Pareto front use gp, rf, random",
+        "hyperopt-tpe optimizes one objective; for a Pareto front use ladder, gp, rf, random",
     ),
     (
         ["bench", "--set", "cache=dynamic", "--set", "compile=true"],

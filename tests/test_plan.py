@@ -197,8 +197,8 @@ def test_tune_with_the_prior_starts_from_its_best_and_keeps_each_prediction(
     args = [
         "tune", "--engine", f"replay:{H200_70B}", "--objective", "output_tokens_per_s_per_gpu",
         "--slo", "itl_p99_ms<=20", "--trials", "6", "--confirm", "0", "--prior", "aiconfigurator",
-        "--pibo", "--run-dir", str(tmp_path / "run"), "--profiles-dir", str(tmp_path / "profiles"),
-        "--json",
+        "--pibo", "--optimizer", "gp", "--run-dir", str(tmp_path / "run"),
+        "--profiles-dir", str(tmp_path / "profiles"), "--json",
     ]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -237,6 +237,16 @@ def test_pibo_without_a_prior_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert result.output.strip() == "error: --pibo weights the search by a prior: give --prior too"
+
+
+def test_pibo_with_an_optimizer_it_cannot_weight_is_one_line(tmp_path: Path) -> None:
+    args = ["tune", "--engine", f"replay:{H200_70B}", "--prior", "aiconfigurator", "--pibo"]
+    result = runner.invoke(app, [*args, "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: --pibo weights the acquisition of gp or rf, not of ladder: add --optimizer gp"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

@@ -97,10 +97,12 @@ def tune(
     optimizer: Annotated[
         str,
         typer.Option(
-            help="gp (SMAC BlackBoxFacade), rf (SMAC HyperparameterOptimizationFacade), random, "
-            "optuna-tpe (Optuna's TPE) or hyperopt-tpe (Hyperopt's TPE)."
+            help="ladder (line searches on the load, layouts ranked by a model; the default), "
+            "gp (SMAC BlackBoxFacade), rf (SMAC HyperparameterOptimizationFacade), random, "
+            "optuna-tpe (Optuna's TPE), hyperopt-tpe (Hyperopt's TPE) or descend (largest "
+            "load first, one step down until it counts, layout by layout)."
         ),
-    ] = "gp",
+    ] = "ladder",
     requests: Requests = None,
     output_tokens: OutputTokens = None,
     set_: SetKnob = None,

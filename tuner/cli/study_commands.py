@@ -84,6 +84,7 @@ def modules_of(engine: str) -> list[str]:
 
 def _check_tune(args: TuneArgs, fleet: Fleet | None) -> None:
     """Options that do not go together: one line."""
+    from tuner.optimizers import GUIDED
     from tuner.replay.replay import is_replay
 
     search, per_gpu_model = args.search, args.fleet.per_gpu_model
@@ -95,6 +96,11 @@ def _check_tune(args: TuneArgs, fleet: Fleet | None) -> None:
         raise TunerError("--replay-time-scale is for replays (--engine replay:TABLE)")
     if search.pibo and search.prior is None:
         raise TunerError("--pibo weights the search by a prior: give --prior too")
+    if search.pibo and search.optimizer not in GUIDED:
+        raise TunerError(
+            f"--pibo weights the acquisition of {' or '.join(GUIDED)}, not of "
+            f"{search.optimizer}: add --optimizer gp"
+        )
     if is_replay(args.job.engine) and args.job.model is not None:
         raise TunerError("a replay takes its model and workload from the table")
 

@@ -19,7 +19,7 @@ so that naming an optimizer imports no library.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -27,9 +27,10 @@ from tuner.errors import TunerError
 from tuner.optimizers.base import Optimizer, Proposal, SpaceExhausted, initial_design_size
 from tuner.specs.space import SearchSpace
 
-OptimizerName = Literal["gp", "rf", "random", "optuna-tpe", "hyperopt-tpe", "descend"]
+OptimizerName = Literal["ladder", "gp", "rf", "random", "optuna-tpe", "hyperopt-tpe", "descend"]
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 _ADAPTERS = {
+    "ladder": "tuner.optimizers.ladder:ladder",
     "gp": "tuner.optimizers.smac:SmacOptimizer",
     "rf": "tuner.optimizers.smac:SmacOptimizer",
     "random": "tuner.optimizers.random:RandomOptimizer",
@@ -42,9 +43,10 @@ _NEEDS = {"optuna-tpe": "optuna", "hyperopt-tpe": "hyperopt"}
 #: Optimizers that take one objective only.
 _SINGLE_OBJECTIVE = ("hyperopt-tpe", "descend")
 #: Optimizers whose acquisition a prior can weight (piBO).
-_GUIDED = ("gp", "rf")
+GUIDED = ("gp", "rf")
 
 __all__ = [
+    "GUIDED",
     "OPTIMIZERS",
     "Optimizer",
     "OptimizerName",
@@ -84,18 +86,21 @@ def make_optimizer(
     seed: int,
     output_dir: Path,
     starts: list[dict] | None = None,
-    objectives: int = 1,
+    objectives: int | Sequence[str] = 1,
     prior: Callable[[dict], float] | None = None,
 ) -> Optimizer:
     """The optimizer `name` over `space` for a study of about `budget` trials.
 
     `starts` are points to propose first (the catalogue's starting points); `output_dir` is where
     an optimizer that keeps files (SMAC) keeps them; `objectives` is how many losses each
-    tell carries; `prior`, a weight per configuration, guides the model-based optimizers'
-    acquisition (piBO: `gp`, `rf`; the others take no prior).
+    tell carries, or their names (`ladder` reads whether the first is a figure per GPU);
+    `prior`, a weight per configuration, guides the model-based optimizers' acquisition (piBO:
+    `gp`, `rf`; the others take no prior).
     """
-    if objectives > 1:
-        check_available(name, objectives)
+    names = [] if isinstance(objectives, int) else list(objectives)
+    count = objectives if isinstance(objectives, int) else len(names)
+    if count > 1:
+        check_available(name, count)
     if name not in _ADAPTERS:
         raise TunerError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
     module_name, _, attr = _ADAPTERS[name].partition(":")
@@ -110,7 +115,9 @@ def make_optimizer(
             f"pip install 'tuner[{needs}]'"
         ) from None
     cls = getattr(module, attr)
-    guided = {"prior": prior} if prior is not None and name in _GUIDED else {}
+    guided = {"prior": prior} if prior is not None and name in GUIDED else {}
+    if name == "ladder":
+        guided["per_gpu"] = bool(names) and names[0].endswith("_per_gpu")
     return cls(
         name,
         space,
@@ -118,6 +125,6 @@ def make_optimizer(
         seed=seed,
         output_dir=output_dir,
         starts=starts or [],
-        objectives=objectives,
+        objectives=count,
         **guided,
     )

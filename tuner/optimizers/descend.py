@@ -62,11 +62,14 @@ class Descend:
         return [knobs for knobs in points if knobs is not None]
 
     def _settled(self, layout: Mapping[str, Value]) -> bool:
-        """Whether a point of the layout has counted, or one is running."""
-        return any(
-            self.losses.get(key(k)) is not None or key(k) in self.pending
-            for k in self._line(layout)
-        )
+        """Whether the descent of the layout's line has reached a point that counts (every
+        larger load measured), or is waiting for one."""
+        for knobs in self._line(layout):
+            if key(knobs) in self.pending or self.losses.get(key(knobs)) is not None:
+                return True
+            if key(knobs) not in self.losses:
+                return False
+        return False
 
     def _best(self, layout: Mapping[str, Value]) -> float:
         losses = [self.losses.get(key(k)) for k in self._line(layout)]

@@ -18,8 +18,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tuner.errors import TunerError
-from tuner.specs.knobs import PARALLEL_KNOBS, Value, gpus_of
+from tuner.specs.knobs import Value, gpus_of
 from tuner.specs.space import Knob, SearchSpace
 
 #: The most layouts listed; a space with more has them generated one knob at a time.
@@ -86,11 +85,8 @@ class Lattice:
 
     def layout_of(self, knobs: Mapping[str, Value]) -> Layout:
         """The layout of a configuration: its layout knobs' values on the lattice (knobs it
-        leaves unset at the centre's value)."""
-        try:
-            searched = self.space.searched_values(knobs)
-        except TunerError:
-            searched = {n: v for n, v in {**self.space.centre_knobs(), **knobs}.items()}
+        leaves unset at the centre's value). A value outside the space is a `TunerError`."""
+        searched = self.space.searched_values(knobs)
         return {
             n: _nearest(self.values[n], searched.get(n, self.space.knobs[n].default))
             for n in self.values
@@ -153,12 +149,9 @@ class Lattice:
 
     def features(self, layout: Mapping[str, Value]) -> dict[str, float]:
         """A layout as numbers, for models across layouts: log2 of each positive numeric knob,
-        0 or 1 for a flag, one indicator per value of a choice; `gpus` the log2 of the GPUs it
-        uses."""
-        out: dict[str, float] = {"gpus": math.log2(max(self.gpus(layout), 1))}
+        0 or 1 for a flag, one indicator per value of a choice."""
+        out: dict[str, float] = {}
         for name, value in layout.items():
-            if name in PARALLEL_KNOBS:
-                continue
             if isinstance(value, bool):
                 out[name] = float(value)
             elif isinstance(value, int | float):

@@ -56,7 +56,7 @@ class StudySpec(BaseModel):
     )
     time_budget_s: float | None = Field(default=None, gt=0, description="wall-clock budget")
     seed: int = 0
-    optimizer: OptimizerName = "gp"
+    optimizer: OptimizerName = "ladder"
     objectives: list[str] = Field(
         default=["output_tokens_per_s"],
         description="what the study optimizes; several make a Pareto front",

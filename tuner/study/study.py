@@ -234,7 +234,7 @@ class Study:
             seed=self.spec.seed,
             output_dir=self.run_dir / "optimizer",
             starts=self._starts(),
-            objectives=len(self.goal.objectives),
+            objectives=[o.name for o in self.goal.objectives],
             prior=self._belief(),
         )
 
@@ -626,7 +626,7 @@ def replay_study(
     then the baseline, then the `warm_start` configurations), on a `fleet`'s workers where one
     is given (each trial sleeping its recorded GPU time times `replay_time_scale`), ended early
     once `until(results)` holds. `spec` holds the `StudySpec` fields: `trials`, `seed`,
-    `optimizer` (default gp), `confirm`, `objectives`, `constraints`, `prior`, `pibo`, ..."""
+    `optimizer` (default ladder), `confirm`, `objectives`, `constraints`, `prior`, `pibo`, ..."""
     engine = f"{REPLAY_PREFIX}{table}"
     setup = prepare(engine, "", "")
     study_spec = StudySpec(

@@ -23,6 +23,7 @@ FAKE_CATALOGUE = {
             "stage": "run",
             "range": [1, 256],
             "log": True,
+            "load": True,
             "default": 1,
             "help": "requests per step",
         },
