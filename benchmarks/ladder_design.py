@@ -32,37 +32,55 @@ BUDGET = 10
 NONE: dict[str, dict[str, float]] = {"limits": {}, "none": {}}
 #: The parts, added one at a time, then the alternatives tried on the whole.
 STRUCTURE = Params(
-    use_pressure=False, model_layouts=False, priors=NONE, peak_search=False, prune_fresh=False
-)
+    use_pressure=False, memory_halves=False, gpu_shift_free=1.0, climb=False,
+    peak_search=False, model_layouts=False, priors=NONE, prune_fresh=False,
+)  # fmt: skip
+
+
+def _with(**changes: Any) -> Params:
+    return dataclasses.replace(STRUCTURE, **changes)
+
+
 STEPS: list[tuple[str, Params]] = [
-    ("structure: a line search on the load per layout (halving the gap to a failure), the "
-     "layout worked on finished first, fresh layouts nearest the best first", STRUCTURE),
-    ("+ feasibility: steps along the line by the limits' pressure and its growth",
-     dataclasses.replace(STRUCTURE, use_pressure=True)),
-    ("+ a model across layouts (ridge on the layouts' knobs, no prior)",
-     dataclasses.replace(STRUCTURE, use_pressure=True, model_layouts=True)),
-    ("+ transfer: the prior coefficients fitted on the tuning half (benchmarks/ladder_fit.py)",
-     dataclasses.replace(STRUCTURE, use_pressure=True, model_layouts=True,
-                         priors=PARAMS.priors)),
+    ("structure: a line search on the load per layout (the largest load first, then halving "
+     "the gap to a failure), the layout worked on finished first, fresh layouts nearest the "
+     "best first, started at its boundary moved a load step per GPU doubling", STRUCTURE),
+    ("+ feasibility: steps along a line by the limits' pressure and its growth",
+     _with(use_pressure=True)),
+    ("+ memory: half way up first where memory grows with the load (`backoff`)",
+     _with(use_pressure=True, memory_halves=True)),
+    ("+ without limits, a fresh line starts at the best line's peak and climbs a step at a "
+     "time", _with(use_pressure=True, memory_halves=True, gpu_shift_free=0.0, climb=True)),
     ("+ a look below a line's best where the figure fell above it",
-     dataclasses.replace(STRUCTURE, use_pressure=True, model_layouts=True,
-                         priors=PARAMS.priors, peak_search=True)),
-    ("+ fresh layouts the model puts below 90% of the best left (= the shipped ladder)", PARAMS),
+     _with(use_pressure=True, memory_halves=True, gpu_shift_free=0.0, climb=True,
+           peak_search=True)),
+    ("+ a model across layouts (ridge on the layouts' knobs, no prior)",
+     _with(use_pressure=True, memory_halves=True, gpu_shift_free=0.0, climb=True,
+           peak_search=True, model_layouts=True)),
+    ("+ transfer: prior coefficients fitted on the tuning half (benchmarks/ladder_fit.py)",
+     _with(use_pressure=True, memory_halves=True, gpu_shift_free=0.0, climb=True,
+           peak_search=True, model_layouts=True, priors=PARAMS.priors)),
+    ("+ fresh layouts the model puts below 80% of the best left (= the shipped ladder)",
+     PARAMS),
 ]  # fmt: skip
 ALTERNATIVES: list[tuple[str, Params]] = [
     ("cost: every layout's first point before any second (breadth first)",
      dataclasses.replace(PARAMS, finish_lines=False)),
-    ("a layout's boundary moves 2 load steps per GPU doubling (not 1)",
+    ("under limits, a layout's boundary moves 2 load steps per GPU doubling (not 1)",
      dataclasses.replace(PARAMS, gpu_shift=2.0)),
     ("after a broken limit, the load nearest the pressure's estimate (not the largest below)",
      dataclasses.replace(PARAMS, snap_below=False)),
-    ("layouts left below 80% of the best (not 90%)", dataclasses.replace(PARAMS, hopeless=0.8)),
-    ("layouts left below 95% of the best", dataclasses.replace(PARAMS, hopeless=0.95)),
+    ("around a line's peak, the gap halved (not a step at a time)",
+     dataclasses.replace(PARAMS, bracket=True)),
+    ("layouts left below 90% of the best (not 80%)", dataclasses.replace(PARAMS, hopeless=0.9)),
+    ("layouts left below 60% of the best", dataclasses.replace(PARAMS, hopeless=0.6)),
     ("prior coefficients held loosely (spread 1, not 0.3)",
      dataclasses.replace(PARAMS, prior_sd=1.0)),
     ("prior coefficients held tightly (spread 0.1)", dataclasses.replace(PARAMS, prior_sd=0.1)),
     ("steps along a line of up to 8x (not 4x) before its pressure's growth is known",
      dataclasses.replace(PARAMS, max_step=8.0)),
+    ("cost: among fresh layouts the model puts within 80% of the most promising, the nearest "
+     "(fewest GPUs changed) first", dataclasses.replace(PARAMS, near_share=0.8)),
 ]  # fmt: skip
 
 

@@ -8,19 +8,26 @@ costs an engine launch while a change of load often does not. So the search clim
   of memory or over a limit rules out every larger load of its layout, and a point that counts
   says every smaller one would. After a broken limit, the next load is the one the limit's
   pressure (measured figure / limit, and how fast it grew along the line) says fits; after
-  out-of-memory the search halves the gap. A layout is settled when the load one step above
-  its best point is ruled out.
-- **Layouts ranked by a model across layouts.** Each layout's best figure is modelled on the log
-  scale as a linear function of its knobs (log2 of numbers, flags, choices), fitted by ridge
-  regression to the layouts measured so far and shrunk towards coefficients learned on other
-  tables (`PRIORS`, per knob). The next layout is the best one by that estimate (the nearest
-  to the best so far on a tie), started at the load its neighbours' boundaries predict.
+  out-of-memory the search halves the gap (and where the catalogue says memory grows with the
+  load, it goes half way up before it tries the largest). Where the figure falls as the load
+  grows (a pipeline past its best batch), it looks below the best point. A layout is settled
+  when the load one step above its best point is ruled out, or the figure fell there.
+- **Layouts ranked by a model across layouts.** Each layout's best figure (per GPU figures made
+  whole) is modelled on the log scale as a linear function of its knobs (log2 of numbers and
+  its square, flags, choices), fitted by ridge regression to the layouts measured so far and
+  shrunk towards coefficients fitted on the tuning half of other labs' tables
+  (`ladder_priors.json`, `benchmarks/ladder_fit.py`). The next layout is the best one by
+  that estimate (the nearest to the best so far on a tie). Under limits it starts at the best
+  layout's boundary moved a load step per doubling of the GPUs; without, at the best layout's
+  best load, climbing from there a step at a time.
 - **Cheap moves first.** A layout's line is finished before another layout is launched, and a
-  layout that cannot reach the best so far, going by what it measured, is left.
+  layout that cannot reach 80% of the best so far, by what it measured or by the model, is
+  left.
 
 Once every line is settled it measures the points next to the best ones, then anything left.
-Every proposal is a point of the lattice (`tuner.optimizers.lattice`). With several
-objectives, or no load knob to climb, it hands the search to SMAC's GP (`gp`).
+Every proposal is a point of the lattice (`tuner.optimizers.lattice`). With several objectives,
+or no load knob to climb, it hands the search to SMAC's GP (`gp`). Its constants (`Params`) were
+chosen on the tuning half of the imported tables (`benchmarks/ladder-design.md`).
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ MONOTONE = ("oom", "limit")
 @dataclass(frozen=True)
 class Params:
     """The search's constants, chosen on the tuning half of the imported tables
-    (`benchmarks/ladder_tuning.py`)."""
+    (`benchmarks/ladder_design.py` measures each of them)."""
 
     #: How the pressure on a limit grows with the load where the line does not show it yet:
     #: pressure ~ load ** pressure_power.
@@ -55,8 +62,13 @@ class Params:
     #: How a figure grows with the load below the boundary, on the log scale (log figure ~
     #: load_power * log load): what the loads left above a layout's best could add.
     load_power: float = 0.5
-    #: Load steps a layout's boundary moves per doubling of the GPUs.
+    #: Load steps a layout's boundary moves per doubling of the GPUs, under limits and
+    #: without.
     gpu_shift: float = 1.0
+    gpu_shift_free: float = 0.0
+    #: Among the fresh layouts the model puts within this share of the most promising one,
+    #: the nearest to the best so far goes first (1: the most promising first).
+    near_share: float = 1.0
     #: A layout whose best, raised by what its open loads could add, stays below this share
     #: of the best so far is left; so is a fresh one the model puts there, once it has two
     #: layouts to go by (`prune_fresh`).
@@ -67,8 +79,16 @@ class Params:
     snap_below: bool = True
     #: Rank fresh layouts by the model (False: the nearest to the best so far first).
     model_layouts: bool = True
-    #: Look below a line's best point where the figure fell above it.
+    #: On a fresh line started where another line peaked, climb a step at a time rather
+    #: than try the largest load.
+    climb: bool = True
+    #: Where the catalogue says memory grows with the load (`backoff`), the first step up
+    #: from a low load goes half way to the largest, not all the way.
+    memory_halves: bool = True
+    #: Look around a line's best point where the figure fell above it; halving the bracket
+    #: (`bracket`) or a step at a time.
     peak_search: bool = True
+    bracket: bool = False
     #: Step along a line as the limits' pressure says (False: halve the gap, as after
     #: out-of-memory).
     use_pressure: bool = True
@@ -185,24 +205,42 @@ class Ladder:
         if top is None:
             return self._step_down(ident, free)
         above = [i for i in free if i > top.index]
-        if above:
+        if above and not self._fell(ident):
             return self._step_up(ident, top, above)
         return self._below_a_peak(ident, free) if self.params.peak_search else None
 
+    def _fell(self, ident: str) -> bool:
+        """Whether the figure fell from a counted load to a larger one on this line."""
+        counted = [p for p in self._line(ident) if p.failure is None and p.merit is not None]
+        best = max(counted, key=lambda p: p.merit, default=None)  # type: ignore[arg-type, return-value]
+        return best is not None and any(p.index > best.index for p in counted)
+
     def _below_a_peak(self, ident: str, free: list[int]) -> int | None:
-        """Where the figure fell from the line's best point to the load above it, the open
-        load just below the best: the peak may lie lower (a pipeline past its best batch)."""
+        """Where the figure fell from the line's best point to a load above it, the peak may
+        lie lower (a pipeline past its best batch): the open loads around the best, bracketed
+        by the counted points beside it, halved in the log of the load (`bracket`), or the next
+        one down."""
         counted = [p for p in self._line(ident) if p.failure is None and p.merit is not None]
         if not counted:
             return None
         best = max(counted, key=lambda p: p.merit)  # type: ignore[arg-type, return-value]
-        fell = any(p.index > best.index for p in counted)
-        below = [i for i in free if i < best.index]
-        return max(below) if fell and below else None
+        if not any(p.index > best.index for p in counted):
+            return None
+        lower = max((p.index for p in counted if p.index < best.index), default=-1)
+        upper = min(p.index for p in counted if p.index > best.index)
+        for side in ([i for i in free if lower < i < best.index],
+                     [i for i in free if best.index < i < upper]):  # fmt: skip
+            if side and self.params.bracket:
+                middle = math.sqrt(self._load(min(side)) * self._load(max(side)))
+                return self._nearest(middle, side, below=False)
+            if side:
+                return max(side) if side[0] < best.index else min(side)
+        return None
 
     def _step_up(self, ident: str, top: _Point, above: list[int]) -> int:
         """Above the best counted load: as far as the limits' pressure says fits, half way to
-        a load out of memory, or the largest open load."""
+        a load out of memory; else the largest open load where no line has shown where the
+        figure peaks, the next one up where another line has (this line started there)."""
         ceiling = self._ceiling(ident)
         if self.params.use_pressure and top.pressure is not None and top.pressure > 0:
             power = self._power(ident, top)
@@ -210,6 +248,15 @@ class Ladder:
             target = self._load(top.index) * max(factor, 1.0)
             return self._nearest(target, above, below=self.params.snap_below)
         if ceiling is None:
+            shown = self.params.climb and any(
+                self._top(i) is not None for i in self.layouts if i != ident
+            )
+            if shown:
+                return min(above)
+            if self.params.memory_halves and self.lattice.memory_bound:
+                # Memory grows with this load: the largest one is likely out of it.
+                middle = math.sqrt(self._load(top.index) * self._load(max(above)))
+                return self._nearest(middle, above, below=False)
             return max(above)
         middle = math.sqrt(self._load(top.index) * self._load(ceiling.index))
         return self._nearest(middle, above, below=False)
@@ -257,18 +304,25 @@ class Ladder:
         return min(candidates, key=lambda i: (round(abs(math.log(self._load(i) / load)), 9), i))
 
     def _start(self, ident: str, free: list[int]) -> int:
-        """Where a fresh layout's line search starts: the best layout's boundary moved by the
-        difference in GPUs, where a failure bounded it; else the largest load."""
+        """Where a fresh layout's line search starts: under limits, the best layout's boundary
+        moved by the difference in GPUs (`gpu_shift` load steps a doubling), where a limit
+        bounded it; without, the best layout's best load, moved likewise (`gpu_shift_free`);
+        the largest load where nothing is known."""
         ref = self._incumbent()
         if ref is None:
             return max(free)
         top, ceiling = self._top(ref), self._ceiling(ref)
-        if top is None or ceiling is None:
-            return max(free)
         doublings = math.log2(
             self.lattice.gpus(self.layouts[ident]) / self.lattice.gpus(self.layouts[ref])
         )
-        target = top.index + round(self.params.gpu_shift * doublings)
+        if self.limited:
+            if top is None or ceiling is None:
+                return max(free)
+            target = top.index + round(self.params.gpu_shift * doublings)
+        else:
+            counted = [p for p in self._line(ref) if p.failure is None and p.merit is not None]
+            best = max(counted, key=lambda p: p.merit)  # type: ignore[arg-type, return-value]
+            target = best.index + round(self.params.gpu_shift_free * doublings)
         fitting = [i for i in free if i <= target]
         return max(fitting) if fitting else min(free)
 
@@ -330,6 +384,11 @@ class Ladder:
         model = self.params.model_layouts
         predicted = {i: self._predicted(i, incumbent) if model else 0.0 for i in fresh}
         fresh.sort(key=lambda i: (-predicted[i], self._distance(i, incumbent)))
+        if fresh and self.params.near_share < 1:
+            floor = predicted[fresh[0]] + math.log(self.params.near_share)
+            near = [i for i in fresh if predicted[i] >= floor]
+            near.sort(key=lambda i: self._distance(i, incumbent))
+            fresh = near + [i for i in fresh if i not in near]
         measured = sum(self._best(i) is not None for i in self.layouts)
         if model and self.params.prune_fresh and measured >= 2:
             floor = (self._best(incumbent) or 0.0) + math.log(self.params.hopeless)

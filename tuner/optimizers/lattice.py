@@ -79,9 +79,9 @@ class Lattice:
         return cls(space, load, loads, values)
 
     @property
-    def launches(self) -> bool:
-        """Whether a change of load needs an engine launch (a load-time knob)."""
-        return self.load is not None and self.space.knobs[self.load].stage == "load"
+    def memory_bound(self) -> bool:
+        """Whether the catalogue says memory grows with the load (`backoff`)."""
+        return self.load is not None and self.space.knobs[self.load].backoff
 
     def layout_of(self, knobs: Mapping[str, Value]) -> Layout:
         """The layout of a configuration: its layout knobs' values on the lattice (knobs it
@@ -148,14 +148,16 @@ class Lattice:
         return gpus_of({**self.space.fixed, **layout})
 
     def features(self, layout: Mapping[str, Value]) -> dict[str, float]:
-        """A layout as numbers, for models across layouts: log2 of each positive numeric knob,
-        0 or 1 for a flag, one indicator per value of a choice."""
+        """A layout as numbers, for models across layouts: log2 of each positive numeric knob
+        and its square (`name^2`: gains that level off), 0 or 1 for a flag, one indicator per
+        value of a choice."""
         out: dict[str, float] = {}
         for name, value in layout.items():
             if isinstance(value, bool):
                 out[name] = float(value)
             elif isinstance(value, int | float):
                 out[name] = math.log2(value) if value > 0 else float(value)
+                out[f"{name}^2"] = out[name] ** 2
             else:
                 out[f"{name}={value}"] = 1.0
         return out
