@@ -168,3 +168,37 @@ def test_descend_takes_each_layout_from_its_largest_load_down_until_one_counts(
         # Down until the first that counts, and not a step further.
         assert trials[-1].status == "ok"
         assert all(r.status != "ok" for r in trials[:-1])
+
+
+SILICON = EXTERNAL / "aiconfigurator-silicon"
+
+
+def test_a_study_tells_ladder_how_hard_each_trial_pressed_its_limits(tmp_path: Path) -> None:
+    table = SILICON / "silicon-b200-meta-llama-llama-3.1-70b-fp4-1024x1024-vllmunknown.json"
+    outcome = replay_study(
+        table, trials=3, seed=0, run_dir=tmp_path / "r", confirm=0,
+        objectives=["output_tokens_per_s_per_gpu"],
+        constraints=["itl_p99_ms<=16", "ttft_p99_ms<=160"],
+    )  # fmt: skip
+    baseline, second = outcome.results[:2]
+    # Every request at once broke the TPOT limit 1.5x: the next load is the largest that the
+    # pressure says fits (64 / 1.5 = 43: 32), on the same layout, with no engine launch.
+    assert baseline.knobs == {"tensor_parallel_size": 1, "concurrency": 64}
+    assert second.knobs == {"tensor_parallel_size": 1, "concurrency": 32}
+    assert second.reused_model
+
+
+def test_the_shipped_priors_were_fitted_on_the_tuning_half_only() -> None:
+    from tuner.optimizers.ladder import PRIORS_FILE, shipped_priors
+
+    fitted = json.loads(PRIORS_FILE.read_text())
+    split = json.loads((EXTERNAL / "split.json").read_text())["sources"]
+    tuning = {m for halves in split.values() for m in halves["tuning"]}
+    models = {
+        json.loads(path.read_text())["model"]
+        for path in EXTERNAL.glob("*/*.json")
+        if path.stem in fitted["tables"]
+    }
+    assert models and models <= tuning
+    assert set(shipped_priors()) == {"limits", "none"}
+    assert shipped_priors()["none"]["tensor_parallel_size"] > 0  # more GPUs, more tok/s

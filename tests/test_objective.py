@@ -110,6 +110,18 @@ def test_an_slo_breach_is_infeasible_with_its_reason_in_words() -> None:
     assert slo.best([fast_but_late, in_time]) == in_time
 
 
+def test_pressure_is_the_most_pressed_limit_as_a_ratio() -> None:
+    both = goal(constraints=["ttft_p99_ms<=400", "itl_p99_ms<=20"])
+    late = served(1, ttft_ms=[100.0] * 9 + [800.0])  # TTFT p99 near 800: 2x its limit
+    pressure = both.pressure(late.measurement)
+    assert pressure is not None and 1.8 < pressure <= 2.0
+    in_time = served(2, ttft_ms=[100.0] * 10)  # TTFT 100 ms; ITL 10 ms: half its limit
+    assert both.pressure(in_time.measurement) == pytest.approx(0.5)
+    floor = goal(constraints=["output_tokens_per_s>=200"])  # a lower limit: limit / figure
+    assert floor.pressure(in_time.measurement) == pytest.approx(2.0)  # 100 tok/s
+    assert THROUGHPUT.pressure(in_time.measurement) is None  # no limits
+
+
 def test_a_limit_without_its_figure_is_infeasible_and_says_so() -> None:
     limit = goal(constraints=["peak_power_w<=300"])
     reason = limit.feasible(ok(0, 32))

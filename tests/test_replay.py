@@ -279,3 +279,20 @@ def test_a_study_stops_as_exhausted_only_when_every_allowed_point_is_measured(
     assert every.stopped == "search space exhausted"
     assert {json.dumps(r.knobs, sort_keys=True) for r in every.results} == runnable
     assert len(every.results) == len(runnable)
+
+
+def test_a_table_without_loads_charges_a_launch_by_the_models_size() -> None:
+    from tuner.replay.landscape import default_launch_s, model_size_b
+
+    assert model_size_b("meta-llama/Llama-3.1-70B") == 70
+    assert model_size_b("Bloom-1b7") == 1.7
+    assert model_size_b("Phi-1_5") == 1.3  # its name gives none: the model card's
+    assert model_size_b("synthetic-tiny-llama") == 7  # unknown: a 7B model's
+    assert default_launch_s("Qwen/Qwen3-32B") == 60 + 2 * 32
+    table = read_landscape(SILICON)
+    assert all(p.load_s is None for p in table.points)
+    assert table.load_cost_s(table.baseline) == default_launch_s(table.model)
+    # Our own tables record their loads: those are what they charge.
+    own = read_landscape(H100)
+    first = next(p for p in own.points if p.load_s)
+    assert own.load_cost_s(first.knobs) == first.load_s

@@ -411,18 +411,33 @@ class Ladder:
         return self._refine()
 
     def _refine(self) -> Proposal:
-        """Every line settled: the unmeasured point nearest the best of each layout, the
-        best layouts first."""
+        """Every line settled or left: the layouts not yet measured, the most promising first;
+        then the open points beside each layout's best (a plateau's other end, a noisy peak),
+        the best layouts first; then anything left."""
+        busy = {lay for lay, _ in self.pending.values()}
         ranked = sorted(self.layouts, key=lambda i: self._best(i) or -math.inf, reverse=True)
-        for ident in ranked:
-            taken = {p.index for p in self._line(ident)}
-            taken |= {i for lay, i in self.pending.values() if lay == ident}
-            free = [i for i in self.lattice.allowed(self.layouts[ident]) if i not in taken]
+        fresh = [i for i in self._order() if not self._line(i)]
+        fresh += [i for i in ranked if not self._line(i) and i not in busy and i not in fresh]
+        for ident in fresh:
+            free = self._open(ident)
             if free:
-                top = self._top(ident)
-                anchor = top.index if top is not None else max(free)
-                return self._propose(ident, min(free, key=lambda i: abs(i - anchor)), "refine")
+                return self._propose(ident, self._start(ident, free), "refine")
+        for near in (1, len(self.lattice.loads)):
+            for ident in ranked:
+                best = self._best_point(ident)
+                taken = {p.index for p in self._line(ident)}
+                taken |= {i for lay, i in self.pending.values() if lay == ident}
+                allowed = self.lattice.allowed(self.layouts[ident])
+                anchor = best.index if best is not None else max(allowed, default=0)
+                free = [i for i in allowed if i not in taken and abs(i - anchor) <= near]
+                if free:
+                    return self._propose(ident, min(free, key=lambda i: (abs(i - anchor), -i)),
+                                         "refine")  # fmt: skip
         raise SpaceExhausted("ladder has measured every point of its lattice")
+
+    def _best_point(self, ident: str) -> _Point | None:
+        counted = [p for p in self._line(ident) if p.failure is None and p.merit is not None]
+        return max(counted, key=lambda p: p.merit, default=None)  # type: ignore[arg-type, return-value]
 
     def _propose(self, ident: str, index: int, origin: str) -> Proposal:
         knobs = self.lattice.point(self.layouts[ident], index)
