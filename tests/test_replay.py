@@ -215,10 +215,15 @@ def test_bad_tables_are_one_line(tmp_path: Path, text: str | None, message: str)
     assert "Traceback" not in result.output
 
 
-def test_a_budget_larger_than_the_table_stops_when_the_space_is_spent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("optimizer", ["ladder", "gp", "rf"])
+def test_a_budget_larger_than_the_table_stops_when_the_space_is_spent(
+    tmp_path: Path, optimizer: str
+) -> None:
     # 32 recorded configurations, 60 trials asked: every one is measured once, then it stops.
     table = DATA / "cpu-hf-tiny-llama-humaneval.json"
-    outcome = study_of(table, trials=60, seed=0, run_dir=tmp_path / "r", confirm=0)
+    outcome = study_of(
+        table, trials=60, seed=0, run_dir=tmp_path / "r", confirm=0, optimizer=optimizer
+    )
     assert outcome.stopped == "search space exhausted"
     assert len({tuple(sorted(r.knobs.items())) for r in outcome.results}) == 32
     assert len(outcome.results) == 32

@@ -1,6 +1,8 @@
 """The optimizers a study can ask: one small protocol, one adapter per library.
 
-- `gp` (default): Bayesian optimization with a Gaussian process and expected improvement,
+- `ladder` (default): a line search on the load in each layout, layouts ranked by a model across
+  layouts with priors fitted on other labs' tables (`tuner.optimizers.ladder`).
+- `gp`: Bayesian optimization with a Gaussian process and expected improvement,
   SMAC3's `BlackBoxFacade`; suited to a handful of knobs and tens of expensive trials.
 - `rf`: Bayesian optimization with a random forest on log costs, SMAC3's
   `HyperparameterOptimizationFacade`; built for larger, more categorical spaces.

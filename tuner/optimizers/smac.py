@@ -162,7 +162,8 @@ class SmacOptimizer:
 
         try:
             info = self.smac.ask()
-        except ConfigurationSpaceExhaustedException:
+        except (ConfigurationSpaceExhaustedException, StopIteration):
+            # SMAC's intensifier ends its generator of trials once it has none left to offer.
             raise SpaceExhausted("SMAC has proposed every configuration of the space") from None
         return Proposal(knobs_of(self.space, info.config), _origin(info.config.origin), info)
 
