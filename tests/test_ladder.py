@@ -202,3 +202,19 @@ def test_the_shipped_priors_were_fitted_on_the_tuning_half_only() -> None:
     assert models and models <= tuning
     assert set(shipped_priors()) == {"limits", "none"}
     assert shipped_priors()["none"]["tensor_parallel_size"] > 0  # more GPUs, more tok/s
+
+
+def test_knobs_the_model_knows_nothing_of_are_changed_one_at_a_time(tmp_path: Path) -> None:
+    # Two knobs with no prior and one measured layout: every fresh layout is estimated alike,
+    # so the nearest goes first (one knob changed), not one the ridge's rounding favours.
+    extra = {
+        name: {"type": "int", "stage": "load", "values": [4, 64, 512], "default": 4, "help": name}
+        for name in ("max_num_seqs", "max_num_batched_tokens")
+    }
+    space = serving_space(**extra)
+    search = ladder(space, tmp_path)
+    base = space.default_knobs()
+    search.observe(base, (-100.0,), Feedback(loss=-100.0))
+    proposal = search.ask()
+    changed = [n for n in base if n != "concurrency" and proposal.knobs[n] != base[n]]
+    assert len(changed) == 1, proposal.knobs

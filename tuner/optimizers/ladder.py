@@ -383,7 +383,9 @@ class Ladder:
             return [*tried, *fresh]
         model = self.params.model_layouts
         predicted = {i: self._predicted(i, incumbent) if model else 0.0 for i in fresh}
-        fresh.sort(key=lambda i: (-predicted[i], self._distance(i, incumbent)))
+        # Estimates within 0.1% of each other are a tie (the ridge's rounding is not a
+        # preference): the nearest layout goes first.
+        fresh.sort(key=lambda i: (-round(predicted[i], 3), self._distance(i, incumbent)))
         if fresh and self.params.near_share < 1:
             floor = predicted[fresh[0]] + math.log(self.params.near_share)
             near = [i for i in fresh if predicted[i] >= floor]
