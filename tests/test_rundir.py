@@ -39,7 +39,12 @@ def trial_lines(run_dir: Path) -> list[dict[str, object]]:
 # -- 5: a torn last line -----------------------------------------------------------------------
 
 
-def test_resume_after_a_torn_last_line_keeps_every_trial(fake_model: Path, tmp_path: Path) -> None:
+def test_resume_after_a_torn_last_line_keeps_every_trial(
+    fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A resumed study writes its profile, and `tuner report` its report, where the commands
+    # say by default (./profiles, ./reports): here, not into the repository.
+    monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
     assert runner.invoke(app, tune(fake_model, tmp_path, "--trials", "3")).exit_code == 0
     path = run_dir / "trials.jsonl"
