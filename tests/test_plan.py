@@ -365,3 +365,36 @@ def test_a_margin_starts_only_from_what_keeps_each_limit_by_it() -> None:
     assert again.starts and all((surface(k) or 0.0) >= 48000 for k in again.starts)
     assert any((surface(k) or 0.0) < 48000 for k in plan.starts)
     assert len(again.predicted) == len(plan.predicted)
+
+
+def test_estimates_are_kept_on_disk_and_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
+    from tuner.predict.aiconfigurator import Estimator
+
+    args = {
+        "model_path": "meta-llama/Meta-Llama-3.1-8B",
+        "system_name": "h200_sxm",
+        "backend_name": "vllm",
+        "isl": 1024,
+        "osl": 128,
+        "batch_size": 8,
+        "tp_size": 1,
+        "pp_size": 1,
+        "attention_dp_size": 1,
+    }
+    cache = tmp_path / "estimates.jsonl"
+    first = Estimator("h200_sxm", cache)
+    found = first(args)
+    assert first.calls == 1 and found.failure is None and found.ttft > 0 and found.tpot > 0
+    assert first(args) == found and first.calls == 1
+    oom = first({**args, "model_path": "meta-llama/Meta-Llama-3.1-405B"})
+    assert oom.failure == "oom" and first.calls == 2
+
+    with open(cache, "a") as f:
+        f.write('{"key": "torn')  # a process stopped mid-write
+    again = Estimator("h200_sxm", cache)
+    assert again(args) == found and again.calls == 0
+    assert again({**args, "model_path": "meta-llama/Meta-Llama-3.1-405B"}) == oom
+    assert again({**args, "batch_size": 16}).tpot != found.tpot and again.calls == 1
+    third = Estimator("h200_sxm", cache)  # the line after the torn one was kept whole
+    assert third({**args, "batch_size": 16}) == again({**args, "batch_size": 16})
+    assert third.calls == 0

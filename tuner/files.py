@@ -35,6 +35,12 @@ def write_atomic(path: Path, text: str) -> Path:
     return path
 
 
+def cache_root() -> Path:
+    """tuner's own cache (synthetic models, predictions): `$TUNER_CACHE` or `~/.cache/tuner`."""
+    env = os.environ.get("TUNER_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "tuner"
+
+
 def read_text(path: Path, what: str) -> str:
     """A file's UTF-8 text; one `TunerError` line when it is missing, unreadable or not UTF-8."""
     try:

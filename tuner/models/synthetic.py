@@ -12,13 +12,13 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from tuner.errors import TunerError
+from tuner.files import cache_root
 
 CONFIG_DIR = Path(__file__).parent / "synthetic"
 #: Bump when the build recipe changes, so that cached models are rebuilt.
@@ -41,12 +41,6 @@ def architecture(name: str) -> dict[str, Any]:
     config = json.loads(path.read_text())
     config.pop("_comment", None)
     return config
-
-
-def cache_root() -> Path:
-    """tuner's own cache (synthetic models): `$TUNER_CACHE` or `~/.cache/tuner`."""
-    env = os.environ.get("TUNER_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "tuner"
 
 
 def path_for(name: str) -> Path:

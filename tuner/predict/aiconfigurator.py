@@ -27,21 +27,32 @@ runs are (`tuner.measure.measurement.alike_run`): each request takes TTFT + (OSL
 in waves of `batch_size`. Models are the ones it ships configs for
 (`aiconfigurator_core/model_configs`), or a local folder with a `config.json`: nothing is
 downloaded.
+
+Speed: `cli_estimate` resolves the latest database version on every call by parsing hundreds
+of YAML files (about 1 s on 2 cores); `Estimator` resolves it once per system and passes it as
+`backend_version`, so that a call takes about 10 ms once the database is loaded (AIConfigurator
+keeps loaded databases). Its core is Python that holds the GIL, so threads would not help.
+Every answer (a figure pair, out of memory, or a refusal) is kept on disk under
+`$TUNER_CACHE/aiconfigurator/` in a file per AIConfigurator version, database version and
+system, keyed by the call's arguments: a plan asked again answers from the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
 from tuner.errors import TunerError
+from tuner.files import cache_root
 from tuner.fmt import fmt_knobs
 from tuner.measure.measurement import Measurement, Run, alike_run
 from tuner.measure.trial import Prediction
@@ -189,7 +200,7 @@ class AIConfiguratorPrior:
         self.gemm = PRECISIONS.get(precision or "")
         self.fixed = dict(fixed or {})
         self.moe = _is_moe(model)
-        self.api = _api()
+        self.estimator = estimator(system)
         self.label = f"AIConfigurator {version()} (vLLM on {system}, {model})"
         self._seen: dict[str, Prediction | None] = {}
         #: The configurations the model refused to predict, and why (`_estimate`).
@@ -238,25 +249,21 @@ class AIConfiguratorPrior:
     def _estimate(self, args: dict[str, Any], knobs: Mapping[str, Value]) -> Prediction | None:
         """The estimate for `args`; None where the model refuses the combination (a quantized
         MoE layer that does not split over this many GPUs, say), kept in `refused`."""
-        try:
-            result = estimate(self.api, args)
-        except RuntimeError as exc:
-            if str(exc).startswith("OOM"):
-                return Prediction(by=self.label, status="oom", reason=str(exc).splitlines()[0])
+        found = self.estimator(args)
+        if found.failure == "oom":
+            return Prediction(by=self.label, status="oom", reason=found.reason)
+        if found.failure is not None:
             # Its kernel database lacks this combination (an MoE shape at this split, say).
-            self.refused[fmt_knobs(dict(knobs))] = str(exc).strip()
+            self.refused[fmt_knobs(dict(knobs))] = found.reason
             return None
-        except (ValueError, KeyError) as exc:
-            self.refused[fmt_knobs(dict(knobs))] = str(exc).strip()
-            return None
-        run = self._run(result, args, knobs)
+        run = self._run(found, args, knobs)
         return Prediction(by=self.label, status="ok", measurement=Measurement.from_runs(run, [run]))
 
-    def _run(self, result: Any, args: Mapping[str, Any], knobs: Mapping[str, Value]) -> Run:
+    def _run(self, result: Estimate, args: Mapping[str, Any], knobs: Mapping[str, Value]) -> Run:
         """An estimate's TTFT and TPOT as the run of the workload they amount to."""
         return alike_run(
-            float(result.ttft),
-            float(result.tpot),
+            result.ttft,
+            result.tpot,
             requests=self.workload.requests,
             isl=self.workload.isl,
             osl=self.workload.osl,
@@ -270,12 +277,111 @@ class AIConfiguratorPrior:
         if found.status != "ok":
             return found
         args = {**self.arguments(knobs), "database_mode": "SOL"}
-        try:
-            bound = estimate(self.api, args)
-        except (RuntimeError, ValueError, KeyError):
+        bound = self.estimator(args)
+        if bound.failure is not None:
             return found
         sol = self._run(bound, args, knobs).output_tokens_per_s
         return found.model_copy(update={"speed_of_light_tokens_per_s": round(sol, 3)})
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One answer of the model: TTFT and TPOT in ms, or why there is none (`oom`: does not
+    fit; `refused`: its database lacks the combination)."""
+
+    ttft: float = 0.0
+    tpot: float = 0.0
+    failure: str | None = None
+    reason: str = ""
+
+
+@cache
+def database_version(system: str) -> str:
+    """The newest vLLM database AIConfigurator has for `system` (what `cli_estimate` resolves
+    on each call when not told)."""
+    from aiconfigurator_core.sdk.perf_database import get_latest_database_version
+
+    found = get_latest_database_version(system=system, backend="vllm")
+    if found is None:
+        raise TunerError(f"AIConfigurator has no vLLM database for system {system}")
+    return str(found)
+
+
+class Estimator:
+    """AIConfigurator's estimates for one system, kept in memory and on disk (see the module's
+    docstring); `calls` counts those that reached the model."""
+
+    def __init__(self, system: str, cache: Path | None = None) -> None:
+        self.api = _api()
+        self.system = system
+        self.version = database_version(system)
+        self.path = cache or (
+            cache_root() / "aiconfigurator" / f"{version()}-vllm{self.version}-{system}.jsonl"
+        )
+        self.calls = 0
+        self._known: dict[str, Estimate] = {}
+        self._torn = False
+        self._read()
+
+    def _read(self) -> None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return
+        self._torn = bool(text) and not text.endswith("\n")
+        for line in text.splitlines():
+            try:  # a torn last line (a process stopped mid-write) is skipped
+                entry = json.loads(line)
+                self._known[entry["key"]] = Estimate(**entry["estimate"])
+            except (ValueError, KeyError, TypeError):
+                continue
+
+    def _keep(self, key: str, found: Estimate) -> None:
+        self._known[key] = found
+        line = json.dumps({"key": key, "estimate": found.__dict__}, sort_keys=True) + "\n"
+        if self._torn:  # the torn line ends here, and the new one starts afresh
+            line, self._torn = "\n" + line, False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
+        except OSError:
+            pass  # a cache that cannot be written costs time, not answers
+
+    def __call__(self, args: Mapping[str, Any]) -> Estimate:
+        key = _cache_key(args)
+        if key not in self._known:
+            self._keep(key, self._ask(args))
+        return self._known[key]
+
+    def _ask(self, args: Mapping[str, Any]) -> Estimate:
+        self.calls += 1
+        try:
+            result = estimate(self.api, {**args, "backend_version": self.version})
+        except RuntimeError as exc:
+            first = str(exc).strip()
+            if first.startswith("OOM"):
+                return Estimate(failure="oom", reason=first.splitlines()[0])
+            return Estimate(failure="refused", reason=first)
+        except (ValueError, KeyError) as exc:
+            return Estimate(failure="refused", reason=str(exc).strip())
+        return Estimate(ttft=float(result.ttft), tpot=float(result.tpot))
+
+
+def _cache_key(args: Mapping[str, Any]) -> str:
+    """The arguments as a key; a local model folder adds its config's digest (the folder's
+    name says nothing of what is in it)."""
+    keyed = dict(args)
+    config = Path(str(args.get("model_path", ""))) / "config.json"
+    if os.sep in str(args.get("model_path", "")) and config.is_file():
+        keyed["model_config_sha256"] = hashlib.sha256(config.read_bytes()).hexdigest()
+    return json.dumps(keyed, sort_keys=True, default=str)
+
+
+@cache
+def estimator(system: str) -> Estimator:
+    """The process's estimator for `system` (its database is loaded once)."""
+    return Estimator(system)
 
 
 def estimate(api: Any, args: Mapping[str, Any]) -> Any:
