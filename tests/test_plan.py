@@ -4,6 +4,7 @@ used, the fake surface's prior (`tuner.testing.FakePrior`) for the ranking's log
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -112,26 +113,64 @@ def plan_args(tmp_path: Path, *extra: str) -> list[str]:
     return ["plan", "--profiles-dir", str(tmp_path / "profiles"), *extra]
 
 
-def test_plan_ranks_8b_on_an_h200_writes_a_predicted_profile_and_exports_it(
-    tmp_path: Path,
-) -> None:
+def test_plan_ranks_8b_on_an_h200_over_every_knob_and_exports_them_all(tmp_path: Path) -> None:
     args = plan_args(
         tmp_path, "--model", "meta-llama/Meta-Llama-3.1-8B", "--gpu", "h200",
-        "--grid", "concurrency=16,64",
+        "--input-tokens", "1024", "--output-tokens", "1024", "--requests", "256",
+        "--slo", "itl_p99_ms<=10",
     )  # fmt: skip
     result = runner.invoke(app, args, env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    assert "predicted (not measured)" in result.output and "concurrency=64" in result.output
+    assert "predicted (not measured)" in result.output
+    said = re.search(r"planned (\d+) configurations \((\d+) the model tells apart\)", result.output)
+    assert said and int(said[1]) == 64 and 0 < int(said[2]) <= 64
     (path,) = (tmp_path / "profiles").glob("*/*/*.json")
     assert path.parent.parent.name == "nvidia-h200" and path.stem.endswith("--predicted")
     profile = read_profile(path)
     assert profile.predicted and "AIConfigurator 0.12.0" in profile.predicted
-    assert profile.best.knobs == {"tensor_parallel_size": 1, "concurrency": 64}
+    knobs = profile.best.knobs
+    assert set(knobs) == {
+        "tensor_parallel_size", "pipeline_parallel_size", "max_num_seqs",
+        "max_num_batched_tokens", "kv_cache_dtype",
+    }  # fmt: skip
+    assert profile.best.measurement.latency.itl.p99_ms <= 10  # type: ignore[union-attr]
+    # The limit binds: vLLM's defaults on an H200 (1024 sequences, 8192 batched tokens) break it.
+    assert profile.baseline is not None and profile.baseline.knobs["max_num_seqs"] == 1024
+    assert profile.baseline.measurement.latency.itl.p99_ms > 10  # type: ignore[union-attr]
     sol = profile.best.prediction.speed_of_light_tokens_per_s  # type: ignore[union-attr]
     assert sol is not None and sol > profile.best.measurement.output_tokens_per_s.median  # type: ignore[union-attr]
     exported = runner.invoke(app, ["profile", "export", "--format", "vllm-args", str(path)])
     assert exported.exit_code == 0, exported.output
-    assert exported.output.strip() == "--tensor-parallel-size 1"  # concurrency is the client's
+    flags = exported.output.split()[::2]
+    assert flags == [
+        "--tensor-parallel-size", "--pipeline-parallel-size", "--max-num-seqs",
+        "--max-num-batched-tokens", "--kv-cache-dtype",
+    ]  # fmt: skip
+    assert exported.output.split()[5] == str(knobs["max_num_seqs"])
+
+
+def test_a_plans_grid_spans_the_layouts_within_the_gpus_and_expert_parallelism_for_moe() -> None:
+    from tuner.predict.plan import grid
+
+    dense = grid(4, {})
+    layouts = {(c["tensor_parallel_size"], c["pipeline_parallel_size"]) for c in dense}
+    assert layouts == {(1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (4, 1)}
+    assert len(dense) == 6 * 8 * 4 * 2 and "data_parallel_size" not in dense[0]
+    moe = grid(2, {"max_num_seqs": [64]}, moe=True)
+    assert {c["max_num_seqs"] for c in moe} == {64}
+    assert all(
+        c["tensor_parallel_size"] * c["data_parallel_size"] > 1
+        for c in moe
+        if c["enable_expert_parallel"]
+    )  # expert parallelism over one GPU is the same as none: kept once
+    assert any(c["enable_expert_parallel"] for c in moe)
+    assert (
+        max(
+            c["tensor_parallel_size"] * c["pipeline_parallel_size"] * c["data_parallel_size"]
+            for c in moe
+        )
+        == 2
+    )
 
 
 @pytest.mark.slow

@@ -406,6 +406,10 @@ def plan(
         emit_json({"profile": str(path), **made.profile.model_dump(mode="json")})
         return
     out.print(f"[bold]{escape(made.ranking.label)}[/]")
+    out.print(
+        f"planned {made.configurations} configurations ({made.distinct} the model tells "
+        f"apart) in {made.seconds:.1f} s; {made.calls} calls of the model, the rest from its cache"
+    )
     out.print(plan_table(made.ranking.ranked, target, gpus, top))
     out.print(f"wrote {escape(str(path))} (predicted: a measured profile replaces it)")
 

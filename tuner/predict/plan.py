@@ -9,6 +9,8 @@ result is a profile marked `predicted` (its name ends in `--predicted`): `tuner 
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ from tuner.predict.aiconfigurator import (
     check_covered,
     prior_for,
 )
-from tuner.predict.prior import Ranking, rank
+from tuner.predict.prior import Ranking, as_trial, rank
 from tuner.profiles.profile import (
     EngineRecord,
     GpuRecord,
@@ -42,19 +44,39 @@ from tuner.replay.landscape import grid_pairs
 from tuner.specs.knobs import Value, gpus_of
 from tuner.specs.workloads import Distribution, WorkloadSpec
 
-#: The requests in flight a plan tries (with the workload's whole count), where not given.
-LOADS = (1, 4, 16, 64, 256)
-#: The offline engine's `max_num_seqs` a plan tries, where not given.
-MAX_NUM_SEQS = (16, 64, 256, 1024)
+#: The values a plan predicts over where `--grid` does not say: every knob the model reads
+#: that vLLM's users set (`tuner.predict.aiconfigurator`). Parallel sizes are the powers of two
+#: up to `--gpus`; data and expert parallelism only for a mixture-of-experts model (for a dense
+#: one the model predicts a data-parallel rank as a replica).
+MAX_NUM_SEQS = (8, 16, 32, 64, 128, 256, 512, 1024)
+MAX_NUM_BATCHED_TOKENS = (2048, 4096, 8192, 16384)
+KV_CACHE_DTYPES = ("auto", "fp8")
+#: vLLM's own (max_num_batched_tokens, max_num_seqs) per GPU system, for `vllm serve` and for
+#: the offline `LLM`, as vLLM 0.32.0 sets them (`EngineArgs._set_default_args` in
+#: vllm/engine/arg_utils.py: B200-class >= 160 GiB; H100 and H200 >= 70 GiB and not A100; the
+#: rest): a plan's baseline.
+VLLM_DEFAULTS: dict[str, dict[str, tuple[int, int]]] = {
+    "b200_sxm": {"vllm-server": (16384, 1024), "vllm": (16384, 1024)},
+    "h200_sxm": {"vllm-server": (8192, 1024), "vllm": (16384, 1024)},
+    "h100_sxm": {"vllm-server": (8192, 1024), "vllm": (16384, 1024)},
+    "a100_sxm": {"vllm-server": (2048, 256), "vllm": (8192, 256)},
+    "l40s": {"vllm-server": (2048, 256), "vllm": (8192, 256)},
+}
 
 
 @dataclass
 class Plan:
-    """A plan's ranked predictions and the profile it writes."""
+    """A plan's ranked predictions, the profile it writes, and what it took: the grid's
+    configurations, those the model tells apart, its calls (the rest came from the cache) and
+    seconds."""
 
     ranking: Ranking
     profile: Profile
     gpus: int
+    configurations: int = 0
+    distinct: int = 0
+    calls: int = 0
+    seconds: float = 0.0
 
 
 def model_slug(ref: str) -> str:
@@ -75,25 +97,51 @@ def mean_tokens(length: int | Distribution | None) -> int:
 
 
 def grid(
-    engine: str, gpus: int, requests: int, given: Mapping[str, Sequence[Value]]
+    gpus: int, given: Mapping[str, Sequence[Value]], *, moe: bool = False
 ) -> list[dict[str, Value]]:
-    """The configurations a plan predicts: tensor parallel sizes (powers of two up to `gpus`)
-    x the load (`concurrency` for the server, `max_num_seqs` offline), the rest at vLLM's
-    defaults; `given` replaces or adds a knob's values (`--grid NAME=V1,V2`)."""
+    """The configurations a plan predicts: tensor x pipeline (x data, with expert parallelism
+    on or off, for a mixture of experts) parallel sizes within `gpus`, x `max_num_seqs` x
+    `max_num_batched_tokens` x `kv_cache_dtype`; `given` replaces or adds a knob's values
+    (`--grid NAME=V1,V2`)."""
     sizes: list[Value] = [2**i for i in range(8) if 2**i <= gpus]
-    if engine == "vllm-server":
-        load: tuple[str, list[Value]] = (
-            "concurrency",
-            sorted({*(c for c in LOADS if c < requests), requests}),
-        )
-    else:
-        load = ("max_num_seqs", list(MAX_NUM_SEQS))
-    values: dict[str, Sequence[Value]] = {"tensor_parallel_size": sizes, load[0]: load[1]}
+    values: dict[str, Sequence[Value]] = {
+        "tensor_parallel_size": sizes,
+        "pipeline_parallel_size": sizes,
+    }
+    if moe:
+        values["data_parallel_size"] = sizes
+        values["enable_expert_parallel"] = [False, True]
+    values |= {
+        "max_num_seqs": MAX_NUM_SEQS,
+        "max_num_batched_tokens": MAX_NUM_BATCHED_TOKENS,
+        "kv_cache_dtype": KV_CACHE_DTYPES,
+    }
     values.update(given)
     configurations: list[dict[str, Value]] = [{}]
     for name, options in values.items():
         configurations = [{**c, name: v} for c in configurations for v in options]
-    return [c for c in configurations if gpus_of(c) <= gpus]
+    return [c for c in configurations if gpus_of(c) <= gpus and not _same_as_no_ep(c)]
+
+
+def distinct(
+    prior: AIConfiguratorPrior, configurations: Sequence[dict[str, Value]]
+) -> list[dict[str, Value]]:
+    """The configurations the model can tell apart: of those it is asked the same of (every
+    `max_num_seqs` above the requests there are, say), the first in the grid."""
+    seen: set[str] = set()
+    kept = []
+    for knobs in configurations:
+        key = json.dumps(prior.arguments(knobs), sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            kept.append(knobs)
+    return kept
+
+
+def _same_as_no_ep(knobs: Mapping[str, Value]) -> bool:
+    """Expert parallelism over one GPU is no expert parallelism: one of the two is kept."""
+    ranks = int(knobs.get("tensor_parallel_size", 1)) * int(knobs.get("data_parallel_size", 1))  # type: ignore[arg-type]
+    return bool(knobs.get("enable_expert_parallel")) and ranks == 1
 
 
 def make_plan(
@@ -114,9 +162,12 @@ def make_plan(
     shape = Workload(
         workload.requests, mean_tokens(workload.input_tokens), mean_tokens(workload.output_tokens)
     )
+    started = time.monotonic()
     prior = prior_for(engine, model, gpu, shape, precision=precision)
-    configurations = grid(engine, gpus, shape.requests, given or {})
-    ranking = rank(prior, configurations, goal)
+    calls = prior.estimator.calls
+    configurations = grid(gpus, given or {}, moe=prior.moe)
+    told_apart = distinct(prior, configurations)
+    ranking = rank(prior, told_apart, goal)
     if not ranking.ranked:
         why = next(iter(prior.refused.values()), "no prediction")
         raise TunerError(f"{prior.label}: no configuration of the grid could be predicted ({why})")
@@ -128,7 +179,15 @@ def make_plan(
     )
     ranking.ranked[0] = best
     profile = _profile(engine, model, gpus, workload, shape, goal, prior, ranking)
-    return Plan(ranking, profile, gpus)
+    return Plan(
+        ranking,
+        profile,
+        gpus,
+        configurations=len(configurations),
+        distinct=len(told_apart),
+        calls=prior.estimator.calls - calls,
+        seconds=time.monotonic() - started,
+    )
 
 
 def _profile(
@@ -148,7 +207,7 @@ def _profile(
             f"{prior.label}: no configuration of the grid is predicted to fit and keep "
             f"{', '.join(c.text for c in goal.constraints) or 'the goal'}"
         )
-    baseline = _baseline(ranking.ranked, engine, shape.requests)
+    baseline = _baseline(prior, engine)
     return Profile(
         tuner_version=__version__,
         created_at=datetime.now(UTC),
@@ -182,11 +241,19 @@ def _profile(
     )
 
 
-def _baseline(ranked: Sequence[TrialResult], engine: str, requests: int) -> TrialResult | None:
-    """vLLM's defaults as the plan predicted them: one GPU, every request at once."""
-    load = {"concurrency": requests} if engine == "vllm-server" else {"max_num_seqs": 256}
-    want = {"tensor_parallel_size": 1, **load}
-    return next((r for r in ranked if all(r.knobs.get(k) == v for k, v in want.items())), None)
+def _baseline(prior: AIConfiguratorPrior, engine: str) -> TrialResult | None:
+    """vLLM's defaults as the model predicts them: one GPU, vLLM's own batched tokens and
+    sequences for this GPU (`VLLM_DEFAULTS`), the model's KV cache type."""
+    tokens, seqs = VLLM_DEFAULTS[prior.system][engine]
+    knobs: dict[str, Value] = {
+        "tensor_parallel_size": 1,
+        "pipeline_parallel_size": 1,
+        "max_num_seqs": seqs,
+        "max_num_batched_tokens": tokens,
+        "kv_cache_dtype": "auto",
+    }
+    found = prior.predict(knobs)
+    return as_trial(-1, knobs, found) if found is not None else None
 
 
 def parse_plan_grid(pairs: Sequence[str]) -> dict[str, list[Value]]:
