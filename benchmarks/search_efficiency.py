@@ -423,9 +423,11 @@ def table_study(
     seed: int,
     prior: Any = None,
     pibo: bool = False,
+    calibrate: bool = True,
 ) -> dict[str, Any]:
     """`external_study` of one table, optionally started from a prior's plan
-    (`tuner.measure.trial.PriorPlan`; `pibo`: that also weights the acquisition)."""
+    (`tuner.measure.trial.PriorPlan`; `pibo`: that also weights the acquisition; `calibrate`:
+    its starts chosen one by one from predictions corrected by the trials)."""
     path = ROOT / table_path
     table = load_replay(f"replay:{path}").table
     target = external_goal(table)
@@ -448,6 +450,7 @@ def table_study(
             confirm=0, objectives=[o.name for o in target.objectives],
             constraints=[c.text for c in target.constraints],
             until=found_best if noise_free else None, prior=prior, pibo=pibo,
+            calibrate=calibrate,
         ).results  # fmt: skip
     ratios = curve(results, truth, target)
     spent = list(itertools.accumulate(r.gpu_s for r in results))

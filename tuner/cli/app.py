@@ -165,6 +165,14 @@ def tune(
             "not only start from the best of them."
         ),
     ] = False,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="With --prior: correct its predictions by each measured trial and choose each "
+            "of its starts from the corrected ones (--no-calibrate: its best three as "
+            "predicted)."
+        ),
+    ] = True,
     replay_time_scale: ReplayTimeScale = 0.0,
     json_: Json = False,
     quiet: Quiet = False,

@@ -336,6 +336,7 @@ class SearchArgs:
     warm_start: Path | None
     prior: str | None
     pibo: bool
+    calibrate: bool
     replay_time_scale: float
 
 

@@ -197,7 +197,9 @@ def _new_study(args: TuneArgs, setup: Any, spec: Any, group: Any) -> Any:
     predictor = load_prior(prior, setup, say) if prior is not None else None
     if predictor is not None:
         ranked = prior_plan(predictor, setup, spec.goal(), say)
-        spec = spec.model_copy(update={"prior": ranked, "pibo": args.search.pibo})
+        spec = spec.model_copy(
+            update={"prior": ranked, "pibo": args.search.pibo, "calibrate": args.search.calibrate}
+        )
     where = args.search.run_dir or run_dir_for(
         Path("runs"), setup.catalogue.engine, setup.model.slug, setup.workload.slug
     )

@@ -89,6 +89,11 @@ class StudySpec(BaseModel):
     prior: PriorPlan | None = Field(
         default=None, description="the prior's ranking the study starts from (--prior)"
     )
+    calibrate: bool = Field(
+        default=True,
+        description="the prior's predictions are corrected by each measured trial, and each of "
+        "its starts is the best corrected configuration not yet measured",
+    )
     pibo: bool = Field(
         default=False,
         description="the prior also weights the optimizer's acquisition function (piBO; gp, rf)",

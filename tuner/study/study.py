@@ -39,7 +39,8 @@ from tuner.measure.trial import Prediction, TrialResult
 from tuner.optimizers import Optimizer, Proposal, SpaceExhausted, make_optimizer
 from tuner.optimizers.base import Feedback, Losses
 from tuner.optimizers.random import draw
-from tuner.predict.prior import Belief
+from tuner.predict.calibrate import Calibrator
+from tuner.predict.prior import PRIOR_STARTS, Belief
 from tuner.profiles.profile import machine_record
 from tuner.replay.replay import REPLAY_PREFIX
 from tuner.specs.knobs import Value
@@ -354,6 +355,16 @@ class _Loop:
         self.backoffs: list[dict[str, Value]] = []  # below out-of-memory trials, run first
         # Numbers go on from the highest kept (trials run side by side finish out of order).
         self.next_number = max((r.number for r in results), default=-1) + 1
+        # A prior corrected by each measured trial proposes the prior's starts one by one
+        # (`Calibrator`); the baseline and warm starts follow them.
+        spec = study.spec
+        self.calibrator = (
+            Calibrator(spec.prior, study.goal) if spec.prior and spec.calibrate else None
+        )
+        self.prior_left = PRIOR_STARTS - sum(r.origin == PRIOR for r in results)
+        self.given_left = self.calibrator is not None and not any(
+            r.origin == "baseline" for r in results
+        )
 
     def budget_left(self) -> bool:
         return self.study._budget_left(self.results, self.started, len(self.in_flight))
@@ -385,6 +396,8 @@ class _Loop:
 
     def tell(self, result: TrialResult, handle: Any = None, asked: bool = False) -> None:
         self.measured[_key(result.knobs)] = result
+        if self.calibrator is not None:
+            self.calibrator.add(result)
         if self.optimizer is None:
             return
         losses, feedback = self.judged(result)
@@ -434,8 +447,16 @@ class _Loop:
         them all as of the baseline. A predicted start that is the engine's defaults runs as
         the baseline."""
         spec = self.study.spec
+        if self.calibrator is not None:
+            return  # one start at a time, chosen by the corrected prior (`fill`)
         defaults = self.space.default_knobs()
         self.submit_given(PRIOR, spec.prior.starts if spec.prior else [], defaults)
+        self.submit_baseline()
+
+    def submit_baseline(self) -> None:
+        """The engine's defaults (unless measured or running), then the warm starts."""
+        spec = self.study.spec
+        defaults = self.space.default_knobs()
         has_baseline = _key(defaults) in self.pending or any(
             r.origin == "baseline" for r in self.results
         )
@@ -448,6 +469,16 @@ class _Loop:
         assert self.runner is not None
         repeats = 0
         while len(self.in_flight) < self.runner.slots and self.budget_left():
+            if self.calibrator is not None and self.prior_left > 0:
+                self.prior_left -= 1
+                knobs = self.calibrator.next(self.known)
+                if knobs is not None and not self.space.violated(knobs):
+                    self.submit_given(PRIOR, [knobs], self.space.default_knobs())
+                continue
+            if self.given_left:
+                self.given_left = False
+                self.submit_baseline()
+                continue
             if self.backoffs:
                 knobs = self.backoffs.pop(0)
                 if not self.known(knobs):

@@ -49,7 +49,7 @@ from tuner.testing.engines import (
 from tuner.testing.fleet import SurfaceOnWorker, fake_machines
 from tuner.testing.gpu import FakeGpu, fake_hardware
 from tuner.testing.models import fake_model_dir
-from tuner.testing.prior import FakePrior
+from tuner.testing.prior import BiasedPrior, FakePrior
 from tuner.testing.stub import serve_stub
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "KERNEL_FACTOR",
     "PEAK_BATCH",
     "SCALE_TOKENS_PER_S",
+    "BiasedPrior",
     "CrashingEngine",
     "FakeClock",
     "FakeEngine",
