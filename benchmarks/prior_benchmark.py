@@ -166,6 +166,7 @@ class Table:
         self.goal: Goal = external_goal(self.table)
         shape = replay.workload_summary()
         self.context = {"isl": shape["mean_input_tokens"], "osl": shape["mean_output_tokens"]}
+        self.load = prepare(f"replay:{ROOT / name}", "", "").space.load_knob()
         self.gpu = self.table.gpu.slug
         self.model = self.table.model
         self.points: list[Point] = []
@@ -194,7 +195,7 @@ class Table:
 def after_study(t: Table) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """The error on the table's other points after a calibrator measured `STUDY_TRIALS` of
     its own choosing (noise-free), and those it chose."""
-    calibrator = Calibrator(t.plan, t.goal)
+    calibrator = Calibrator(t.plan, t.goal, t.load)
     chosen: list[dict[str, Any]] = []
     for _ in range(STUDY_TRIALS):
         knobs = calibrator.next(lambda k: k in chosen)
@@ -216,7 +217,7 @@ def held_out(t: Table, others: list[Table]) -> Calibration | None:
     if not train:
         return None
     names = sorted({n for o in [t, *others] for n in o.plan.covers})
-    return Calibration(names, t.points).fit(train)
+    return Calibration(names, t.points, t.load).fit(train)
 
 
 def calibrated_errors(t: Table, calibration: Calibration | None) -> dict[str, float]:

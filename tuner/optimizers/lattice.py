@@ -69,9 +69,7 @@ class Lattice:
 
     @classmethod
     def of(cls, space: SearchSpace) -> Lattice:
-        marked = [n for n, k in space.knobs.items() if k.load]
-        run_time = [n for n in marked if space.knobs[n].stage == "run"]
-        load = (run_time or marked or [None])[0]
+        load = space.load_knob()
         values = {n: _grid(k) for n, k in space.knobs.items() if n != load}
         loads: tuple[Value | None, ...] = (None,)
         if load is not None:

@@ -5,11 +5,12 @@ over-predicts vLLM's throughput, more so at high load; its TTFT error on NVIDIA'
 12-175%). `Calibration` fits, per figure (output tok/s, TTFT, time per output token), the log
 of measured / predicted as a linear function of the configuration's features (each knob the
 prior reads: log2 of a number, 1/0 for a switch or a non-default choice; and, across tables,
-log2 of the prompt and output lengths), by Bayesian linear regression:
+log2 of the prompt and output lengths; for the load knob, also log2(load / `LOAD_KNEE`) above
+the knee), by Bayesian linear regression:
 
 - features are centred on the configurations to be judged, so the intercept is the average
   correction and a slope says how the error changes with the knob;
-- the intercept's prior is N(0, 1) (a factor of e either way), each slope's N(0, 0.25 / the
+- the intercept's prior is N(0, 1) (a factor of e either way), each slope's N(0, 0.5 / the
   feature's spread): with few measurements the correction is mostly the intercept, and slopes
   earn their size from the data;
 - the noise is 10% (log 0.1), or the residuals' spread where it is larger.
@@ -37,8 +38,13 @@ from tuner.specs.knobs import Value
 #: The figures corrected: a name, and the metric whose ratio measured / predicted is fitted.
 FIGURES = {"throughput": "output_tokens_per_s", "ttft": "ttft_p99_ms", "tpot": "itl_p99_ms"}
 INTERCEPT_SD = 1.0
-SLOPE_SD = 0.25
+SLOPE_SD = 0.5
 NOISE_SD = 0.1
+#: Above this many requests in flight the load gets a second feature, log2(load / knee) (0
+#: below): on the silicon tables' tuning half the model's TTFT error grows past it (queueing
+#: the model leaves out), and with it 18 of 21 tables reached 95% within 3 calibrated starts,
+#: against 14 without (`benchmarks/prior_benchmark.py`'s design notes in reports/prior.md).
+LOAD_KNEE = 32
 #: String values that mean "the engine's own choice" (0 as a feature; any other is 1).
 DEFAULT_WORDS = frozenset({"auto", "none", "", "default"})
 
@@ -121,8 +127,10 @@ class Calibration:
     """Corrections of a prior's figures, fitted on measured points and centred on `judged`
     (the configurations whose predictions are to be corrected)."""
 
-    def __init__(self, names: Sequence[str], judged: Sequence[Point]) -> None:
-        self.names = list(names)
+    def __init__(
+        self, names: Sequence[str], judged: Sequence[Point], load: str | None = None
+    ) -> None:
+        self.names, self.load = list(names), load
         self.context_names = sorted({n for p in judged for n in p.context})
         rows = np.array([self.x(p) for p in judged]) if judged else np.zeros((1, self.width))
         centre, scale = rows.mean(axis=0), rows.std(axis=0)
@@ -131,13 +139,14 @@ class Calibration:
 
     @property
     def width(self) -> int:
-        return len(self.names) + len(self.context_names)
+        return len(self.names) + len(self.context_names) + (self.load is not None)
 
     def x(self, point: Point) -> np.ndarray:
-        return np.array(
-            [feature(point.knobs.get(n)) for n in self.names]
-            + [math.log2(max(point.context.get(n, 1.0), 1e-9)) for n in self.context_names]
-        )
+        found = [feature(point.knobs.get(n)) for n in self.names]
+        found += [math.log2(max(point.context.get(n, 1.0), 1e-9)) for n in self.context_names]
+        if self.load is not None:
+            found.append(max(0.0, feature(point.knobs.get(self.load)) - math.log2(LOAD_KNEE)))
+        return np.array(found)
 
     def fit(self, measured: Sequence[Point]) -> Calibration:
         for name, correction in self.corrections.items():
@@ -202,8 +211,8 @@ class Calibrator:
     """A study's prior, corrected by each of its measured trials (see the module's docstring):
     `next` is the configuration to measure next."""
 
-    def __init__(self, plan: PriorPlan, goal: Goal) -> None:
-        self.plan, self.goal = plan, goal
+    def __init__(self, plan: PriorPlan, goal: Goal, load: str | None = None) -> None:
+        self.plan, self.goal, self.load = plan, goal, load
         self.points = [
             Point(p.knobs, figures(p.prediction.measurement), measurement=p.prediction.measurement)
             for p in plan.predicted
@@ -222,7 +231,7 @@ class Calibrator:
         self.measured.append(Point(result.knobs, figures(found.measurement), measured))
 
     def calibration(self) -> Calibration:
-        return Calibration(self.plan.covers, self.points).fit(self.measured)
+        return Calibration(self.plan.covers, self.points, self.load).fit(self.measured)
 
     def next(self, known: Callable[[dict[str, Value]], bool]) -> dict[str, Value] | None:
         """The configuration not yet `known` with the best expected figure: the prior's own

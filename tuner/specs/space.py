@@ -220,6 +220,13 @@ class SearchSpace:
 
     # -- values ----------------------------------------------------------------------------------
 
+    def load_knob(self) -> str | None:
+        """The searched knob the catalogue marks as the load (`load: true`), a run-time one
+        first (it changes with no engine launch); None where none is."""
+        marked = [n for n, k in self.knobs.items() if k.load]
+        run_time = [n for n in marked if self.knobs[n].stage == "run"]
+        return (run_time or marked or [None])[0]
+
     def default_knobs(self) -> dict[str, Value]:
         """The engine's own default configuration on this platform (the baseline): knobs the
         engine picks itself (`engine_default`) are left unset."""

@@ -359,7 +359,9 @@ class _Loop:
         # (`Calibrator`); the baseline and warm starts follow them.
         spec = study.spec
         self.calibrator = (
-            Calibrator(spec.prior, study.goal) if spec.prior and spec.calibrate else None
+            Calibrator(spec.prior, study.goal, self.space.load_knob())
+            if spec.prior and spec.calibrate
+            else None
         )
         self.prior_left = PRIOR_STARTS - sum(r.origin == PRIOR for r in results)
         self.given_left = self.calibrator is not None and not any(
