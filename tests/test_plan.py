@@ -437,3 +437,74 @@ def test_estimates_are_kept_on_disk_and_a_torn_last_line_is_skipped(tmp_path: Pa
     third = Estimator("h200_sxm", cache)  # the line after the torn one was kept whole
     assert third({**args, "batch_size": 16}) == again({**args, "batch_size": 16})
     assert third.calls == 0
+
+
+# -- capacity ------------------------------------------------------------------------------------
+
+
+def served(knobs: dict, ttft_ms: float, tpot_ms: float, concurrency: int):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from tuner.measure.measurement import Measurement, alike_run
+    from tuner.measure.trial import TrialResult
+    from tuner.specs.knobs import gpus_of
+
+    run = alike_run(
+        ttft_ms, tpot_ms, requests=256, isl=1024, osl=128, concurrency=concurrency,
+        gpus=gpus_of(knobs),
+    )  # fmt: skip
+    return TrialResult(
+        number=0, origin="predicted", knobs=knobs, status="ok", wall_s=0.0,
+        started_at=datetime.now(UTC), measurement=Measurement.from_runs(run, [run]),
+    )  # fmt: skip
+
+
+def test_capacity_takes_the_fewest_gpus_not_the_fastest_replica() -> None:
+    from tuner.profiles.capacity import capacity_of, fewest_gpus
+
+    one = served({"tensor_parallel_size": 1}, 100, 10, concurrency=16)
+    two = served({"tensor_parallel_size": 2}, 60, 5.5, concurrency=16)
+    per_one, per_two = (capacity_of(1.0, r).per_replica for r in (one, two))  # type: ignore[union-attr]
+    assert 1.5 * per_one < per_two < 2 * per_one  # faster a replica, slower a GPU
+    rate = 2.5 * per_one  # 3 replicas of tp1 (3 GPUs), or 2 of tp2 (4 GPUs)
+    assert per_two < rate < 2 * per_two
+    found = fewest_gpus(rate, [two, one])
+    assert (found.replicas, found.gpus_per_replica, found.gpus) == (3, 1, 3)
+    assert found.knobs == {"tensor_parallel_size": 1}
+    assert "3 GPUs = 3 replicas x 1 GPU" in found.text(["itl_p99_ms<=10"])
+    assert fewest_gpus(per_one, [one]).replicas == 1  # exactly its rate: one replica
+
+
+def test_plan_for_a_rate_names_gpus_replicas_and_the_configuration(tmp_path: Path) -> None:
+    args = plan_args(
+        tmp_path, "--model", "meta-llama/Meta-Llama-3.1-8B", "--gpu", "h200", "--gpus", "2",
+        "--input-tokens", "1024", "--output-tokens", "1024", "--slo", "itl_p99_ms<=10",
+        "--rate", "20", "--json",
+    )  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    capacity = found["capacity"]
+    assert capacity["rate"] == 20 and capacity["gpus_per_replica"] <= 2
+    assert capacity["replicas"] * capacity["per_replica"] >= 20
+    assert (capacity["replicas"] - 1) * capacity["per_replica"] < 20
+    assert capacity["gpus"] == capacity["replicas"] * capacity["gpus_per_replica"]
+    assert "max_num_seqs" in capacity["knobs"] and found["workload"]["requests"] == 1024
+
+
+def test_a_server_profile_gives_the_replicas_for_a_rate_and_an_offline_one_says_it_cannot(
+    tmp_path: Path,
+) -> None:
+    served_by = next((ROOT / "profiles").glob("cpu/vllm-server/*.json"))
+    per = read_profile(served_by).best.measurement.requests_per_s.median  # type: ignore[union-attr]
+    result = runner.invoke(
+        app, ["profile", "show", str(served_by), "--rate", str(per * 2.5), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["capacity"]["replicas"] == 3
+    shown = runner.invoke(app, ["profile", "show", str(served_by), "--rate", "1"])
+    assert shown.exit_code == 0 and "1 requests/s" in shown.output and "1 replica" in shown.output
+    offline = next((ROOT / "profiles").glob("cpu/vllm/*.json"))
+    refused = runner.invoke(app, ["profile", "show", str(offline), "--rate", "1"])
+    assert refused.exit_code == 2 and "server engine" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1

@@ -386,6 +386,14 @@ def plan(
         list[str] | None,
         typer.Option(help="A knob's values to predict over: name=v1,v2 (repeatable)."),
     ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Requests/s to serve within the limits: the fewest GPUs that do, as "
+            "replicas x the GPUs of one (at most --gpus each), and the configuration. The "
+            "requests in flight default to 1024 (--requests)."
+        ),
+    ] = None,
     top: Annotated[int, typer.Option(min=1, help="Configurations to show.")] = 10,
     profiles_dir: Annotated[Path, typer.Option(help="Where the profile is written.")] = Path(
         "profiles"
@@ -396,22 +404,26 @@ def plan(
     write them as a profile marked predicted. Needs the plan extra."""
     from tuner.cli.console import plan_table
     from tuner.measure.objective import goal
-    from tuner.predict.plan import make_plan, parse_plan_grid
+    from tuner.predict.plan import RATE_REQUESTS, make_plan, parse_plan_grid
     from tuner.profiles.profile import profile_path, write_profile
     from tuner.specs.workloads import load_workload
 
     with user_errors():
+        if rate is not None and requests is None:
+            requests = RATE_REQUESTS  # a server under a rate: as many in flight as it admits
         spec = load_workload(workload, requests=requests, output_tokens=output_tokens)
         if input_tokens is not None:
             spec = spec.model_copy(update={"input_tokens": input_tokens})
         target = goal(objective or ["output_tokens_per_s_per_gpu"], slo or [])
         made = make_plan(
             engine, model, gpu, gpus, spec, target, precision=precision,
-            given=parse_plan_grid(grid or []),
+            given=parse_plan_grid(grid or []), rate=rate,
         )  # fmt: skip
         path = write_profile(made.profile, profile_path(profiles_dir, made.profile))
+    capacity = made.capacity.as_json() if made.capacity else None
     if json_:
-        emit_json({"profile": str(path), **made.profile.model_dump(mode="json")})
+        found = {"profile": str(path), **made.profile.model_dump(mode="json")}
+        emit_json({**found, "capacity": capacity} if capacity else found)
         return
     out.print(f"[bold]{escape(made.ranking.label)}[/]")
     out.print(
@@ -419,6 +431,8 @@ def plan(
         f"apart) in {made.seconds:.1f} s; {made.calls} calls of the model, the rest from its cache"
     )
     out.print(plan_table(made.ranking.ranked, target, gpus, top))
+    if made.capacity is not None:
+        out.print(f"[bold]{escape(made.capacity.text([c.text for c in target.constraints]))}[/]")
     out.print(f"wrote {escape(str(path))} (predicted: a measured profile replaces it)")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -156,17 +157,39 @@ def profile_show(
     engine: EngineFilter = None,
     model: ModelFilter = None,
     workload: WorkloadFilter = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Requests/s to serve: the replicas of the best configuration it takes, from "
+            "the rate one replica sustained within the limits (a server engine's profile)."
+        ),
+    ] = None,
     json_: Json = False,
 ) -> None:
     """Show one profile: named, or looked up for this machine's GPU."""
     from tuner.cli.console import profile_table
+    from tuner.profiles.capacity import capacity_of, check_rate
 
     with user_errors():
         path, profile = load(ref, directory, gpu, engine, model, workload)
-    if json_:
+        needed = None
+        if rate is not None:
+            needed = capacity_of(check_rate(rate), profile.best)
+            if needed is None:
+                raise TunerError(
+                    f"{path}: its best trial states no rate it sustains (no latencies under "
+                    "load): capacity needs a server engine's profile"
+                )
+    if json_ and needed is not None:
+        found = {**profile.model_dump(mode="json"), "capacity": needed.as_json()}
+        sys.stdout.write(json.dumps(found, indent=2) + "\n")
+    elif json_:
         sys.stdout.write(profile.model_dump_json(indent=2) + "\n")
     else:
         out.print(profile_table(profile))
+        if needed is not None:
+            unit = "CPU machine" if profile.gpu.slug == "cpu" else "GPU"
+            out.print(escape(needed.text(profile.constraints, unit)))
         out.print(f"[dim]{path}[/]")
 
 

@@ -29,6 +29,7 @@ from tuner.predict.aiconfigurator import (
     prior_for,
 )
 from tuner.predict.prior import Ranking, as_trial, rank
+from tuner.profiles.capacity import Capacity, check_rate, fewest_gpus
 from tuner.profiles.profile import (
     EngineRecord,
     GpuRecord,
@@ -49,6 +50,9 @@ from tuner.specs.workloads import Distribution, WorkloadSpec
 #: up to `--gpus`; data and expert parallelism only for a mixture-of-experts model (for a dense
 #: one the model predicts a data-parallel rank as a replica).
 MAX_NUM_SEQS = (8, 16, 32, 64, 128, 256, 512, 1024)
+#: The requests of a plan for a request rate (`--rate`) where not given: enough that the
+#: engine's `max_num_seqs` bounds those in flight.
+RATE_REQUESTS = max(MAX_NUM_SEQS)
 MAX_NUM_BATCHED_TOKENS = (2048, 4096, 8192, 16384)
 KV_CACHE_DTYPES = ("auto", "fp8")
 #: vLLM's own (max_num_batched_tokens, max_num_seqs) per GPU system, for `vllm serve` and for
@@ -73,6 +77,7 @@ class Plan:
     ranking: Ranking
     profile: Profile
     gpus: int
+    capacity: Capacity | None = None
     configurations: int = 0
     distinct: int = 0
     calls: int = 0
@@ -154,8 +159,11 @@ def make_plan(
     *,
     precision: str | None = None,
     given: Mapping[str, Sequence[Value]] | None = None,
+    rate: float | None = None,
 ) -> Plan:
-    """Predicts and ranks a plan's grid; one line for what the model does not cover."""
+    """Predicts and ranks a plan's grid; with `rate` (requests/s), also the configuration
+    that serves it within the limits on the fewest GPUs (`tuner.profiles.capacity`); one line
+    for what the model does not cover."""
     check_covered(engine, gpu)  # before the workload: the one line naming what is covered
     if workload.requests is None:
         raise TunerError("a plan needs the workload's request count")
@@ -179,10 +187,14 @@ def make_plan(
     )
     ranking.ranked[0] = best
     profile = _profile(engine, model, gpus, workload, shape, goal, prior, ranking)
+    needed = None
+    if rate is not None:
+        needed = fewest_gpus(check_rate(rate), ranking.ranked[: ranking.kept])
     return Plan(
         ranking,
         profile,
         gpus,
+        capacity=needed,
         configurations=len(configurations),
         distinct=len(told_apart),
         calls=prior.estimator.calls - calls,
