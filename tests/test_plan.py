@@ -508,3 +508,42 @@ def test_a_server_profile_gives_the_replicas_for_a_rate_and_an_offline_one_says_
     refused = runner.invoke(app, ["profile", "show", str(offline), "--rate", "1"])
     assert refused.exit_code == 2 and "server engine" in refused.output
     assert len(refused.output.strip().splitlines()) == 1
+
+
+def hf_cache_with(root: Path, repo: str, config: dict) -> Path:
+    """A local Hugging Face cache holding only `repo`'s config.json."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("0" * 40)
+    snapshot = folder / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(config))
+    return root
+
+
+@pytest.mark.parametrize("layers", [32, 40])
+def test_a_model_with_a_shipped_configs_shape_is_planned_as_it_and_the_plan_says_so(
+    layers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.resources import files
+
+    shipped = files("aiconfigurator_core") / "model_configs"
+    config = json.loads((shipped / "meta-llama--Meta-Llama-3.1-8B_config.json").read_text())
+    # Meta-Llama-3-8B: the same shape, a shorter context and no RoPE scaling.
+    config.update(max_position_embeddings=8192, rope_scaling=None, num_hidden_layers=layers)
+    cache = hf_cache_with(tmp_path / "hub", "meta-llama/Meta-Llama-3-8B", config)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    args = plan_args(
+        tmp_path, "--model", "meta-llama/Meta-Llama-3-8B", "--gpu", "h200",
+        "--grid", "max_num_seqs=64", "--grid", "max_num_batched_tokens=8192",
+    )  # fmt: skip
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    if layers == 32:
+        assert (
+            "meta-llama/Meta-Llama-3-8B as meta-llama/Meta-Llama-3.1-8B: every shape field" in first
+        )
+    else:  # one shape field differs: predicted from its own config, and said so
+        assert "meta-llama/Meta-Llama-3-8B from its config.json at" in first
+        assert "as meta-llama/Meta-Llama-3.1-8B" not in result.output

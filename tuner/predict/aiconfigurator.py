@@ -145,17 +145,90 @@ def shipped_models() -> frozenset[str]:
     )
 
 
-def model_for(ref: str, path: Path | None = None) -> str | None:
-    """AIConfigurator's name for a model (a shipped config, through `MODEL_ALIASES`), or a
-    local folder holding its `config.json`; None where it has none."""
+#: config.json fields that set a model's compute and memory shape: a model whose fields agree
+#: with a shipped config's on every one of them is predicted as that config (a renamed or
+#: re-released checkpoint: Meta-Llama-3-8B as Meta-Llama-3.1-8B, whose only differences are
+#: the context length and the RoPE scaling).
+SHAPE_FIELDS = (
+    "architectures",
+    "model_type",
+    "torch_dtype",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "vocab_size",
+    "tie_word_embeddings",
+    "num_local_experts",
+    "num_experts",
+    "n_routed_experts",
+    "n_shared_experts",
+    "num_experts_per_tok",
+    "moe_intermediate_size",
+    "quantization_config",
+)
+
+
+@dataclass(frozen=True)
+class ModelMatch:
+    """The model AIConfigurator is asked about, and how it was found for the given one."""
+
+    name: str
+    how: str | None = None  # None: the given model is itself shipped
+
+
+def model_for(ref: str, path: Path | None = None) -> ModelMatch | None:
+    """AIConfigurator's model for `ref`: a shipped config of that name (or of the name it
+    moved to, `MODEL_ALIASES`); else, where the model's config.json can be read offline (`path`,
+    a local folder, or the local Hugging Face cache), the shipped config with every
+    `SHAPE_FIELDS` field identical, or that folder itself; None where there is no config."""
     name = MODEL_ALIASES.get(ref, ref)
     by_lower = {m.lower(): m for m in shipped_models()}
     if name.lower() in by_lower:
-        return by_lower[name.lower()]
-    for folder in (path, Path(ref)):
-        if folder is not None and (folder / "config.json").is_file():
-            return str(folder)
-    return None
+        return ModelMatch(by_lower[name.lower()])
+    folder = next(
+        (
+            f
+            for f in (path, Path(ref), _cached(ref))
+            if f is not None and (f / "config.json").is_file()
+        ),
+        None,
+    )
+    if folder is None:
+        return None
+    shape = _shape(json.loads((folder / "config.json").read_text()))
+    for shipped in sorted(shipped_models()):
+        if _shape(_shipped_config(shipped)) == shape:
+            return ModelMatch(
+                shipped, f"{ref} as {shipped}: every shape field of its config is identical"
+            )
+    return ModelMatch(str(folder), f"{ref} from its config.json at {folder}")
+
+
+def _shape(config: Mapping[str, Any]) -> dict[str, Any]:
+    inner = config.get("text_config", config)
+    return {f: inner.get(f, config.get(f)) for f in SHAPE_FIELDS}
+
+
+def _shipped_config(model: str) -> dict[str, Any]:
+    from importlib.resources import files
+
+    folder = files("aiconfigurator_core") / "model_configs"
+    return json.loads((folder / (model.replace("/", "--", 1) + "_config.json")).read_text())
+
+
+def _cached(ref: str) -> Path | None:
+    """The local Hugging Face cache's copy of a Hub id, if there is one (nothing is fetched)."""
+    if ref.count("/") != 1 or Path(ref).exists():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(ref, "config.json", cache_dir=os.environ.get("HF_HUB_CACHE"))
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def _is_moe(model: str) -> bool:
@@ -195,13 +268,14 @@ class AIConfiguratorPrior:
         *,
         precision: str | None = None,
         fixed: Mapping[str, Value] | None = None,
+        found: str | None = None,
     ) -> None:
         self.model, self.system, self.engine, self.workload = model, system, engine, workload
         self.gemm = PRECISIONS.get(precision or "")
         self.fixed = dict(fixed or {})
         self.moe = _is_moe(model)
         self.estimator = estimator(system)
-        self.label = f"AIConfigurator {version()} (vLLM on {system}, {model})"
+        self.label = f"AIConfigurator {version()} (vLLM on {system}, {found or model})"
         self._seen: dict[str, Prediction | None] = {}
         #: The configurations the model refused to predict, and why (`_estimate`).
         self.refused: dict[str, str] = {}
@@ -422,8 +496,10 @@ def prior_for(
     if model is None:
         known = ", ".join(sorted(m for m in shipped_models() if "llama" in m.lower())[:6])
         raise TunerError(
-            f"AIConfigurator has no config for model {model_ref!r} that it reads offline (and "
-            f"it is no local folder with a config.json); it reads {len(shipped_models())}, e.g. "
-            f"{known}"
+            f"AIConfigurator has no config for model {model_ref!r} that it reads offline, and "
+            "its config.json is in no local folder and not in the local Hugging Face cache; it "
+            f"reads {len(shipped_models())}, e.g. {known}"
         )
-    return AIConfiguratorPrior(model, system, engine, workload, precision=precision, fixed=fixed)
+    return AIConfiguratorPrior(
+        model.name, system, engine, workload, precision=precision, fixed=fixed, found=model.how
+    )
