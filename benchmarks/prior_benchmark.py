@@ -15,8 +15,9 @@ Four parts, each in `reports/prior.md`:
    - after 3 trials: a study's calibrator (`tuner.predict.calibrate.Calibrator`) after it
      measured the 3 configurations it chose itself (the table's figures, noise-free), on the
      table's other points;
-   - leave one table out: a calibration fitted on every other covered table of the same GPU
-     (each point's prompt and output lengths as features too), on this table's points;
+   - leave one table out: a calibration fitted on the other covered tables of the same GPU
+     and model (its other prompt and output lengths, which are features too), or where there
+     are none, of the same GPU, on this table's points;
    - leave one model out: the same, fitted only on tables of other models.
 3. Studies. Per table, the goal of the external benchmark (`search_efficiency.external_goal`:
    tok/s per GPU within a TPOT and TTFT limit on the silicon tables, output tok/s on
@@ -195,7 +196,7 @@ class Table:
 def after_study(t: Table) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """The error on the table's other points after a calibrator measured `STUDY_TRIALS` of
     its own choosing (noise-free), and those it chose."""
-    calibrator = Calibrator(t.plan, t.goal, t.load)
+    calibrator = Calibrator(t.plan, t.goal, t.load, t.context)
     chosen: list[dict[str, Any]] = []
     for _ in range(STUDY_TRIALS):
         knobs = calibrator.next(lambda k: k in chosen)
@@ -288,7 +289,8 @@ def report(
     rows = []
     for t in tables:
         same_gpu = [o for o in tables if o is not t and o.gpu == t.gpu]
-        loto = held_out(t, same_gpu)
+        same_model = [o for o in same_gpu if o.model == t.model]
+        loto = held_out(t, same_model or same_gpu)
         lomo = held_out(t, [o for o in same_gpu if o.model != t.model])
         studied, chosen = after_study(t)
         studies = {

@@ -5,15 +5,15 @@ over-predicts vLLM's throughput, more so at high load; its TTFT error on NVIDIA'
 12-175%). `Calibration` fits, per figure (output tok/s, TTFT, time per output token), the log
 of measured / predicted as a linear function of the configuration's features (each knob the
 prior reads: log2 of a number, 1/0 for a switch or a non-default choice; and, across tables,
-log2 of the prompt and output lengths; for the load knob, also log2(load / `LOAD_KNEE`) above
-the knee), by Bayesian linear regression:
+log2 of the prompt and output lengths; for TTFT, also log2 of the prompt tokens in flight above
+a knee, `KNEE_TOKENS`), by Bayesian linear regression:
 
 - features are centred on the configurations to be judged, so the intercept is the average
   correction and a slope says how the error changes with the knob;
-- the intercept's prior is N(0, 1) (a factor of e either way), each slope's N(0, 0.5 / the
-  feature's spread): with few measurements the correction is mostly the intercept, and slopes
-  earn their size from the data;
-- the noise is 10% (log 0.1), or the residuals' spread where it is larger.
+- the intercept's prior is N(0, 1) (a factor of e either way), each slope's N(0, `SLOPE_SD` /
+  the feature's spread): with few measurements the correction is mostly the intercept, and
+  slopes earn their size from the data;
+- the noise is 5% (log 0.05), or the residuals' spread where it is larger.
 
 Each corrected prediction has a mean and a standard deviation (the posterior's, with the
 noise). `Calibrator` is what a study uses: after each measured trial it refits and proposes the
@@ -38,13 +38,19 @@ from tuner.specs.knobs import Value
 #: The figures corrected: a name, and the metric whose ratio measured / predicted is fitted.
 FIGURES = {"throughput": "output_tokens_per_s", "ttft": "ttft_p99_ms", "tpot": "itl_p99_ms"}
 INTERCEPT_SD = 1.0
-SLOPE_SD = 0.5
-NOISE_SD = 0.1
-#: Above this many requests in flight the load gets a second feature, log2(load / knee) (0
-#: below): on the silicon tables' tuning half the model's TTFT error grows past it (queueing
-#: the model leaves out), and with it 18 of 21 tables reached 95% within 3 calibrated starts,
-#: against 14 without (`benchmarks/prior_benchmark.py`'s design notes in reports/prior.md).
-LOAD_KNEE = 32
+#: A slope's prior spread, per unit of the feature's spread over the configurations judged.
+SLOPE_SD = 0.15
+#: The same for the prompt and output lengths (points of several tables fitted together).
+CONTEXT_SD = 0.5
+#: The knee's (see `KNEE_TOKENS`), per figure: only TTFT bends.
+KNEE_SD = {"ttft": 1.0, "throughput": 0.0, "tpot": 0.0}
+NOISE_SD = 0.05
+#: Prompt tokens in flight (the load times the prompt length) above which TTFT gets a second
+#: feature, log2(tokens / knee): the measured TTFT rises above the model's past it (queueing
+#: the model leaves out). Chosen on the silicon tables' tuning half with the spreads above:
+#: 17 of 21 tables at 95% within 3 calibrated starts (13 without the knee), the error of
+#: tok/s after 3 trials 8.6% -> 4.3% (see reports/prior.md).
+KNEE_TOKENS = 32 * 1024
 #: String values that mean "the engine's own choice" (0 as a feature; any other is 1).
 DEFAULT_WORDS = frozenset({"auto", "none", "", "default"})
 
@@ -87,9 +93,9 @@ def figures(measurement: Measurement | None) -> dict[str, float]:
 class Correction:
     """log(measured / predicted) of one figure as a linear function of centred features."""
 
-    def __init__(self, centre: np.ndarray, scale: np.ndarray) -> None:
+    def __init__(self, centre: np.ndarray, scale: np.ndarray, slopes: np.ndarray) -> None:
         self.centre, self.scale = centre, scale
-        sds = np.concatenate([[INTERCEPT_SD], SLOPE_SD / np.maximum(scale, 1e-9)])
+        sds = np.concatenate([[INTERCEPT_SD], slopes / np.maximum(scale, 1e-9)])
         sds[1:][scale < 1e-9] = 0.0  # a feature that never changes says nothing
         self.prior_var = np.maximum(sds, 1e-9) ** 2
         self.mean = np.zeros(len(sds))
@@ -134,7 +140,16 @@ class Calibration:
         self.context_names = sorted({n for p in judged for n in p.context})
         rows = np.array([self.x(p) for p in judged]) if judged else np.zeros((1, self.width))
         centre, scale = rows.mean(axis=0), rows.std(axis=0)
-        self.corrections = {f: Correction(centre, scale) for f in FIGURES}
+
+        def slopes(figure: str) -> np.ndarray:
+            knee = KNEE_SD.get(figure, 0.0)
+            return np.array(
+                [SLOPE_SD] * len(self.names)
+                + [CONTEXT_SD] * len(self.context_names)
+                + [knee] * (self.load is not None)
+            )
+
+        self.corrections = {f: Correction(centre, scale, slopes(f)) for f in FIGURES}
         self.measured = 0
 
     @property
@@ -145,7 +160,9 @@ class Calibration:
         found = [feature(point.knobs.get(n)) for n in self.names]
         found += [math.log2(max(point.context.get(n, 1.0), 1e-9)) for n in self.context_names]
         if self.load is not None:
-            found.append(max(0.0, feature(point.knobs.get(self.load)) - math.log2(LOAD_KNEE)))
+            # Prompt tokens in flight: the load times the prompt length (1 where unknown).
+            tokens = feature(point.knobs.get(self.load)) + math.log2(point.context.get("isl", 1))
+            found.append(max(0.0, tokens - math.log2(KNEE_TOKENS)))
         return np.array(found)
 
     def fit(self, measured: Sequence[Point]) -> Calibration:
@@ -211,10 +228,22 @@ class Calibrator:
     """A study's prior, corrected by each of its measured trials (see the module's docstring):
     `next` is the configuration to measure next."""
 
-    def __init__(self, plan: PriorPlan, goal: Goal, load: str | None = None) -> None:
+    def __init__(
+        self,
+        plan: PriorPlan,
+        goal: Goal,
+        load: str | None = None,
+        context: Mapping[str, float] | None = None,
+    ) -> None:
         self.plan, self.goal, self.load = plan, goal, load
+        self.context = dict(context or {})
         self.points = [
-            Point(p.knobs, figures(p.prediction.measurement), measurement=p.prediction.measurement)
+            Point(
+                p.knobs,
+                figures(p.prediction.measurement),
+                context=self.context,
+                measurement=p.prediction.measurement,
+            )
             for p in plan.predicted
             if p.prediction.status == "ok" and p.prediction.measurement is not None
         ]
@@ -228,7 +257,8 @@ class Calibrator:
         if found is None or found.status != "ok" or found.measurement is None:
             return
         measured = figures(result.measurement)
-        self.measured.append(Point(result.knobs, figures(found.measurement), measured))
+        predicted = figures(found.measurement)
+        self.measured.append(Point(result.knobs, predicted, measured, self.context))
 
     def calibration(self) -> Calibration:
         return Calibration(self.plan.covers, self.points, self.load).fit(self.measured)
@@ -255,7 +285,7 @@ class Calibrator:
         found = self.plan.prediction(dict(knobs))
         if found is None or found.measurement is None or not self.measured:
             return found
-        point = Point(knobs, figures(found.measurement))
+        point = Point(knobs, figures(found.measurement), context=self.context)
         factors = self.calibration().factors(point)
         return found.model_copy(
             update={

@@ -229,25 +229,34 @@ def prior_plan(prior: Prior, setup: Setup, goal: Goal, say: Callable[[str], None
     return ranking.plan(PRIOR_STARTS)
 
 
+def workload_shape(setup: Setup) -> dict[str, float]:
+    """A study's workload as a prior reads it: requests, and the mean prompt (`isl`) and
+    output (`osl`) tokens."""
+    from tuner.specs.workloads import summarize
+
+    replay = setup.replay
+    shape = replay.workload_summary() if replay is not None else summarize(setup.requests)
+    return {
+        "requests": float(shape["requests"]),
+        "isl": float(shape["mean_input_tokens"]),
+        "osl": float(shape["mean_output_tokens"]),
+    }
+
+
 def _aiconfigurator(setup: Setup) -> Prior:
     from tuner.predict.aiconfigurator import Workload, prior_for
-    from tuner.specs.workloads import summarize
 
     replay = setup.replay
     precision = None
     if replay is not None:
         table = replay.table
-        engine, gpu, shape = table.engine, table.gpu.slug, replay.workload_summary()
+        engine, gpu = table.engine, table.gpu.slug
         precision = table.versions.get("precision")
     else:
         engine = setup.catalogue.engine
         gpu = setup.hardware.gpus[0].name if setup.hardware.gpus else "none (a CPU)"
-        shape = summarize(setup.requests)
-    workload = Workload(
-        int(shape["requests"]),
-        round(shape["mean_input_tokens"]),
-        round(shape["mean_output_tokens"]),
-    )
+    shape = workload_shape(setup)
+    workload = Workload(int(shape["requests"]), round(shape["isl"]), round(shape["osl"]))
     return prior_for(
         engine, setup.model.ref, gpu, workload, model_path=setup.model.path,
         precision=precision, fixed=setup.space.fixed,

@@ -40,7 +40,7 @@ from tuner.optimizers import Optimizer, Proposal, SpaceExhausted, make_optimizer
 from tuner.optimizers.base import Feedback, Losses
 from tuner.optimizers.random import draw
 from tuner.predict.calibrate import Calibrator
-from tuner.predict.prior import PRIOR_STARTS, Belief
+from tuner.predict.prior import PRIOR_STARTS, Belief, workload_shape
 from tuner.profiles.profile import machine_record
 from tuner.replay.replay import REPLAY_PREFIX
 from tuner.specs.knobs import Value
@@ -359,7 +359,7 @@ class _Loop:
         # (`Calibrator`); the baseline and warm starts follow them.
         spec = study.spec
         self.calibrator = (
-            Calibrator(spec.prior, study.goal, self.space.load_knob())
+            Calibrator(spec.prior, study.goal, self.space.load_knob(), _context(study.setup))
             if spec.prior and spec.calibrate
             else None
         )
@@ -680,6 +680,12 @@ def _fits(space: SearchSpace, name: str, value: Value) -> bool:
     except TunerError:
         return False
     return True
+
+
+def _context(setup: Setup) -> dict[str, float]:
+    """The workload's prompt and output lengths, for the calibration's features."""
+    shape = workload_shape(setup)
+    return {"isl": shape["isl"], "osl": shape["osl"]}
 
 
 def _key(knobs: dict[str, Value]) -> str:
