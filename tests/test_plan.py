@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from tests.conftest import CPU
 from tuner.cli.app import app
 from tuner.errors import TunerError
-from tuner.measure.objective import goal, prediction_error
+from tuner.measure.objective import goal, metric, prediction_error
 from tuner.predict.prior import (
     BREAKS_LIMIT,
     NO_FIT,
@@ -547,3 +548,50 @@ def test_a_model_with_a_shipped_configs_shape_is_planned_as_it_and_the_plan_says
     else:  # one shape field differs: predicted from its own config, and said so
         assert "meta-llama/Meta-Llama-3-8B from its config.json at" in first
         assert "as meta-llama/Meta-Llama-3.1-8B" not in result.output
+
+
+def test_a_plan_calibrated_by_tables_of_its_gpu_corrects_each_prediction(tmp_path: Path) -> None:
+    from tuner.predict.plan import make_plan
+    from tuner.replay.landscape import read_landscape
+    from tuner.specs.workloads import load_workload
+
+    qwen = SILICON / "silicon-h100-qwen-qwen3-32b-default-1024x128-vllm0.12.0.json"
+    table = read_landscape(qwen)
+    workload = load_workload("synthetic", requests=256, output_tokens=128)
+    workload = workload.model_copy(update={"input_tokens": 1024})
+    given = {
+        "tensor_parallel_size": [2, 4], "concurrency": [8, 16, 32, 64, 128],
+        "pipeline_parallel_size": [1], "max_num_batched_tokens": [None], "kv_cache_dtype": ["auto"],
+    }  # fmt: skip
+    target = goal(["output_tokens_per_s_per_gpu"], [])
+    plans = {
+        how: make_plan(
+            "vllm-server",
+            "Qwen/Qwen3-32B",
+            "h100",
+            4,
+            workload,
+            target,
+            given=given,
+            calibrate=paths,
+        )  # type: ignore[arg-type]
+        for how, paths in (("raw", []), ("calibrated", [qwen]))
+    }
+    assert plans["calibrated"].ranking.label.endswith("calibrated on 15 measured points of 1 table")
+    assert "calibrated" in (plans["calibrated"].profile.predicted or "")
+    ttft = metric("ttft_p99_ms")
+    errors = {}
+    for how, made in plans.items():
+        pairs = []
+        for r in made.ranking.ranked:
+            point = table.point({k: r.knobs[k] for k in ("tensor_parallel_size", "concurrency")})
+            pairs.append(abs(ttft.of(r.measurement) / ttft.of(point.measurement) - 1))  # type: ignore[operator]
+        assert len(pairs) == 10
+        errors[how] = statistics.median(pairs)
+    assert errors["calibrated"] < errors["raw"] / 2  # fitted on the very points: in sample
+
+    other_gpu = SILICON / "silicon-h200-meta-llama-llama-3.1-70b-fp8-1024x1024-vllmunknown.json"
+    args = ["--model", "Qwen/Qwen3-32B", "--gpu", "h100", "--calibrate", str(other_gpu)]
+    refused = runner.invoke(app, plan_args(tmp_path, *args))
+    assert refused.exit_code == 2 and "not on this plan's GPU" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1

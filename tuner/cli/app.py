@@ -394,6 +394,13 @@ def plan(
             "requests in flight default to 1024 (--requests)."
         ),
     ] = None,
+    calibrate: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A recorded table measured on this GPU (repeatable): every prediction is "
+            "corrected by the model's error on its points first."
+        ),
+    ] = None,
     top: Annotated[int, typer.Option(min=1, help="Configurations to show.")] = 10,
     profiles_dir: Annotated[Path, typer.Option(help="Where the profile is written.")] = Path(
         "profiles"
@@ -417,7 +424,7 @@ def plan(
         target = goal(objective or ["output_tokens_per_s_per_gpu"], slo or [])
         made = make_plan(
             engine, model, gpu, gpus, spec, target, precision=precision,
-            given=parse_plan_grid(grid or []), rate=rate,
+            given=parse_plan_grid(grid or []), rate=rate, calibrate=calibrate or [],
         )  # fmt: skip
         path = write_profile(made.profile, profile_path(profiles_dir, made.profile))
     capacity = made.capacity.as_json() if made.capacity else None

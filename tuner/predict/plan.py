@@ -10,25 +10,29 @@ result is a profile marked `predicted` (its name ends in `--predicted`): `tuner 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from tuner import __version__
 from tuner.errors import TunerError
 from tuner.hardware.machine import slugify
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import Goal
-from tuner.measure.trial import TrialResult
+from tuner.measure.trial import Prediction, TrialResult
 from tuner.predict.aiconfigurator import (
     SYSTEMS,
     AIConfiguratorPrior,
     Workload,
     check_covered,
     prior_for,
+    system_for,
 )
-from tuner.predict.prior import Ranking, as_trial, rank
+from tuner.predict.calibrate import Calibration, Point, figures, scaled_measurement
+from tuner.predict.prior import Prior, Ranking, as_trial, rank
 from tuner.profiles.capacity import Capacity, check_rate, fewest_gpus
 from tuner.profiles.profile import (
     EngineRecord,
@@ -42,6 +46,7 @@ from tuner.profiles.profile import (
     trial_record,
 )
 from tuner.replay.landscape import grid_pairs
+from tuner.replay.replay import REPLAY_PREFIX, load_replay
 from tuner.specs.knobs import Value, gpus_of
 from tuner.specs.workloads import Distribution, WorkloadSpec
 
@@ -102,14 +107,14 @@ def mean_tokens(length: int | Distribution | None) -> int:
 
 
 def grid(
-    gpus: int, given: Mapping[str, Sequence[Value]], *, moe: bool = False
+    gpus: int, given: Mapping[str, Sequence[Value | None]], *, moe: bool = False
 ) -> list[dict[str, Value]]:
     """The configurations a plan predicts: tensor x pipeline (x data, with expert parallelism
     on or off, for a mixture of experts) parallel sizes within `gpus`, x `max_num_seqs` x
     `max_num_batched_tokens` x `kv_cache_dtype`; `given` replaces or adds a knob's values
     (`--grid NAME=V1,V2`)."""
     sizes: list[Value] = [2**i for i in range(8) if 2**i <= gpus]
-    values: dict[str, Sequence[Value]] = {
+    values: dict[str, Sequence[Value | None]] = {
         "tensor_parallel_size": sizes,
         "pipeline_parallel_size": sizes,
     }
@@ -124,7 +129,9 @@ def grid(
     values.update(given)
     configurations: list[dict[str, Value]] = [{}]
     for name, options in values.items():
-        configurations = [{**c, name: v} for c in configurations for v in options]
+        configurations = [
+            {**c, name: v} if v is not None else dict(c) for c in configurations for v in options
+        ]
     return [c for c in configurations if gpus_of(c) <= gpus and not _same_as_no_ep(c)]
 
 
@@ -158,12 +165,14 @@ def make_plan(
     goal: Goal,
     *,
     precision: str | None = None,
-    given: Mapping[str, Sequence[Value]] | None = None,
+    given: Mapping[str, Sequence[Value | None]] | None = None,
     rate: float | None = None,
+    calibrate: Sequence[Path] = (),
 ) -> Plan:
     """Predicts and ranks a plan's grid; with `rate` (requests/s), also the configuration
-    that serves it within the limits on the fewest GPUs (`tuner.profiles.capacity`); one line
-    for what the model does not cover."""
+    that serves it within the limits on the fewest GPUs (`tuner.profiles.capacity`); with
+    `calibrate` (recorded tables of the same GPU), every prediction corrected by them first;
+    one line for what the model does not cover."""
     check_covered(engine, gpu)  # before the workload: the one line naming what is covered
     if workload.requests is None:
         raise TunerError("a plan needs the workload's request count")
@@ -175,18 +184,22 @@ def make_plan(
     calls = prior.estimator.calls
     configurations = grid(gpus, given or {}, moe=prior.moe)
     told_apart = distinct(prior, configurations)
-    ranking = rank(prior, told_apart, goal)
+    ranker: AIConfiguratorPrior | CalibratedPlanPrior = prior
+    if calibrate:
+        ranker = CalibratedPlanPrior(prior, calibrate)
+        ranker.fit(told_apart)
+    ranking = rank(ranker, told_apart, goal)
     if not ranking.ranked:
         why = next(iter(prior.refused.values()), "no prediction")
         raise TunerError(f"{prior.label}: no configuration of the grid could be predicted ({why})")
     best = ranking.ranked[0]
     best = best.model_copy(
-        update={"prediction": prior.with_speed_of_light(best.knobs, best.prediction)}
+        update={"prediction": ranker.with_speed_of_light(best.knobs, best.prediction)}
         if best.prediction is not None
         else {}
     )
     ranking.ranked[0] = best
-    profile = _profile(engine, model, gpus, workload, shape, goal, prior, ranking)
+    profile = _profile(engine, model, gpus, workload, shape, goal, prior, ranker, ranking)
     needed = None
     if rate is not None:
         needed = fewest_gpus(check_rate(rate), ranking.ranked[: ranking.kept])
@@ -210,6 +223,7 @@ def _profile(
     shape: Workload,
     goal: Goal,
     prior: AIConfiguratorPrior,
+    ranker: Prior,
     ranking: Ranking,
 ) -> Profile:
     name, slug = next((n, sl) for system, n, sl in SYSTEMS.values() if system == prior.system)
@@ -219,7 +233,7 @@ def _profile(
             f"{prior.label}: no configuration of the grid is predicted to fit and keep "
             f"{', '.join(c.text for c in goal.constraints) or 'the goal'}"
         )
-    baseline = _baseline(prior, engine)
+    baseline = _baseline(prior, ranker, engine)
     return Profile(
         tuner_version=__version__,
         created_at=datetime.now(UTC),
@@ -249,11 +263,11 @@ def _profile(
         baseline=trial_record(baseline) if baseline is not None else None,
         speedup=speedup(goal, baseline, best),
         trials=trial_counts(ranking.ranked),
-        predicted=prior.label,
+        predicted=ranking.label,
     )
 
 
-def _baseline(prior: AIConfiguratorPrior, engine: str) -> TrialResult | None:
+def _baseline(prior: AIConfiguratorPrior, ranker: Prior, engine: str) -> TrialResult | None:
     """vLLM's defaults as the model predicts them: one GPU, vLLM's own batched tokens and
     sequences for this GPU (`VLLM_DEFAULTS`), the model's KV cache type."""
     tokens, seqs = VLLM_DEFAULTS[prior.system][engine]
@@ -264,15 +278,112 @@ def _baseline(prior: AIConfiguratorPrior, engine: str) -> TrialResult | None:
         "max_num_batched_tokens": tokens,
         "kv_cache_dtype": "auto",
     }
-    found = prior.predict(knobs)
+    found = ranker.predict(knobs)
     return as_trial(-1, knobs, found) if found is not None else None
 
 
-def parse_plan_grid(pairs: Sequence[str]) -> dict[str, list[Value]]:
+# -- calibrated by recorded tables ------------------------------------------------------------
+
+#: What a plan's calibration reads of a configuration: the model's own arguments for it
+#: (`AIConfiguratorPrior.arguments`), so that a table's client concurrency and a plan's
+#: `max_num_seqs` are both the requests in flight (`batch_size`), and a batched-token budget
+#: left unset is the prompt length the model then assumes (`ctx_tokens`).
+IN_FLIGHT = "batch_size"
+CALIBRATED_KNOBS = (
+    "tp_size",
+    "pp_size",
+    "attention_dp_size",
+    "moe_ep_size",
+    "ctx_tokens",
+    "kvcache_quant_mode",
+    IN_FLIGHT,
+)
+
+
+def model_features(prior: AIConfiguratorPrior, knobs: Mapping[str, Value]) -> dict[str, Value]:
+    """`CALIBRATED_KNOBS` of a configuration, as the model is asked of it."""
+    args = prior.arguments(knobs)
+    found = {name: args.get(name) for name in CALIBRATED_KNOBS}
+    found["ctx_tokens"] = args.get("ctx_tokens") or args["isl"]
+    found["moe_ep_size"] = args.get("moe_ep_size") or 1
+    return found
+
+
+class CalibratedPlanPrior:
+    """A plan's prior with every prediction corrected by a calibration fitted on recorded
+    tables of the same GPU (`tuner.predict.calibrate`): what `tuner plan --calibrate` ranks."""
+
+    def __init__(self, prior: AIConfiguratorPrior, tables: Sequence[Path]) -> None:
+        self.prior, self.covers = prior, prior.covers
+        self.context = {"isl": float(prior.workload.isl), "osl": float(prior.workload.osl)}
+        measured = [p for path in tables for p in _table_points(prior, path)]
+        if not measured:
+            raise TunerError("--calibrate: the tables have no point the model predicts")
+        self.calibration: Calibration | None = None
+        self.measured = measured
+        self.label = (
+            f"{prior.label}, calibrated on {len(measured)} measured points of "
+            f"{len(tables)} table{'s' if len(tables) > 1 else ''}"
+        )
+
+    def fit(self, configurations: Sequence[Mapping[str, Value]]) -> None:
+        """The calibration, centred on the configurations the plan will rank."""
+        judged = [Point(self.augmented(k), {}, context=self.context) for k in configurations]
+        self.calibration = Calibration(CALIBRATED_KNOBS, judged, IN_FLIGHT).fit(self.measured)
+
+    def augmented(self, knobs: Mapping[str, Value]) -> dict[str, Value]:
+        return model_features(self.prior, knobs)
+
+    def predict(self, knobs: Mapping[str, Value]) -> Prediction | None:
+        found = self.prior.predict(knobs)
+        if found is None or found.measurement is None or self.calibration is None:
+            return found
+        point = Point(self.augmented(knobs), figures(found.measurement), context=self.context)
+        factors = {n: math.exp(m) for n, (m, _) in self.calibration.factors(point).items()}
+        return found.model_copy(
+            update={"by": self.label, "measurement": scaled_measurement(found.measurement, factors)}
+        )
+
+    def with_speed_of_light(self, knobs: Mapping[str, Value], found: Prediction) -> Prediction:
+        return self.prior.with_speed_of_light(knobs, found)
+
+
+def _table_points(prior: AIConfiguratorPrior, path: Path) -> list[Point]:
+    """A recorded table's measured points beside the model's predictions of them (for its own
+    model and workload); one line for a table of another GPU or one the model cannot read."""
+    replay = load_replay(f"{REPLAY_PREFIX}{path}")
+    table = replay.table
+    if system_for(table.gpu.slug) != prior.system:
+        raise TunerError(
+            f"--calibrate {path}: measured on {table.gpu.name}, not on this plan's GPU "
+            f"({prior.system})"
+        )
+    shape = replay.workload_summary()
+    workload = Workload(
+        int(shape["requests"]),
+        round(shape["mean_input_tokens"]),
+        round(shape["mean_output_tokens"]),
+    )
+    context = {"isl": float(workload.isl), "osl": float(workload.osl)}
+    own = prior_for(
+        table.engine, table.model, table.gpu.slug, workload,
+        precision=table.versions.get("precision"),
+    )  # fmt: skip
+    points = []
+    for p in table.points:
+        found = own.predict(p.knobs) if p.status == "ok" else None
+        if found is None or found.measurement is None or p.measurement is None:
+            continue
+        features = model_features(own, p.knobs)
+        points.append(Point(features, figures(found.measurement), figures(p.measurement), context))
+    return points
+
+
+def parse_plan_grid(pairs: Sequence[str]) -> dict[str, list[Value | None]]:
     """`--grid name=v1,v2` pairs over the knobs the model reads; one line otherwise."""
     from tuner.predict.aiconfigurator import COVERS
 
-    found: dict[str, list[Value]] = {}
+    found: dict[str, list[Value | None]] = {}
     for name, values in grid_pairs(pairs):
         if name not in COVERS:
             raise TunerError(f"--grid {name}: the model reads {', '.join(sorted(COVERS))}")
@@ -280,7 +391,11 @@ def parse_plan_grid(pairs: Sequence[str]) -> dict[str, list[Value]]:
     return found
 
 
-def _value(text: str) -> Value:
+def _value(text: str) -> Value | None:
+    """A `--grid` value: a number, true/false, a word, or `default` (the knob left to the
+    engine: not set)."""
+    if text.lower() == "default":
+        return None
     for kind in (int, float):
         try:
             return kind(text)
