@@ -31,7 +31,9 @@ downloaded.
 Speed: `cli_estimate` resolves the latest database version on every call by parsing hundreds
 of YAML files (about 1 s on 2 cores); `Estimator` resolves it once per system and passes it as
 `backend_version`, so that a call takes about 10 ms once the database is loaded (AIConfigurator
-keeps loaded databases). Its core is Python that holds the GIL, so threads would not help.
+keeps loaded databases). Its core is Python that holds the GIL: 30 estimates took 0.29 s one
+after another and 0.36 s on 2 threads (2 cores), and its chatter is kept out by swapping the
+process's stdout, which threads would interleave; so there are none.
 Every answer (a figure pair, out of memory, or a refusal) is kept on disk under
 `$TUNER_CACHE/aiconfigurator/` in a file per AIConfigurator version, database version and
 system, keyed by the call's arguments: a plan asked again answers from the file.
