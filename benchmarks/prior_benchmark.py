@@ -213,11 +213,30 @@ def after_study(t: Table) -> tuple[dict[str, float], list[dict[str, Any]]]:
         chosen.append(knobs)
         calibrator.add(t.table.point(knobs))
     calibration = calibrator.calibration()
-    rest = Table.__new__(Table)
-    rest.__dict__.update(t.__dict__)
-    rest.points = [p for p in t.points if dict(p.knobs) not in chosen]
-    corrected = [calibration.corrected(p) for p in rest.points]
-    return rest.errors(corrected), chosen
+    found = _errors_on(t, calibration, [p for p in t.points if dict(p.knobs) not in chosen])
+    # Split by whether a measured start shares the point's layout (every knob but the load).
+    layouts = {_layout(t, k) for k in chosen}
+    for name, keep in (("shared", True), ("other", False)):
+        part = [
+            p
+            for p in t.points
+            if dict(p.knobs) not in chosen and (_layout(t, p.knobs) in layouts) == keep
+        ]
+        found.update(
+            {f"{label} {name}": v for label, v in _errors_on(t, calibration, part).items()}
+        )
+    return found, chosen
+
+
+def _errors_on(t: Table, calibration: Calibration, points: list[Point]) -> dict[str, float]:
+    part = Table.__new__(Table)
+    part.__dict__.update(t.__dict__)
+    part.points = points
+    return part.errors([calibration.corrected(p) for p in points])
+
+
+def _layout(t: Table, knobs: Any) -> str:
+    return json.dumps({k: v for k, v in dict(knobs).items() if k != t.load}, sort_keys=True)
 
 
 def held_out(t: Table, others: list[Table]) -> Calibration | None:
@@ -343,6 +362,7 @@ def report(
         "",
         *(line for title, part in halves(rows) for line in _errors(part, title)),
         *(line for title, part in halves(rows) for line in _studies(part, args, title)),
+        *_why(rows),
         *_per_table(rows, args),
         "## Not covered",
         "",
@@ -493,6 +513,69 @@ def _studies(rows: list[dict[str, Any]], args: argparse.Namespace, title: str) -
         + ".",
         "",
     ]
+    return lines
+
+
+def _why(rows: list[dict[str, Any]]) -> list[str]:
+    """What missed, with the figures that say why."""
+    lines = ["## What missed, and why", ""]
+    shared = {
+        k: _median([r["study"][f"{k} shared"] for r in rows if f"{k} shared" in r["study"]])
+        for k in ("tok/s", "TTFT")
+    }
+    other = {
+        k: _median([r["study"][f"{k} other"] for r in rows if f"{k} other" in r["study"]])
+        for k in ("tok/s", "TTFT")
+    }
+    lines += [
+        "- **Error after 3 trials of a study.** A study's starts are chosen to find the best "
+        "point, not to learn the model's error, so they sit in one or two layouts (every knob "
+        "but the load) near the limits. On the points of a layout a start measured, the "
+        f"corrected error is {shared['tok/s']:.1f}% for tok/s and {shared['TTFT']:.1f}% for "
+        f"TTFT (medians over tables); on layouts none measured, {other['tok/s']:.1f}% and "
+        f"{other['TTFT']:.1f}%: the correction carries over to other layouts only as far as the "
+        "slopes the 3 starts can show.",
+    ]
+    biases: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        t = r["table"]
+        logs = [
+            math.log(p.measured["throughput"] / p.predicted["throughput"])
+            for p in t.points
+            if p.measured and "throughput" in p.measured and "throughput" in p.predicted
+        ]
+        if logs:
+            biases.setdefault((t.gpu, t.model), []).append(math.exp(statistics.mean(logs)) - 1)
+    spreads = [max(b) - min(b) for b in biases.values() if len(b) > 1]
+    lines += [
+        "- **tok/s, leave one table out.** The raw tok/s error is already small on these "
+        "tables, and the model's mean tok/s bias differs from table to table of one GPU and "
+        f"model (prompt and output lengths, vLLM version): by {100 * _median(spreads):.0f} "
+        "points between the most and least biased table of a GPU and model (median over "
+        f"{len(spreads)} such groups), so a correction fitted on the others halves TTFT's error "
+        "but not tok/s's.",
+    ]
+    worse = []
+    for r in rows:
+        cold = _reach(r["studies"]["tuner cold (ladder)"])
+        warm = _reach(r["studies"]["tuner + prior, calibrated"])
+        if warm > cold:
+            t = r["table"]
+            starts = ", ".join(f"{_ratio(t, k):.2f}" for k in r["chosen"])
+            worse.append(
+                f"  - {Path(t.name).stem}: cold {_shown(cold)}, calibrated {_shown(warm)}; "
+                f"its 3 starts measured {starts} of the best feasible point (0: a limit broke)"
+            )
+    if worse:
+        lines += [
+            "- **Never worse than cold.** The default search cold (`ladder`) is strong on these "
+            "tables: it measures the baseline, then walks the load up each layout. Where the "
+            "corrected prior's 3 starts miss (a first start that breaks a limit by more than "
+            "one measurement can correct, or the best in a layout the model ranks low), the "
+            "study has spent 3 trials before the baseline and the search begin:",
+            *worse,
+        ]
+    lines.append("")
     return lines
 
 

@@ -551,7 +551,7 @@ def test_a_model_with_a_shipped_configs_shape_is_planned_as_it_and_the_plan_says
 
 
 def test_a_plan_calibrated_by_tables_of_its_gpu_corrects_each_prediction(tmp_path: Path) -> None:
-    from tuner.predict.plan import make_plan
+    from tuner.predict.plan import PlanRequest, make_plan
     from tuner.replay.landscape import read_landscape
     from tuner.specs.workloads import load_workload
 
@@ -566,17 +566,13 @@ def test_a_plan_calibrated_by_tables_of_its_gpu_corrects_each_prediction(tmp_pat
     target = goal(["output_tokens_per_s_per_gpu"], [])
     plans = {
         how: make_plan(
-            "vllm-server",
-            "Qwen/Qwen3-32B",
-            "h100",
-            4,
-            workload,
-            target,
-            given=given,
-            calibrate=paths,
-        )  # type: ignore[arg-type]
+            PlanRequest(
+                "vllm-server", "Qwen/Qwen3-32B", "h100", 4, workload, target, given=given,
+                calibrate=paths,
+            )
+        )
         for how, paths in (("raw", []), ("calibrated", [qwen]))
-    }
+    }  # fmt: skip
     assert plans["calibrated"].ranking.label.endswith("calibrated on 15 measured points of 1 table")
     assert "calibrated" in (plans["calibrated"].profile.predicted or "")
     ttft = metric("ttft_p99_ms")

@@ -411,7 +411,7 @@ def plan(
     write them as a profile marked predicted. Needs the plan extra."""
     from tuner.cli.console import plan_table
     from tuner.measure.objective import goal
-    from tuner.predict.plan import RATE_REQUESTS, make_plan, parse_plan_grid
+    from tuner.predict.plan import RATE_REQUESTS, PlanRequest, make_plan, parse_plan_grid
     from tuner.profiles.profile import profile_path, write_profile
     from tuner.specs.workloads import load_workload
 
@@ -423,8 +423,10 @@ def plan(
             spec = spec.model_copy(update={"input_tokens": input_tokens})
         target = goal(objective or ["output_tokens_per_s_per_gpu"], slo or [])
         made = make_plan(
-            engine, model, gpu, gpus, spec, target, precision=precision,
-            given=parse_plan_grid(grid or []), rate=rate, calibrate=calibrate or [],
+            PlanRequest(
+                engine, model, gpu, gpus, spec, target, precision=precision,
+                given=parse_plan_grid(grid or []), rate=rate, calibrate=calibrate or [],
+            )
         )  # fmt: skip
         path = write_profile(made.profile, profile_path(profiles_dir, made.profile))
     capacity = made.capacity.as_json() if made.capacity else None

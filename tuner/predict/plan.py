@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -156,23 +156,31 @@ def _same_as_no_ep(knobs: Mapping[str, Value]) -> bool:
     return bool(knobs.get("enable_expert_parallel")) and ranks == 1
 
 
-def make_plan(
-    engine: str,
-    model: str,
-    gpu: str,
-    gpus: int,
-    workload: WorkloadSpec,
-    goal: Goal,
-    *,
-    precision: str | None = None,
-    given: Mapping[str, Sequence[Value | None]] | None = None,
-    rate: float | None = None,
-    calibrate: Sequence[Path] = (),
-) -> Plan:
-    """Predicts and ranks a plan's grid; with `rate` (requests/s), also the configuration
+@dataclass(frozen=True)
+class PlanRequest:
+    """What a plan is asked: a vLLM engine, a model, a GPU model and how many of them, the
+    workload and the goal; the weights' precision, knob values to predict over instead of
+    the grid's (`--grid`), a request rate to serve (`--rate`) and recorded tables of the GPU
+    to calibrate by (`--calibrate`)."""
+
+    engine: str
+    model: str
+    gpu: str
+    gpus: int
+    workload: WorkloadSpec
+    goal: Goal
+    precision: str | None = None
+    given: Mapping[str, Sequence[Value | None]] = field(default_factory=dict)
+    rate: float | None = None
+    calibrate: Sequence[Path] = ()
+
+
+def make_plan(request: PlanRequest) -> Plan:
+    """Predicts and ranks a plan's grid; with a `rate` (requests/s), also the configuration
     that serves it within the limits on the fewest GPUs (`tuner.profiles.capacity`); with
-    `calibrate` (recorded tables of the same GPU), every prediction corrected by them first;
-    one line for what the model does not cover."""
+    tables to `calibrate` by, every prediction corrected by them first; one line for what the
+    model does not cover."""
+    engine, gpu, workload, goal = request.engine, request.gpu, request.workload, request.goal
     check_covered(engine, gpu)  # before the workload: the one line naming what is covered
     if workload.requests is None:
         raise TunerError("a plan needs the workload's request count")
@@ -180,13 +188,13 @@ def make_plan(
         workload.requests, mean_tokens(workload.input_tokens), mean_tokens(workload.output_tokens)
     )
     started = time.monotonic()
-    prior = prior_for(engine, model, gpu, shape, precision=precision)
+    prior = prior_for(engine, request.model, gpu, shape, precision=request.precision)
     calls = prior.estimator.calls
-    configurations = grid(gpus, given or {}, moe=prior.moe)
+    configurations = grid(request.gpus, request.given, moe=prior.moe)
     told_apart = distinct(prior, configurations)
     ranker: AIConfiguratorPrior | CalibratedPlanPrior = prior
-    if calibrate:
-        ranker = CalibratedPlanPrior(prior, calibrate)
+    if request.calibrate:
+        ranker = CalibratedPlanPrior(prior, request.calibrate)
         ranker.fit(told_apart)
     ranking = rank(ranker, told_apart, goal)
     if not ranking.ranked:
@@ -199,14 +207,14 @@ def make_plan(
         else {}
     )
     ranking.ranked[0] = best
-    profile = _profile(engine, model, gpus, workload, shape, goal, prior, ranker, ranking)
+    profile = _profile(request, shape, prior, ranker, ranking)
     needed = None
-    if rate is not None:
-        needed = fewest_gpus(check_rate(rate), ranking.ranked[: ranking.kept])
+    if request.rate is not None:
+        needed = fewest_gpus(check_rate(request.rate), ranking.ranked[: ranking.kept])
     return Plan(
         ranking,
         profile,
-        gpus,
+        request.gpus,
         capacity=needed,
         configurations=len(configurations),
         distinct=len(told_apart),
@@ -216,16 +224,15 @@ def make_plan(
 
 
 def _profile(
-    engine: str,
-    model: str,
-    gpus: int,
-    workload: WorkloadSpec,
+    request: PlanRequest,
     shape: Workload,
-    goal: Goal,
     prior: AIConfiguratorPrior,
     ranker: Prior,
     ranking: Ranking,
 ) -> Profile:
+    engine, model, gpus, workload, goal = (
+        request.engine, request.model, request.gpus, request.workload, request.goal,
+    )  # fmt: skip
     name, slug = next((n, sl) for system, n, sl in SYSTEMS.values() if system == prior.system)
     best = ranking.ranked[0] if ranking.kept else None
     if best is None:
