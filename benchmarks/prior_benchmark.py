@@ -533,8 +533,9 @@ def _why(rows: list[dict[str, Any]]) -> list[str]:
         "but the load) near the limits. On the points of a layout a start measured, the "
         f"corrected error is {shared['tok/s']:.1f}% for tok/s and {shared['TTFT']:.1f}% for "
         f"TTFT (medians over tables); on layouts none measured, {other['tok/s']:.1f}% and "
-        f"{other['TTFT']:.1f}%: the correction carries over to other layouts only as far as the "
-        "slopes the 3 starts can show.",
+        f"{other['TTFT']:.1f}%. TTFT's error changes along the load (queueing the model leaves "
+        "out) in more ways than a knee and 3 points near the limit can show, in the measured "
+        "layouts as in the others.",
     ]
     biases: dict[tuple[str, str], list[float]] = {}
     for r in rows:
