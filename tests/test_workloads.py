@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import TunerError
-from tuner.specs.workloads import Tokenizer, build_requests, load_workload, summarize
+from tuner.specs.workloads import (
+    Tokenizer,
+    build_requests,
+    load_workload,
+    request_count,
+    summarize,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +86,9 @@ def test_malformed_jsonl(tokenizer: Tokenizer, tmp_path: Path, content: str, mes
 
 
 def test_bad_workload_references(tokenizer: Tokenizer, tmp_path: Path) -> None:
-    with pytest.raises(TunerError, match="unknown workload 'nope'; known: humaneval, synthetic"):
+    with pytest.raises(
+        TunerError, match="unknown workload 'nope'; known: humaneval, shared-prefix, synthetic"
+    ):
         load_workload("nope")
     with pytest.raises(TunerError, match="does not exist"):
         load_workload(f"jsonl:{tmp_path / 'missing.jsonl'}")
@@ -93,3 +101,221 @@ def test_bad_workload_references(tokenizer: Tokenizer, tmp_path: Path) -> None:
         load_workload(str(bad))
     with pytest.raises(TunerError, match="has 164 prompts; cannot take 500"):
         build_requests(load_workload("humaneval", requests=500), tokenizer)
+
+
+def test_a_shared_prefix_workload_starts_each_request_with_one_of_its_prefixes(
+    tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    spec = load_workload("shared-prefix", requests=12)
+    requests = build_requests(spec, tokenizer)
+    assert build_requests(spec, tokenizer) == requests  # seeded
+    assert all(len(r.prompt_token_ids) == 512 + 64 and r.output_tokens == 64 for r in requests)
+    prefixes = [r.prompt_token_ids[:512] for r in requests]
+    assert len(set(prefixes)) == 4
+    assert all(prefixes[i] == prefixes[i % 4] for i in range(12))  # in turn
+    assert len({r.prompt_token_ids[512:] for r in requests}) == 12  # each its own suffix
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsource: synthetic\nrequests: 3\ninput_tokens: 4\nprefixes: 2\n")
+    with pytest.raises(TunerError, match="prefixes and prefix_tokens go together"):
+        load_workload(str(bad))
+    bad.write_text("name: x\nsource: humaneval\nprefixes: 2\nprefix_tokens: 8\n")
+    with pytest.raises(TunerError, match="shared prefixes are for synthetic workloads"):
+        load_workload(str(bad))
+
+
+def sharegpt(*entries: object) -> str:
+    return json.dumps(list(entries))
+
+
+def turn(who: str, text: str) -> dict[str, str]:
+    return {"from": who, "value": text}
+
+
+def test_sharegpt_conversations_give_the_prompt_and_the_replys_length(
+    tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    path = tmp_path / "chats.json"
+    path.write_text(
+        sharegpt(
+            {"id": "a", "conversations": [turn("human", "hello there"), turn("gpt", "hi " * 9)]},
+            {"id": "b", "conversations": [turn("human", "only one turn")]},  # skipped, as vLLM
+            {
+                "id": "c",
+                "conversations": [turn("human", "x = 1"), turn("gpt", "ok"), turn("human", "more")],
+            },
+        )
+    )
+    spec = load_workload(f"sharegpt:{path}")
+    assert spec.source == "sharegpt" and spec.name == "chats"
+    requests = build_requests(spec, tokenizer)
+    assert [r.prompt for r in requests] == ["hello there", "x = 1"]
+    assert requests[0].output_tokens == len(tokenizer.encode("hi " * 9))
+    assert requests[1].output_tokens == max(1, len(tokenizer.encode("ok")))
+    assert build_requests(load_workload(f"sharegpt:{path}", requests=1), tokenizer) == requests[:1]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[{]", r"chats.json: not valid JSON"),
+        ('{"conversations": []}', r"expected a JSON list of conversations"),
+        (
+            '[{"conversations": []}, {"turns": []}]',
+            r"chats.json entry 2: expected an object with a \"conversations\" list",
+        ),
+        (
+            '[{"conversations": [{"from": "human", "value": 3}, {"value": "b"}]}]',
+            r"entry 1, turn 1: expected an object with a \"value\" string",
+        ),
+        (
+            '[{"conversations": [{"from": "human", "value": "a"}]}]',
+            r"holds no conversation of two turns or more",
+        ),
+    ],
+)
+def test_malformed_sharegpt(
+    tokenizer: Tokenizer, tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "chats.json"
+    path.write_text(content)
+    with pytest.raises(TunerError, match=message):
+        build_requests(load_workload(f"sharegpt:{path}"), tokenizer)
+
+
+AZURE = """TIMESTAMP,ContextTokens,GeneratedTokens
+2023-11-16 18:15:46.6805900,374,44
+2023-11-16 18:15:50.9951690,396,109
+2023-11-16 18:15:47.1805900,879,2
+"""
+BURSTGPT = """Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type
+5,ChatGPT,472,18,490,Conversation log
+45,ChatGPT,1087,0,1087,Conversation log
+118,GPT-4,417,276,693,Conversation log
+"""
+MOONCAKE = "\n".join(
+    json.dumps(r)
+    for r in (
+        {"timestamp": 0, "input_length": 1100, "output_length": 12, "hash_ids": [0, 1, 2]},
+        {"timestamp": 1500, "input_length": 1200, "output_length": 30, "hash_ids": [0, 1, 7]},
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "arrivals", "lengths"),
+    [
+        ("azure.csv", AZURE, [0.0, 0.5, 4.3145790], [(374, 44), (879, 2), (396, 109)]),
+        ("burstgpt.csv", BURSTGPT, [0.0, 113.0], [(472, 18), (417, 276)]),  # no reply: skipped
+        ("mooncake.jsonl", MOONCAKE, [0.0, 1.5], [(1100, 12), (1200, 30)]),
+    ],
+)
+def test_a_trace_gives_each_request_its_lengths_and_arrival(
+    tokenizer: Tokenizer,
+    tmp_path: Path,
+    name: str,
+    content: str,
+    arrivals: list[float],
+    lengths: list[tuple[int, int]],
+) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    spec = load_workload(f"trace:{path}")
+    assert spec.source == "trace" and request_count(spec) == len(lengths)
+    requests = build_requests(spec, tokenizer)
+    assert [(len(r.prompt_token_ids), r.output_tokens) for r in requests] == lengths
+    assert [r.arrival_s for r in requests] == pytest.approx(arrivals)
+    assert build_requests(spec, tokenizer) == requests  # seeded
+
+
+def test_a_traces_block_hashes_are_shared_prefixes_and_its_time_scales(
+    tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    trace = tmp_path / "mooncake.jsonl"
+    trace.write_text(MOONCAKE)
+    first, second = build_requests(load_workload(f"trace:{trace}"), tokenizer)
+    assert first.prompt_token_ids[:1024] == second.prompt_token_ids[:1024]  # blocks 0 and 1
+    assert first.prompt_token_ids[1024:1100] != second.prompt_token_ids[1024:1100]
+    faster = tmp_path / "faster.yaml"
+    faster.write_text(f"name: faster\nsource: trace\npath: {trace}\ntime_scale: 0.5\n")
+    assert [r.arrival_s for r in build_requests(load_workload(str(faster)), tokenizer)] == [
+        0.0,
+        pytest.approx(0.75),
+    ]
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("name: w\nsource: synthetic\nrequests: 2\ninput_tokens: 4\ntime_scale: 2\n")
+    with pytest.raises(TunerError, match="time_scale is for traces"):
+        load_workload(str(wrong))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("t.csv", "when,in,out\n1,2,3\n", r"t.csv: a trace needs an arrival time \(TIMESTAMP"),
+        (
+            "t.csv",
+            "Timestamp,Request tokens,Response tokens\n1,2,3\nx,2,3\n",
+            r"t.csv row 3: Timestamp 'x' is not a number",
+        ),
+        (
+            "t.csv",
+            "TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,2,3\n",
+            r"row 2: TIMESTAMP 'yesterday' is not a date and time",
+        ),
+        (
+            "t.csv",
+            "Timestamp,Request tokens,Response tokens\n1,0,3\n",
+            r"row 2: Request tokens 0 is outside 1 to",
+        ),
+        (
+            "t.jsonl",
+            '{"arrival_s": 0, "input_tokens": 4, "output_tokens": 2}\n\n{"arrival_s": 1,',
+            r"t.jsonl row 3: not valid JSON",
+        ),
+        (
+            "t.jsonl",
+            '{"arrival_s": 0, "input_tokens": 4.5, "output_tokens": 2}\n',
+            r"row 1: input_tokens 4.5 is not a whole number of tokens",
+        ),
+        (
+            "t.jsonl",
+            '{"timestamp": 0, "input_length": 4, "output_length": 2, "hash_ids": "x"}\n',
+            r"row 1: hash_ids is not a list of block hashes",
+        ),
+        (
+            "t.csv",
+            "Timestamp,Request tokens,Response tokens\n1,5,0\n",
+            r"holds no request that generated a token",
+        ),
+    ],
+)
+def test_malformed_traces_are_one_line_naming_the_row(
+    tokenizer: Tokenizer, tmp_path: Path, name: str, content: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(TunerError, match=message):
+        build_requests(load_workload(f"trace:{path}"), tokenizer)
+
+
+def test_the_load_client_sends_a_trace_at_its_arrivals_unless_given_a_rate(
+    tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    from tuner.engines.openai_client import LoadClient
+    from tuner.engines.server import DIALECTS
+
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(
+        "\n".join(
+            json.dumps({"arrival_s": t, "input_tokens": 4, "output_tokens": 2})
+            for t in (10.0, 10.5, 12.0)
+        )
+    )
+    requests = build_requests(load_workload(f"trace:{trace}"), tokenizer)
+    client = LoadClient("http://127.0.0.1:1", "m", next(iter(DIALECTS.values())))
+    assert client.prepare(requests).gaps == pytest.approx([0.0, 0.5, 1.5])
+    poisson = client.prepare(requests, request_rate=100.0).gaps
+    assert poisson != pytest.approx([0.0, 0.5, 1.5]) and all(g > 0 for g in poisson)
+    assert (
+        client.prepare(build_requests(load_workload("synthetic", requests=3), tokenizer)).gaps
+        == [0.0] * 3
+    )

