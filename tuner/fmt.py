@@ -20,3 +20,18 @@ def fmt_knobs(knobs: Mapping[str, Value]) -> str:
 def fmt_rate(value: float | None) -> str:
     """A tok/s figure with one decimal and thousands separators; `-` when there is none."""
     return "-" if value is None else f"{value:,.1f}"
+
+
+def fmt_engine_metrics(found: dict[str, float] | None) -> str:
+    """A server's own figures of a trial in words: `prefix cache 87% · 0 preempted · queued
+    3.1 ms` (those it gave)."""
+    if not found:
+        return ""
+    words = []
+    if "prefix_cache_hit_rate" in found:
+        words.append(f"prefix cache {found['prefix_cache_hit_rate']:.0%}")
+    if "preemptions" in found:
+        words.append(f"{found['preemptions']:g} preempted")
+    if "queue_time_mean_ms" in found:
+        words.append(f"queued {found['queue_time_mean_ms']:.1f} ms")
+    return " · ".join(words)

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tuner.fmt import fmt_knobs, fmt_rate, fmt_value
+from tuner.fmt import fmt_engine_metrics, fmt_knobs, fmt_rate, fmt_value
 from tuner.hardware.machine import Hardware
 from tuner.measure.measurement import Measurement
 from tuner.measure.objective import Goal
@@ -183,6 +183,8 @@ def trials_table(
         knobs = escape(fmt_knobs(r.knobs))
         if m is not None and m.request_rate:
             knobs += f" [dim]at {m.request_rate:.2f} req/s[/]"
+        if m is not None and m.engine_metrics:
+            knobs += f"\n[dim]server: {escape(fmt_engine_metrics(m.engine_metrics))}[/]"
         why = goal.feasible(r, robust=True) if goal is not None and m is not None else None
         if not m and r.reason:
             knobs += f"\n[dim]{escape(r.reason)}[/]"

@@ -65,6 +65,7 @@ class RunOutput:
     failed: int = 0  # requests the engine refused or broke off; not counted above
     failures: tuple[str, ...] = ()  # their first distinct messages (the server's answers)
     cut: int = 0  # requests started and still unfinished at the deadline; not counted above
+    engine_metrics: dict[str, float] | None = None  # the server's own (`tuner.engines.metrics`)
 
 
 class EngineFailed(Exception):

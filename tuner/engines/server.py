@@ -16,6 +16,7 @@ SGLang, TGI, llama.cpp's server, ...), measured as the command starts it; it nee
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -38,6 +39,7 @@ from tuner.engines.base import (
     EngineTimeout,
     RunOutput,
 )
+from tuner.engines.metrics import run_metrics, scrape
 from tuner.engines.openai_client import DIALECTS, OPENAI, Dialect, LoadClient, Prepared
 from tuner.errors import TunerError
 from tuner.processes import spawn, stop_group
@@ -243,6 +245,8 @@ class ServerEngine(EngineBase):
             dialect,
             request_rate=options.get("request_rate"),
         )
+        #: Whether the server answers `/metrics` (scraped around each run, then).
+        self.watch_metrics = scrape(self.server.base_url) is not None
 
     @classmethod
     def start_failure(cls, code: int, log_text: str) -> Exception:
@@ -273,9 +277,13 @@ class ServerEngine(EngineBase):
         """One run of the load; a server that has exited (before the run or during it) fails
         the trial, whatever answers its port now."""
         self._check_running("before the run")
+        before = scrape(self.client.base_url) if self.watch_metrics else None
         out = self.client.run(prepared, deadline)
         self._check_running("during the run")
-        return out
+        if before is None:
+            return out
+        found = run_metrics(before, scrape(self.client.base_url))
+        return dataclasses.replace(out, engine_metrics=found)
 
     def _check_running(self, when: str) -> None:
         exited = self.server.exited()

@@ -154,6 +154,11 @@ class Run(BaseModel):
     latency: Latency | None = None
     per_request: PerRequest | None = None
     gpus: int = Field(default=1, ge=1, description="GPUs the configuration used (1 on a CPU)")
+    engine_metrics: dict[str, float] | None = Field(
+        default=None,
+        description="the server's own figures of the run, from its /metrics "
+        "(prefix_cache_hit_rate, preemptions, queue_time_mean_ms)",
+    )
 
     @property
     def requests_per_s(self) -> float:
@@ -328,6 +333,19 @@ class Measurement(BaseModel):
     )
     stable: bool = Field(default=True, description="final spread within max_cv, no throttling")
 
+    @property
+    def engine_metrics(self) -> dict[str, float] | None:
+        """Each of the server's own figures (`Run.engine_metrics`), the median over the timed
+        runs that have it; None where no run has any."""
+        names = sorted({n for r in self.runs for n in (r.engine_metrics or {})})
+        found = {
+            n: statistics.median(
+                r.engine_metrics[n] for r in self.runs if r.engine_metrics and n in r.engine_metrics
+            )
+            for n in names
+        }
+        return found or None
+
     def on_gpus(self, gpus: int) -> Measurement:
         """The measurement with each run marked as using `gpus` GPUs."""
         if gpus == 1:
@@ -400,6 +418,7 @@ def timed_run(
         if out.e2e_s
         else None,
         per_request=per_request(out.timings),
+        engine_metrics=out.engine_metrics,
     )
 
 

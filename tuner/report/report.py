@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from tuner import __version__
 from tuner.errors import TunerError
 from tuner.files import read_text
-from tuner.fmt import fmt_knobs, fmt_rate
+from tuner.fmt import fmt_engine_metrics, fmt_knobs, fmt_rate
 from tuner.measure.objective import Goal, prediction_error, winner
 from tuner.measure.trial import TrialResult
 from tuner.profiles.profile import PRIOR_FIGURES, Machine
@@ -348,7 +348,9 @@ def _trials_table(
     ]
     shown += [c.metric for c in goal.constraints if c.metric not in shown]
     bound = any(r.of_speed_of_light is not None for r in results)
-    header += [m.name for m in shown] + (["of SOL"] if bound else []) + ["wall s", "knobs / reason"]
+    server = any(r.measurement and r.measurement.engine_metrics for r in results)
+    header += [m.name for m in shown] + (["of SOL"] if bound else [])
+    header += (["server"] if server else []) + ["wall s", "knobs / reason"]
     rows = []
     for r in results:
         m = r.measurement
@@ -364,6 +366,8 @@ def _trials_table(
         row += [f"{v:,.4g}" if (v := o.of(m)) is not None else "-" for o in shown]
         if bound:
             row.append(f"{share:.0%}" if (share := r.of_speed_of_light) is not None else "-")
+        if server:
+            row.append(fmt_engine_metrics(m.engine_metrics if m else None) or "-")
         why = goal.feasible(r, robust=True) if r.status == "ok" else None
         note = f" ({r.reason})" if r.reason else f" (infeasible: {why})" if why else ""
         row += [f"{r.wall_s:.1f}", fmt_knobs(r.knobs) + note]

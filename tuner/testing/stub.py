@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 MODES = ("ok", "500", "hang", "null", "array", "garbage", "empty", "exit")
 
@@ -58,6 +58,10 @@ class _StubHandler(BaseHTTPRequestHandler):
     delay_s = 0.0
     served: Iterator[int] = itertools.count(1)
     lock = threading.Lock()
+    #: Whether it answers /metrics, and its prefix cache: prompts seen, [queries, hits, done].
+    metrics = False
+    prompts: ClassVar[list[list[Any]]] = []
+    cache: ClassVar[list[int]] = [0, 0, 0]
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -77,13 +81,44 @@ class _StubHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/health":
             self._send(200, b"{}")
+        elif self.path == "/metrics" and self.metrics:
+            self._send(200, self._metrics_text(), "text/plain; version=0.0.4")
         elif self.path == "/v1/models":
             self._send(200, json.dumps({"data": [{"id": "stub"}]}).encode())
         else:
             self._send(404, b'{"error": "not found"}')
 
+    def _metrics_text(self) -> bytes:
+        """vLLM's counters as Prometheus text: prefix-cache queries and hits (each prompt's
+        longest prefix shared with an earlier prompt, in tokens or characters), preemptions
+        (none) and queue time (none)."""
+        from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+        registry = CollectorRegistry()
+        with self.lock:
+            queries, hits, done = self.cache[0], self.cache[1], self.cache[2]
+        Counter("vllm:prefix_cache_queries", "", registry=registry).inc(queries)
+        Counter("vllm:prefix_cache_hits", "", registry=registry).inc(hits)
+        Counter("vllm:num_preemptions", "", registry=registry)
+        waited = Histogram("vllm:request_queue_time_seconds", "", registry=registry)
+        for _ in range(done):
+            waited.observe(0.0)
+        return generate_latest(registry)
+
+    def _cached(self, prompt: Any) -> None:
+        """The prefix cache's count of one prompt (see `_metrics_text`)."""
+        tokens = list(prompt) if isinstance(prompt, list | str) else []
+        with self.lock:
+            shared = max((_common(tokens, seen) for seen in self.prompts), default=0)
+            self.prompts.append(tokens)
+            self.cache[0] += len(tokens)
+            self.cache[1] += shared
+            self.cache[2] += 1
+
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.metrics:
+            self._cached(body.get("prompt"))
         with self.lock:
             number = next(self.served)
         if self.mode == "500" or (self.fail_every and number % self.fail_every == 0):
@@ -107,16 +142,28 @@ class _StubHandler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+def _common(a: list[Any], b: list[Any]) -> int:
+    """The length of the longest common prefix of two prompts."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def serve_stub(
     port: int,
     fail_every: int = 0,
     host: str = "127.0.0.1",
     mode: str = "ok",
     delay_s: float = 0.0,
+    metrics: bool = False,
 ) -> None:
     """Serves `/health`, `/v1/models` and streamed `/v1/completions` until killed, as `mode`
     says (see the module's help); with `fail_every` n > 0, every n-th completion (the n-th,
-    the 2n-th, ...) is answered 500 instead."""
+    the 2n-th, ...) is answered 500 instead; with `metrics`, also vLLM's prefix-cache,
+    preemption and queue counters at `/metrics`."""
     handler = type(
         "Handler",
         (_StubHandler,),
@@ -126,6 +173,9 @@ def serve_stub(
             "delay_s": delay_s,
             "served": itertools.count(1),
             "lock": threading.Lock(),
+            "metrics": metrics,
+            "prompts": [],
+            "cache": [0, 0, 0],
         },
     )
     ThreadingHTTPServer.allow_reuse_address = True
@@ -142,12 +192,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay-s", type=float, default=0.0, help="wait before each token")
     parser.add_argument("--child", action="store_true", help="start a sleeping child first")
     parser.add_argument("--ignore-sigterm", action="store_true")
+    parser.add_argument("--metrics", action="store_true", help="answer /metrics as vLLM does")
     args = parser.parse_args(argv)
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.child:
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(86400)"])
-    serve_stub(args.port, args.fail_every, mode=args.mode, delay_s=args.delay_s)
+    serve_stub(
+        args.port, args.fail_every, mode=args.mode, delay_s=args.delay_s, metrics=args.metrics
+    )
 
 
 if __name__ == "__main__":
