@@ -244,6 +244,11 @@ def test_tune_writes_a_valid_profile(tmp_path: Path, engine: str) -> None:
         assert baseline["engine_config"]["max_num_seqs"] >= 1
     else:
         assert profile["best"]["measurement"]["latency"]["ttft"]["p50_ms"] > 0
+        # vLLM's own /metrics, scraped around each run (tuner.engines.metrics).
+        for run in profile["best"]["measurement"]["runs"]:
+            found = run["engine_metrics"]
+            assert found["preemptions"] >= 0 and found["queue_time_mean_ms"] >= 0, found
+            assert 0 <= found["prefix_cache_hit_rate"] <= 1, found
 
 
 def test_memory_shortfalls_are_out_of_memory(tmp_path: Path) -> None:
