@@ -319,3 +319,18 @@ def test_the_load_client_sends_a_trace_at_its_arrivals_unless_given_a_rate(
         client.prepare(build_requests(load_workload("synthetic", requests=3), tokenizer)).gaps
         == [0.0] * 3
     )
+
+
+def test_time_scale_from_the_command_line(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tuner.cli.app import app
+
+    trace = tmp_path / "mooncake.jsonl"
+    trace.write_text(MOONCAKE)
+    slower = build_requests(load_workload(f"trace:{trace}", time_scale=2.0), tokenizer)
+    assert [r.arrival_s for r in slower] == [0.0, pytest.approx(3.0)]
+    args = ["bench", "--engine", "hf", "--model", "synthetic:tiny-llama", "--time-scale", "2"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "time_scale is for traces" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1

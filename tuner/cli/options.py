@@ -35,13 +35,24 @@ Engine = Annotated[
 ]
 Workload = Annotated[
     str,
-    typer.Option("--workload", "-w", help="humaneval, synthetic, jsonl:PATH, or a .yaml file."),
+    typer.Option(
+        "--workload",
+        "-w",
+        help="humaneval, synthetic, shared-prefix, jsonl:PATH, sharegpt:PATH, trace:PATH (CSV "
+        "or JSON lines), or a .yaml file.",
+    ),
 ]
 Requests = Annotated[
     int | None, typer.Option(min=1, help="Use the first N requests of the workload.")
 ]
 OutputTokens = Annotated[
     int | None, typer.Option(min=1, help="Tokens generated per request (fixed length).")
+]
+TimeScale = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0001, help="A trace's arrival times multiplied by this (0.5: twice as fast)."
+    ),
 ]
 SetKnob = Annotated[
     list[str] | None,
@@ -178,6 +189,7 @@ class JobArgs:
     workload: str
     requests: int | None
     output_tokens: int | None
+    time_scale: float | None
     set_: list[str] | None
 
     def sized(self, quiet: bool) -> tuple[str, int | None, int | None]:

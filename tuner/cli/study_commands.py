@@ -120,7 +120,9 @@ def new_studies(fleet: Fleet | None, args: TuneArgs) -> list[Study]:
     workload: Any = job.workload
     if not is_replay(job.engine):
         model, requests, output_tokens = job.sized(args.quiet or args.json_)
-        workload = load_workload(job.workload, requests=requests, output_tokens=output_tokens)
+        workload = load_workload(
+            job.workload, requests=requests, output_tokens=output_tokens, time_scale=job.time_scale
+        )
     per_gpu_model = args.fleet.per_gpu_model
     groups: list[Any] = [None]
     if fleet is not None:
@@ -467,7 +469,9 @@ def run_bench(args: BenchArgs) -> None:
         if is_replay(job.engine):
             raise TunerError("a replay answers studies only (tuner tune); bench runs an engine")
         model, requests, output_tokens = job.sized(quiet)
-        workload = load_workload(job.workload, requests=requests, output_tokens=output_tokens)
+        workload = load_workload(
+            job.workload, requests=requests, output_tokens=output_tokens, time_scale=job.time_scale
+        )
         setup = prepare(job.engine, model, workload, options=args.server.options())
         knobs = setup.space.complete(setup.space.parse_overrides(args.server.set_pairs(job.set_)))
         protocol = args.measure.protocol()

@@ -126,9 +126,14 @@ class Request:
 
 
 def load_workload(
-    ref: str, *, requests: int | None = None, output_tokens: int | None = None
+    ref: str,
+    *,
+    requests: int | None = None,
+    output_tokens: int | None = None,
+    time_scale: float | None = None,
 ) -> WorkloadSpec:
-    """Reads a workload by name, YAML path or `jsonl:<path>`, applying the CLI's overrides."""
+    """Reads a workload by name, YAML path or `jsonl:`/`sharegpt:`/`trace:<path>`, applying
+    the CLI's overrides."""
     prefix = next((p for p in FILE_SOURCES if ref.startswith(p)), None)
     if prefix is not None:
         path = Path(ref.removeprefix(prefix)).expanduser()
@@ -158,6 +163,8 @@ def load_workload(
         data["requests"] = requests
     if output_tokens is not None:
         data["output_tokens"] = output_tokens
+    if time_scale is not None:
+        data["time_scale"] = time_scale
     try:
         return WorkloadSpec.model_validate(data)
     except ValidationError as exc:
