@@ -76,10 +76,49 @@ def _helpers_of_this_process(proc: object) -> bool:
         return False
 
 
+#: The repository's committed results, which no test may write (a test writes under its own
+#: tmp_path): their digests at the start of the session.
+KEPT = ("profiles", "reports")
+
+
+def _kept_digests() -> dict[str, str]:
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for folder in KEPT
+        for path in sorted((root / folder).rglob("*"))
+        if path.is_file()
+    }
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_KEPT_KEY] = _kept_digests()
+
+
+_KEPT_KEY = pytest.StashKey[dict[str, str]]()
+
+
+def _fail(session: pytest.Session, line: str) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line, red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fails the run when any process a test started is still alive at the end (they are
-    given a grace period to stop, then killed and named)."""
+    """Fails the run when a test wrote into the repository's profiles/ or reports/, or when
+    any process a test started is still alive at the end (they are given a grace period to
+    stop, then killed and named)."""
     from tuner.processes import wait_gone
+
+    before = session.config.stash.get(_KEPT_KEY, None)
+    if before is not None:
+        after = _kept_digests()
+        changed = sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
+        if changed:
+            _fail(session, f"tests wrote into the repository: {', '.join(changed[:10])}")
 
     left = [
         p
@@ -98,9 +137,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         except psutil.Error:
             continue
     if names:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(
-                f"processes started by the tests outlived them: {'; '.join(names)}", red=True
-            )
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        _fail(session, f"processes started by the tests outlived them: {'; '.join(names)}")

@@ -64,7 +64,10 @@ def test_resume_after_a_torn_last_line_keeps_every_trial(
     assert again.exit_code == 0, again.output
 
 
-def test_a_whole_last_trial_without_its_newline_is_kept(fake_model: Path, tmp_path: Path) -> None:
+def test_a_whole_last_trial_without_its_newline_is_kept(
+    fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the resumed study writes its profile under ./profiles
     run_dir = tmp_path / "run"
     assert runner.invoke(app, tune(fake_model, tmp_path, "--trials", "2")).exit_code == 0
     path = run_dir / "trials.jsonl"
