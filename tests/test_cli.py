@@ -157,7 +157,10 @@ BAD_INPUT = [
     (["tune", "--set", "bsz=4"], "has no knob 'bsz'; its knobs: batch_size, kernel"),
     (["tune", "--set", "batch_size=0"], "batch_size=0 is outside 1..256 (log)"),
     (["tune", "--set", "kernel=magic"], "kernel=magic is not one of: basic, fused, tiled"),
-    (["tune", "--workload", "nope"], "unknown workload 'nope'; known: humaneval, synthetic"),
+    (
+        ["tune", "--workload", "nope"],
+        "unknown workload 'nope'; known: humaneval, shared-prefix, synthetic",
+    ),
     (["tune", "--optimizer", "tpe"], "unknown optimizer 'tpe'; known: ladder, gp, rf, random"),
     (
         ["tune", "--slo", "ttft_p99_ms<=500"],
