@@ -358,17 +358,25 @@ def _trace_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
         reader = csv.DictReader(io.StringIO(text))
         return [(n, dict(r)) for n, r in enumerate(reader, 2)]  # the header is row 1
     records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TunerError(f"{path} row {number}: not valid JSON ({exc.msg})") from None
+    for number, record in _json_lines(path, text, "row"):
         if not isinstance(record, dict):
             raise TunerError(f"{path} row {number}: expected a JSON object")
         records.append((number, record))
     return records
+
+
+def _json_lines(path: Path, text: str, word: str) -> list[tuple[int, Any]]:
+    """Each non-blank line's number and JSON value; one line naming the first that is not
+    JSON (`word`: what the file's lines are called, line or row)."""
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            found.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise TunerError(f"{path} {word} {number}: not valid JSON ({exc.msg})") from None
+    return found
 
 
 def _arrival(value: Any, column: str) -> float:
@@ -416,14 +424,7 @@ def _blocks(value: Any) -> tuple[int, ...]:
 
 def _read_jsonl(path: Path) -> list[Row]:
     rows: list[Row] = []
-    lines = _text(path).splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TunerError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
+    for number, row in _json_lines(path, _text(path), "line"):
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise TunerError(f'{path} line {number}: expected an object with a "prompt" string')
         unknown = set(row) - {"prompt", "output_tokens"}
