@@ -94,14 +94,13 @@ class Correction:
     """log(measured / predicted) of one figure as a linear function of centred features."""
 
     def __init__(self, centre: np.ndarray, scale: np.ndarray, slopes: np.ndarray) -> None:
-        self.centre, self.scale = centre, scale
+        self.centre = centre
         sds = np.concatenate([[INTERCEPT_SD], slopes / np.maximum(scale, 1e-9)])
         sds[1:][scale < 1e-9] = 0.0  # a feature that never changes says nothing
         self.prior_var = np.maximum(sds, 1e-9) ** 2
         self.mean = np.zeros(len(sds))
         self.cov = np.diag(self.prior_var)
         self.noise = NOISE_SD
-        self.count = 0
 
     def design(self, x: np.ndarray) -> np.ndarray:
         return np.concatenate([[1.0], x - self.centre])
@@ -121,7 +120,7 @@ class Correction:
             if spread <= noise:
                 break
             noise = spread
-        self.mean, self.cov, self.noise, self.count = mean, cov, noise, len(ys)
+        self.mean, self.cov, self.noise = mean, cov, noise
 
     def at(self, x: np.ndarray) -> tuple[float, float]:
         """The correction's mean and standard deviation (log units) at features `x`."""
@@ -150,7 +149,6 @@ class Calibration:
             )
 
         self.corrections = {f: Correction(centre, scale, slopes(f)) for f in FIGURES}
-        self.measured = 0
 
     @property
     def width(self) -> int:
@@ -173,7 +171,6 @@ class Calibration:
                 if p.measured and name in p.measured and name in p.predicted
             ]
             correction.fit([x for x, _ in pairs], [y for _, y in pairs])
-        self.measured = len(measured)
         return self
 
     def factors(self, point: Point) -> dict[str, tuple[float, float]]:
@@ -185,6 +182,14 @@ class Calibration:
         """`point`'s predicted figures, corrected (the mean of the log correction)."""
         factors = self.factors(point)
         return {n: v * math.exp(factors[n][0]) for n, v in point.predicted.items()}
+
+    def prediction(self, point: Point, found: Prediction, by: str) -> Prediction:
+        """`found` (the prediction `point` was made from) with its measurement corrected, as
+        predicted `by`."""
+        assert found.measurement is not None
+        factors = _means(self.factors(point))
+        measurement = scaled_measurement(found.measurement, factors)
+        return found.model_copy(update={"by": by, "measurement": measurement})
 
 
 def scaled_measurement(m: Measurement, factors: Mapping[str, float]) -> Measurement:
@@ -286,24 +291,18 @@ class Calibrator:
         if found is None or found.measurement is None or not self.measured:
             return found
         point = Point(knobs, figures(found.measurement), context=self.context)
-        factors = self.calibration().factors(point)
-        return found.model_copy(
-            update={
-                "by": f"{found.by}, corrected by {len(self.measured)} measured",
-                "measurement": scaled_measurement(found.measurement, _means(factors)),
-            }
-        )
+        by = f"{found.by}, corrected by {len(self.measured)} measured"
+        return self.calibration().prediction(point, found, by)
 
 
 def _means(factors: Mapping[str, tuple[float, float]]) -> dict[str, float]:
     return {name: math.exp(mean) for name, (mean, _) in factors.items()}
 
 
-def keep_probability(goal: Goal, calibration: Calibration, point: Point) -> float:
+def keep_probability(goal: Goal, factors: Mapping[str, tuple[float, float]], point: Point) -> float:
     """The probability that every limit of `goal` holds at `point`, each figure log-normal
-    around its corrected prediction (a limit on a figure not corrected is judged as predicted,
-    with the throughput's spread)."""
-    factors = calibration.factors(point)
+    around its corrected prediction (`factors`: the calibration's at `point`); a limit on a
+    figure the calibration does not correct counts as kept."""
     probability = 1.0
     for c in goal.constraints:
         name = _figure_of(c.metric.name)
@@ -325,7 +324,7 @@ def expected(goal: Goal, calibration: Calibration, point: Point) -> float | None
     value = goal.of(scaled_measurement(point.measurement, _means(factors)))
     if not value:
         return None
-    p = keep_probability(goal, calibration, point)
+    p = keep_probability(goal, factors, point)
     return value * p if goal.maximize else value / max(p, 1e-9)
 
 

@@ -10,7 +10,6 @@ result is a profile marked `predicted` (its name ends in `--predicted`): `tuner 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from tuner.predict.aiconfigurator import (
     prior_for,
     system_for,
 )
-from tuner.predict.calibrate import Calibration, Point, figures, scaled_measurement
+from tuner.predict.calibrate import Calibration, Point, figures
 from tuner.predict.prior import Prior, Ranking, as_trial, rank
 from tuner.profiles.capacity import Capacity, check_rate, fewest_gpus
 from tuner.profiles.profile import (
@@ -335,21 +334,18 @@ class CalibratedPlanPrior:
 
     def fit(self, configurations: Sequence[Mapping[str, Value]]) -> None:
         """The calibration, centred on the configurations the plan will rank."""
-        judged = [Point(self.augmented(k), {}, context=self.context) for k in configurations]
+        judged = [
+            Point(model_features(self.prior, k), {}, context=self.context) for k in configurations
+        ]
         self.calibration = Calibration(CALIBRATED_KNOBS, judged, IN_FLIGHT).fit(self.measured)
-
-    def augmented(self, knobs: Mapping[str, Value]) -> dict[str, Value]:
-        return model_features(self.prior, knobs)
 
     def predict(self, knobs: Mapping[str, Value]) -> Prediction | None:
         found = self.prior.predict(knobs)
         if found is None or found.measurement is None or self.calibration is None:
             return found
-        point = Point(self.augmented(knobs), figures(found.measurement), context=self.context)
-        factors = {n: math.exp(m) for n, (m, _) in self.calibration.factors(point).items()}
-        return found.model_copy(
-            update={"by": self.label, "measurement": scaled_measurement(found.measurement, factors)}
-        )
+        features = model_features(self.prior, knobs)
+        point = Point(features, figures(found.measurement), context=self.context)
+        return self.calibration.prediction(point, found, self.label)
 
     def with_speed_of_light(self, knobs: Mapping[str, Value], found: Prediction) -> Prediction:
         return self.prior.with_speed_of_light(knobs, found)
