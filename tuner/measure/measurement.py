@@ -88,13 +88,17 @@ class Latency(BaseModel):
 
     def scaled(self, factor: float) -> Latency:
         """Every figure multiplied by `factor` (a replay's noise draw)."""
+        return self.times(factor, factor, factor)
 
-        def times(p: Percentiles | None) -> Percentiles | None:
+    def times(self, ttft: float, itl: float, e2e: float) -> Latency:
+        """Each latency multiplied by its own factor (a prediction's corrections)."""
+
+        def by(p: Percentiles | None, factor: float) -> Percentiles | None:
             if p is None:
                 return None
             return Percentiles(**{k: v * factor for k, v in p.model_dump().items()})
 
-        return Latency(ttft=times(self.ttft), itl=times(self.itl), e2e=times(self.e2e))
+        return Latency(ttft=by(self.ttft, ttft), itl=by(self.itl, itl), e2e=by(self.e2e, e2e))
 
 
 class PerRequest(BaseModel):

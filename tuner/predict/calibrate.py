@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tuner.measure.measurement import Latency, Measurement, Percentiles, PerRequest, Run
+from tuner.measure.measurement import Measurement, PerRequest, Run
 from tuner.measure.objective import Goal, metric
 from tuner.measure.trial import Prediction, PriorPlan, TrialResult
 from tuner.specs.knobs import Value
@@ -197,19 +197,10 @@ def scaled_measurement(m: Measurement, factors: Mapping[str, float]) -> Measurem
     by `factors` (the end-to-end latency follows the throughput)."""
     tput, ttft, tpot = (factors.get(f, 1.0) for f in ("throughput", "ttft", "tpot"))
 
-    def times(p: Percentiles | None, factor: float) -> Percentiles | None:
-        if p is None:
-            return None
-        return Percentiles(**{k: v * factor for k, v in p.model_dump().items()})
-
     def run(r: Run) -> Run:
         latency = r.latency
-        if latency is not None:
-            latency = Latency(
-                ttft=times(latency.ttft, ttft),
-                itl=times(latency.itl, tpot),
-                e2e=times(latency.e2e, 1 / tput),
-            )
+        if latency is not None:  # the end-to-end latency follows the throughput
+            latency = latency.times(ttft, tpot, 1 / tput)
         per = r.per_request
         if per is not None:
             per = PerRequest(
