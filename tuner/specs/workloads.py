@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -43,6 +43,7 @@ TRACE_BLOCK_TOKENS = 512
 #: prompt or output, and requests of one workload.
 MAX_TOKENS = 1 << 24
 MAX_REQUESTS = 1_000_000
+T = TypeVar("T")
 
 
 class Distribution(BaseModel):
@@ -223,6 +224,10 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         return list(self._encode(text))
+
+    def plain_ids(self) -> list[int]:
+        """The vocabulary's token ids, special tokens aside: what random prompts draw from."""
+        return [i for i in range(self.vocab_size) if i not in self.special_ids]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._decode(list(ids))
@@ -470,7 +475,7 @@ def build_requests(
     limit = max_len or 2 * MAX_TOKENS
     if spec.source == "synthetic":
         assert spec.input_tokens is not None and spec.requests is not None
-        vocab = [i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids]
+        vocab = tokenizer.plain_ids()
         shared = [
             tuple(rng.choices(vocab, k=spec.prefix_tokens or 0)) for _ in range(spec.prefixes or 0)
         ]
@@ -483,13 +488,7 @@ def build_requests(
         return out
     if spec.source == "trace":
         return _trace_requests(spec, tokenizer, limit, max_len)
-    rows = _rows(spec)
-    if spec.requests is not None:
-        if spec.requests > len(rows):
-            raise TunerError(
-                f"workload {spec.name} has {len(rows)} prompts; cannot take {spec.requests}"
-            )
-        rows = rows[: spec.requests]
+    rows = _first(spec, _rows(spec), "prompts")
     requests = []
     for number, row in enumerate(rows):
         text = row.prompt
@@ -506,20 +505,26 @@ def build_requests(
     return requests
 
 
+def _first(spec: WorkloadSpec, rows: list[T], noun: str) -> list[T]:
+    """The workload's first `requests` rows (all where it sets none); one line where the file
+    holds fewer."""
+    if spec.requests is None:
+        return rows
+    if spec.requests > len(rows):
+        raise TunerError(
+            f"workload {spec.name} has {len(rows)} {noun}; cannot take {spec.requests}"
+        )
+    return rows[: spec.requests]
+
+
 def _trace_requests(
     spec: WorkloadSpec, tokenizer: Tokenizer, limit: int, max_len: int | None
 ) -> list[Request]:
     """A trace's requests: random prompt tokens of each row's count (a block hash's tokens the
     same wherever the hash recurs: shared prefixes), its output count, and its arrival times
     the workload's `time_scale`."""
-    rows = _read_trace(Path(spec.path or ""))
-    if spec.requests is not None:
-        if spec.requests > len(rows):
-            raise TunerError(
-                f"workload {spec.name} has {len(rows)} requests; cannot take {spec.requests}"
-            )
-        rows = rows[: spec.requests]
-    vocab = [i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids]
+    rows = _first(spec, _read_trace(Path(spec.path or "")), "requests")
+    vocab = tokenizer.plain_ids()
     rng = random.Random(spec.seed)
     blocks: dict[int, tuple[int, ...]] = {}
 
