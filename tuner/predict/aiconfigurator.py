@@ -234,15 +234,8 @@ def _cached(ref: str) -> Path | None:
 
 
 def _is_moe(model: str) -> bool:
-    from importlib.resources import files
-
     local = Path(model) / "config.json"
-    if local.is_file():
-        text = local.read_text()
-    else:
-        shipped = files("aiconfigurator_core") / "model_configs"
-        text = (shipped / (model.replace("/", "--", 1) + "_config.json")).read_text()
-    config = json.loads(text)
+    config = json.loads(local.read_text()) if local.is_file() else _shipped_config(model)
     config = config.get("text_config", config)
     return any(k in config for k in ("num_local_experts", "n_routed_experts", "num_experts"))
 
