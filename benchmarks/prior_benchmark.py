@@ -186,19 +186,20 @@ class Table:
             predicted, measured = figures(found.measurement), figures(p.measurement)
             self.points.append(Point(p.knobs, predicted, measured, self.context, found.measurement))
 
-    def errors(self, corrected: list[dict[str, float]] | None = None) -> dict[str, float]:
-        """Median absolute percentage error per figure over the points: of the predictions,
-        or of `corrected` ones (in the points' order)."""
-        out = {}
-        for label, key in FIGURES.items():
-            pairs = []
-            for i, p in enumerate(self.points):
-                guess = (corrected[i] if corrected else p.predicted).get(key)
-                if p.measured and key in p.measured and guess is not None:
-                    pairs.append(abs(guess - p.measured[key]) / p.measured[key] * 100)
-            if pairs:
-                out[label] = statistics.median(pairs)
-        return out
+
+def errors(points: list[Point], calibration: Calibration | None = None) -> dict[str, float]:
+    """Median absolute percentage error per figure over `points`: of their predictions, or
+    of those `calibration` corrects."""
+    out = {}
+    for label, key in FIGURES.items():
+        pairs = []
+        for p in points:
+            guess = (calibration.corrected(p) if calibration else p.predicted).get(key)
+            if p.measured and key in p.measured and guess is not None:
+                pairs.append(abs(guess - p.measured[key]) / p.measured[key] * 100)
+        if pairs:
+            out[label] = statistics.median(pairs)
+    return out
 
 
 def after_study(t: Table) -> tuple[dict[str, float], list[dict[str, Any]]]:
@@ -213,7 +214,7 @@ def after_study(t: Table) -> tuple[dict[str, float], list[dict[str, Any]]]:
         chosen.append(knobs)
         calibrator.add(t.table.point(knobs))
     calibration = calibrator.calibration()
-    found = _errors_on(t, calibration, [p for p in t.points if dict(p.knobs) not in chosen])
+    found = errors([p for p in t.points if dict(p.knobs) not in chosen], calibration)
     # Split by whether a measured start shares the point's layout (every knob but the load).
     layouts = {_layout(t, k) for k in chosen}
     for name, keep in (("shared", True), ("other", False)):
@@ -222,17 +223,8 @@ def after_study(t: Table) -> tuple[dict[str, float], list[dict[str, Any]]]:
             for p in t.points
             if dict(p.knobs) not in chosen and (_layout(t, p.knobs) in layouts) == keep
         ]
-        found.update(
-            {f"{label} {name}": v for label, v in _errors_on(t, calibration, part).items()}
-        )
+        found.update({f"{label} {name}": v for label, v in errors(part, calibration).items()})
     return found, chosen
-
-
-def _errors_on(t: Table, calibration: Calibration, points: list[Point]) -> dict[str, float]:
-    part = Table.__new__(Table)
-    part.__dict__.update(t.__dict__)
-    part.points = points
-    return part.errors([calibration.corrected(p) for p in points])
 
 
 def _layout(t: Table, knobs: Any) -> str:
@@ -249,9 +241,7 @@ def held_out(t: Table, others: list[Table]) -> Calibration | None:
 
 
 def calibrated_errors(t: Table, calibration: Calibration | None) -> dict[str, float]:
-    if calibration is None:
-        return {}
-    return t.errors([calibration.corrected(p) for p in t.points])
+    return errors(t.points, calibration) if calibration is not None else {}
 
 
 def calibrated_pick(t: Table, calibration: Calibration | None) -> float | None:
@@ -331,7 +321,7 @@ def report(
         rows.append(
             {
                 "table": t,
-                "raw": t.errors(),
+                "raw": errors(t.points),
                 "study": studied,
                 "loto": calibrated_errors(t, loto),
                 "lomo": calibrated_errors(t, lomo),
