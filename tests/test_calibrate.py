@@ -86,3 +86,22 @@ def test_each_start_of_a_calibrated_prior_is_the_best_corrected_configuration(
         assert [r.origin for r in outcome.results][1:] == ["prior", "prior"]
     else:
         assert tried == plan.starts and best.knobs not in tried
+
+
+def test_a_limit_is_judged_on_its_own_figure_not_the_one_the_correction_is_fitted_on() -> None:
+    from tuner.predict.calibrate import Point, figures, keep_probability
+
+    table = read_landscape(TABLE)
+    point = table.point({"tensor_parallel_size": 4, "concurrency": 64})
+    m = point.measurement
+    assert m is not None
+    per_gpu = metric("output_tokens_per_s_per_gpu").of(m)
+    total = metric("output_tokens_per_s").of(m)
+    assert per_gpu is not None and total is not None and total == pytest.approx(4 * per_gpu)
+    sure = {name: (0.0, 0.01) for name in ("throughput", "ttft", "tpot")}
+    judged = Point(point.knobs, figures(m), measurement=m)
+    # A per-GPU floor between the per-GPU and the total figure: broken, whatever the total.
+    floor = goal(["output_tokens_per_s_per_gpu"], [f"output_tokens_per_s_per_gpu>={2 * per_gpu}"])
+    assert keep_probability(floor, sure, judged) < 0.01
+    below = goal(["output_tokens_per_s_per_gpu"], [f"output_tokens_per_s_per_gpu>={per_gpu / 2}"])
+    assert keep_probability(below, sure, judged) > 0.99

@@ -297,8 +297,11 @@ def keep_probability(goal: Goal, factors: Mapping[str, tuple[float, float]], poi
     probability = 1.0
     for c in goal.constraints:
         name = _figure_of(c.metric.name)
-        raw = point.predicted.get(name) if name else None
-        if raw is None:
+        if name is None:
+            continue
+        # The limit's own figure (tok/s per GPU, a TTFT percentile...), as predicted.
+        raw = c.metric.of(point.measurement) if point.measurement else point.predicted.get(name)
+        if not raw:
             continue
         mean, sd = factors[name]
         z = (math.log(c.limit) - (math.log(raw) + mean)) / sd
