@@ -79,10 +79,14 @@ def test_jsonl_prompts(tokenizer: Tokenizer, tmp_path: Path) -> None:
     ],
 )
 def test_malformed_jsonl(tokenizer: Tokenizer, tmp_path: Path, content: str, message: str) -> None:
-    path = tmp_path / "p.jsonl"
-    path.write_text(content)
     with pytest.raises(TunerError, match=message):
-        build_requests(load_workload(f"jsonl:{path}"), tokenizer)
+        build_from(tokenizer, tmp_path / "p.jsonl", "jsonl", content)
+
+
+def build_from(tokenizer: Tokenizer, path: Path, source: str, content: str) -> None:
+    """A workload file of `content`, read as `source:path` and built."""
+    path.write_text(content)
+    build_requests(load_workload(f"{source}:{path}"), tokenizer)
 
 
 def test_bad_workload_references(tokenizer: Tokenizer, tmp_path: Path) -> None:
@@ -176,10 +180,8 @@ def test_sharegpt_conversations_give_the_prompt_and_the_replys_length(
 def test_malformed_sharegpt(
     tokenizer: Tokenizer, tmp_path: Path, content: str, message: str
 ) -> None:
-    path = tmp_path / "chats.json"
-    path.write_text(content)
     with pytest.raises(TunerError, match=message):
-        build_requests(load_workload(f"sharegpt:{path}"), tokenizer)
+        build_from(tokenizer, tmp_path / "chats.json", "sharegpt", content)
 
 
 AZURE = """TIMESTAMP,ContextTokens,GeneratedTokens
@@ -291,10 +293,8 @@ def test_a_traces_block_hashes_are_shared_prefixes_and_its_time_scales(
 def test_malformed_traces_are_one_line_naming_the_row(
     tokenizer: Tokenizer, tmp_path: Path, name: str, content: str, message: str
 ) -> None:
-    path = tmp_path / name
-    path.write_text(content)
     with pytest.raises(TunerError, match=message):
-        build_requests(load_workload(f"trace:{path}"), tokenizer)
+        build_from(tokenizer, tmp_path / name, "trace", content)
 
 
 def test_the_load_client_sends_a_trace_at_its_arrivals_unless_given_a_rate(
