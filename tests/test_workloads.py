@@ -13,6 +13,7 @@ from tuner.specs.workloads import (
     request_count,
     summarize,
 )
+from tuner.testing.models import CHATML_TEMPLATE, fake_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +183,79 @@ def test_malformed_sharegpt(
 ) -> None:
     with pytest.raises(TunerError, match=message):
         build_from(tokenizer, tmp_path / "chats.json", "sharegpt", content)
+
+
+def test_chat_requests_are_rendered_with_the_models_chat_template(tmp_path: Path) -> None:
+    chat = Tokenizer(fake_model_dir(tmp_path / "model", chat_template=CHATML_TEMPLATE))
+    path = tmp_path / "requests.jsonl"
+    system = {"role": "system", "content": "Be brief."}
+    path.write_text(
+        "\n".join(
+            json.dumps(line)
+            for line in (
+                {"messages": [system, {"role": "user", "content": "2 + 2?"}], "max_tokens": 7},
+                {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+                {  # the OpenAI Batch API's form: the request in "body"
+                    "custom_id": "c",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {
+                        "model": "m",
+                        "messages": [{"role": "user", "content": "x"}],
+                        "max_completion_tokens": 3,
+                    },
+                },
+            )
+        )
+    )
+    spec = load_workload(f"chat:{path}", output_tokens=16)
+    assert spec.source == "chat" and spec.name == "requests"
+    requests = build_requests(spec, chat)
+    assert requests[0].prompt == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2 + 2?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert requests[1].prompt.startswith("<|im_start|>user\nhi<|im_end|>")
+    assert [r.output_tokens for r in requests] == [7, 16, 3]
+    # The template's text, tokenized without the tokenizer's own special tokens.
+    assert list(requests[0].prompt_token_ids) == chat.encode(requests[0].prompt, special=False)
+    assert request_count(spec) == 3
+
+
+def test_a_chat_workload_on_a_model_without_a_chat_template_is_one_line(
+    tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    with pytest.raises(TunerError, match=r"has no chat template .*: a chat workload needs one"):
+        build_from(
+            tokenizer,
+            tmp_path / "c.jsonl",
+            "chat",
+            '{"messages": [{"role": "user", "content": "a"}]}',
+        )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", r"c.jsonl line 1: not valid JSON"),
+        ('{"messages": []}\n', r"c.jsonl line 1: expected a \"messages\" list"),
+        ("\n[1]", r"c.jsonl line 2: expected a JSON object"),
+        ('{"messages": [{"role": "user"}]}', r"line 1: message 1: expected a \"role\" and a"),
+        (
+            '{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}',
+            r"line 1: message 1: content parts must be text parts",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "a"}], "max_tokens": 0}',
+            r"line 1: max_tokens must be an integer from 1",
+        ),
+        ("\n\n", r"c.jsonl holds no chat requests"),
+    ],
+)
+def test_malformed_chat_requests(tmp_path: Path, content: str, message: str) -> None:
+    chat = Tokenizer(fake_model_dir(tmp_path / "model", chat_template=CHATML_TEMPLATE))
+    with pytest.raises(TunerError, match=message):
+        build_from(chat, tmp_path / "c.jsonl", "chat", content)
 
 
 AZURE = """TIMESTAMP,ContextTokens,GeneratedTokens

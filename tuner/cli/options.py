@@ -38,8 +38,8 @@ Workload = Annotated[
     typer.Option(
         "--workload",
         "-w",
-        help="humaneval, synthetic, shared-prefix, jsonl:PATH, sharegpt:PATH, trace:PATH (CSV "
-        "or JSON lines), or a .yaml file.",
+        help="humaneval, synthetic, shared-prefix, jsonl:PATH, sharegpt:PATH, chat:PATH "
+        "(OpenAI chat requests, JSON lines), trace:PATH (CSV or JSON lines), or a .yaml file.",
     ),
 ]
 Requests = Annotated[

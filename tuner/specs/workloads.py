@@ -1,13 +1,16 @@
 """Workloads: the requests every configuration of a study answers.
 
 A workload is named (a file in `workloads/`), a path to such a YAML file, `jsonl:<path>` (one
-JSON object per line with a `prompt` and, optionally, `output_tokens`), or `sharegpt:<path>`
+JSON object per line with a `prompt` and, optionally, `output_tokens`), `sharegpt:<path>`
 (ShareGPT conversations, the JSON `vllm bench serve` reads: each entry's first turn is the
 prompt, and its second turn's length in tokens the output length; entries of fewer than two
-turns are skipped, as vLLM does). A synthetic workload may share prefixes (`prefixes` prompts of
-`prefix_tokens` tokens, each request starting with one of them, in turn, before its own
-`input_tokens`): the traffic prefix caching is for. Every request has a fixed output length
-(`min_new_tokens == max_new_tokens`, `ignore_eos`), so configurations do the same work.
+turns are skipped, as vLLM does), `chat:<path>` (OpenAI chat-completions requests, one per
+line: `messages`, rendered with the model's chat template, and optionally `max_tokens`) or
+`trace:<path>` (a timestamped trace: arrivals and token counts). A synthetic workload may
+share prefixes (`prefixes` prompts of `prefix_tokens` tokens, each request starting with one of
+them, in turn, before its own `input_tokens`): the traffic prefix caching is for. Every request
+has a fixed output length (`min_new_tokens == max_new_tokens`, `ignore_eos`), so
+configurations do the same work.
 """
 
 from __future__ import annotations
@@ -34,9 +37,15 @@ from tuner.specs.paths import read_yaml, spec_dir, spec_names
 
 JSONL_PREFIX = "jsonl:"
 SHAREGPT_PREFIX = "sharegpt:"
+CHAT_PREFIX = "chat:"
 TRACE_PREFIX = "trace:"
 #: The workload sources read from a file (`path`), by their reference's prefix.
-FILE_SOURCES = {JSONL_PREFIX: "jsonl", SHAREGPT_PREFIX: "sharegpt", TRACE_PREFIX: "trace"}
+FILE_SOURCES = {
+    JSONL_PREFIX: "jsonl",
+    SHAREGPT_PREFIX: "sharegpt",
+    CHAT_PREFIX: "chat",
+    TRACE_PREFIX: "trace",
+}
 #: Tokens per block of a trace's `hash_ids` (Mooncake's traces: 512).
 TRACE_BLOCK_TOKENS = 512
 #: Sanity bounds, for models that do not say their maximum length: tokens of one request's
@@ -81,7 +90,7 @@ class WorkloadSpec(BaseModel):
     schema_version: Literal[1] = 1
     name: str
     description: str = ""
-    source: Literal["humaneval", "synthetic", "jsonl", "sharegpt", "trace"]
+    source: Literal["humaneval", "synthetic", "jsonl", "sharegpt", "chat", "trace"]
     path: str | None = None
     requests: int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
     input_tokens: Length | None = None
@@ -101,7 +110,9 @@ class WorkloadSpec(BaseModel):
         elif self.input_tokens is not None:
             raise ValueError(f"input_tokens is for synthetic workloads; {self.source} has prompts")
         if (self.source in FILE_SOURCES.values()) != (self.path is not None):
-            raise ValueError("path goes with sources jsonl, sharegpt and trace, and only with them")
+            raise ValueError(
+                "path goes with sources jsonl, sharegpt, chat and trace, and only with them"
+            )
         if (self.prefixes is None) != (self.prefix_tokens is None):
             raise ValueError("prefixes and prefix_tokens go together")
         if self.prefixes is not None and self.source != "synthetic":
@@ -133,7 +144,7 @@ def load_workload(
     output_tokens: int | None = None,
     time_scale: float | None = None,
 ) -> WorkloadSpec:
-    """Reads a workload by name, YAML path or `jsonl:`/`sharegpt:`/`trace:<path>`, applying
+    """Reads a workload by name, YAML path or `jsonl:`/`sharegpt:`/`chat:`/`trace:<path>`, applying
     the CLI's overrides."""
     prefix = next((p for p in FILE_SOURCES if ref.startswith(p)), None)
     if prefix is not None:
@@ -156,7 +167,7 @@ def load_workload(
             known = ", ".join(spec_names("workloads"))
             raise TunerError(
                 f"unknown workload {ref!r}; known: {known}, jsonl:<path>, sharegpt:<path>, "
-                "or a .yaml file"
+                "chat:<path>, trace:<path>, or a .yaml file"
             )
         data = read_yaml(path)
         where = str(path)
@@ -179,6 +190,8 @@ class Tokenizer:
     `tokenizer.json` (no torch import), else through transformers."""
 
     def __init__(self, model_dir: Path) -> None:
+        self.model_dir = model_dir
+        self._chat: Any = None
         fast = model_dir / "tokenizer.json"
         try:
             if fast.is_file():
@@ -198,7 +211,7 @@ class Tokenizer:
         from tokenizers import Tokenizer as Fast
 
         tok = Fast.from_file(str(path))
-        self._encode = lambda text: tok.encode(text).ids
+        self._encode = lambda text, special: tok.encode(text, add_special_tokens=special).ids
         self._decode = tok.decode
         self._decode_many = tok.decode_batch  # in Rust, on every core
         self.vocab_size = tok.get_vocab_size()
@@ -215,15 +228,43 @@ class Tokenizer:
 
         # Never the folder's own code: transformers would otherwise ask on standard input.
         hf = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-        self._encode = lambda text: hf(text).input_ids
+        self._encode = lambda text, special: hf(text, add_special_tokens=special).input_ids
         self._decode = hf.decode
         self._decode_many = hf.batch_decode
         self.vocab_size = len(hf)
         self.special_ids = set(hf.all_special_ids)
         self.max_token_chars = max((len(t) for t in hf.get_vocab()), default=1)
 
-    def encode(self, text: str) -> list[int]:
-        return list(self._encode(text))
+    def encode(self, text: str, *, special: bool = True) -> list[int]:
+        """The text's token ids; `special`: with the special tokens the model adds (its BOS),
+        which a chat template writes itself."""
+        return list(self._encode(text, special))
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
+        """The messages in the model's chat template, the assistant's turn opened (what an
+        OpenAI-compatible server renders for `/v1/chat/completions`)."""
+        if self._chat is None:
+            from transformers import AutoTokenizer
+
+            hf = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=False)
+            if not getattr(hf, "chat_template", None):
+                raise TunerError(
+                    f"the model at {self.model_dir} has no chat template (tokenizer_config.json "
+                    "chat_template, or chat_template.jinja): a chat workload needs one"
+                )
+            self._chat = hf
+        try:
+            return str(
+                self._chat.apply_chat_template(
+                    list(messages), tokenize=False, add_generation_prompt=True
+                )
+            )
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            raise TunerError(
+                f"the chat template of {self.model_dir} failed: "
+                f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
+            ) from None
 
     def plain_ids(self) -> list[int]:
         """The vocabulary's token ids, special tokens aside: what random prompts draw from."""
@@ -243,11 +284,13 @@ def _length(value: Length, rng: random.Random) -> int:
 @dataclass(frozen=True)
 class Row:
     """A prompt as a workload file gives it: its own output length, or the text of the reply
-    whose length in tokens is the output length (ShareGPT), or neither (the spec's)."""
+    whose length in tokens is the output length (ShareGPT), or neither (the spec's). A chat
+    request's prompt is its `messages`, rendered with the model's chat template."""
 
     prompt: str
     output_tokens: int | None = None
     reply: str | None = None
+    messages: tuple[dict[str, str], ...] | None = None
 
 
 def _text(path: Path) -> str:
@@ -260,11 +303,12 @@ def _text(path: Path) -> str:
 
 
 def _rows(spec: WorkloadSpec) -> list[Row]:
-    """The prompts of a humaneval, jsonl or sharegpt workload."""
+    """The prompts of a humaneval, jsonl, sharegpt or chat workload."""
     if spec.source == "humaneval":
         return _humaneval()
     path = Path(spec.path or "")
-    return _read_sharegpt(path) if spec.source == "sharegpt" else _read_jsonl(path)
+    read = {"sharegpt": _read_sharegpt, "chat": _read_chat}.get(spec.source, _read_jsonl)
+    return read(path)
 
 
 def _read_sharegpt(path: Path) -> list[Row]:
@@ -295,6 +339,49 @@ def _read_sharegpt(path: Path) -> list[Row]:
     if not rows:
         raise TunerError(f"{path} holds no conversation of two turns or more")
     return rows
+
+
+def _read_chat(path: Path) -> list[Row]:
+    """OpenAI chat-completions requests, one JSON object per line: `messages` (each a `role`
+    and a `content` string, or a list of text parts) and, optionally, `max_tokens` (or
+    `max_completion_tokens`). A line of the OpenAI Batch API's input form (the request in
+    `body`) reads the same. Anything else is one line naming the line."""
+    rows = []
+    for number, line in _json_lines(path, _text(path), "line"):
+        request = line.get("body", line) if isinstance(line, dict) else None
+        try:
+            if not isinstance(request, dict):
+                raise ValueError("expected a JSON object")
+            rows.append(_chat_row(request))
+        except ValueError as exc:
+            raise TunerError(f"{path} line {number}: {exc}") from None
+    if not rows:
+        raise TunerError(f"{path} holds no chat requests")
+    return rows
+
+
+def _chat_row(request: dict[str, Any]) -> Row:
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError('expected a "messages" list of one message or more')
+    said = []
+    for turn, message in enumerate(messages, 1):
+        role = message.get("role") if isinstance(message, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):  # content parts: the text ones, joined
+            parts = [p.get("text") for p in content if isinstance(p, dict)]
+            if len(parts) != len(content) or not all(isinstance(p, str) for p in parts):
+                raise ValueError(f"message {turn}: content parts must be text parts")
+            content = "".join(str(p) for p in parts)
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise ValueError(f'message {turn}: expected a "role" and a "content" string')
+        said.append({"role": role, "content": content})
+    out = request.get("max_tokens", request.get("max_completion_tokens"))
+    if out is not None and (
+        isinstance(out, bool) or not isinstance(out, int) or not 1 <= out <= MAX_TOKENS
+    ):
+        raise ValueError(f"max_tokens must be an integer from 1 to {MAX_TOKENS:,}")
+    return Row("", out, messages=tuple(said))
 
 
 @dataclass(frozen=True)
@@ -491,7 +578,7 @@ def build_requests(
     rows = _first(spec, _rows(spec), "prompts")
     requests = []
     for number, row in enumerate(rows):
-        text = row.prompt
+        text = row.prompt if row.messages is None else tokenizer.render_chat(row.messages)
         output = row.output_tokens or _length(spec.output_tokens, rng)
         if row.reply is not None:  # the reply's length, at least one token
             output = max(1, len(tokenizer.encode(row.reply)))
@@ -500,8 +587,9 @@ def build_requests(
         at_least = len(text) // tokenizer.max_token_chars
         if at_least + output > limit:
             raise TunerError(_too_long(number, f"at least {at_least:,}", output, max_len))
-        request = Request(tuple(tokenizer.encode(text)), output, text)
-        requests.append(_fitting(request, number, limit, max_len))
+        # A chat template writes the model's special tokens (its BOS) itself.
+        ids = tokenizer.encode(text, special=row.messages is None)
+        requests.append(_fitting(Request(tuple(ids), output, text), number, limit, max_len))
     return requests
 
 

@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+#: A chat template of the ChatML form (Qwen's and many others'), for chat workloads.
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
-def fake_model_dir(path: Path) -> Path:
-    """Writes a weightless model folder (config.json and a small trained tokenizer.json)."""
+
+def fake_model_dir(path: Path, chat_template: str | None = None) -> Path:
+    """Writes a weightless model folder (config.json and a small trained tokenizer.json; with
+    `chat_template`, a tokenizer_config.json that holds it)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     path.mkdir(parents=True, exist_ok=True)
@@ -22,4 +29,7 @@ def fake_model_dir(path: Path) -> Path:
     tokenizer.train_from_iterator(["def add(a, b):\n    return a + b\n"] * 4, trainer)
     tokenizer.save(str(path / "tokenizer.json"))
     (path / "config.json").write_text(json.dumps({"model_type": "fake", "vocab_size": 300}))
+    if chat_template is not None:
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": chat_template}
+        (path / "tokenizer_config.json").write_text(json.dumps(config))
     return path
