@@ -68,10 +68,18 @@ def test_a_runs_figures_are_the_deltas_of_the_scrapes_around_it() -> None:
     assert "prefix_cache_hit_rate" not in (run_metrics(before, before) or {})
 
 
-def bench(workload: str, metrics: bool) -> dict:  # type: ignore[type-arg]
+def bench(workload: str, metrics: bool, dialect: str = "openai") -> dict:  # type: ignore[type-arg]
     command = "{python} -m tuner.testing --port {port}" + (" --metrics" if metrics else "")
     args = [
-        *("bench", "--engine", "openai-server", "--server-cmd", command),
+        *(
+            "bench",
+            "--engine",
+            "openai-server",
+            "--server-cmd",
+            command,
+            "--server-dialect",
+            dialect,
+        ),
         *("--model", "synthetic:tiny-llama", "--workload", workload, "--requests", "8"),
         *("--output-tokens", "4", "--run-time-limit", "20", "--warmup-time-limit", "20"),
         *("--max-remeasures", "0", "--json"),
@@ -91,14 +99,24 @@ def test_each_run_keeps_the_servers_own_figures_where_it_has_metrics(workload: s
         found = run["engine_metrics"]
         assert set(found) == {"prefix_cache_hit_rate", "preemptions", "queue_time_mean_ms"}
         assert found["preemptions"] == 0 and found["queue_time_mean_ms"] == 0
-        # The warm-up sent every prompt once already: the stub's cache holds them all, as a
-        # real prefix cache would.
+        # The warm-up sent every prompt once already: without a cache salt, the stub's cache
+        # holds them all, as a real prefix cache would.
         assert found["prefix_cache_hit_rate"] == 1.0
     assert measured["cold"]["engine_metrics"]["prefix_cache_hit_rate"] < 1.0
     if workload == "shared-prefix":  # 8 requests over 4 prefixes: half find theirs cached
         assert measured["cold"]["engine_metrics"]["prefix_cache_hit_rate"] > 0.3
     else:
         assert measured["cold"]["engine_metrics"]["prefix_cache_hit_rate"] < 0.1
+
+
+@pytest.mark.parametrize("workload", ["shared-prefix", "synthetic"])
+def test_with_vllms_cache_salt_no_run_finds_the_run_before_it_cached(workload: str) -> None:
+    measured = bench(workload, metrics=True, dialect="vllm")
+    cold = measured["cold"]["engine_metrics"]["prefix_cache_hit_rate"]
+    hit_rates = [run["engine_metrics"]["prefix_cache_hit_rate"] for run in measured["runs"]]
+    # Each run its own salt: every run sees what its own requests share, as the first did.
+    assert hit_rates == [cold] * len(hit_rates)
+    assert (cold > 0.3) if workload == "shared-prefix" else (cold < 0.1)
 
 
 def test_a_server_without_metrics_is_measured_as_before() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import statistics
 
 import pytest
@@ -107,8 +108,9 @@ class QueueingServer:
     def run(self, prepared, deadline):  # type: ignore[no-untyped-def]
         n, rate = prepared
         self.rates.append(rate)
-        self.clock.advance(n / (rate or 10.0))
-        ttft = 0.9 * (rate or 10.0) / 10.0
+        at = 10.0 if rate in (None, math.inf) else rate  # at once: the maximum
+        self.clock.advance(n / at)
+        ttft = 0.9 * at / 10.0
         timings = tuple(RequestTiming(ttft, ttft + 0.1, 2) for _ in range(n))
         return RunOutput(
             requests=n,
@@ -143,9 +145,9 @@ def test_a_rate_search_steps_down_from_the_maximum_to_the_first_rate_within_the_
     assert m.latency is not None and m.latency.ttft is not None
     assert m.latency.ttft.p99_ms == pytest.approx(450.0)
     assert m.requests_per_s.median == pytest.approx(5.0)
-    # One warm-up in all, then three timed runs per rate tried.
-    assert engine.rates[:4] == [None] * 4
-    assert [r for r in engine.rates[4:] if r is not None] == pytest.approx(
+    # One warm-up in all, then three timed runs per rate tried: first every request at once.
+    assert engine.rates[:4] == [math.inf] * 4
+    assert engine.rates[4:] == pytest.approx(
         [10.0] * 3 + [9.0] * 3 + [8.0] * 3 + [7.0] * 3 + [6.0] * 3 + [5.0] * 3
     )
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -371,7 +372,7 @@ def test_malformed_traces_are_one_line_naming_the_row(
         build_from(tokenizer, tmp_path / name, "trace", content)
 
 
-def test_the_load_client_sends_a_trace_at_its_arrivals_unless_given_a_rate(
+def test_the_load_client_sends_a_trace_at_its_arrivals_scaled_to_a_rate_it_is_given(
     tokenizer: Tokenizer, tmp_path: Path
 ) -> None:
     from tuner.engines.openai_client import LoadClient
@@ -387,12 +388,13 @@ def test_the_load_client_sends_a_trace_at_its_arrivals_unless_given_a_rate(
     requests = build_requests(load_workload(f"trace:{trace}"), tokenizer)
     client = LoadClient("http://127.0.0.1:1", "m", next(iter(DIALECTS.values())))
     assert client.prepare(requests).gaps == pytest.approx([0.0, 0.5, 1.5])
-    poisson = client.prepare(requests, request_rate=100.0).gaps
-    assert poisson != pytest.approx([0.0, 0.5, 1.5]) and all(g > 0 for g in poisson)
-    assert (
-        client.prepare(build_requests(load_workload("synthetic", requests=3), tokenizer)).gaps
-        == [0.0] * 3
-    )
+    # 2 gaps in 2 s: a mean of 1 request/s; at 100 requests/s the same bursts, 100x faster.
+    assert client.prepare(requests, request_rate=100.0).gaps == pytest.approx([0, 0.005, 0.015])
+    assert client.prepare(requests, request_rate=math.inf).gaps == [0.0] * 3
+    synthetic = build_requests(load_workload("synthetic", requests=3), tokenizer)
+    assert client.prepare(synthetic).gaps == [0.0] * 3
+    poisson = client.prepare(synthetic, request_rate=100.0).gaps
+    assert len(set(poisson)) == 3 and all(g > 0 for g in poisson)
 
 
 def test_time_scale_from_the_command_line(tokenizer: Tokenizer, tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ prompts only and refuses those fields.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -35,9 +37,12 @@ class Dialect:
     #: A request that comes back with another token count than asked is failed (where the
     #: server fixes lengths, or where a tuner engine promises exact counts).
     checks_length: bool = False
+    #: It takes a `cache_salt` (vLLM): prefix-cache blocks are shared only between requests of
+    #: the same salt.
+    salts_cache: bool = False
 
 
-VLLM = Dialect("vllm", token_prompts=True, fixed_length=True, checks_length=True)
+VLLM = Dialect("vllm", token_prompts=True, fixed_length=True, checks_length=True, salts_cache=True)
 OPENAI = Dialect("openai", token_prompts=False, fixed_length=False)
 #: `transformers serve`: string prompts, no ignore_eos or min_tokens (it refuses them), so a
 #: request that stops at an end-of-sequence token comes back short and counts as failed.
@@ -81,6 +86,7 @@ class LoadClient:
         self.model_name = model_name
         self.dialect = dialect
         self.request_rate = request_rate
+        self.runs = 0
 
     def prepare(
         self,
@@ -88,9 +94,10 @@ class LoadClient:
         concurrency: int | None = None,
         request_rate: float | None = None,
     ) -> Prepared:
-        """Request bodies and arrival gaps: Poisson at `request_rate` (requests/s; it replaces
-        the client's own for this workload), else a trace's recorded arrivals, else every
-        request at once."""
+        """Request bodies and arrival gaps. A trace is sent at its recorded arrivals, scaled to
+        a mean of `request_rate` requests/s where one is given (it replaces the client's own for
+        this workload), so its bursts stay; other requests arrive as a Poisson process at that
+        rate, or all at once without one. A rate of `math.inf` sends every request at once."""
         bodies = []
         for r in requests:
             body: dict[str, Any] = {
@@ -105,15 +112,23 @@ class LoadClient:
             if self.dialect.fixed_length:
                 body.update(min_tokens=r.output_tokens, ignore_eos=True)
             bodies.append(body)
-        rng = random.Random(0)
-        rate = request_rate or self.request_rate
-        gaps = [rng.expovariate(float(rate)) if rate else 0.0 for _ in requests]
-        if not rate and any(r.arrival_s is not None for r in requests):
-            times = [r.arrival_s or 0.0 for r in requests]
-            gaps = [max(0.0, b - a) for a, b in zip([0.0, *times], times, strict=False)]
-        return Prepared(bodies, gaps, [len(r.prompt_token_ids) for r in requests], concurrency)
+        prompt_tokens = [len(r.prompt_token_ids) for r in requests]
+        return Prepared(
+            bodies,
+            arrival_gaps(requests, request_rate or self.request_rate),
+            prompt_tokens,
+            concurrency,
+        )
 
     def run(self, prepared: Prepared, deadline: float) -> RunOutput:
+        """One run of the prepared load. Where the server salts its prefix cache, each run has
+        a salt of its own: the requests of a run share what their prompts share, and no run
+        finds the prompts of the run before it (the same workload) cached."""
+        self.runs += 1
+        if self.dialect.salts_cache:
+            salt = f"tuner-run-{self.runs}"
+            bodies = [{**body, "cache_salt": salt} for body in prepared.bodies]
+            prepared = dataclasses.replace(prepared, bodies=bodies)
         return asyncio.run(self._drive(prepared, deadline))
 
     async def _drive(self, prepared: Prepared, deadline: float) -> RunOutput:
@@ -209,6 +224,21 @@ class LoadClient:
         result.e2e_s = time.perf_counter() - start
         if not result.tokens:
             result.tokens = chunks
+
+
+def arrival_gaps(requests: Sequence[Request], rate: float | None) -> list[float]:
+    """Seconds to wait before sending each request (see `LoadClient.prepare`)."""
+    if rate == math.inf:
+        return [0.0] * len(requests)
+    times = [r.arrival_s for r in requests]
+    if times and all(t is not None for t in times):
+        stamps = [float(t or 0.0) for t in times]
+        span = stamps[-1] - stamps[0]
+        # The trace's mean rate is (n - 1) / span; scaled, it is `rate`.
+        scale = (len(stamps) - 1) / (span * rate) if rate and span > 0 else 1.0
+        return [max(0.0, b - a) * scale for a, b in zip([stamps[0], *stamps], stamps, strict=False)]
+    rng = random.Random(0)
+    return [rng.expovariate(float(rate)) if rate else 0.0 for _ in requests]
 
 
 def _event(data: str) -> dict[str, Any]:

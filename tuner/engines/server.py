@@ -51,7 +51,8 @@ OPTIONS = {
     "server_cmd": "command template: {model} {port} {host} {args} {python} are filled in, each "
     "as one argument (shell-quoted inside a shell's -c script); literal braces doubled",
     "port": "port to serve on (default: a free one)",
-    "request_rate": "requests per second, Poisson (default: a trace's arrivals, else all at once)",
+    "request_rate": "requests per second: Poisson arrivals, or a trace's own scaled to this mean "
+    "(default: a trace's arrivals, else all at once)",
     "ready_timeout_s": "seconds to wait for the server to answer /health (default 600)",
     "dialect": "what requests may say: vllm (token-id prompts, ignore_eos) or openai (text)",
 }

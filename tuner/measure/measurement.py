@@ -10,6 +10,7 @@ are over all timed runs and carry their spread. Each run carries its GPU telemet
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -500,12 +501,13 @@ def measure_max_rate(
     sampler: Sampler | None = None,
 ) -> Measurement:
     """The measurement at the highest request rate that `keeps` the limits, as vLLM's auto-tune
-    finds it: the workload sent at once gives the maximum rate; then Poisson arrivals at 100%,
-    90%, 80%, ... of it (steps of `protocol.rate_step`) until a rate keeps them. A
-    configuration that keeps them with every request at once is scored there; one that keeps
-    them at no rate returns its last measurement, which breaks them."""
+    finds it: the workload sent at once gives the maximum rate; then Poisson arrivals (a trace's
+    own, scaled) at 100%, 90%, 80%, ... of it (steps of `protocol.rate_step`) until a rate
+    keeps them. A configuration that keeps them with every request at once is scored there;
+    one that keeps them at no rate returns its last measurement, which breaks them."""
+    at_once = {**knobs, REQUEST_RATE: math.inf}
     first = measure(
-        engine, requests, knobs, protocol, clock=clock, progress=progress, sampler=sampler
+        engine, requests, at_once, protocol, clock=clock, progress=progress, sampler=sampler
     )
     top = first.requests_per_s.median
     first = first.model_copy(update={"max_request_rate": top})

@@ -105,12 +105,15 @@ class _StubHandler(BaseHTTPRequestHandler):
             waited.observe(0.0)
         return generate_latest(registry)
 
-    def _cached(self, prompt: Any) -> None:
-        """The prefix cache's count of one prompt (see `_metrics_text`)."""
+    def _cached(self, prompt: Any, salt: Any) -> None:
+        """The prefix cache's count of one prompt (see `_metrics_text`); as vLLM's, it shares
+        blocks only between prompts of the same `cache_salt`."""
         tokens = list(prompt) if isinstance(prompt, list | str) else []
         with self.lock:
-            shared = max((_common(tokens, seen) for seen in self.prompts), default=0)
-            self.prompts.append(tokens)
+            shared = max(
+                (_common(tokens, seen) for said, seen in self.prompts if said == salt), default=0
+            )
+            self.prompts.append([salt, tokens])
             self.cache[0] += len(tokens)
             self.cache[1] += shared
             self.cache[2] += 1
@@ -118,7 +121,7 @@ class _StubHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.metrics:
-            self._cached(body.get("prompt"))
+            self._cached(body.get("prompt"), body.get("cache_salt"))
         with self.lock:
             number = next(self.served)
         if self.mode == "500" or (self.fail_every and number % self.fail_every == 0):
