@@ -242,3 +242,54 @@ def test_another_workload_shape_than_the_profiles_is_bad_input_not_a_regression(
     result = ci(config)
     assert result.exit_code == 2
     assert "no profile to hold" in result.stderr and "synthetic-8x4.json" in result.stderr
+
+
+def test_a_profile_used_on_other_traffic_is_said_by_ci_and_profile_show(
+    fake_model: Path, tmp_path: Path
+) -> None:
+    workload = tmp_path / "mine.yaml"
+    shape = {
+        "schema_version": 1,
+        "name": "mine",
+        "source": "synthetic",
+        "requests": 8,
+        "output_tokens": 4,
+    }
+    workload.write_text(yaml.safe_dump({**shape, "input_tokens": 32}))
+    first = tmp_path / "first"
+    first.mkdir()
+    config = write_config(first, model=str(fake_model), workload=str(workload), **FAKE)
+    result = ci(config, "--update")
+    assert result.exit_code == 0, result.output
+    written = Path(json.loads(result.stdout)["profile_written"])
+    traffic = json.loads(written.read_text())["workload"]["traffic"]
+    assert traffic["input_tokens"]["p50"] >= 32 and traffic["shared_prefix_share"] == 0
+    assert traffic["arrivals"] == {"kind": "at once", "rate_per_s": None, "gap_cv": None}
+
+    # The same name and shape key, but longer prompts that share prefixes: held, with a warning.
+    workload.write_text(
+        yaml.safe_dump({**shape, "input_tokens": 32, "prefixes": 2, "prefix_tokens": 96})
+    )
+    second = tmp_path / "second"
+    second.mkdir()
+    config = write_config(
+        second, model=str(fake_model), workload=str(workload), profile=str(written), **FAKE,
+        tolerance=0.9,
+    )  # fmt: skip
+    result = ci(config)
+    assert result.exit_code == 0, result.output
+    differences = json.loads(result.stdout)["traffic_differences"]
+    assert [d.split(" tokens")[0] for d in differences[:1]] == ["median prompt 128"]
+    assert "of prompt tokens in shared prefixes, tuned on 0%" in differences[1]
+    assert "was tuned on other traffic (median prompt 128 tokens, tuned on" in result.stderr
+    assert "> Warning:" in (second / "summary.md").read_text()
+
+    shown = runner.invoke(app, ["profile", "show", str(written), "--traffic", str(workload)])
+    assert shown.exit_code == 0, shown.output
+    assert "traffic" in shown.stdout and "0% of prompt tokens in shared" in shown.stdout
+    assert "is not the traffic" in shown.stderr and "median prompt 128 tokens" in shown.stderr
+    workload.write_text(yaml.safe_dump({**shape, "input_tokens": 32}))
+    same = runner.invoke(app, ["profile", "show", str(written), "--traffic", str(workload)])
+    assert same.exit_code == 0 and "was tuned on, in shape" in same.stderr
+    missing = runner.invoke(app, ["profile", "show", str(written), "--traffic", "jsonl:nope"])
+    assert missing.exit_code == 2 and "workload file nope does not exist" in missing.stderr

@@ -410,3 +410,59 @@ def test_time_scale_from_the_command_line(tokenizer: Tokenizer, tmp_path: Path) 
     refused = CliRunner().invoke(app, args)
     assert refused.exit_code == 2 and "time_scale is for traces" in refused.output
     assert len(refused.output.strip().splitlines()) == 1
+
+
+def test_traffic_gives_lengths_prefix_sharing_and_arrivals(
+    tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    from tuner.specs.workloads import traffic
+
+    shared = build_requests(load_workload("shared-prefix", requests=8), tokenizer)
+    found = traffic(shared)
+    # 8 requests over 4 prefixes of 512 tokens, 64 of their own: the last 4 find theirs.
+    assert found["shared_prefix_share"] == pytest.approx(4 * 512 / (8 * 576), abs=0.001)
+    assert found["input_tokens"] == {"p10": 576, "p50": 576, "p90": 576, "max": 576}
+    assert found["arrivals"] == {"kind": "at once", "rate_per_s": None, "gap_cv": None}
+    plain = traffic(build_requests(load_workload("synthetic", requests=8), tokenizer), 4.0)
+    assert plain["shared_prefix_share"] == 0
+    assert plain["arrivals"] == {"kind": "poisson", "rate_per_s": 4.0, "gap_cv": 1.0}
+
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(
+        "\n".join(
+            json.dumps({"arrival_s": t, "input_tokens": n, "output_tokens": 2})
+            for t, n in ((0.0, 10), (0.1, 20), (0.2, 30), (4.0, 40))
+        )
+    )
+    requests = build_requests(load_workload(f"trace:{trace}"), tokenizer)
+    found = traffic(requests)
+    assert found["input_tokens"] == {"p10": 10, "p50": 30, "p90": 40, "max": 40}
+    # 3 gaps in 4 s (0.1, 0.1, 3.8): 0.75 req/s, in a burst then a lull.
+    assert found["arrivals"]["kind"] == "trace"
+    assert found["arrivals"]["rate_per_s"] == 0.75 and found["arrivals"]["gap_cv"] > 1
+    assert traffic(requests, 3.0)["arrivals"]["rate_per_s"] == 3.0
+
+
+def test_traffic_differences_name_what_changed() -> None:
+    from tuner.profiles.profile import TrafficRecord
+
+    def record(p50: int, share: float, kind: str = "at once", rate: float | None = None):  # type: ignore[no-untyped-def]
+        spread = {"p10": p50, "p50": p50, "p90": p50, "max": p50}
+        return TrafficRecord.model_validate(
+            {
+                "input_tokens": spread,
+                "output_tokens": spread,
+                "shared_prefix_share": share,
+                "arrivals": {"kind": kind, "rate_per_s": rate},
+            }
+        )
+
+    tuned = record(500, 0.8, "trace", 2.0)
+    assert tuned.differences(record(550, 0.75, "trace", 2.2)) == []
+    assert tuned.differences(record(1000, 0.0, "trace", 5.0)) == [
+        "median prompt 1,000 tokens, tuned on 500",
+        "median output 1,000 tokens, tuned on 500",
+        "0% of prompt tokens in shared prefixes, tuned on 80%",
+        "arrivals at 5 req/s, tuned on 2 req/s",
+    ]
+    assert tuned.differences(record(500, 0.8)) == ["arrivals at once, tuned on trace"]

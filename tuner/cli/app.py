@@ -282,6 +282,8 @@ def ci(
             )
             with StudyView(err, 1 if cfg.job == "bench" else cfg.trials + 2) as view:
                 outcome = run_ci(cfg, view)
+    if outcome.traffic_warning:
+        err.print(f"[yellow]warning:[/] {escape(outcome.traffic_warning)}", soft_wrap=True)
     if json_:
         emit_json(outcome_json(outcome))
     elif not quiet:

@@ -34,6 +34,7 @@ from tuner.profiles.profile import (
     profile_key,
     read_profile,
     requests_shape,
+    traffic_record,
     tuned_for,
     write_profile,
 )
@@ -132,6 +133,18 @@ class CiOutcome:
     gpu: str
     breaches: list[str] = field(default_factory=list)
     label: str = "output tok/s"  # what `measured` counts: the goal's first objective
+    #: How this run's traffic differs from the held profile's (`TrafficRecord.differences`).
+    traffic: list[str] = field(default_factory=list)
+
+    @property
+    def traffic_warning(self) -> str | None:
+        """One line where the traffic differs from the profile's, else None."""
+        if not self.traffic:
+            return None
+        return (
+            f"{self.held_path} was tuned on other traffic ({'; '.join(self.traffic)}): its "
+            "figures may not hold for this run's"
+        )
 
     @property
     def held_rate(self) -> float | None:
@@ -183,6 +196,10 @@ def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
         config.workload, requests=config.requests, output_tokens=config.output_tokens
     )
     setup, held_path, held = _setup(config, workload)
+    traffic = []
+    if held is not None and held.workload.traffic is not None:
+        rate = config.engine_options.get("request_rate")
+        traffic = held.workload.traffic.differences(traffic_record(setup.requests, rate))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     spec = _spec(config, setup, workload, held)
     study = Study.create(spec, config.run_dir or Path("runs") / f"ci-{stamp}", setup)
@@ -206,6 +223,7 @@ def run_ci(config: CiConfig, observer: Observer | None = None) -> CiOutcome:
         gpu=setup.hardware.gpu_name,
         breaches=breaches,
         label=study.goal.label,
+        traffic=traffic,
     )
     write_outputs(result, config)
     return result
@@ -300,6 +318,8 @@ def summary_markdown(o: CiOutcome) -> str:
     """The verdict and its figures, for a CI job's summary."""
     best = o.study.best
     lines = [f"## tuner ci: {HEADLINE[o.verdict]}", ""]
+    if o.traffic_warning:
+        lines += [f"> Warning: {o.traffic_warning}.", ""]
     if o.breaches:
         lines += [f"- {b}" for b in o.breaches] + [""]
     if o.ratio is not None:
@@ -413,6 +433,7 @@ def outcome_json(o: CiOutcome) -> dict[str, Any]:
         "ratio": o.ratio,
         "tolerance": o.tolerance,
         "breaches": o.breaches,
+        "traffic_differences": o.traffic,
         "profile": str(o.held_path),
         "profile_written": str(o.written) if o.written else None,
         "run_dir": str(o.run_dir),

@@ -15,7 +15,7 @@ from tuner.hardware.machine import Hardware
 from tuner.measure.measurement import Measurement
 from tuner.measure.objective import Goal
 from tuner.measure.trial import TrialResult, of_speed_of_light
-from tuner.profiles.profile import Profile
+from tuner.profiles.profile import Profile, TrafficRecord
 from tuner.profiles.store import Row
 from tuner.specs.knobs import Value
 from tuner.specs.space import SearchSpace
@@ -262,6 +262,21 @@ def energy_rows(m: Measurement) -> list[tuple[str, str]]:
     ]
 
 
+def traffic_text(t: TrafficRecord) -> str:
+    """`prompts 512 / 576 / 640 tokens (p10 / p50 / p90), ...`: a traffic shape on one line."""
+    arrivals = t.arrivals.kind
+    if t.arrivals.rate_per_s:
+        arrivals += f", {t.arrivals.rate_per_s:g} req/s"
+    if t.arrivals.gap_cv is not None and t.arrivals.kind == "trace":
+        arrivals += f", gaps cv {t.arrivals.gap_cv:g}"
+    i, o = t.input_tokens, t.output_tokens
+    return (
+        f"prompts {i.p10:,} / {i.p50:,} / {i.p90:,} tokens, outputs {o.p10:,} / {o.p50:,} / "
+        f"{o.p90:,} (p10 / p50 / p90); {t.shared_prefix_share:.0%} of prompt tokens in shared "
+        f"prefixes; arrivals {arrivals}"
+    )
+
+
 def profile_table(profile: Profile) -> Table:
     """A profile's identity, best knobs and figures."""
     table = Table(show_header=False, title=profile.key, title_justify="left")
@@ -283,6 +298,8 @@ def profile_table(profile: Profile) -> Table:
         f"{w.name}: {w.requests} requests, "
         f"{w.mean_input_tokens:g} in / {w.mean_output_tokens:g} out",
     )
+    if w.traffic is not None:
+        table.add_row("traffic", escape(traffic_text(w.traffic)))
     goal = ", ".join(profile.objectives)
     if profile.constraints:
         goal += " within " + ", ".join(profile.constraints)

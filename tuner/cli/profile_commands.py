@@ -164,14 +164,32 @@ def profile_show(
             "the rate one replica sustained within the limits (a server engine's profile)."
         ),
     ] = None,
+    traffic: Annotated[
+        str | None,
+        typer.Option(
+            help="A workload you would serve with it (as --workload takes one): say how its "
+            "traffic differs from what the profile was tuned on (lengths, prefix sharing, "
+            "arrivals). Tokenized with the profile's model, which must be here.",
+        ),
+    ] = None,
     json_: Json = False,
 ) -> None:
     """Show one profile: named, or looked up for this machine's GPU."""
     from tuner.cli.console import profile_table
     from tuner.profiles.capacity import capacity_of, check_rate
+    from tuner.profiles.profile import traffic_of
 
     with user_errors():
         path, profile = load(ref, directory, gpu, engine, model, workload)
+        differences = None
+        if traffic is not None:
+            tuned_on = profile.workload.traffic
+            if tuned_on is None:
+                raise TunerError(
+                    f"{path} records no traffic shape (written before tuner recorded it, or "
+                    "from a replay): tune it again to compare traffic"
+                )
+            differences = tuned_on.differences(traffic_of(profile, traffic))
         needed = None
         if rate is not None:
             needed = capacity_of(check_rate(rate), profile.best)
@@ -180,8 +198,13 @@ def profile_show(
                     f"{path}: its best trial states no rate it sustains (no latencies under "
                     "load): capacity needs a server engine's profile"
                 )
-    if json_ and needed is not None:
-        found = {**profile.model_dump(mode="json"), "capacity": needed.as_json()}
+    extra: dict[str, Any] = {}
+    if needed is not None:
+        extra["capacity"] = needed.as_json()
+    if differences is not None:
+        extra["traffic_differences"] = differences
+    if json_ and extra:
+        found = {**profile.model_dump(mode="json"), **extra}
         sys.stdout.write(json.dumps(found, indent=2) + "\n")
     elif json_:
         sys.stdout.write(profile.model_dump_json(indent=2) + "\n")
@@ -191,6 +214,14 @@ def profile_show(
             unit = "CPU machine" if profile.gpu.slug == "cpu" else "GPU"
             out.print(escape(needed.text(profile.constraints, unit)))
         out.print(f"[dim]{path}[/]")
+    if differences:
+        err.print(
+            f"[yellow]warning:[/] {escape(traffic or '')} is not the traffic {path} was tuned on "
+            f"({escape('; '.join(differences))}): its figures may not hold for it",
+            soft_wrap=True,
+        )
+    elif differences is not None:
+        err.print(f"{escape(traffic or '')}: the traffic {path} was tuned on, in shape")
 
 
 @profile_app.command("diff")

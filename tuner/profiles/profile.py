@@ -32,7 +32,14 @@ from tuner.measure.objective import (
 )
 from tuner.measure.trial import STATUSES, Prediction, PriorPlan, Status, TrialResult
 from tuner.specs.knobs import KnobName, Value, describe
-from tuner.specs.workloads import Request, summarize
+from tuner.specs.workloads import (
+    Request,
+    Tokenizer,
+    build_requests,
+    load_workload,
+    summarize,
+    traffic,
+)
 
 if TYPE_CHECKING:
     from tuner.study.study import Study, StudyOutcome
@@ -86,6 +93,74 @@ class ModelRecord(_Record):
     )
 
 
+class LengthSpread(_Record):
+    """Token lengths over the workload's requests: 10th, 50th and 90th percentile, maximum."""
+
+    p10: int
+    p50: int
+    p90: int
+    max: int
+
+
+class Arrivals(_Record):
+    """How the workload's requests arrive, apart from the load knobs (concurrency)."""
+
+    kind: Literal["at once", "poisson", "trace"] = Field(
+        description="at once: every request (or as many as the concurrency lets in); poisson: "
+        "at a set request rate; trace: at recorded times (scaled to a set rate, where one is)"
+    )
+    rate_per_s: float | None = Field(default=None, description="mean requests per second")
+    gap_cv: float | None = Field(
+        default=None,
+        description="coefficient of variation of the gaps between arrivals: 1 for Poisson, "
+        "above 1 for bursts",
+    )
+
+
+class TrafficRecord(_Record):
+    """The traffic's shape: what decides which configuration serves it best."""
+
+    input_tokens: LengthSpread
+    output_tokens: LengthSpread
+    shared_prefix_share: float = Field(
+        ge=0,
+        le=1,
+        description="share of prompt tokens that repeat a prefix an earlier request began "
+        "with, in whole 16-token blocks (what a prefix cache can reuse)",
+    )
+    arrivals: Arrivals
+
+    def differences(self, other: TrafficRecord) -> list[str]:
+        """How `other` (the traffic a profile is used on) differs from this one (the traffic it
+        was tuned on), a phrase each: median lengths apart by over 20%, prefix sharing by over
+        10 points, another kind of arrivals or a mean rate apart by over 20%."""
+        found = []
+        for what, mine, theirs in (
+            ("prompt", self.input_tokens.p50, other.input_tokens.p50),
+            ("output", self.output_tokens.p50, other.output_tokens.p50),
+        ):
+            if _apart(mine, theirs):
+                found.append(f"median {what} {theirs:,} tokens, tuned on {mine:,}")
+        if abs(self.shared_prefix_share - other.shared_prefix_share) > 0.1:
+            found.append(
+                f"{other.shared_prefix_share:.0%} of prompt tokens in shared prefixes, tuned on "
+                f"{self.shared_prefix_share:.0%}"
+            )
+        here, there = self.arrivals, other.arrivals
+        if here.kind != there.kind:
+            found.append(f"arrivals {there.kind}, tuned on {here.kind}")
+        elif here.rate_per_s and there.rate_per_s and _apart(here.rate_per_s, there.rate_per_s):
+            found.append(
+                f"arrivals at {there.rate_per_s:g} req/s, tuned on {here.rate_per_s:g} req/s"
+            )
+        return found
+
+
+def _apart(a: float, b: float) -> bool:
+    """Whether two positive figures are over 20% apart."""
+    return max(a, b) > 1.2 * min(a, b)
+
+
 class WorkloadRecord(_Record):
     name: str
     source: str
@@ -95,6 +170,11 @@ class WorkloadRecord(_Record):
     output_tokens: int
     mean_input_tokens: float
     mean_output_tokens: float
+    traffic: TrafficRecord | None = Field(
+        default=None,
+        description="its shape: lengths, prefix sharing, arrivals (none in profiles written "
+        "before it was recorded, or from a replayed table, whose requests are not kept)",
+    )
 
 
 class TrialRecord(_Record):
@@ -230,6 +310,27 @@ class Profile(_Record):
         )
 
 
+def traffic_record(requests: Sequence[Request], request_rate: Any = None) -> TrafficRecord:
+    """The shape of the traffic a study or a CI job sends (`tuner.specs.workloads.traffic`)."""
+    return TrafficRecord.model_validate(
+        traffic(requests, float(request_rate) if request_rate else None)
+    )
+
+
+def traffic_of(profile: Profile, workload: str) -> TrafficRecord:
+    """The traffic shape of a workload (a reference as `--workload` takes it), tokenized with
+    the profile's model, which must be here (a local folder or the Hugging Face cache)."""
+    from tuner.models import resolve_model
+
+    if profile.model.source in ("replay", "named"):
+        raise TunerError(
+            f"the profile's model {profile.model.ref} was not loaded ({profile.model.source}): "
+            "there is no tokenizer to shape a workload with"
+        )
+    model = resolve_model(profile.model.ref)
+    return traffic_record(build_requests(load_workload(workload), Tokenizer(model.path)))
+
+
 def workload_shape(name: str, requests: int, mean_output_tokens: float) -> str:
     """`humaneval-164x32`: a workload by name and shape (requests x output tokens each)."""
     return f"{name}-{requests}x{mean_output_tokens:g}"
@@ -315,12 +416,14 @@ def build_profile(study: Study, outcome: StudyOutcome) -> Profile:
     goal = study.goal
     baseline = outcome.baseline
     replay = setup.replay
+    shaped = None
     if replay is not None:
         gpu, host = replay.table.gpu, replay.table.host
         shape = replay.workload_summary()
     else:
         gpu, host = gpu_record(setup.hardware), host_record(setup.hardware)
         shape = summarize(setup.requests)
+        shaped = traffic_record(setup.requests, setup.options.get("request_rate"))
     return Profile(
         tuner_version=__version__,
         created_at=datetime.now(UTC),
@@ -337,6 +440,7 @@ def build_profile(study: Study, outcome: StudyOutcome) -> Profile:
             source=setup.workload.source,
             seed=setup.workload.seed,
             **shape,
+            traffic=shaped,
         ),
         protocol=replay.table.protocol if replay else study.spec.protocol,
         seed=study.spec.seed,

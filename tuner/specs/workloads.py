@@ -668,3 +668,74 @@ def summarize(requests: Sequence[Request]) -> dict[str, float | int]:
         "mean_input_tokens": round(sum(len(r.prompt_token_ids) for r in requests) / n, 1),
         "mean_output_tokens": round(sum(r.output_tokens for r in requests) / n, 1),
     }
+
+
+#: Tokens per block when finding shared prefixes (vLLM's default KV-cache block size).
+PREFIX_BLOCK_TOKENS = 16
+
+
+def traffic(requests: Sequence[Request], request_rate: float | None = None) -> dict[str, Any]:
+    """The workload's traffic, for profiles: its prompt and output length spread (10th, 50th,
+    90th percentile, maximum), the share of its prompt tokens that repeat a prefix an earlier
+    request began with (counted in whole blocks of `PREFIX_BLOCK_TOKENS`, as a prefix cache
+    finds them), and its arrivals: `trace` (recorded times, scaled to `request_rate` where one
+    is given), `poisson` at `request_rate`, or `at once` (every request, or as many as the
+    concurrency lets in)."""
+    prompts = [r.prompt_token_ids for r in requests]
+    found: dict[str, Any] = {
+        "input_tokens": _spread([len(p) for p in prompts]),
+        "output_tokens": _spread([r.output_tokens for r in requests]),
+        "shared_prefix_share": round(
+            _shared_prefix_tokens(prompts) / max(1, sum(map(len, prompts))), 3
+        ),
+    }
+    times = [r.arrival_s for r in requests]
+    if times and all(t is not None for t in times) and len(times) > 1:
+        stamps = sorted(float(t or 0.0) for t in times)
+        gaps = [b - a for a, b in itertools.pairwise(stamps)]
+        span = stamps[-1] - stamps[0]
+        mean_gap = span / len(gaps)
+        cv = (
+            math.sqrt(sum((g - mean_gap) ** 2 for g in gaps) / len(gaps)) / mean_gap
+            if mean_gap > 0
+            else 0.0
+        )
+        rate = request_rate or (len(gaps) / span if span > 0 else None)
+        found["arrivals"] = {
+            "kind": "trace",
+            "rate_per_s": rate and round(rate, 3),
+            "gap_cv": round(cv, 3),
+        }
+    elif request_rate:
+        found["arrivals"] = {"kind": "poisson", "rate_per_s": round(request_rate, 3), "gap_cv": 1.0}
+    else:
+        found["arrivals"] = {"kind": "at once", "rate_per_s": None, "gap_cv": None}
+    return found
+
+
+def _spread(values: Sequence[int]) -> dict[str, int]:
+    ordered = sorted(values)
+    return {
+        "p10": ordered[len(ordered) // 10],
+        "p50": ordered[len(ordered) // 2],
+        "p90": ordered[len(ordered) * 9 // 10],
+        "max": ordered[-1],
+    }
+
+
+def _shared_prefix_tokens(prompts: Sequence[Sequence[int]]) -> int:
+    """Prompt tokens in whole blocks that begin the same as an earlier prompt's (each block
+    named by a hash chained over the blocks before it, as vLLM's prefix cache names them)."""
+    seen: set[int] = set()
+    shared = 0
+    for ids in prompts:
+        chain = 0
+        leading = True
+        for start in range(0, len(ids) - PREFIX_BLOCK_TOKENS + 1, PREFIX_BLOCK_TOKENS):
+            chain = hash((chain, tuple(ids[start : start + PREFIX_BLOCK_TOKENS])))
+            if leading and chain in seen:
+                shared += PREFIX_BLOCK_TOKENS
+            else:
+                leading = False
+                seen.add(chain)
+    return shared
