@@ -164,3 +164,42 @@ def test_a_rate_search_scores_a_configuration_that_keeps_the_limit_at_once_there
         clock=clock,
     )
     assert m.request_rate is None and m.max_request_rate == pytest.approx(10.0)
+
+
+class TraceServer(QueueingServer):
+    """The queueing server, sent the load client's own arrival gaps: its first tokens wait in
+    proportion to the rate the gaps make (10 req/s at most)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        from tuner.engines.openai_client import VLLM, LoadClient
+
+        self.client = LoadClient("http://127.0.0.1:1", "m", VLLM)
+        self.gaps: list[list[float]] = []
+
+    def prepare(self, requests, knobs):  # type: ignore[no-untyped-def]
+        rate = knobs.get(REQUEST_RATE)
+        gaps = self.client.prepare(requests, request_rate=rate).gaps
+        return len(requests), None if rate == math.inf else rate, gaps
+
+    def run(self, prepared, deadline):  # type: ignore[no-untyped-def]
+        n, rate, gaps = prepared
+        self.gaps.append(gaps)
+        return super().run((n, rate), deadline)
+
+
+def test_a_rate_search_on_a_trace_scales_its_arrivals() -> None:
+    clock = FakeClock()
+    engine = TraceServer(clock)
+    limits = goal(constraints=["ttft_p99_ms<=500"])
+    # A burst of 3 in 0.2 s, then a lull: a mean of 0.75 req/s over 4 s.
+    trace = [Request((1, 2), 2, "p", t) for t in (0.0, 0.1, 0.2, 4.0)]
+    m = measure_max_rate(
+        engine, trace, {}, MeasurementProtocol(), lambda m: not limits.breaches(m), clock=clock
+    )
+    assert m.max_request_rate == pytest.approx(10.0) and m.request_rate == pytest.approx(5.0)
+    # The warm-up and the first three runs: every request at once.
+    assert engine.gaps[:4] == [[0.0] * 4] * 4
+    # Then the trace's own gaps, scaled to a mean of 10, 9, ... 5 requests/s: its burst stays.
+    at_five = engine.gaps[-1]
+    assert at_five == pytest.approx([g * 0.75 / 5.0 for g in (0.0, 0.1, 0.1, 3.8)])
