@@ -201,11 +201,7 @@ class Tokenizer:
         except TunerError:
             raise
         except Exception as exc:
-            text = str(exc).strip().splitlines()
-            raise TunerError(
-                f"cannot load the tokenizer of {model_dir}: "
-                f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
-            ) from None
+            raise _failed(f"cannot load the tokenizer of {model_dir}", exc) from None
 
     def _fast(self, path: Path) -> None:
         from tokenizers import Tokenizer as Fast
@@ -260,11 +256,7 @@ class Tokenizer:
                 )
             )
         except Exception as exc:
-            text = str(exc).strip().splitlines()
-            raise TunerError(
-                f"the chat template of {self.model_dir} failed: "
-                f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
-            ) from None
+            raise _failed(f"the chat template of {self.model_dir} failed", exc) from None
 
     def plain_ids(self) -> list[int]:
         """The vocabulary's token ids, special tokens aside: what random prompts draw from."""
@@ -275,6 +267,12 @@ class Tokenizer:
 
     def decode_many(self, prompts: Sequence[Sequence[int]]) -> list[str]:
         return list(self._decode_many([list(ids) for ids in prompts]))
+
+
+def _failed(what: str, exc: Exception) -> TunerError:
+    """One line: what failed, and the exception's type and first line."""
+    text = str(exc).strip().splitlines()
+    return TunerError(f"{what}: {type(exc).__name__}: {text[0] if text else ''}"[:400])
 
 
 def _length(value: Length, rng: random.Random) -> int:
