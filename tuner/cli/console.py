@@ -293,11 +293,8 @@ def profile_table(profile: Profile) -> Table:
     )
     table.add_row("model", f"{profile.model.ref} ({profile.model.source})")
     w = profile.workload
-    table.add_row(
-        "workload",
-        f"{w.name}: {w.requests} requests, "
-        f"{w.mean_input_tokens:g} in / {w.mean_output_tokens:g} out",
-    )
+    shape = f"{w.requests} requests, {w.mean_input_tokens:g} in / {w.mean_output_tokens:g} out"
+    table.add_row("workload", f"{w.name}: {shape}")
     if w.traffic is not None:
         table.add_row("traffic", escape(traffic_text(w.traffic)))
     goal = ", ".join(profile.objectives)
