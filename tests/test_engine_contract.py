@@ -56,3 +56,17 @@ def test_engine_contract(engine: str, fake_model: Path, tmp_path: Path) -> None:
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["requests"] == 8 and seen["output_tokens"] == 32
     assert seen["gpu_indices"] == []  # the CPU
+
+
+def test_the_adapter_in_docs_adapters_md_keeps_the_contract(
+    fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuner.testing import check_engine_contract
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "adapters.md").read_text()
+    example = page.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "echo_engine.py").write_text(example)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = check_engine_contract("echo_engine:EchoEngine", str(fake_model), log_dir=tmp_path)
+    assert seen["versions"] == {"echo": "1.0"}
+    assert seen["requests"] == 8 and seen["output_tokens"] == 32
