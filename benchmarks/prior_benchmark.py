@@ -70,9 +70,9 @@ from tuner.errors import TunerError
 from tuner.measure.objective import Goal
 from tuner.measure.trial import PriorPlan
 from tuner.predict.calibrate import Calibration, Calibrator, Point, expected, figures
-from tuner.predict.prior import load_prior, prior_plan
 from tuner.replay.replay import load_replay
 from tuner.study.prepare import prepare
+from tuner.study.prior import load_prior, prior_plan
 
 REPORT = ROOT / "reports" / "prior.md"
 METHODS = {

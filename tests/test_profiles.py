@@ -10,7 +10,6 @@ from tuner.errors import TunerError
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.profiles.profile import (
     SCHEMA_FILE,
-    build_profile,
     find_profiles,
     json_schema,
     profile_path,
@@ -19,6 +18,7 @@ from tuner.profiles.profile import (
     write_profile,
 )
 from tuner.specs.workloads import load_workload
+from tuner.study.profile import build_profile
 from tuner.study.rundir import StudySpec
 from tuner.study.study import Study
 

@@ -30,7 +30,6 @@ from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import Goal
 from tuner.profiles.profile import (
     Profile,
-    build_profile,
     profile_key,
     read_profile,
     requests_shape,
@@ -42,6 +41,7 @@ from tuner.profiles.store import check_profile_engine
 from tuner.specs.knobs import Value, describe
 from tuner.specs.workloads import WorkloadSpec, load_workload
 from tuner.study.prepare import Setup, prepare
+from tuner.study.profile import build_profile
 from tuner.study.rundir import StudySpec
 from tuner.study.study import Study, StudyOutcome
 

@@ -190,7 +190,7 @@ def _study_spec(
 
 def _new_study(args: TuneArgs, setup: Any, spec: Any, group: Any) -> Any:
     """The study of `spec`, ranked by the prior where one is asked for, in its run directory."""
-    from tuner.predict.prior import load_prior, prior_plan
+    from tuner.study.prior import load_prior, prior_plan
     from tuner.study.rundir import run_dir_for
     from tuner.study.study import Study
 
@@ -320,8 +320,9 @@ def finish_study(
     """Writes a finished study's report and profile and says what it found; returns what
     --json prints for it."""
     from tuner.cli.console import profile_table, trials_table
-    from tuner.profiles.profile import build_profile, profile_path, write_profile
+    from tuner.profiles.profile import profile_path, write_profile
     from tuner.replay.replay import is_replay
+    from tuner.study.profile import build_profile
 
     if outcome.best is None:
         _nothing_found(study, outcome, quiet)

@@ -2,12 +2,13 @@
 
 - `aiconfigurator`: NVIDIA's performance model behind one adapter (`AIConfiguratorPrior`,
   `prior_for`);
-- `prior`: a prior (AIConfigurator, a profile or a recorded table) and the study's start it
-  gives (`Prior`, `load_prior`, `prior_plan`, `rank`, `Belief`);
+- `prior`: a prior (AIConfigurator, a profile or a recorded table), the ranking it gives and
+  the belief piBO weights by (`Prior`, `rank`, `Belief`); a study loads its prior with
+  `tuner.study.prior`;
 - `plan`: `tuner plan`, a predicted ranking and profile with no GPU (`make_plan`).
 """
 
 from tuner.predict.plan import Plan, make_plan
-from tuner.predict.prior import Belief, Prior, load_prior, prior_plan, rank
+from tuner.predict.prior import Belief, Prior, rank
 
-__all__ = ["Belief", "Plan", "Prior", "load_prior", "make_plan", "prior_plan", "rank"]
+__all__ = ["Belief", "Plan", "Prior", "make_plan", "rank"]

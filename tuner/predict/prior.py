@@ -14,20 +14,17 @@ import dataclasses
 import itertools
 import json
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from tuner.errors import TunerError
 from tuner.measure.objective import Goal
 from tuner.measure.trial import Predicted, Prediction, PriorPlan, TrialResult
 from tuner.specs.knobs import Value
 from tuner.specs.space import SearchSpace
-
-if TYPE_CHECKING:
-    from tuner.study.prepare import Setup
 
 #: The origin of a prediction when it stands in for a trial (ranking, a predicted profile).
 PREDICTED = "predicted"
@@ -197,70 +194,6 @@ def measured_prior(path: Path) -> MeasuredPrior:
 
 #: The prior's best configurations a study runs first, before the baseline.
 PRIOR_STARTS = 3
-
-
-def load_prior(text: str, setup: Setup, say: Callable[[str], None]) -> Prior | None:
-    """The prior `--prior aiconfigurator|PROFILE|TABLE` names, for a study's setup. Where
-    AIConfigurator does not cover the engine, GPU or model: one line through `say`, and None
-    (the study starts cold); without the extra installed, one line as an error."""
-    if text != "aiconfigurator":
-        return measured_prior(Path(text))
-    try:
-        return _aiconfigurator(setup)
-    except TunerError as exc:
-        if "needs AIConfigurator" in str(exc):
-            raise
-        say(f"--prior aiconfigurator: {exc}; the study starts cold")
-        return None
-
-
-def prior_plan(prior: Prior, setup: Setup, goal: Goal, say: Callable[[str], None]) -> PriorPlan:
-    """The prior's ranking of the study's space and its best `PRIOR_STARTS`."""
-    ranking = rank(prior, candidates(setup.space, prior.covers), goal)
-    refused: dict[str, str] = getattr(prior, "refused", {})
-    if refused:
-        knobs, why = next(iter(refused.items()))
-        say(
-            f"--prior {prior.label}: {len(refused)} configuration(s) it cannot predict, "
-            f"such as {knobs} ({why}); they get no prediction"
-        )
-    if not ranking.kept:
-        say(f"--prior {prior.label}: no configuration is predicted to keep the goal")
-    return ranking.plan(PRIOR_STARTS)
-
-
-def workload_shape(setup: Setup) -> dict[str, float]:
-    """A study's workload as a prior reads it: requests, and the mean prompt (`isl`) and
-    output (`osl`) tokens."""
-    from tuner.specs.workloads import summarize
-
-    replay = setup.replay
-    shape = replay.workload_summary() if replay is not None else summarize(setup.requests)
-    return {
-        "requests": float(shape["requests"]),
-        "isl": float(shape["mean_input_tokens"]),
-        "osl": float(shape["mean_output_tokens"]),
-    }
-
-
-def _aiconfigurator(setup: Setup) -> Prior:
-    from tuner.predict.aiconfigurator import Workload, prior_for
-
-    replay = setup.replay
-    precision = None
-    if replay is not None:
-        table = replay.table
-        engine, gpu = table.engine, table.gpu.slug
-        precision = table.versions.get("precision")
-    else:
-        engine = setup.catalogue.engine
-        gpu = setup.hardware.gpus[0].name if setup.hardware.gpus else "none (a CPU)"
-    shape = workload_shape(setup)
-    workload = Workload(int(shape["requests"]), round(shape["isl"]), round(shape["osl"]))
-    return prior_for(
-        engine, setup.model.ref, gpu, workload, model_path=setup.model.path,
-        precision=precision, fixed=setup.space.fixed,
-    )  # fmt: skip
 
 
 # -- the prior inside the acquisition function (piBO) ------------------------------------------

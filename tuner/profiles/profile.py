@@ -11,26 +11,23 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tuner import __version__
 from tuner.errors import TunerError
 from tuner.files import os_error, read_text, write_atomic
-from tuner.hardware.machine import Hardware
+from tuner.hardware.records import GpuRecord, HostRecord
 from tuner.measure.measurement import Measurement, MeasurementProtocol, Run
 from tuner.measure.objective import (
-    METRICS,
     Goal,
     goal,
     metric,
     one_objective_to_many,
-    prediction_error,
 )
-from tuner.measure.trial import STATUSES, Prediction, PriorPlan, Status, TrialResult
+from tuner.measure.trial import STATUSES, Prediction, Status, TrialResult
 from tuner.specs.knobs import KnobName, Value, describe
 from tuner.specs.workloads import (
     Request,
@@ -41,42 +38,12 @@ from tuner.specs.workloads import (
     traffic,
 )
 
-if TYPE_CHECKING:
-    from tuner.study.study import Study, StudyOutcome
-
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).parent.parent / "schemas" / "profile.schema.json"
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class GpuRecord(_Record):
-    """The GPU model the profile was measured on; `slug` is "cpu" when there was none."""
-
-    slug: str
-    name: str
-    count: int
-    memory_mib: int | None = None
-    compute_capability: str | None = None
-    driver_version: str | None = None
-    cuda_version: str | None = None
-    no_gpu_reason: str | None = None
-
-
-class HostRecord(_Record):
-    cpu: str
-    cores: int
-    memory_mib: int
-
-
-class Machine(_Record):
-    """The machine a study ran on, kept as `machine.json` in its run directory."""
-
-    schema_version: Literal[1] = 1
-    gpu: GpuRecord
-    host: HostRecord
 
 
 class EngineRecord(_Record):
@@ -359,31 +326,6 @@ def profile_key(gpu_slug: str, engine: str, model_slug: str, tuned: str) -> str:
     return f"{gpu_slug}/{engine}/{model_slug}--{tuned}"
 
 
-def gpu_record(hardware: Hardware) -> GpuRecord:
-    if not hardware.gpus:
-        return GpuRecord(slug="cpu", name="cpu", count=0, no_gpu_reason=hardware.no_gpu_reason)
-    first = hardware.gpus[0]
-    return GpuRecord(
-        slug=hardware.slug,
-        name=first.name,
-        count=len(hardware.gpus),
-        memory_mib=first.memory_mib,
-        compute_capability=first.compute_capability,
-        driver_version=hardware.driver_version,
-        cuda_version=hardware.cuda_version,
-    )
-
-
-def host_record(hardware: Hardware) -> HostRecord:
-    return HostRecord(
-        cpu=hardware.cpu_model, cores=hardware.cpu_cores, memory_mib=hardware.memory_mib
-    )
-
-
-def machine_record(hardware: Hardware) -> Machine:
-    return Machine(gpu=gpu_record(hardware), host=host_record(hardware))
-
-
 def trial_record(result: TrialResult) -> TrialRecord:
     """A trial as a profile quotes it: the power and memory time series stay in the run's
     trials.jsonl (reports plot them), so that a profile stays a short file to read and diff."""
@@ -407,57 +349,6 @@ def _lean(run: Run) -> Run:
     return run.model_copy(update={"telemetry": run.telemetry.model_copy(update={"series": None})})
 
 
-def build_profile(study: Study, outcome: StudyOutcome) -> Profile:
-    """The profile of a finished study (a `tuner.study.study.Study` and its `StudyOutcome`); a
-    replayed study's profile is the recorded machine's, marked with its table."""
-    if outcome.best is None:
-        raise TunerError("no configuration met the study's goal, so there is no profile to write")
-    setup = study.setup
-    goal = study.goal
-    baseline = outcome.baseline
-    replay = setup.replay
-    shaped = None
-    if replay is not None:
-        gpu, host = replay.table.gpu, replay.table.host
-        shape = replay.workload_summary()
-    else:
-        gpu, host = gpu_record(setup.hardware), host_record(setup.hardware)
-        shape = summarize(setup.requests)
-        shaped = traffic_record(setup.requests, setup.options.get("request_rate"))
-    return Profile(
-        tuner_version=__version__,
-        created_at=datetime.now(UTC),
-        gpu=gpu,
-        host=host,
-        engine=EngineRecord(
-            name=replay.table.engine if replay else setup.catalogue.engine,
-            adapter=setup.engine,
-            versions=outcome.versions,
-        ),
-        model=ModelRecord(ref=setup.model.ref, slug=setup.model.slug, source=setup.model.source),
-        workload=WorkloadRecord(
-            name=setup.workload.slug,
-            source=setup.workload.source,
-            seed=setup.workload.seed,
-            **shape,
-            traffic=shaped,
-        ),
-        protocol=replay.table.protocol if replay else study.spec.protocol,
-        seed=study.spec.seed,
-        optimizer=study.spec.optimizer,
-        objectives=list(study.spec.objectives),
-        constraints=list(study.spec.constraints),
-        best=trial_record(outcome.best),
-        front=[trial_record(r) for r in goal.front(outcome.results)] if goal.multi else [],
-        baseline=trial_record(baseline) if baseline is not None else None,
-        speedup=speedup(goal, baseline, outcome.best),
-        trials=trial_counts(outcome.results),
-        run_dir=str(study.run_dir),
-        replay=str(replay.path) if replay else None,
-        prior=_prior_record(study.spec.prior, outcome.results, goal),
-    )
-
-
 def speedup(goal: Goal, baseline: TrialResult | None, best: TrialResult) -> float | None:
     """Best over baseline on the goal's first objective, as a gain (inverted for an objective
     to minimize); None without both figures."""
@@ -479,18 +370,6 @@ def trial_counts(results: Sequence[TrialResult]) -> TrialCounts:
 
 #: The figures a profile gives its prior's error for, beside the goal's own.
 PRIOR_FIGURES = ("output_tokens_per_s", "ttft_p99_ms", "itl_p99_ms")
-
-
-def _prior_record(
-    plan: PriorPlan | None, results: Sequence[TrialResult], goal: Goal
-) -> PriorRecord | None:
-    """The prior a study started from and its error over the trials measured."""
-    if plan is None:
-        return None
-    names = [o.name for o in goal.objectives if o.name in METRICS]
-    figures = list(dict.fromkeys([*names, *PRIOR_FIGURES]))
-    errors = prediction_error(results, figures)
-    return PriorRecord(by=plan.by, starts=len(plan.starts), error_pct=errors)
 
 
 def profile_path(root: Path, profile: Profile) -> Path:

@@ -14,7 +14,8 @@ from pathlib import Path
 from tuner.errors import TunerError
 from tuner.fmt import fmt_value
 from tuner.hardware.machine import Hardware, slugify
-from tuner.profiles.profile import Profile, find_profiles, gpu_record, read_profile
+from tuner.hardware.records import gpu_record
+from tuner.profiles.profile import Profile, find_profiles, read_profile
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ from typing import Any
 
 from tuner.errors import TunerError
 from tuner.files import read_text
+from tuner.hardware.records import GpuRecord, HostRecord
 from tuner.measure.measurement import Measurement, MeasurementProtocol, Run, alike_run
 from tuner.measure.trial import Status, TrialResult
-from tuner.profiles.profile import GpuRecord, HostRecord
 from tuner.replay.landscape import Landscape, Source, _key
 from tuner.specs.knobs import KnobSpec, Value, gpus_of
 from tuner.specs.workloads import WorkloadSpec

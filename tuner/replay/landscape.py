@@ -23,10 +23,10 @@ from tuner.errors import TunerError
 from tuner.execution.executor import NullObserver, run_trial
 from tuner.execution.worker import Worker
 from tuner.files import read_text, write_atomic
+from tuner.hardware.records import GpuRecord, HostRecord, gpu_record, host_record
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import THROUGHPUT, Goal
 from tuner.measure.trial import TrialResult
-from tuner.profiles.profile import GpuRecord, HostRecord, gpu_record, host_record
 from tuner.specs.knobs import KnobSpec, Value, describe
 from tuner.specs.workloads import WorkloadSpec
 

@@ -20,9 +20,10 @@ from tuner import __version__
 from tuner.errors import TunerError
 from tuner.files import read_text
 from tuner.fmt import fmt_engine_metrics, fmt_knobs, fmt_rate
+from tuner.hardware.records import Machine
 from tuner.measure.objective import Goal, prediction_error, winner
 from tuner.measure.trial import TrialResult
-from tuner.profiles.profile import PRIOR_FIGURES, Machine
+from tuner.profiles.profile import PRIOR_FIGURES
 from tuner.report import plots
 from tuner.specs.knobs import describe
 from tuner.study.rundir import MACHINE_FILE, TRIALS_FILE, StudySpec, read_spec, read_trials

@@ -34,19 +34,20 @@ from tuner.execution.executor import (
 )
 from tuner.execution.fleet import Fleet, WorkerMachine
 from tuner.files import os_error
+from tuner.hardware.records import machine_record
 from tuner.measure.objective import CONFIRM, winner
 from tuner.measure.trial import Prediction, TrialResult
 from tuner.optimizers import Optimizer, Proposal, SpaceExhausted, make_optimizer
 from tuner.optimizers.base import Feedback, Losses
 from tuner.optimizers.random import draw
 from tuner.predict.calibrate import Calibrator
-from tuner.predict.prior import PRIOR_STARTS, Belief, workload_shape
-from tuner.profiles.profile import machine_record
+from tuner.predict.prior import PRIOR_STARTS, Belief
 from tuner.replay.replay import REPLAY_PREFIX
 from tuner.specs.knobs import Value
 from tuner.specs.space import SearchSpace
 from tuner.study import rundir
 from tuner.study.prepare import Setup, prepare
+from tuner.study.prior import workload_shape
 from tuner.study.rundir import TRIALS_FILE, StudySpec, read_spec, read_trials
 
 #: The origin of a trial of a warm-start configuration (another GPU model's or profile's best).
