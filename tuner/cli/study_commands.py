@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from tuner.cli.options import BenchArgs, TuneArgs
 from tuner.errors import TunerError
 
 if TYPE_CHECKING:
+    from tuner.entrypoints import TuneRequest
     from tuner.execution.fleet import Fleet, FleetSpec
     from tuner.hardware.machine import Hardware
     from tuner.study.study import Study, StudyOutcome
@@ -32,25 +33,22 @@ def say_no_telemetry(hardware: Hardware) -> None:
 
 
 @contextlib.contextmanager
-def maybe_fleet(spec: FleetSpec | None) -> Iterator[Fleet | None]:
-    """The open fleet `spec` names, or None."""
-    if spec is None:
-        yield None
-        return
-    from tuner.execution.fleet import open_fleet
+def open_fleet(spec: FleetSpec | None) -> Iterator[Fleet | None]:
+    """The open fleet `spec` names (said on stderr when tuner starts it), or None."""
+    from tuner.entrypoints import maybe_fleet
 
-    if not (spec.scheduler or spec.cluster != "local"):
+    if spec is not None and not (spec.scheduler or spec.cluster != "local"):
         err.print(f"[dim]starting {spec.describe()}[/]")
-    with open_fleet(spec) as fleet:
+    with maybe_fleet(spec) as fleet:
         yield fleet
 
 
 def run_tune(args: TuneArgs) -> None:
     """`tuner tune`: a new study (or one per GPU model of the fleet), or a resumed one, run and
     finished."""
+    from tuner.entrypoints import new_studies, resume_study
     from tuner.files import check_writable
     from tuner.study.rundir import read_spec
-    from tuner.study.study import Study
 
     json_, quiet = args.json_, args.quiet or args.json_
     with user_errors():
@@ -58,158 +56,66 @@ def run_tune(args: TuneArgs) -> None:
         fleet_given = args.fleet.spec()
         if args.resume is not None:
             stored = read_spec(args.resume)
-            with maybe_fleet(fleet_given or stored.fleet) as fleet:
-                machine = None
-                if fleet is not None:
-                    machine = fleet.group(stored.gpu_model, modules_of(stored.engine)).machine
-                study = Study.resume(
+            with open_fleet(fleet_given or stored.fleet) as fleet:
+                study = resume_study(
                     args.resume,
+                    fleet,
                     trials=args.search.trials,
                     time_budget_s=args.search.time_budget,
-                    machine=machine,
                 )
                 run_studies([study], args.profiles_dir, fleet=fleet, json_=json_, quiet=quiet)
             return
-        with maybe_fleet(fleet_given) as fleet:
-            studies = new_studies(fleet, args)
+        with open_fleet(fleet_given) as fleet:
+            studies = new_studies(tune_request(args, fleet), fleet, say=_say)
             run_studies(studies, args.profiles_dir, fleet=fleet, json_=json_, quiet=quiet)
 
 
-def modules_of(engine: str) -> list[str]:
-    """The Python modules an engine's platform facts depend on."""
-    from tuner.study.prepare import catalogue_of
-
-    return sorted(catalogue_of(engine).modules())
+def _say(line: str) -> None:
+    err.print(escape(line))
 
 
-def _check_tune(args: TuneArgs, fleet: Fleet | None) -> None:
-    """Options that do not go together: one line."""
-    from tuner.optimizers import GUIDED
-    from tuner.replay.replay import is_replay
-
-    search, per_gpu_model = args.search, args.fleet.per_gpu_model
-    if per_gpu_model and fleet is None:
-        raise TunerError("--per-gpu-model splits a fleet: give --workers or --dask-scheduler")
-    if per_gpu_model and search.warm_start is not None:
-        raise TunerError("--warm-start is for one study; --per-gpu-model warm-starts each itself")
-    if search.replay_time_scale and not is_replay(args.job.engine):
-        raise TunerError("--replay-time-scale is for replays (--engine replay:TABLE)")
-    if search.pibo and search.prior is None:
-        raise TunerError("--pibo weights the search by a prior: give --prior too")
-    if search.pibo and search.optimizer not in GUIDED:
-        raise TunerError(
-            f"--pibo weights the acquisition of {' or '.join(GUIDED)}, not of "
-            f"{search.optimizer}: add --optimizer gp"
-        )
-    if is_replay(args.job.engine) and args.job.model is not None:
-        raise TunerError("a replay takes its model and workload from the table")
-
-
-def new_studies(fleet: Fleet | None, args: TuneArgs) -> list[Study]:
-    """The new studies of one `tuner tune`: one, or one per GPU model of the fleet (each in a
-    run directory of its own, warm-started from another model's profile where it has none)."""
+def tune_request(args: TuneArgs, fleet: Fleet | None) -> TuneRequest:
+    """What the options ask of `tuner.entrypoints`, checked (one line)."""
+    from tuner.entrypoints import TuneRequest
     from tuner.replay.replay import is_replay
     from tuner.specs.workloads import load_workload
-    from tuner.study.prepare import prepare
 
-    protocol, options = args.measure.protocol(), args.server.options()
+    job, search = args.job, args.search
+    options = args.server.options()
     objectives, constraints = args.goal.resolve()
-    _check_tune(args, fleet)
-    job = args.job
-    model: str | None = job.model
-    workload: Any = job.workload
-    if not is_replay(job.engine):
-        model, requests, output_tokens = job.sized(args.quiet or args.json_)
-        workload = load_workload(
-            job.workload, requests=requests, output_tokens=output_tokens, time_scale=job.time_scale
-        )
-    per_gpu_model = args.fleet.per_gpu_model
-    groups: list[Any] = [None]
-    if fleet is not None:
-        modules = modules_of(job.engine)
-        groups = fleet.groups(modules) if per_gpu_model else [fleet.group(None, modules)]
-    studies = []
-    for group in groups:
-        # Parse --set against the catalogue before anything slow happens.
-        setup = prepare(
-            job.engine,
-            model or "",
-            workload,
-            set_pairs=args.server.set_pairs(job.set_),
-            options=options,
-            machine=group.machine if group is not None else None,
-        )
-        protocol = protocol.model_copy(
-            update={"rate_search": args.goal.rate_limits(constraints, options)}
-        )
-        spec = _study_spec(args, setup, protocol, (objectives, constraints), fleet, group)
-        studies.append(_new_study(args, setup, spec, group))
-    return studies
-
-
-def _study_spec(
-    args: TuneArgs,
-    setup: Any,
-    protocol: Any,
-    goal: tuple[list[str], list[str]],
-    fleet: Fleet | None,
-    group: Any,
-) -> Any:
-    """The spec of one new study, warm-started as asked."""
-    from tuner.optimizers import check_available
-    from tuner.study.rundir import StudySpec
-    from tuner.study.study import warm_start, warm_start_from
-
-    search, (objectives, constraints) = args.search, goal
-    check_available(search.optimizer, len(objectives))
-    spec = StudySpec(
-        engine=args.job.engine,
-        model=setup.model.ref,
-        workload=setup.workload,
-        trials=search.trials if search.trials or search.time_budget else 12,
+    request = TuneRequest(
+        engine=job.engine,
+        model=job.model or "",
+        workload=job.workload,
+        set_pairs=args.server.set_pairs(job.set_),
+        engine_options=options,
+        protocol=args.measure.protocol(),
+        objectives=objectives,
+        constraints=constraints,
+        optimizer=search.optimizer,
+        trials=search.trials,
         time_budget_s=search.time_budget,
         seed=search.seed,
         confirm=search.confirm,
-        optimizer=search.optimizer,  # type: ignore[arg-type]
-        objectives=objectives,
-        constraints=constraints,
-        protocol=protocol,
-        pinned=setup.space.pinned,
-        engine_options=args.server.options(),
         trial_timeout_s=args.measure.trial_timeout,
-        fleet=fleet.spec if fleet is not None else None,
-        gpu_model=group.gpu_model if args.fleet.per_gpu_model else None,
+        prior=search.prior,
+        pibo=search.pibo,
+        calibrate=search.calibrate,
+        warm_start=search.warm_start,
         replay_time_scale=search.replay_time_scale,
+        run_dir=search.run_dir,
+        profiles_dir=args.profiles_dir,
+        per_gpu_model=args.fleet.per_gpu_model,
+        rate_search=args.goal.rate_limits(constraints, options),
     )
-    if args.fleet.per_gpu_model:
-        return warm_start(spec, setup, args.profiles_dir)
-    if search.warm_start is not None:
-        return warm_start_from(spec, setup, search.warm_start)
-    return spec
-
-
-def _new_study(args: TuneArgs, setup: Any, spec: Any, group: Any) -> Any:
-    """The study of `spec`, ranked by the prior where one is asked for, in its run directory."""
-    from tuner.study.prior import load_prior, prior_plan
-    from tuner.study.rundir import run_dir_for
-    from tuner.study.study import Study
-
-    say = lambda line: err.print(escape(line))  # noqa: E731
-    prior = args.search.prior
-    predictor = load_prior(prior, setup, say) if prior is not None else None
-    if predictor is not None:
-        ranked = prior_plan(predictor, setup, spec.goal(), say)
-        spec = spec.model_copy(
-            update={"prior": ranked, "pibo": args.search.pibo, "calibrate": args.search.calibrate}
-        )
-    where = args.search.run_dir or run_dir_for(
-        Path("runs"), setup.catalogue.engine, setup.model.slug, setup.workload.slug
+    request.check(fleet)
+    if is_replay(job.engine):
+        return request
+    model, requests, output_tokens = job.sized(args.quiet or args.json_)
+    workload = load_workload(
+        job.workload, requests=requests, output_tokens=output_tokens, time_scale=job.time_scale
     )
-    if args.fleet.per_gpu_model:
-        where = where.with_name(f"{where.name}--{group.slug}")
-    study = Study.create(spec, where, setup)
-    study.speed_of_light = getattr(predictor, "with_speed_of_light", None)
-    return study
+    return replace(request, model=model, workload=workload)
 
 
 def run_studies(
@@ -277,6 +183,7 @@ def _run_all(
 ) -> list[Any]:
     """Each study's outcome (or its one-line error), with live progress unless `quiet`."""
     from tuner.cli.console import StudyView, study_progress
+    from tuner.entrypoints import run_studies as run_side_by_side
     from tuner.execution.executor import NullObserver
 
     labels = [s.spec.gpu_model or "" for s in studies] if len(studies) > 1 else [""]
@@ -294,24 +201,7 @@ def _run_all(
                 )
                 for s, before, label in zip(studies, done, labels, strict=True)
             ]
-        if len(studies) == 1:
-            return [_outcome(studies[0], observers[0], fleet)]
-        with ThreadPoolExecutor(len(studies)) as pool:
-            futures = [
-                pool.submit(_outcome, s, o, fleet) for s, o in zip(studies, observers, strict=True)
-            ]
-            return [f.result() for f in futures]
-
-
-def _outcome(study: Study, observer: Any, fleet: Fleet | None) -> Any:
-    """A study's outcome, or its one-line error when several run side by side (one study's
-    failure does not stop the others)."""
-    try:
-        return study.run(observer, fleet=fleet)
-    except TunerError as exc:
-        if fleet is None:
-            raise
-        return exc
+        return run_side_by_side(studies, fleet, observers)
 
 
 def finish_study(
@@ -320,16 +210,14 @@ def finish_study(
     """Writes a finished study's report and profile and says what it found; returns what
     --json prints for it."""
     from tuner.cli.console import profile_table, trials_table
-    from tuner.profiles.profile import profile_path, write_profile
+    from tuner.entrypoints import finish
     from tuner.replay.replay import is_replay
-    from tuner.study.profile import build_profile
 
     if outcome.best is None:
         _nothing_found(study, outcome, quiet)
-    report = study_report(study.run_dir, quiet=quiet)
-    profile = build_profile(study, outcome)
     with user_errors():
-        path = write_profile(profile, profile_path(profiles_dir, profile))
+        done = finish(study, outcome, profiles_dir, say=_say_yellow if not quiet else _quiet)
+    profile, path, report = done.profile, done.path, done.report
     if is_replay(study.spec.engine):
         return _replay_summary(study, outcome, path, json_=json_, quiet=quiet)
     if json_:
@@ -400,17 +288,13 @@ def _json_summary(
     }
 
 
-def study_report(run_dir: Path, *, quiet: bool) -> Path | None:
-    """A finished study's report in `RUN_DIR/report/`; a report that fails costs no trial or
-    profile: it is one line, and `tuner report` can make it again."""
-    from tuner.report.report import write_report
+def _say_yellow(line: str) -> None:
+    head, _, rest = line.partition(": ")
+    err.print(f"[yellow]{escape(head)}:[/] {escape(rest)}")
 
-    try:
-        return write_report(run_dir, run_dir / "report").html
-    except TunerError as exc:
-        if not quiet:
-            err.print(f"[yellow]no report:[/] {escape(str(exc))}")
-        return None
+
+def _quiet(line: str) -> None:
+    """Says nothing."""
 
 
 def _replay_summary(
@@ -455,15 +339,13 @@ def run_bench(args: BenchArgs) -> None:
     shown, and exit 1 unless it ran cleanly."""
     import shutil
     import tempfile
-    from functools import partial
 
     from tuner.cli.console import StudyView, measurement_table
-    from tuner.execution.executor import NullObserver, bench
+    from tuner.entrypoints import BenchRequest, prepare_bench
+    from tuner.execution.executor import NullObserver
     from tuner.measure.objective import THROUGHPUT
     from tuner.replay.replay import is_replay
     from tuner.specs.workloads import load_workload
-    from tuner.study.prepare import prepare
-    from tuner.study.rundir import StudySpec
 
     job, json_, quiet = args.job, args.json_, args.quiet or args.json_
     with user_errors():
@@ -473,26 +355,26 @@ def run_bench(args: BenchArgs) -> None:
         workload = load_workload(
             job.workload, requests=requests, output_tokens=output_tokens, time_scale=job.time_scale
         )
-        setup = prepare(job.engine, model, workload, options=args.server.options())
-        knobs = setup.space.complete(setup.space.parse_overrides(args.server.set_pairs(job.set_)))
-        protocol = args.measure.protocol()
-        timeout = StudySpec(
-            engine=job.engine,
-            model=model,
-            workload=workload,
-            protocol=protocol,
-            trial_timeout_s=args.measure.trial_timeout,
-        ).timeout_s()
-        make_task = partial(setup.task, protocol=protocol)
+        prepared = prepare_bench(
+            BenchRequest(
+                engine=job.engine,
+                model=model,
+                workload=workload,
+                set_pairs=args.server.set_pairs(job.set_),
+                engine_options=args.server.options(),
+                protocol=args.measure.protocol(),
+                trial_timeout_s=args.measure.trial_timeout,
+            )
+        )
     if not quiet:
-        say_no_telemetry(setup.hardware)
+        say_no_telemetry(prepared.setup.hardware)
     log_dir = Path(tempfile.mkdtemp(prefix="tuner-bench-"))
     try:
         if quiet:
-            result = bench(make_task, knobs, timeout, log_dir, NullObserver())
+            result = prepared.run(log_dir, NullObserver())
         else:
             with StudyView(err, 1) as view:
-                result = bench(make_task, knobs, timeout, log_dir, view)
+                result = prepared.run(log_dir, view)
     except KeyboardInterrupt:
         err.print("interrupted: nothing was measured")
         raise typer.Exit(130) from None

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tuner import __version__
 from tuner.errors import TunerError
 from tuner.hardware.machine import slugify
 from tuner.measure.measurement import MeasurementProtocol
@@ -48,6 +47,7 @@ from tuner.replay.landscape import grid_pairs
 from tuner.replay.replay import REPLAY_PREFIX, load_replay
 from tuner.specs.knobs import Value, gpus_of
 from tuner.specs.workloads import Distribution, WorkloadSpec
+from tuner.version import __version__
 
 #: The values a plan predicts over where `--grid` does not say: every knob the model reads
 #: that vLLM's users set (`tuner.predict.aiconfigurator`). Parallel sizes are the powers of two

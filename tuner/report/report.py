@@ -16,7 +16,6 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tuner import __version__
 from tuner.errors import TunerError
 from tuner.files import read_text
 from tuner.fmt import fmt_engine_metrics, fmt_knobs, fmt_rate
@@ -27,6 +26,7 @@ from tuner.profiles.profile import PRIOR_FIGURES
 from tuner.report import plots
 from tuner.specs.knobs import describe
 from tuner.study.rundir import MACHINE_FILE, TRIALS_FILE, StudySpec, read_spec, read_trials
+from tuner.version import __version__
 
 
 @dataclass

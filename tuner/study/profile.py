@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from tuner import __version__
 from tuner.errors import TunerError
 from tuner.hardware.records import gpu_record, host_record
 from tuner.measure.objective import METRICS, Goal, prediction_error
@@ -25,6 +24,7 @@ from tuner.profiles.profile import (
 )
 from tuner.specs.workloads import summarize
 from tuner.study.study import Study, StudyOutcome
+from tuner.version import __version__
 
 
 def build_profile(study: Study, outcome: StudyOutcome) -> Profile:
