@@ -264,7 +264,7 @@ def energy_rows(m: Measurement) -> list[tuple[str, str]]:
 
 def traffic_text(t: TrafficRecord) -> str:
     """`prompts 512 / 576 / 640 tokens (p10 / p50 / p90), ...`: a traffic shape on one line."""
-    arrivals = t.arrivals.kind
+    arrivals: str = t.arrivals.kind
     if t.arrivals.rate_per_s:
         arrivals += f", {t.arrivals.rate_per_s:g} req/s"
     if t.arrivals.gap_cv is not None and t.arrivals.kind == "trace":
@@ -305,9 +305,9 @@ def profile_table(profile: Profile) -> Table:
     objectives = profile.goal().objectives
     for i, point in enumerate(profile.front):
         figures = ", ".join(
-            f"{o.name} {value:,.4g}"
+            f"{o.name} {figure:,.4g}"
             for o in objectives
-            if (value := o.of(point.measurement)) is not None
+            if (figure := o.of(point.measurement)) is not None
         )
         table.add_row(f"front [{i}]", f"{figures}  ({fmt_knobs(point.knobs)})")
     if profile.best.measurement:
@@ -317,12 +317,12 @@ def profile_table(profile: Profile) -> Table:
             table.add_row(f"best {label}", value)
     base = profile.baseline
     if base is not None:
-        figure = (
+        shown = (
             f"{base.measurement.output_tokens_per_s.median:,.1f}"
             if base.measurement
             else f"{base.status}: {escape(str(base.reason))}"
         )
-        table.add_row("baseline", f"{figure}  ({fmt_knobs(base.knobs)})")
+        table.add_row("baseline", f"{shown}  ({fmt_knobs(base.knobs)})")
     if profile.speedup is not None:
         table.add_row("speed-up", f"{profile.speedup:.2f}x")
     for label, value in prior_rows(profile):

@@ -146,7 +146,7 @@ def profile_list(
             f"[yellow]no profile for this GPU; these are the closest GPU's ({closest}), "
             "measured on another GPU model[/]"
         )
-    out.print(profiles_table([(str(e.path), e.profile or e.error) for e in entries]))
+    out.print(profiles_table([(str(e.path), e.profile or str(e.error)) for e in entries]))
 
 
 @profile_app.command("show")

@@ -304,11 +304,12 @@ def _replay_summary(
     is the table's machine's, with recorded figures."""
     from tuner.cli.console import trials_table
 
-    table = study.setup.replay.table
-    goal = study.goal
+    replay, best = study.setup.replay, outcome.best
+    assert replay is not None and best is not None  # a replayed study that found a best
+    table, goal = replay.table, study.goal
     optimum = table.optimum(goal)
-    best = outcome.best
     picked, top = goal.value(best), goal.value(optimum)
+    assert picked is not None and top is not None  # a table records its goal's figure
     ratio = picked / top if goal.maximize else top / picked
     cost = outcome.gpu_s
     if json_:

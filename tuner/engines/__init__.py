@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
 
+from tuner.engines.base import EngineClass
 from tuner.errors import TunerError
 from tuner.specs.knobs import Catalogue
 from tuner.specs.paths import spec_dir
@@ -26,7 +26,7 @@ ENGINES: dict[str, str] = {
 }
 
 
-def engine_class(name: str) -> Any:
+def engine_class(name: str) -> EngineClass:
     """The adapter class for an engine name or a `module:Class` path."""
     target = ENGINES.get(name, name)
     module_name, sep, attr = target.partition(":")

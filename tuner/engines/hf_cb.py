@@ -121,7 +121,9 @@ class ContinuousBatchingEngine(TransformersEngine):
             max_generated_length=generation.max_new_tokens,
             num_requests=len(requests),
         )
-        wanted, results, start = {}, {}, 0.0
+        wanted: dict[str, Request] = {}
+        results: dict[str, Any] = {}
+        start = 0.0
         try:
             with self.model.continuous_batching_context_manager(
                 generation_config=generation,

@@ -36,6 +36,7 @@ class PipelineEngine(TransformersEngine):
         except torch.OutOfMemoryError as exc:
             raise EngineOutOfMemory(str(exc)) from exc
         tokenizer = self.pipe.tokenizer
+        assert tokenizer is not None  # a text-generation pipeline has one
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -131,6 +131,12 @@ _MEMORY = (
 )
 
 
+def engine_args(knobs: Mapping[str, Value]) -> dict[str, Any]:
+    """Knobs as `LLM`'s keyword arguments: each is an `EngineArgs` field of that name, checked
+    against the installed vLLM (`check_catalogue`), so their types are vLLM's to judge."""
+    return dict(knobs)
+
+
 def root_cause(log_text: str) -> str | None:
     """vLLM's own error message from a log: its last `SomeError: message` that is not the
     generic "initialization failed, see above" wrapper."""
@@ -246,7 +252,7 @@ class OfflineEngine(VllmAdapter):
                 seed=0,
                 disable_log_stats=False,
                 trust_remote_code=False,  # a model folder's own code never runs
-                **self.knobs,
+                **engine_args(self.knobs),
             )
         except Exception as exc:
             raise failure(exc, log_file, offset) from exc
@@ -303,7 +309,7 @@ class OfflineEngine(VllmAdapter):
         prompts, params = prepared
         engine = self.llm.llm_engine
         ids = self.llm.enqueue(prompts, params, use_tqdm=False)
-        finished = []
+        finished: list[Any] = []  # vLLM's RequestOutput
         while engine.has_unfinished_requests():
             if time.perf_counter() >= deadline:
                 done = {o.request_id for o in finished}

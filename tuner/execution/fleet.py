@@ -206,7 +206,7 @@ def open_fleet(spec: FleetSpec, timeout_s: float = 120.0) -> Iterator[Fleet]:
         else:
             cluster = _start_cluster(spec)
             client = Client(cluster)
-            client.wait_for_workers(1 if spec.cluster != "local" else spec.workers, timeout_s)
+            client.wait_for_workers(1 if spec.cluster != "local" else spec.workers or 1, timeout_s)
     except OSError as exc:
         if cluster is not None:
             cluster.close()

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.engines.base import Engine, EngineBase, EngineFailed, EngineTimeout
+from tuner.engines.base import Engine, EngineBase, EngineClass, EngineFailed, EngineTimeout
 from tuner.errors import NvmlError
 from tuner.hardware.nvml import open_devices
 from tuner.hardware.telemetry import Sampler
-from tuner.measure.trial import Outcome, TrialTask
+from tuner.measure.trial import Outcome, Status, TrialTask
 from tuner.processes import TREE_MARK, kill_marked, new_mark
 
 if TYPE_CHECKING:
@@ -83,7 +83,9 @@ def execute(
     """Runs one task in this process, reusing `loaded` when the load-time knobs match."""
     from tuner.engines import engine_class
 
-    cls: type[EngineBase] = EngineBase  # classifies failures before the adapter is known
+    cls: EngineClass | type[EngineBase] = (
+        EngineBase  # classifies failures before the adapter is known
+    )
     try:
         cls = engine_class(task.engine)
         load_s = None
@@ -106,7 +108,7 @@ def execute(
         return outcome, loaded
     except Exception as exc:
         traceback.print_exc()
-        status = (
+        status: Status = (
             "timeout" if isinstance(exc, EngineTimeout) else "oom" if cls.is_oom(exc) else "crashed"
         )
         versions = loaded.versions if loaded is not None else {}
@@ -116,7 +118,7 @@ def execute(
 
 
 def _load(
-    task: TrialTask, cls: type[EngineBase], progress: Progress, log_file: str | None
+    task: TrialTask, cls: EngineClass, progress: Progress, log_file: str | None
 ) -> tuple[Loaded, float]:
     """The task's engine loaded, with its GPU sampler, and the seconds the load took."""
     progress("loading")

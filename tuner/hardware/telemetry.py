@@ -48,6 +48,10 @@ class GpuDevice(Protocol):
     def close(self) -> None: ...
 
 
+#: Where a window's energy figure comes from: the GPU's energy counter, or its power integrated.
+EnergySource = Literal["counter", "integrated_power"]
+
+
 class GpuWindow(BaseModel):
     """One GPU over one window."""
 
@@ -55,7 +59,7 @@ class GpuWindow(BaseModel):
     index: int
     uuid: str
     energy_j: float | None
-    energy_source: Literal["counter", "integrated_power"] | None
+    energy_source: EnergySource | None
     counter_energy_j: float | None
     integrated_energy_j: float | None
     avg_power_w: float | None
@@ -135,7 +139,7 @@ def integrate(times: Sequence[float], power_w: Sequence[float]) -> float | None:
 
 def _energy(
     track: _Track, notes: list[str]
-) -> tuple[float | None, str | None, float | None, float | None]:
+) -> tuple[float | None, EnergySource | None, float | None, float | None]:
     """A GPU's energy over the window, where it comes from ("counter" or
     "integrated_power"), and the counter's and the integrated power's figures; what was
     amiss is added to `notes`."""

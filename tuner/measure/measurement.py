@@ -472,7 +472,7 @@ def measure(
         )
 
     def repeat_set(label: str) -> list[Run]:
-        runs = []
+        runs: list[Run] = []
         for i in range(protocol.repeats):
             progress(f"{label}{i + 1}/{protocol.repeats}")
             run = timed_run(
@@ -520,13 +520,17 @@ def measure_max_rate(
         if rate <= 0:
             break
         at = f"{rate:.2f} req/s: "
+
+        def said(text: str, at: str = at) -> None:
+            progress(at + text)
+
         last = measure(
             engine,
             requests,
             {**knobs, REQUEST_RATE: rate},
             protocol,
             clock=clock,
-            progress=lambda text, at=at: progress(at + text),
+            progress=said,
             sampler=sampler,
             cold=first.cold,
         ).model_copy(update={"request_rate": rate, "max_request_rate": top})

@@ -117,7 +117,7 @@ def make_optimizer(
             f"pip install 'tuner[{needs}]'"
         ) from None
     cls = getattr(module, attr)
-    guided = {"prior": prior} if prior is not None and name in GUIDED else {}
+    guided: dict[str, object] = {"prior": prior} if prior is not None and name in GUIDED else {}
     if name == "ladder":
         guided["per_gpu"] = bool(names) and names[0].endswith("_per_gpu")
     return cls(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from tuner.specs.knobs import Value, gpus_of
@@ -119,6 +119,7 @@ class Lattice:
         layout if none) and the layouts one knob away from it. Layouts with no allowed load
         are left out."""
         names = list(self.values)
+        candidates: Iterable[dict[str, Value]]
         if math.prod(len(v) for v in self.values.values()) <= LAYOUTS_MAX:
             candidates = (
                 dict(zip(names, combo, strict=True))

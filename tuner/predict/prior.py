@@ -170,7 +170,7 @@ def measured_prior(path: Path) -> MeasuredPrior:
         raise TunerError(f"--prior {path}: not a readable profile or table ({exc})") from None
     if isinstance(text, dict) and "points" in text:
         table = read_landscape(path)
-        return MeasuredPrior(f"table {path} ({table.gpu.name})", table.points, table.grid)
+        return MeasuredPrior(f"table {path} ({table.gpu.name})", table.points, list(table.grid))
     profile = read_profile(path)
     trials = [profile.best, *profile.front]
     as_results = [

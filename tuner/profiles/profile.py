@@ -38,7 +38,7 @@ from tuner.specs.workloads import (
     traffic,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 SCHEMA_FILE = Path(__file__).parent.parent / "schemas" / "profile.schema.json"
 
 

@@ -30,7 +30,7 @@ from tuner.measure.trial import TrialResult
 from tuner.specs.knobs import KnobSpec, Value, describe
 from tuner.specs.workloads import WorkloadSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 #: An engine launch where a table records none: the engine's start, compilation and CUDA graphs

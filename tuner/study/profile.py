@@ -55,12 +55,14 @@ def build_profile(study: Study, outcome: StudyOutcome) -> Profile:
             versions=outcome.versions,
         ),
         model=ModelRecord(ref=setup.model.ref, slug=setup.model.slug, source=setup.model.source),
-        workload=WorkloadRecord(
-            name=setup.workload.slug,
-            source=setup.workload.source,
-            seed=setup.workload.seed,
-            **shape,
-            traffic=shaped,
+        workload=WorkloadRecord.model_validate(
+            {
+                "name": setup.workload.slug,
+                "source": setup.workload.source,
+                "seed": setup.workload.seed,
+                **shape,
+                "traffic": shaped,
+            }
         ),
         protocol=replay.table.protocol if replay else study.spec.protocol,
         seed=study.spec.seed,

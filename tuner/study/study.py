@@ -388,7 +388,7 @@ class _Loop:
         """The trial's losses under the study's goal, and what else it says (`Feedback`)."""
         goal = self.study.goal
         losses = goal.losses(result)
-        failure = None
+        failure: str | None = None
         if losses is None:
             failure = result.status if result.status != "ok" else "failed"
             if failure == "failed" and goal.breaches(result.measurement):

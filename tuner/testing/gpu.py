@@ -97,7 +97,7 @@ def fake_hardware(
 ) -> Hardware:
     """A machine with `count` GPUs of one model (name None: a machine without a GPU)."""
     gpus = tuple(
-        GpuInfo(i, name, f"GPU-fake-{i}", memory_mib, compute_capability, 700.0)
+        GpuInfo(i, str(name), f"GPU-fake-{i}", memory_mib, compute_capability, 700.0)
         for i in range(count if name else 0)
     )
     return Hardware(
