@@ -26,7 +26,7 @@ def test_importing_tuner_loads_no_engine_and_no_optimizer_library() -> None:
     # The command line, the study loop, run directories and reports: importing them loads
     # neither torch nor vLLM nor any optimizer library (they load when a trial or a study runs).
     code = (
-        "import sys, tuner, tuner.cli.app, tuner.study, tuner.report, tuner.cli.ci\n"
+        "import sys, tuner, tuner.cli.app, tuner.study, tuner.report, tuner.ci\n"
         "import tuner.predict, tuner.predict.aiconfigurator\n"
         "heavy = ('torch', 'vllm', 'smac', 'ConfigSpace', 'optuna', 'hyperopt', 'transformers',\n"
         "         'aiconfigurator', 'aiconfigurator_core')\n"

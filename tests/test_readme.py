@@ -26,7 +26,7 @@ def test_readme_run_command_runs_the_default_job() -> None:
 
 
 def test_the_documented_ci_config_is_one_tuner_ci_reads(tmp_path: Path) -> None:
-    from tuner.cli.ci import load_config
+    from tuner.ci import load_config
 
     block = next(
         b

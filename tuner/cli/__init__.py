@@ -1,10 +1,10 @@
 """The command line: thin commands over the library, and the console they print to.
 
 - `app`: the typer application, one function per command (`app`, `main`: the `tuner` script);
+  `tuner ci`, the container entrypoint, calls `tuner.ci`;
 - `options`: the options `tune`, `bench` and `ci` share, as argument groups;
 - `study_commands`: `tune` and `bench`, from their arguments to the studies run;
 - `profile_commands`: `tuner profile ...`;
-- `ci`: `tuner ci`, the container entrypoint that holds a profile in CI;
 - `common`: what the commands share: the consoles, the bad-input guard, JSON output;
 - `console`: what the commands print (rich tables, progress).
 """

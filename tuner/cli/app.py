@@ -265,7 +265,7 @@ def ci(
 
     Fails (exit 3) when throughput falls below the profile by more than the tolerance.
     """
-    from tuner.cli.ci import HEADLINE, load_config, outcome_json, run_ci
+    from tuner.ci import HEADLINE, load_config, outcome_json, run_ci
     from tuner.cli.console import StudyView
     from tuner.execution.executor import NullObserver
 
