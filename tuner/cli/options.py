@@ -9,12 +9,16 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 import typer
 
 from tuner.cli.common import err
 from tuner.errors import TunerError
+
+if TYPE_CHECKING:
+    from tuner.execution.fleet import FleetSpec
+    from tuner.measure.measurement import MeasurementProtocol
 
 #: `tuner tune` with no --model: a tiny synthetic model answering the first 64 HumanEval prompts
 #: with 16 tokens each: minutes on a 2-core CPU, where the whole workload takes many times as
@@ -219,7 +223,7 @@ class MeasureArgs:
     sample_period: float
     trial_timeout: float | None
 
-    def protocol(self) -> Any:
+    def protocol(self) -> MeasurementProtocol:
         from tuner.measure.measurement import MeasurementProtocol
 
         return MeasurementProtocol(
@@ -308,7 +312,7 @@ class FleetArgs:
     gpus_per_worker: int
     per_gpu_model: bool
 
-    def spec(self) -> Any:
+    def spec(self) -> FleetSpec | None:
         """The fleet the options name, or None for trials one at a time on this machine."""
         from tuner.execution.fleet import CLUSTERS, FleetSpec
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from tuner.cli.common import Json, emit_json, err, out, user_errors
 from tuner.errors import TunerError
+
+if TYPE_CHECKING:
+    from tuner.profiles.profile import Profile
+    from tuner.profiles.store import Lookup
 
 profile_app = typer.Typer(
     help="Find, show, compare and export tuned profiles. Exit codes: 0 done; 2 bad input.",
@@ -49,7 +53,7 @@ DEFAULT_DIR = Path("profiles")
 
 def _lookup(
     directory: Path, gpu: str, engine: str | None, model: str | None, workload: str | None
-) -> Any:
+) -> Lookup:
     """The store's lookup for `--gpu`: this machine's (auto) or a named GPU folder's."""
     from tuner.hardware.machine import detect_hardware
     from tuner.profiles.store import Lookup, for_machine, matches, read_store
@@ -74,7 +78,7 @@ def load(
     engine: str | None,
     model: str | None,
     workload: str | None,
-) -> tuple[Path, Any]:
+) -> tuple[Path, Profile]:
     """The profile a command names: by file or key, or looked up; one line when it cannot."""
     from tuner.hardware.machine import detect_hardware
     from tuner.profiles.profile import read_profile

@@ -19,8 +19,10 @@ from tuner.errors import TunerError
 
 if TYPE_CHECKING:
     from tuner.entrypoints import TuneRequest
+    from tuner.execution.executor import Observer
     from tuner.execution.fleet import Fleet, FleetSpec
     from tuner.hardware.machine import Hardware
+    from tuner.profiles.profile import Profile
     from tuner.study.study import Study, StudyOutcome
 
 
@@ -180,7 +182,7 @@ def _announce(studies: Sequence[Study], done: list[int], fleet: Fleet | None) ->
 
 def _run_all(
     studies: Sequence[Study], done: list[int], fleet: Fleet | None, quiet: bool
-) -> list[Any]:
+) -> list[StudyOutcome | TunerError]:
     """Each study's outcome (or its one-line error), with live progress unless `quiet`."""
     from tuner.cli.console import StudyView, study_progress
     from tuner.entrypoints import run_studies as run_side_by_side
@@ -188,7 +190,7 @@ def _run_all(
 
     labels = [s.spec.gpu_model or "" for s in studies] if len(studies) > 1 else [""]
     with contextlib.ExitStack() as stack:
-        observers: list[Any] = [NullObserver() for _ in studies]
+        observers: list[Observer] = [NullObserver() for _ in studies]
         if not quiet:
             progress = stack.enter_context(study_progress(err))
             observers = [
@@ -256,7 +258,7 @@ def _nothing_found(study: Study, outcome: StudyOutcome, quiet: bool) -> None:
 
 
 def _json_summary(
-    study: Study, outcome: StudyOutcome, profile: Any, path: Path, report: Path | None
+    study: Study, outcome: StudyOutcome, profile: Profile, path: Path, report: Path | None
 ) -> dict[str, Any]:
     """What --json prints for a measured study."""
     goal = study.goal
