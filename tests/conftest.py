@@ -19,6 +19,9 @@ from tuner.testing import fake_model_dir
 SESSION_MARK = "TUNER_TEST_SESSION"
 os.environ[SESSION_MARK] = uuid.uuid4().hex
 
+#: The repository root, which tests read committed files from.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 CPU = Platform("cpu", 0, frozenset({"cpu", "bf16", "fp16"}))
 FOUR_GPUS = Platform(
     "cuda", 4, frozenset({"cuda", "bf16", "fp16", "multi_gpu", "module:flash_attn"})

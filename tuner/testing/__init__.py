@@ -15,7 +15,7 @@
   --port N --fail-every 2`), or misbehaves as a hostile server would (`--mode hang`, `null`,
   `500`, `exit`, ...), for testing the server engines without vLLM.
 - `check_engine_contract`: the engine contract, checked on one adapter
-  (tests/test_engine_contract.py runs it on every adapter tuner ships; run it on yours).
+  (tests/e2e/test_engine_contract.py runs it on every adapter tuner ships; run it on yours).
 - `fake_machines`: a Dask worker plugin that tells each worker of a cluster it has another GPU
   model than it has (`tuner.execution.fleet.worker_machine` reports it), for testing mixed fleets
   without GPUs; `SurfaceOnWorker`: the fake surface answered after a sleep, killing its own

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import REPO_ROOT
 from tuner.cli.app import app
 from tuner.errors import TunerError
 from tuner.profiles.formats import FORMATS, export, hf_kwargs
 from tuner.profiles.profile import Profile, read_profile
 
-PROFILES = Path(__file__).parent.parent / "profiles"
+PROFILES = REPO_ROOT / "profiles"
 VLLM_CPU = PROFILES / "cpu/vllm/synthetic-tiny-llama--humaneval-164x64.json"
 VLLM_SERVER_CPU = PROFILES / "cpu/vllm-server/synthetic-tiny-llama--humaneval-164x64.json"
 HF_CPU = PROFILES / "cpu/hf/synthetic-tiny-llama--humaneval-64x16.json"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from ConfigSpace import CategoricalHyperparameter, EqualsCondition, UniformIntegerHyperparameter
 
-from tests.conftest import CPU, FOUR_GPUS
+from tests.conftest import CPU, FOUR_GPUS, REPO_ROOT
 from tuner.engines import ENGINES, engine_class, load_catalogue
 from tuner.engines.server import with_load
 from tuner.errors import TunerError
@@ -468,7 +468,7 @@ def test_initial_points_resolve_bounds_and_skip_what_is_not_searched() -> None:
 def test_backing_off_steps_the_batch_down_its_values_or_halves_it_in_its_range() -> None:
     from tuner.study.prepare import prepare
 
-    table = Path(__file__).resolve().parent.parent / (
+    table = REPO_ROOT / (
         "benchmarks/data/external/martinez2024/martinez2024-a100-hf-pipeline-bloom-1b7.json"
     )
     space = prepare(f"replay:{table}", "", "").space

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import REPO_ROOT
 from tuner.cli.app import app
 from tuner.errors import TunerError
 from tuner.execution.executor import NullObserver
@@ -28,7 +29,7 @@ from tuner.study.study import Study
 from tuner.testing import SurfaceOnWorker, fake_machines
 
 H100, A100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"
-TABLE = Path(__file__).parent.parent / "benchmarks" / "data" / "h100-hf-tiny-llama-humaneval.json"
+TABLE = REPO_ROOT / "benchmarks" / "data" / "h100-hf-tiny-llama-humaneval.json"
 FAKE = "tuner.testing:FakeEngine"
 BIN = Path(sys.executable).parent
 

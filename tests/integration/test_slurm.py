@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import REPO_ROOT
 from tuner.cli.app import app
 from tuner.study.rundir import read_trials
 
-TABLE = Path(__file__).parent.parent / "benchmarks" / "data" / "h100-hf-tiny-llama-humaneval.json"
+TABLE = REPO_ROOT / "benchmarks" / "data" / "h100-hf-tiny-llama-humaneval.json"
 #: Where benchmarks/slurm_check.sh writes the configuration of the Slurm it starts.
 CHECK_CONF = Path("/tmp/tuner-slurm/slurm.conf")
 

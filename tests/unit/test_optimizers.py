@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CPU
+from tests.conftest import CPU, REPO_ROOT
 from tuner.errors import TunerError
 from tuner.optimizers import OPTIMIZERS, check_available, make_optimizer
 from tuner.specs.knobs import Catalogue
@@ -122,7 +122,7 @@ def test_a_missing_optional_library_is_one_line_before_any_study(
 
 
 SILICON = (
-    Path(__file__).resolve().parent.parent
+    REPO_ROOT
     / "benchmarks/data/external/aiconfigurator-silicon"
     / "silicon-b200-minimaxai-minimax-m2.5-fp4-1024x1024-vllm0.19.0.json"
 )

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import REPO_ROOT
 from tuner.cli.app import app
 from tuner.errors import TunerError
 from tuner.hardware.machine import detect_hardware
 from tuner.profiles.store import diff, for_machine, pick, read_store, resolve_profile
 from tuner.testing import fake_hardware
 
-COMMITTED = Path(__file__).parent.parent / "profiles"
+COMMITTED = REPO_ROOT / "profiles"
 H100 = "nvidia-h100-80gb-hbm3/hf/synthetic-llama-1b--humaneval-64x64"
 CPU_HF = "cpu/hf/synthetic-tiny-llama--humaneval-64x16"
 

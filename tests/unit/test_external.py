@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import REPO_ROOT
 from tuner.cli.app import app
 from tuner.measure.objective import goal
 from tuner.replay.external import (
@@ -25,8 +26,8 @@ from tuner.replay.replay import NOT_RUN
 from tuner.study.prepare import prepare
 from tuner.study.study import replay_study
 
-ROOT = Path(__file__).resolve().parent.parent
-SLICE = Path(__file__).resolve().parent / "data" / "martinez2024-slice"
+ROOT = REPO_ROOT
+SLICE = REPO_ROOT / "tests" / "data" / "martinez2024-slice"
 EXTERNAL = ROOT / "benchmarks" / "data" / "external"
 MARTINEZ = sorted((EXTERNAL / "martinez2024").glob("*.json"))
 SILICON = sorted((EXTERNAL / "aiconfigurator-silicon").glob("*.json"))

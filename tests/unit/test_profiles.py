@@ -6,6 +6,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tuner.errors import TunerError
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.profiles.profile import (
@@ -91,7 +92,7 @@ def test_bad_profiles_are_one_line(tmp_path: Path, content: str, message: str) -
 
 
 def test_committed_profiles_validate_and_read() -> None:
-    root = Path(__file__).resolve().parent.parent / "profiles"
+    root = REPO_ROOT / "profiles"
     schema = json.loads(SCHEMA_FILE.read_text())
     paths = find_profiles(root)
     assert paths, "the repository commits profiles"
@@ -102,9 +103,7 @@ def test_committed_profiles_validate_and_read() -> None:
 
 
 def test_a_profile_of_one_named_objective_still_reads(tmp_path: Path) -> None:
-    shipped = (
-        Path(__file__).parent.parent / "profiles/cpu/hf/synthetic-tiny-llama--humaneval-64x16.json"
-    )
+    shipped = REPO_ROOT / "profiles/cpu/hf/synthetic-tiny-llama--humaneval-64x16.json"
     data = json.loads(shipped.read_text())
     del data["objectives"], data["constraints"]
     data["objective"] = "output_tokens_per_s"  # as profiles were written before goals

@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import REPO_ROOT
 from tuner.cli.app import app
 from tuner.profiles.profile import SCHEMA_FILE, read_profile
 
@@ -283,9 +284,7 @@ def test_without_nvml_the_study_runs_and_says_so_once(fake_model: Path, tmp_path
 def test_the_trials_table_is_readable_at_80_columns(tmp_path: Path) -> None:
     # CI logs: rich sees no terminal and draws 80 columns; every knob of the best trial must
     # be there as name=value, not squeezed to "…".
-    table = (
-        Path(__file__).parent.parent / "benchmarks" / "data" / "cpu-hf-tiny-llama-humaneval.json"
-    )
+    table = REPO_ROOT / "benchmarks" / "data" / "cpu-hf-tiny-llama-humaneval.json"
     args = [
         "tune",
         "--engine",

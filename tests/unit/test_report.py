@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import REPO_ROOT
 from tuner.cli.app import app
 from tuner.hardware.telemetry import Sampler
 from tuner.measure.measurement import Measurement, Run
@@ -20,7 +21,7 @@ from tuner.report.report import write_report
 from tuner.study.rundir import TRIALS_FILE
 from tuner.testing import FakeClock, FakeGpu
 
-H100_RUN = Path(__file__).parent.parent / "reports" / "h100-hf-llama-1b"
+H100_RUN = REPO_ROOT / "reports" / "h100-hf-llama-1b"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tuner.errors import TunerError
 from tuner.execution.executor import NullObserver
 from tuner.measure.measurement import MeasurementProtocol
@@ -211,8 +212,7 @@ def test_a_study_ends_by_measuring_its_best_configurations_again(
 
 
 MARTINEZ_HF = (
-    Path(__file__).resolve().parent.parent
-    / "benchmarks/data/external/martinez2024/martinez2024-a100-hf-pipeline-bloom-1b7.json"
+    REPO_ROOT / "benchmarks/data/external/martinez2024/martinez2024-a100-hf-pipeline-bloom-1b7.json"
 )
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-TUNER = Path(__file__).resolve().parent.parent / "tuner"
+from tests.conftest import REPO_ROOT
+
+TUNER = REPO_ROOT / "tuner"
 MAX_LINES = 60
 MAX_PARAMETERS = 8
 

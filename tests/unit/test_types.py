@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO_ROOT
+
+ROOT = REPO_ROOT
 
 
 def test_mypy_finds_no_error_in_tuner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

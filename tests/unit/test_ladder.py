@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CPU
+from tests.conftest import CPU, REPO_ROOT
 from tuner.optimizers import make_optimizer
 from tuner.optimizers.base import Feedback
 from tuner.optimizers.lattice import Lattice
@@ -17,7 +17,7 @@ from tuner.specs.knobs import Catalogue
 from tuner.specs.space import SearchSpace, resolve
 from tuner.study.study import BACK_OFF, replay_study
 
-EXTERNAL = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "external"
+EXTERNAL = REPO_ROOT / "benchmarks" / "data" / "external"
 MARTINEZ_HF = EXTERNAL / "martinez2024" / "martinez2024-a100-hf-pipeline-codellama-13b-hf.json"
 LOADS = [4, 8, 16, 32, 64, 128, 256]
 

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import REPO_ROOT
 from tuner.cli.app import app
 from tuner.engines.base import EngineFailed, EngineTimeout
 from tuner.engines.command import fill, split
@@ -36,9 +37,9 @@ from tuner.profiles.formats import export
 from tuner.profiles.profile import read_profile
 
 from .test_cli import assert_one_line_error, fake_args
-from .test_export import HF_CPU, HF_SERVER_CPU, VLLM_CPU
+from tests.unit.test_export import HF_CPU, HF_SERVER_CPU, VLLM_CPU
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 runner = CliRunner()
 STUB = "{python} -m tuner.testing --port {port}"
 COMMON = (

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tuner.engines.metrics import (
     HITS,
     PREEMPTIONS,
@@ -21,7 +21,7 @@ from tuner.engines.metrics import (
 )
 from tuner.fmt import fmt_engine_metrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 VLLM_TEXT = """# HELP vllm:prefix_cache_queries_total Prefix cache queries, in queried tokens.
 # TYPE vllm:prefix_cache_queries_total counter
 vllm:prefix_cache_queries_total{engine="0",model_name="m"} 1000.0

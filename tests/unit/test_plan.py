@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import CPU
+from tests.conftest import CPU, REPO_ROOT
 from tuner.cli.app import app
 from tuner.errors import TunerError
 from tuner.measure.objective import goal, metric, prediction_error
@@ -32,7 +32,7 @@ from tuner.specs.space import resolve
 from tuner.testing import FAKE_CATALOGUE, FakePrior, surface, surface_result
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 SILICON = ROOT / "benchmarks/data/external/aiconfigurator-silicon"
 H200_70B = SILICON / "silicon-h200-meta-llama-llama-3.1-70b-fp8-1024x1024-vllmunknown.json"
 

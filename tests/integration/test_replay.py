@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import REPO_ROOT
 from tuner.cli.app import app
 from tuner.errors import TunerError
 from tuner.profiles.profile import read_profile, write_profile
@@ -17,7 +18,7 @@ from tuner.replay.replay import load_replay
 from tuner.study.prepare import prepare
 from tuner.study.study import replay_study as study_of
 
-DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"
+DATA = REPO_ROOT / "benchmarks" / "data"
 TABLES = sorted(DATA.glob("*.json"))
 H100 = DATA / "h100-hf-tiny-llama-humaneval.json"
 runner = CliRunner()

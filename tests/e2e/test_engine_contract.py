@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tuner.engines import ENGINES
 
 STUB = "{python} -m tuner.testing --port {port}"
@@ -63,7 +64,7 @@ def test_the_adapter_in_docs_adapters_md_keeps_the_contract(
 ) -> None:
     from tuner.testing import check_engine_contract
 
-    page = (Path(__file__).resolve().parent.parent / "docs" / "adapters.md").read_text()
+    page = (REPO_ROOT / "docs" / "adapters.md").read_text()
     example = page.split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "echo_engine.py").write_text(example)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tuner.measure.objective import goal, metric
 from tuner.predict.calibrate import Calibrator
 from tuner.predict.prior import rank
@@ -16,7 +17,7 @@ from tuner.replay.landscape import read_landscape
 from tuner.study.study import replay_study
 from tuner.testing import BiasedPrior
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 TABLE = (
     ROOT / "benchmarks/data/external/aiconfigurator-silicon"
     / "silicon-h100-qwen-qwen3-32b-default-1024x1024-vllm0.12.0.json"

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from tests.conftest import REPO_ROOT
 from tuner.cli.app import app
 
 runner = CliRunner()
@@ -169,7 +170,7 @@ def test_a_missing_or_foreign_profile_is_one_line(fake_model: Path, tmp_path: Pa
     config = write_config(tmp_path, model=str(fake_model), **FAKE)
     result = ci(config)
     assert result.exit_code == 2 and "no profile to hold at" in result.stderr
-    h100 = Path(__file__).parent.parent / "profiles/nvidia-h100-80gb-hbm3/hf"
+    h100 = REPO_ROOT / "profiles/nvidia-h100-80gb-hbm3/hf"
     foreign = write_config(
         tmp_path, model=str(fake_model), profile=str(next(h100.glob("*.json"))), **FAKE
     )
