@@ -39,8 +39,8 @@ from tuner.study.study import Study, StudyOutcome, warm_start, warm_start_from
 Say = Callable[[str], None]
 
 
-def _quiet(line: str) -> None:
-    """Says nothing."""
+def say_nothing(line: str) -> None:
+    """A `Say` that says nothing: the default where a caller shows no lines."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,9 @@ def maybe_fleet(spec: FleetSpec | None) -> Iterator[Fleet | None]:
         yield fleet
 
 
-def new_studies(request: TuneRequest, fleet: Fleet | None = None, say: Say = _quiet) -> list[Study]:
+def new_studies(
+    request: TuneRequest, fleet: Fleet | None = None, say: Say = say_nothing
+) -> list[Study]:
     """The new studies of one request: one, or one per GPU model of the fleet (each in a run
     directory of its own, warm-started from another model's profile where it has none). `say`
     hears what the prior could not do."""
@@ -230,7 +232,7 @@ def _outcome(study: Study, observer: Observer, fleet: Fleet | None) -> StudyOutc
         return exc
 
 
-def write_study_report(run_dir: Path, say: Say = _quiet) -> Path | None:
+def write_study_report(run_dir: Path, say: Say = say_nothing) -> Path | None:
     """A finished study's report in `RUN_DIR/report/`; a report that fails costs no trial or
     profile: one line through `say`, and `tuner report` can make it again."""
     try:
@@ -240,7 +242,9 @@ def write_study_report(run_dir: Path, say: Say = _quiet) -> Path | None:
         return None
 
 
-def finish(study: Study, outcome: StudyOutcome, profiles_dir: Path, say: Say = _quiet) -> Finished:
+def finish(
+    study: Study, outcome: StudyOutcome, profiles_dir: Path, say: Say = say_nothing
+) -> Finished:
     """A finished study's report and profile, written. A study that found nothing is one
     line (`TunerError`)."""
     report = write_study_report(study.run_dir, say)
@@ -249,7 +253,9 @@ def finish(study: Study, outcome: StudyOutcome, profiles_dir: Path, say: Say = _
     return Finished(study, outcome, profile, path, report)
 
 
-def tune(request: TuneRequest, fleet: FleetSpec | None = None, say: Say = _quiet) -> list[Finished]:
+def tune(
+    request: TuneRequest, fleet: FleetSpec | None = None, say: Say = say_nothing
+) -> list[Finished]:
     """`tuner tune`: the request's studies, run (on `fleet`, or one trial at a time on this
     machine) and finished, each with its profile in `request.profiles_dir`. A study that
     found nothing, or failed, raises its one line after the others finished."""
@@ -265,7 +271,7 @@ def resume(
     time_budget_s: float | None = None,
     fleet: FleetSpec | None = None,
     profiles_dir: Path = Path("profiles"),
-    say: Say = _quiet,
+    say: Say = say_nothing,
 ) -> Finished:
     """A study continued from its run directory (on the fleet it ran on, unless another is
     given) and finished; its finished trials are not run again."""

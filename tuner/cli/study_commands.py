@@ -212,13 +212,13 @@ def finish_study(
     """Writes a finished study's report and profile and says what it found; returns what
     --json prints for it."""
     from tuner.cli.console import profile_table, trials_table
-    from tuner.entrypoints import finish
+    from tuner.entrypoints import finish, say_nothing
     from tuner.replay.replay import is_replay
 
     if outcome.best is None:
         _nothing_found(study, outcome, quiet)
     with user_errors():
-        done = finish(study, outcome, profiles_dir, say=_say_yellow if not quiet else _quiet)
+        done = finish(study, outcome, profiles_dir, say=say_nothing if quiet else _say_yellow)
     profile, path, report = done.profile, done.path, done.report
     if is_replay(study.spec.engine):
         return _replay_summary(study, outcome, path, json_=json_, quiet=quiet)
@@ -293,10 +293,6 @@ def _json_summary(
 def _say_yellow(line: str) -> None:
     head, _, rest = line.partition(": ")
     err.print(f"[yellow]{escape(head)}:[/] {escape(rest)}")
-
-
-def _quiet(line: str) -> None:
-    """Says nothing."""
 
 
 def _replay_summary(

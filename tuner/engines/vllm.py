@@ -131,12 +131,6 @@ _MEMORY = (
 )
 
 
-def engine_args(knobs: Mapping[str, Value]) -> dict[str, Any]:
-    """Knobs as `LLM`'s keyword arguments: each is an `EngineArgs` field of that name, checked
-    against the installed vLLM (`check_catalogue`), so their types are vLLM's to judge."""
-    return dict(knobs)
-
-
 def root_cause(log_text: str) -> str | None:
     """vLLM's own error message from a log: its last `SomeError: message` that is not the
     generic "initialization failed, see above" wrapper."""
@@ -245,14 +239,16 @@ class OfflineEngine(VllmAdapter):
 
         log_file = (options or {}).get("log_file")
         offset = log_size(log_file)
-        self.knobs = dict(knobs)
+        # Each knob is an `EngineArgs` field, checked against the installed vLLM
+        # (`check_catalogue`): its type is vLLM's to judge.
+        self.knobs: dict[str, Any] = dict(knobs)
         try:
             self.llm = LLM(
                 model=str(model_dir),
                 seed=0,
                 disable_log_stats=False,
                 trust_remote_code=False,  # a model folder's own code never runs
-                **engine_args(self.knobs),
+                **self.knobs,
             )
         except Exception as exc:
             raise failure(exc, log_file, offset) from exc

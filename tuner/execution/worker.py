@@ -83,9 +83,8 @@ def execute(
     """Runs one task in this process, reusing `loaded` when the load-time knobs match."""
     from tuner.engines import engine_class
 
-    cls: EngineClass | type[EngineBase] = (
-        EngineBase  # classifies failures before the adapter is known
-    )
+    # EngineBase classifies failures before the adapter is known.
+    cls: EngineClass | type[EngineBase] = EngineBase
     try:
         cls = engine_class(task.engine)
         load_s = None
