@@ -26,17 +26,19 @@ from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.trial import TrialResult
 from tuner.optimizers import GUIDED, check_available
 from tuner.profiles.profile import Profile, profile_path, write_profile
-from tuner.replay.replay import is_replay
+from tuner.replay.replay import VersusTable
 from tuner.report.report import write_report
 from tuner.specs.knobs import Value
-from tuner.specs.workloads import WorkloadSpec, load_workload
-from tuner.study.prepare import Setup, catalogue_of, prepare
+from tuner.specs.workloads import WorkloadSpec
+from tuner.study.prepare import Setup, Size, catalogue_of, prepare
 from tuner.study.prior import load_prior, prior_plan
 from tuner.study.profile import build_profile
 from tuner.study.rundir import StudySpec, read_spec, run_dir_for
 from tuner.study.study import Study, StudyOutcome, warm_start, warm_start_from
 
 Say = Callable[[str], None]
+#: A JSON object as `json.dumps` takes it (its values JSON values).
+JsonObject = dict[str, object]
 
 
 def say_nothing(line: str) -> None:
@@ -46,18 +48,22 @@ def say_nothing(line: str) -> None:
 @dataclass(frozen=True)
 class TuneRequest:
     """One `tuner tune`, its options by their Python names. `workload` is a workload's name
-    (`synthetic`, `humaneval`, `jsonl:PATH`, ...) or a `WorkloadSpec`; a replay
+    (`synthetic`, `humaneval`, `jsonl:PATH`, ...), sized by `requests`, `output_tokens` and
+    `time_scale`, or a `WorkloadSpec`. No `model` is the embedded default job; a replay
     (`engine="replay:TABLE"`) takes its model and workload from the table."""
 
     engine: str
     model: str = ""
     workload: str | WorkloadSpec = "synthetic"
+    requests: int | None = None
+    output_tokens: int | None = None
+    time_scale: float | None = None
     set_pairs: Sequence[str] = ()
     engine_options: Mapping[str, Any] = field(default_factory=dict)
     protocol: MeasurementProtocol = field(default_factory=MeasurementProtocol)
     objectives: Sequence[str] = ("output_tokens_per_s",)
     constraints: Sequence[str] = ()
-    rate_search: Sequence[str] | None = None
+    rate_search: bool = False
     optimizer: str = "ladder"
     trials: int | None = None
     time_budget_s: float | None = None
@@ -75,14 +81,16 @@ class TuneRequest:
 
     def check(self, fleet: Fleet | None) -> None:
         """Options that do not go together: one line."""
+        if self.rate_search and not self.constraints:
+            raise TunerError("--rate-search looks for the highest rate within a limit: give --slo")
+        if self.rate_search and self.engine_options.get("request_rate") is not None:
+            raise TunerError("--rate-search chooses the request rate: leave out --request-rate")
         if self.per_gpu_model and fleet is None:
             raise TunerError("--per-gpu-model splits a fleet: give --workers or --dask-scheduler")
         if self.per_gpu_model and self.warm_start is not None:
             raise TunerError(
                 "--warm-start is for one study; --per-gpu-model warm-starts each itself"
             )
-        if self.replay_time_scale and not is_replay(self.engine):
-            raise TunerError("--replay-time-scale is for replays (--engine replay:TABLE)")
         if self.pibo and self.prior is None:
             raise TunerError("--pibo weights the search by a prior: give --prior too")
         if self.pibo and self.optimizer not in GUIDED:
@@ -90,8 +98,6 @@ class TuneRequest:
                 f"--pibo weights the acquisition of {' or '.join(GUIDED)}, not of "
                 f"{self.optimizer}: add --optimizer gp"
             )
-        if is_replay(self.engine) and self.model:
-            raise TunerError("a replay takes its model and workload from the table")
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,68 @@ class Finished:
     path: Path
     report: Path | None
 
+    @property
+    def versus_table(self) -> VersusTable | None:
+        """A replayed study's pick beside its table's optimum; None for a measured study."""
+        replay, best = self.study.setup.replay, self.outcome.best
+        if replay is None or best is None:
+            return None
+        return replay.judge(self.study.goal, best)
+
+    def lines(self) -> list[str]:
+        """The closing lines: what the study wrote, after a replay's pick against its table."""
+        versus = self.versus_table
+        if versus is not None:
+            return [
+                versus.line(len(self.outcome.results), self.outcome.gpu_s),
+                f"profile written: {self.path} (the table's machine and recorded figures)",
+            ]
+        report = [f"report written: {self.report}"] if self.report is not None else []
+        return [f"profile written: {self.path}", *report]
+
+    def as_json(self) -> JsonObject:
+        """What `tuner tune --json` prints for this study."""
+        study, outcome, versus = self.study, self.outcome, self.versus_table
+        if versus is not None:
+            name = versus.goal.name
+            return {
+                "run_dir": str(study.run_dir),
+                "profile": str(self.path),
+                "objective": name,
+                "best": {"knobs": versus.best.knobs, name: versus.picked},
+                "table_optimum": {"knobs": versus.optimum.knobs, name: versus.top},
+                "ratio_to_optimum": versus.ratio,
+                "recorded_gpu_s": outcome.gpu_s,
+                "trials": len(outcome.results),
+            }
+        goal, profile = study.goal, self.profile
+        return {
+            "profile": str(self.path),
+            "report": str(self.report) if self.report else None,
+            "run_dir": str(study.run_dir),
+            "stopped": outcome.stopped,
+            "gpu_s": outcome.gpu_s,
+            "wall_s": outcome.wall_s,
+            "best": profile.best.model_dump(mode="json"),
+            "objectives": profile.objectives,
+            "constraints": profile.constraints,
+            "front": [p.model_dump(mode="json") for p in profile.front],
+            "speedup": profile.speedup,
+            "trials": [
+                {
+                    "number": r.number,
+                    "origin": r.origin,
+                    "status": r.status,
+                    "output_tokens_per_s": r.output_tokens_per_s,
+                    "objectives": [o.of(r.measurement) for o in goal.objectives],
+                    "infeasible": goal.feasible(r, robust=True),
+                    "knobs": r.knobs,
+                    "reason": r.reason,
+                }
+                for r in outcome.results
+            ],
+        }
+
 
 def modules_of(engine: str) -> list[str]:
     """The Python modules an engine's platform facts depend on."""
@@ -111,25 +179,28 @@ def modules_of(engine: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def maybe_fleet(spec: FleetSpec | None) -> Iterator[Fleet | None]:
-    """The open fleet `spec` names, or None."""
+def maybe_fleet(spec: FleetSpec | None, say: Say = say_nothing) -> Iterator[Fleet | None]:
+    """The open fleet `spec` names, or None; `say` hears when tuner starts its workers here."""
     if spec is None:
         yield None
         return
+    if not (spec.scheduler or spec.cluster != "local"):
+        say(f"starting {spec.describe()}")
     with open_fleet(spec) as fleet:
         yield fleet
 
 
 def new_studies(
-    request: TuneRequest, fleet: Fleet | None = None, say: Say = say_nothing
+    request: TuneRequest,
+    fleet: Fleet | None = None,
+    say: Say = say_nothing,
+    notice: Say | None = None,
 ) -> list[Study]:
     """The new studies of one request: one, or one per GPU model of the fleet (each in a run
     directory of its own, warm-started from another model's profile where it has none). `say`
-    hears what the prior could not do."""
+    hears what the prior could not do, `notice` (`say` unless given) that the default job runs."""
     request.check(fleet)
-    workload = request.workload
-    if isinstance(workload, str) and not is_replay(request.engine):
-        workload = load_workload(workload)
+    size = Size(request.requests, request.output_tokens, request.time_scale)
     groups: list[Group | None] = [None]
     if fleet is not None:
         modules = modules_of(request.engine)
@@ -137,15 +208,17 @@ def new_studies(
             list(fleet.groups(modules)) if request.per_gpu_model else [fleet.group(None, modules)]
         )
     studies = []
-    for group in groups:
+    for number, group in enumerate(groups):
         # Parse the held knobs against the catalogue before anything slow happens.
         setup = prepare(
             request.engine,
             request.model,
-            workload,
+            request.workload,
             set_pairs=list(request.set_pairs),
             options=dict(request.engine_options),
             machine=group.machine if group is not None else None,
+            size=size,
+            say=(notice or say) if number == 0 else None,
         )
         spec = _study_spec(request, setup, fleet, group)
         studies.append(_new_study(request, setup, spec, group, say))
@@ -158,7 +231,7 @@ def _study_spec(
     """The spec of one new study, warm-started as asked."""
     check_available(request.optimizer, len(request.objectives))
     protocol = request.protocol.model_copy(
-        update={"rate_search": list(request.rate_search) if request.rate_search else None}
+        update={"rate_search": list(request.constraints) if request.rate_search else None}
     )
     spec = StudySpec(
         engine=request.engine,
@@ -212,15 +285,23 @@ def run_studies(
 ) -> list[StudyOutcome | TunerError]:
     """Runs the studies side by side (each on its own workers, one thread each), each told to
     its observer; a study's one-line error stands in its outcome when several run, so one
-    study's failure does not stop the others."""
+    study's failure does not stop the others. Interrupted (or failing), it closes the studies
+    (their finished trials are kept) and the fleet's workers, and raises."""
     watching = list(observers) or [NullObserver() for _ in studies]
-    if len(studies) == 1:
-        return [_outcome(studies[0], watching[0], fleet)]
-    with ThreadPoolExecutor(len(studies)) as pool:
-        futures = [
-            pool.submit(_outcome, s, o, fleet) for s, o in zip(studies, watching, strict=True)
-        ]
-        return [f.result() for f in futures]
+    try:
+        if len(studies) == 1:
+            return [_outcome(studies[0], watching[0], fleet)]
+        with ThreadPoolExecutor(len(studies)) as pool:
+            futures = [
+                pool.submit(_outcome, s, o, fleet) for s, o in zip(studies, watching, strict=True)
+            ]
+            return [f.result() for f in futures]
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) and fleet is not None:
+            fleet.close()  # the studies' threads stop at their next result
+        for study in studies:
+            study.close()
+        raise
 
 
 def _outcome(study: Study, observer: Observer, fleet: Fleet | None) -> StudyOutcome | TunerError:
@@ -322,11 +403,15 @@ def _finish_all(
 
 @dataclass(frozen=True)
 class BenchRequest:
-    """One `tuner bench`: the engine's defaults with the held knobs changed, measured once."""
+    """One `tuner bench`: the engine's defaults with the held knobs changed, measured once.
+    `model` and `workload` as for `TuneRequest`."""
 
     engine: str
-    model: str
+    model: str = ""
     workload: str | WorkloadSpec = "synthetic"
+    requests: int | None = None
+    output_tokens: int | None = None
+    time_scale: float | None = None
     set_pairs: Sequence[str] = ()
     engine_options: Mapping[str, Any] = field(default_factory=dict)
     protocol: MeasurementProtocol = field(default_factory=MeasurementProtocol)
@@ -348,19 +433,23 @@ class Bench:
         return bench_one(make_task, self.knobs, self.timeout_s, log_dir, observer)
 
 
-def prepare_bench(request: BenchRequest) -> Bench:
-    """The request's engine, model, workload and knobs resolved and checked (one line each)."""
-    if is_replay(request.engine):
-        raise TunerError("a replay answers studies only (tuner tune); bench runs an engine")
-    workload = request.workload
-    if isinstance(workload, str):
-        workload = load_workload(workload)
-    setup = prepare(request.engine, request.model, workload, options=dict(request.engine_options))
+def prepare_bench(request: BenchRequest, say: Say = say_nothing) -> Bench:
+    """The request's engine, model, workload and knobs resolved and checked (one line each);
+    `say` hears that the default job runs."""
+    setup = prepare(
+        request.engine,
+        request.model,
+        request.workload,
+        options=dict(request.engine_options),
+        size=Size(request.requests, request.output_tokens, request.time_scale),
+        live=True,
+        say=say,
+    )
     knobs = setup.space.complete(setup.space.parse_overrides(list(request.set_pairs)))
     timeout = StudySpec(
         engine=request.engine,
-        model=request.model,
-        workload=workload,
+        model=setup.model.ref,
+        workload=setup.workload,
         protocol=request.protocol,
         trial_timeout_s=request.trial_timeout_s,
     ).timeout_s()

@@ -7,7 +7,7 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from tuner.ci.config import CiConfig
 from tuner.errors import TunerError
@@ -57,6 +57,24 @@ class CiOutcome:
     @property
     def held_rate(self) -> float | None:
         return held_figure(self.held)
+
+    @property
+    def failing(self) -> bool:
+        """Whether the verdict fails the job or needs a look (exit 3, 1)."""
+        return self.verdict in ("failed", "regression", "slo breach")
+
+    def lines(self) -> list[str]:
+        """What the verdict rests on, a line each: the breached limits, the measured figure
+        against the profile's, the profile written."""
+        lines = [f"  {breach}" for breach in self.breaches]
+        if self.ratio is not None:
+            lines.append(
+                f"{self.measured:,.1f} {self.label}, {self.ratio:.3f} of the profile's "
+                f"{self.held_rate:,.1f} (tolerance {self.tolerance:.0%})"
+            )
+        if self.written is not None:
+            lines.append(f"profile written: {self.written}")
+        return lines
 
     @property
     def exit_code(self) -> int:
@@ -183,7 +201,7 @@ def write_outputs(o: CiOutcome, config: CiConfig) -> None:
         raise TunerError(f"cannot write the CI outputs: {exc}") from None
 
 
-def outcome_json(o: CiOutcome) -> dict[str, Any]:
+def outcome_json(o: CiOutcome) -> dict[str, object]:
     """The verdict for scripts (`tuner ci --json`)."""
     return {
         "verdict": o.verdict,

@@ -15,8 +15,6 @@ from rich.markup import escape
 
 from tuner.cli.common import Json, Quiet, emit_json, err, out, user_errors
 from tuner.cli.options import (
-    DEFAULT_MODEL,
-    BenchArgs,
     Cluster,
     Concurrency,
     DaskScheduler,
@@ -44,13 +42,16 @@ from tuner.cli.options import (
     Slo,
     TimeScale,
     TrialTimeout,
-    TuneArgs,
     WarmupLimit,
     Workers,
     Workload,
+    engine_options,
+    held,
+    protocol,
 )
 from tuner.cli.profile_commands import profile_app
 from tuner.cli.study_commands import run_bench, run_tune
+from tuner.models import DEFAULT_MODEL
 
 EXIT_CODES = (
     "Exit codes: 0 done; 1 ran, but no configuration succeeded; 2 bad input; "
@@ -184,7 +185,29 @@ def tune(
     With --slo (and the other limits), only configurations that keep every limit can be chosen;
     with several --objective, the profile keeps the Pareto front. With --workers or
     --dask-scheduler, trials run side by side on a Dask cluster's workers."""
-    run_tune(TuneArgs.of(**locals()))
+    from tuner.entrypoints import TuneRequest
+    from tuner.execution.fleet import FleetSpec
+    from tuner.measure.objective import goal_options
+
+    with user_errors():
+        objectives, constraints = goal_options(
+            objective, slo, max_memory_mib, max_power_w, max_joules_per_token
+        )
+        fleet = FleetSpec.given(workers, dask_scheduler, cluster, gpus_per_worker)
+    request = TuneRequest(
+        engine=engine, model=model or "", workload=workload, requests=requests,
+        output_tokens=output_tokens, time_scale=time_scale, set_pairs=held(set_, concurrency),
+        engine_options=engine_options(server_cmd, port, request_rate, server_dialect),
+        protocol=protocol(
+            repeats, run_time_limit, warmup_time_limit, max_cv, max_remeasures, sample_period
+        ),
+        objectives=objectives, constraints=constraints, rate_search=rate_search,
+        optimizer=optimizer, trials=trials, time_budget_s=time_budget, seed=seed,
+        confirm=confirm, trial_timeout_s=trial_timeout, prior=prior, pibo=pibo,
+        calibrate=calibrate, warm_start=warm_start, replay_time_scale=replay_time_scale,
+        run_dir=run_dir, profiles_dir=profiles_dir, per_gpu_model=per_gpu_model,
+    )  # fmt: skip
+    run_tune(request, fleet, resume, json_=json_, quiet=quiet)
 
 
 @app.command(epilog=EXIT_CODES)
@@ -202,13 +225,7 @@ def report(
     with user_errors():
         written = write_report(run_dir, out_dir or Path("reports") / run_dir.resolve().name)
     if json_:
-        emit_json(
-            {
-                "markdown": str(written.markdown),
-                "html": str(written.html),
-                "images": [str(p) for p in written.images],
-            }
-        )
+        emit_json(written.as_json())
     else:
         out.print(f"report written: {written.markdown} and {written.html}")
 
@@ -241,7 +258,18 @@ def bench(
     quiet: Quiet = False,
 ) -> None:
     """Measure one configuration: the engine's defaults with --set changes."""
-    run_bench(BenchArgs.of(**locals()))
+    from tuner.entrypoints import BenchRequest
+
+    request = BenchRequest(
+        engine=engine, model=model or "", workload=workload, requests=requests,
+        output_tokens=output_tokens, time_scale=time_scale, set_pairs=held(set_, concurrency),
+        engine_options=engine_options(server_cmd, port, request_rate, server_dialect),
+        protocol=protocol(
+            repeats, run_time_limit, warmup_time_limit, max_cv, max_remeasures, sample_period
+        ),
+        trial_timeout_s=trial_timeout,
+    )  # fmt: skip
+    run_bench(request, json_=json_, quiet=quiet)
 
 
 @app.command(
@@ -266,8 +294,8 @@ def ci(
     Fails (exit 3) when throughput falls below the profile by more than the tolerance.
     """
     from tuner.ci import HEADLINE, load_config, outcome_json, run_ci
-    from tuner.cli.console import StudyView
     from tuner.execution.executor import NullObserver
+    from tuner.report.terminal import StudyView
 
     quiet = quiet or json_
     with user_errors():
@@ -287,22 +315,10 @@ def ci(
     if json_:
         emit_json(outcome_json(outcome))
     elif not quiet:
-        style = {
-            "failed": "red",
-            "regression": "red",
-            "slo breach": "red",
-            "replaced": "yellow",
-        }.get(outcome.verdict, "green")
+        style = "red" if outcome.failing else "yellow" if outcome.verdict == "replaced" else "green"
         out.print(f"[{style}]{HEADLINE[outcome.verdict]}[/]")
-        for breach in outcome.breaches:
-            out.print(f"  {escape(breach)}")
-        if outcome.ratio is not None:
-            out.print(
-                f"{outcome.measured:,.1f} {outcome.label}, {outcome.ratio:.3f} of the profile's "
-                f"{outcome.held_rate:,.1f} (tolerance {outcome.tolerance:.0%})"
-            )
-        if outcome.written is not None:
-            out.print(f"profile written: {outcome.written}")
+        for line in outcome.lines():
+            out.print(escape(line))
         out.print(f"summary: {cfg.summary} · junit: {cfg.junit} · run dir: {outcome.run_dir}")
     raise typer.Exit(outcome.exit_code)
 
@@ -312,8 +328,8 @@ def gpus(json_: Json = False) -> None:
     """Show the GPUs (through NVML) and the CPU of this machine."""
     from dataclasses import asdict
 
-    from tuner.cli.console import hardware_table
     from tuner.hardware.machine import detect_hardware
+    from tuner.report.terminal import hardware_table
 
     hw = detect_hardware()
     if json_:
@@ -335,30 +351,13 @@ def knobs(
     json_: Json = False,
 ) -> None:
     """Show an engine's knobs as they stand on this machine (and model)."""
-    from tuner.cli.console import knobs_table
-    from tuner.hardware.machine import detect_platform
-    from tuner.specs.space import resolve
-    from tuner.specs.workloads import load_workload, request_count
-    from tuner.study.prepare import catalogue_of, prepare
+    from tuner.report.terminal import knobs_table
+    from tuner.study.prepare import space_of
 
     with user_errors():
-        if model is not None:
-            space = prepare(engine, model, workload).space
-        else:
-            catalogue = catalogue_of(engine)
-            # Without a model, the workload still bounds batch sizes (its request count).
-            facts = {"workload_requests": request_count(load_workload(workload))}
-            space = resolve(catalogue, detect_platform(catalogue.modules()), facts=facts)
+        space = space_of(engine, model, workload)
     if json_:
-        emit_json(
-            {
-                "engine": space.engine,
-                "searched": {n: k.describe_values() for n, k in space.knobs.items()},
-                "fixed": space.fixed,
-                "unavailable": space.dropped,
-                "defaults": space.default_knobs(),
-            }
-        )
+        emit_json(space.as_json())
     else:
         out.print(knobs_table(space))
 
@@ -414,18 +413,13 @@ def plan(
 ) -> None:
     """Predict the best vLLM configurations with no GPU (NVIDIA AIConfigurator's model) and
     write them as a profile marked predicted. Needs the plan extra."""
-    from tuner.cli.console import plan_table
     from tuner.measure.objective import goal
-    from tuner.predict.plan import RATE_REQUESTS, PlanRequest, make_plan, parse_plan_grid
+    from tuner.predict.plan import PlanRequest, make_plan, parse_plan_grid, plan_workload
     from tuner.profiles.profile import profile_path, write_profile
-    from tuner.specs.workloads import load_workload
+    from tuner.report.terminal import plan_table
 
     with user_errors():
-        if rate is not None and requests is None:
-            requests = RATE_REQUESTS  # a server under a rate: as many in flight as it admits
-        spec = load_workload(workload, requests=requests, output_tokens=output_tokens)
-        if input_tokens is not None:
-            spec = spec.model_copy(update={"input_tokens": input_tokens})
+        spec = plan_workload(workload, requests, input_tokens, output_tokens, rate)
         target = goal(objective or ["output_tokens_per_s_per_gpu"], slo or [])
         made = make_plan(
             PlanRequest(
@@ -440,10 +434,7 @@ def plan(
         emit_json({**found, "capacity": capacity} if capacity else found)
         return
     out.print(f"[bold]{escape(made.ranking.label)}[/]")
-    out.print(
-        f"planned {made.configurations} configurations ({made.distinct} the model tells "
-        f"apart) in {made.seconds:.1f} s; {made.calls} calls of the model, the rest from its cache"
-    )
+    out.print(made.cost)
     out.print(plan_table(made.ranking.ranked, target, gpus, top))
     if made.capacity is not None:
         out.print(f"[bold]{escape(made.capacity.text([c.text for c in target.constraints]))}[/]")

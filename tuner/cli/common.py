@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -37,6 +37,6 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
-def emit_json(data: Any) -> None:
+def emit_json(data: object) -> None:
     """Writes `data` as indented JSON on stdout (dates and paths as strings)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

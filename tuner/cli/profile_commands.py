@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -15,7 +15,6 @@ from tuner.errors import TunerError
 
 if TYPE_CHECKING:
     from tuner.profiles.profile import Profile
-    from tuner.profiles.store import Lookup
 
 profile_app = typer.Typer(
     help="Find, show, compare and export tuned profiles. Exit codes: 0 done; 2 bad input.",
@@ -51,26 +50,6 @@ ProfileRef = Annotated[
 DEFAULT_DIR = Path("profiles")
 
 
-def _lookup(
-    directory: Path, gpu: str, engine: str | None, model: str | None, workload: str | None
-) -> Lookup:
-    """The store's lookup for `--gpu`: this machine's (auto) or a named GPU folder's."""
-    from tuner.hardware.machine import detect_hardware
-    from tuner.profiles.store import Lookup, for_machine, matches, read_store
-
-    entries = read_store(directory)
-    if gpu == "auto":
-        return for_machine(
-            entries, detect_hardware(), engine=engine, model=model, workload=workload
-        )
-    chosen = [
-        e
-        for e in entries
-        if e.profile and e.profile.gpu.slug == gpu and matches(e.profile, engine, model, workload)
-    ]
-    return Lookup(gpu, chosen)
-
-
 def load(
     ref: str | None,
     directory: Path,
@@ -79,20 +58,11 @@ def load(
     model: str | None,
     workload: str | None,
 ) -> tuple[Path, Profile]:
-    """The profile a command names: by file or key, or looked up; one line when it cannot."""
-    from tuner.hardware.machine import detect_hardware
-    from tuner.profiles.profile import read_profile
-    from tuner.profiles.store import check_profile_engine, pick, resolve_profile
+    """The profile a command names, by file or key, or looked up (a warning when it is
+    another GPU's)."""
+    from tuner.profiles.store import find
 
-    if ref is not None:
-        if gpu is not None:
-            raise TunerError("name a profile or look one up with --gpu, not both")
-        path = resolve_profile(ref, directory)
-        profile = read_profile(path)
-        check_profile_engine(profile, path, engine)
-        return path, profile
-    lookup = _lookup(directory, gpu or "auto", engine, model, workload)
-    path, profile, warning = pick(lookup, detect_hardware())
+    path, profile, warning = find(ref, directory, gpu, engine, model, workload)
     if warning:
         err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     return path, profile
@@ -108,39 +78,14 @@ def profile_list(
     json_: Json = False,
 ) -> None:
     """List the profiles of a profiles folder: all, or those for a GPU (--gpu auto: this one)."""
-    from tuner.cli.console import profiles_table
-    from tuner.profiles.store import matches, read_store
+    from tuner.profiles.store import listing
+    from tuner.report.terminal import profiles_table
 
     with user_errors():
-        closest = None
-        if gpu is None:
-            entries = [
-                e
-                for e in read_store(directory)
-                if e.profile is None or matches(e.profile, engine, model, workload)
-            ]
-        else:
-            lookup = _lookup(directory, gpu, engine, model, workload)
-            entries, closest = lookup.entries, lookup.closest
-            if not entries:
-                raise TunerError(f"no profiles for {lookup.gpu_slug} under {directory}")
+        found = listing(directory, gpu, engine, model, workload)
+    entries, closest = found.entries, found.closest
     if json_:
-        emit_json(
-            [
-                {"path": str(e.path), "error": e.error}
-                if e.profile is None
-                else {
-                    "path": str(e.path),
-                    "key": e.profile.key,
-                    "best_output_tokens_per_s": e.profile.best.measurement
-                    and e.profile.best.measurement.output_tokens_per_s.median,
-                    "speedup": e.profile.speedup,
-                    "created_at": e.profile.created_at,
-                    "closest_gpu": closest is not None,
-                }
-                for e in entries
-            ]
-        )
+        emit_json([e.as_json(closest is not None) for e in entries])
         return
     if not entries:
         err.print(f"no profiles under {directory}")
@@ -179,30 +124,15 @@ def profile_show(
     json_: Json = False,
 ) -> None:
     """Show one profile: named, or looked up for this machine's GPU."""
-    from tuner.cli.console import profile_table
-    from tuner.profiles.capacity import capacity_of, check_rate
-    from tuner.profiles.profile import traffic_of
+    from tuner.profiles.capacity import capacity_for
+    from tuner.profiles.profile import traffic_differences
+    from tuner.report.terminal import profile_table
 
     with user_errors():
         path, profile = load(ref, directory, gpu, engine, model, workload)
-        differences = None
-        if traffic is not None:
-            tuned_on = profile.workload.traffic
-            if tuned_on is None:
-                raise TunerError(
-                    f"{path} records no traffic shape (written before tuner recorded it, or "
-                    "from a replay): tune it again to compare traffic"
-                )
-            differences = tuned_on.differences(traffic_of(profile, traffic))
-        needed = None
-        if rate is not None:
-            needed = capacity_of(check_rate(rate), profile.best)
-            if needed is None:
-                raise TunerError(
-                    f"{path}: its best trial states no rate it sustains (no latencies under "
-                    "load): capacity needs a server engine's profile"
-                )
-    extra: dict[str, Any] = {}
+        differences = None if traffic is None else traffic_differences(profile, path, traffic)
+        needed = None if rate is None else capacity_for(rate, profile, path)
+    extra: dict[str, object] = {}
     if needed is not None:
         extra["capacity"] = needed.as_json()
     if differences is not None:
@@ -238,9 +168,9 @@ def profile_diff(
     """Two profiles side by side: identity, knobs and figures (with B / A)."""
     from dataclasses import asdict
 
-    from tuner.cli.console import diff_table
     from tuner.profiles.profile import read_profile
     from tuner.profiles.store import diff, resolve_profile
+    from tuner.report.terminal import diff_table
 
     with user_errors():
         pa, pb = (read_profile(resolve_profile(ref, directory)) for ref in (a, b))

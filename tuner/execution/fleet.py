@@ -50,6 +50,37 @@ class FleetSpec(BaseModel):
     scheduler: str | None = None
     gpus_per_worker: int = Field(default=1, ge=1)
 
+    @classmethod
+    def given(
+        cls,
+        workers: int | None = None,
+        scheduler: str | None = None,
+        cluster: str = "local",
+        gpus_per_worker: int = 1,
+    ) -> FleetSpec | None:
+        """The fleet `tuner tune`'s options name (None: trials one at a time on this
+        machine); one line when they do not go together."""
+        if cluster not in CLUSTERS:
+            raise TunerError(f"--cluster takes {', '.join(CLUSTERS)}, not {cluster!r}")
+        if scheduler and (workers or cluster != "local"):
+            raise TunerError(
+                "--dask-scheduler uses a running cluster: leave out --workers/--cluster"
+            )
+        if cluster != "local" and not workers:
+            raise TunerError(
+                f"--cluster {cluster} submits worker jobs: say how many with --workers"
+            )
+        if not (workers or scheduler):
+            if gpus_per_worker != 1:
+                raise TunerError("--gpus-per-worker goes with --workers or --cluster")
+            return None
+        return cls(
+            cluster=cluster,  # type: ignore[arg-type]  # one of CLUSTERS, checked above
+            workers=workers,
+            scheduler=scheduler,
+            gpus_per_worker=gpus_per_worker,
+        )
+
     def describe(self) -> str:
         if self.scheduler:
             return f"the Dask scheduler at {self.scheduler}"

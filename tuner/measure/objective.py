@@ -415,6 +415,25 @@ def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     )
 
 
+def goal_options(
+    objectives: Sequence[str] | None,
+    slo: Sequence[str] | None,
+    max_memory_mib: float | None = None,
+    max_power_w: float | None = None,
+    max_joules_per_token: float | None = None,
+) -> tuple[list[str], list[str]]:
+    """The objectives and constraints as a study spec keeps them, from `tuner tune`'s
+    `--objective`, `--slo` and `--max-*` options; checked (one line)."""
+    limits = {
+        "peak_memory_mib": max_memory_mib,
+        "peak_power_w": max_power_w,
+        "joules_per_token": max_joules_per_token,
+    }
+    constraints = [*(slo or []), *(f"{n}<={v:g}" for n, v in limits.items() if v is not None)]
+    names = list(objectives or ["output_tokens_per_s"])
+    return names, [c.text for c in goal(names, constraints).constraints]
+
+
 def goal(
     objectives: Sequence[str] = ("output_tokens_per_s",), constraints: Sequence[str] = ()
 ) -> Goal:

@@ -15,6 +15,8 @@ from tuner.errors import TunerError
 from tuner.hardware.machine import slugify
 
 SYNTHETIC_PREFIX = "synthetic:"
+#: The model of the embedded default job, where no model is given.
+DEFAULT_MODEL = f"{SYNTHETIC_PREFIX}tiny-llama"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

@@ -46,7 +46,7 @@ from tuner.profiles.profile import (
 from tuner.replay.landscape import grid_pairs
 from tuner.replay.replay import REPLAY_PREFIX, load_replay
 from tuner.specs.knobs import Value, gpus_of
-from tuner.specs.workloads import Distribution, WorkloadSpec
+from tuner.specs.workloads import Distribution, WorkloadSpec, load_workload
 from tuner.version import __version__
 
 #: The values a plan predicts over where `--grid` does not say: every knob the model reads
@@ -86,6 +86,32 @@ class Plan:
     distinct: int = 0
     calls: int = 0
     seconds: float = 0.0
+
+    @property
+    def cost(self) -> str:
+        """What the plan took, in a line."""
+        return (
+            f"planned {self.configurations} configurations ({self.distinct} the model tells "
+            f"apart) in {self.seconds:.1f} s; {self.calls} calls of the model, the rest from its "
+            "cache"
+        )
+
+
+def plan_workload(
+    workload: str,
+    requests: int | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    rate: float | None = None,
+) -> WorkloadSpec:
+    """The workload a plan predicts for, as `tuner plan`'s options size it; under a `rate`, as
+    many requests in flight as a server admits (`RATE_REQUESTS`) unless `requests` is given."""
+    if rate is not None and requests is None:
+        requests = RATE_REQUESTS
+    spec = load_workload(workload, requests=requests, output_tokens=output_tokens)
+    if input_tokens is not None:
+        spec = spec.model_copy(update={"input_tokens": input_tokens})
+    return spec
 
 
 def model_slug(ref: str) -> str:

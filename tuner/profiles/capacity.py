@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from tuner.errors import TunerError
 from tuner.fmt import fmt_knobs
 from tuner.measure.measurement import Measurement
 from tuner.measure.trial import TrialResult
-from tuner.profiles.profile import TrialRecord
+from tuner.profiles.profile import Profile, TrialRecord
 from tuner.specs.knobs import gpus_of
 
 
@@ -91,6 +92,18 @@ def fewest_gpus(rate: float, candidates: Sequence[TrialResult]) -> Capacity:
             "server engine's measurements (latencies under load)"
         )
     return min(found, key=lambda c: (c.gpus, -(c.replicas * c.per_replica - rate)))
+
+
+def capacity_for(rate: float, profile: Profile, path: Path) -> Capacity:
+    """The replicas of a profile's best configuration that serve `rate`; one line when its
+    best trial states no rate it sustains."""
+    needed = capacity_of(check_rate(rate), profile.best)
+    if needed is None:
+        raise TunerError(
+            f"{path}: its best trial states no rate it sustains (no latencies under "
+            "load): capacity needs a server engine's profile"
+        )
+    return needed
 
 
 def check_rate(rate: float) -> float:

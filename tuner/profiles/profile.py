@@ -298,6 +298,18 @@ def traffic_of(profile: Profile, workload: str) -> TrafficRecord:
     return traffic_record(build_requests(load_workload(workload), Tokenizer(model.path)))
 
 
+def traffic_differences(profile: Profile, path: Path, workload: str) -> list[str]:
+    """How a workload's traffic differs from what the profile was tuned on (empty: alike in
+    shape); one line when the profile records no traffic shape."""
+    tuned_on = profile.workload.traffic
+    if tuned_on is None:
+        raise TunerError(
+            f"{path} records no traffic shape (written before tuner recorded it, or "
+            "from a replay): tune it again to compare traffic"
+        )
+    return tuned_on.differences(traffic_of(profile, workload))
+
+
 def workload_shape(name: str, requests: int, mean_output_tokens: float) -> str:
     """`humaneval-164x32`: a workload by name and shape (requests x output tokens each)."""
     return f"{name}-{requests}x{mean_output_tokens:g}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tuner.errors import TunerError
 from tuner.fmt import fmt_value
-from tuner.hardware.machine import Hardware, slugify
+from tuner.hardware.machine import Hardware, detect_hardware, slugify
 from tuner.hardware.records import gpu_record
 from tuner.profiles.profile import Profile, find_profiles, read_profile
 
@@ -25,6 +25,21 @@ class Entry:
     path: Path
     profile: Profile | None
     error: str | None = None
+
+    def as_json(self, closest: bool) -> dict[str, object]:
+        """What `tuner profile list --json` shows of it (`closest`: another GPU's profile)."""
+        p = self.profile
+        if p is None:
+            return {"path": str(self.path), "error": self.error}
+        return {
+            "path": str(self.path),
+            "key": p.key,
+            "best_output_tokens_per_s": p.best.measurement
+            and p.best.measurement.output_tokens_per_s.median,
+            "speedup": p.speedup,
+            "created_at": p.created_at,
+            "closest_gpu": closest,
+        }
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,70 @@ def for_machine(
     best = min(others, key=lambda e: _distance(e.profile, hardware))  # type: ignore[arg-type]
     closest = best.profile.gpu.slug  # type: ignore[union-attr]
     return Lookup(slug, [e for e in others if e.profile.gpu.slug == closest], closest)  # type: ignore[union-attr]
+
+
+def lookup(
+    root: Path,
+    gpu: str,
+    engine: str | None = None,
+    model: str | None = None,
+    workload: str | None = None,
+) -> Lookup:
+    """The profiles under `root` for a GPU: this machine's (`auto`, or the closest GPU's where
+    it has none) or a GPU folder's, such as `nvidia-h100-80gb-hbm3`."""
+    entries = read_store(root)
+    if gpu == "auto":
+        return for_machine(
+            entries, detect_hardware(), engine=engine, model=model, workload=workload
+        )
+    chosen = [
+        e
+        for e in entries
+        if e.profile and e.profile.gpu.slug == gpu and matches(e.profile, engine, model, workload)
+    ]
+    return Lookup(gpu, chosen)
+
+
+def listing(
+    root: Path,
+    gpu: str | None,
+    engine: str | None = None,
+    model: str | None = None,
+    workload: str | None = None,
+) -> Lookup:
+    """What `tuner profile list` shows: every profile that matches (unreadable ones too), or
+    those `lookup` finds for a GPU; one line when a GPU has none."""
+    if gpu is None:
+        entries = [
+            e
+            for e in read_store(root)
+            if e.profile is None or matches(e.profile, engine, model, workload)
+        ]
+        return Lookup("", entries)
+    found = lookup(root, gpu, engine, model, workload)
+    if not found.entries:
+        raise TunerError(f"no profiles for {found.gpu_slug} under {root}")
+    return found
+
+
+def find(
+    ref: str | None,
+    root: Path,
+    gpu: str | None = None,
+    engine: str | None = None,
+    model: str | None = None,
+    workload: str | None = None,
+) -> tuple[Path, Profile, str | None]:
+    """The profile a command names, by file or key, or else looked up (for `gpu`, default
+    this machine's), with a warning when it is another GPU's; one line when there is none."""
+    if ref is not None:
+        if gpu is not None:
+            raise TunerError("name a profile or look one up with --gpu, not both")
+        path = resolve_profile(ref, root)
+        profile = read_profile(path)
+        check_profile_engine(profile, path, engine)
+        return path, profile, None
+    return pick(lookup(root, gpu or "auto", engine, model, workload), detect_hardware())
 
 
 def pick(lookup: Lookup, hardware: Hardware) -> tuple[Path, Profile, str | None]:

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
-from tuner.engines import shipped_catalogue
+from tuner.engines import engine_class, shipped_catalogue
 from tuner.errors import TunerError
 from tuner.measure.measurement import Measurement, Run
+from tuner.measure.objective import Goal
 from tuner.measure.trial import TrialResult
 from tuner.replay.landscape import Landscape, read_landscape
 from tuner.specs import rules
@@ -35,6 +36,17 @@ NOT_RUN = "the table's source never ran this configuration"
 def is_replay(engine: str) -> bool:
     """Whether `engine` names a recorded table to replay rather than an engine."""
     return engine.startswith(REPLAY_PREFIX)
+
+
+def open_replay(engine: str) -> Replay | None:
+    """The replay `engine` names (`replay:<table.json>`), or None for an engine."""
+    return load_replay(engine) if is_replay(engine) else None
+
+
+def catalogue_of(engine: str) -> Catalogue:
+    """The knob catalogue of an engine, or of a replay's table."""
+    replay = open_replay(engine)
+    return replay.catalogue() if replay is not None else engine_class(engine).catalogue()
 
 
 @cache
@@ -86,6 +98,14 @@ class Replay:
 
     def versions(self) -> dict[str, str]:
         return {**self.table.versions, "replay": self.path.name}
+
+    def judge(self, goal: Goal, best: TrialResult) -> VersusTable:
+        """A replayed study's pick against the table's optimum under the same goal."""
+        optimum = self.table.optimum(goal)
+        picked, top = goal.value(best), goal.value(optimum)
+        assert picked is not None and top is not None  # a table records its goal's figure
+        ratio = picked / top if goal.maximize else top / picked
+        return VersusTable(self.table, goal, best, optimum, picked, top, ratio)
 
     def catalogue(self) -> Catalogue:
         """The recorded engine's catalogue, narrowed to what the table holds."""
@@ -174,6 +194,30 @@ class Replay:
             )
 
         return evaluate
+
+
+@dataclass(frozen=True)
+class VersusTable:
+    """A replayed study's best configuration beside the table's optimum: `ratio` is the share
+    of the optimum's figure the pick reaches (1.0 when it found the optimum)."""
+
+    table: Landscape
+    goal: Goal
+    best: TrialResult
+    optimum: TrialResult
+    picked: float
+    top: float
+    ratio: float
+
+    def line(self, trials: int, gpu_s: float) -> str:
+        """One line: the pick, its share of the optimum, what the study spent."""
+        goal, table = self.goal, self.table
+        measured_by = f" as measured by {table.source.line}" if table.source else ""
+        return (
+            f"replay of {table.gpu.name}{measured_by}: best {goal.primary.fmt(self.picked)} "
+            f"({goal.label}), {self.ratio:.1%} of the table's optimum "
+            f"({goal.primary.fmt(self.top)}), {trials} trials, {gpu_s:,.0f} recorded GPU-seconds"
+        )
 
 
 def _noisy(measurement: Measurement | None, rng: random.Random) -> Measurement | None:

@@ -112,6 +112,13 @@ class Written:
     html: Path
     images: list[Path]
 
+    def as_json(self) -> dict[str, object]:
+        return {
+            "markdown": str(self.markdown),
+            "html": str(self.html),
+            "images": [str(p) for p in self.images],
+        }
+
 
 def read_run(run_dir: Path) -> tuple[StudySpec, list[TrialResult], Machine | None]:
     """A run directory's study, trials and machine; one line when it is not a run directory."""

@@ -227,6 +227,17 @@ class SearchSpace:
         run_time = [n for n in marked if self.knobs[n].stage == "run"]
         return (run_time or marked or [None])[0]
 
+    def as_json(self) -> dict[str, object]:
+        """What `tuner knobs --json` shows: the knobs searched (their values), fixed, unavailable
+        (and why) and the engine's defaults."""
+        return {
+            "engine": self.engine,
+            "searched": {n: k.describe_values() for n, k in self.knobs.items()},
+            "fixed": self.fixed,
+            "unavailable": self.dropped,
+            "defaults": self.default_knobs(),
+        }
+
     def default_knobs(self) -> dict[str, Value]:
         """The engine's own default configuration on this platform (the baseline): knobs the
         engine picks itself (`engine_default`) are left unset."""

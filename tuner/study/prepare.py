@@ -6,9 +6,9 @@ its range) fails in `prepare` with one line, before anything slow happens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from tuner.engines import engine_class
 from tuner.errors import TunerError
@@ -17,11 +17,35 @@ from tuner.hardware.machine import Hardware, detect_hardware, detect_platform, s
 from tuner.measure.measurement import MeasurementProtocol
 from tuner.measure.objective import Goal
 from tuner.measure.trial import TrialTask
-from tuner.models import ModelRef, model_facts, read_config, resolve_model
-from tuner.replay.replay import Replay, is_replay, load_replay
+from tuner.models import DEFAULT_MODEL, ModelRef, model_facts, read_config, resolve_model
+from tuner.replay.replay import Replay, catalogue_of, open_replay
 from tuner.specs.knobs import Catalogue, Value
 from tuner.specs.space import SearchSpace, resolve
-from tuner.specs.workloads import Request, Tokenizer, WorkloadSpec, build_requests, load_workload
+from tuner.specs.workloads import (
+    Request,
+    Tokenizer,
+    WorkloadSpec,
+    build_requests,
+    load_workload,
+    request_count,
+)
+
+__all__ = ["DEFAULT_MODEL", "Setup", "Size", "catalogue_of", "prepare", "space_of"]
+
+#: The embedded default job, where no model is given: `DEFAULT_MODEL` (a tiny synthetic model)
+#: answering the first 64 prompts with 16 tokens each: minutes on a 2-core CPU, where the whole
+#: workload takes many times as long. A real study names its model and keeps the whole workload.
+DEFAULT_REQUESTS = 64
+DEFAULT_OUTPUT_TOKENS = 16
+
+
+class Size(NamedTuple):
+    """A named workload's size, where it is not the workload's own: requests, output tokens per
+    request, and the time scale of its arrivals."""
+
+    requests: int | None = None
+    output_tokens: int | None = None
+    time_scale: float | None = None
 
 
 @dataclass
@@ -104,16 +128,26 @@ def prepare(
     set_pairs: Sequence[str] = (),
     options: dict[str, Any] | None = None,
     machine: WorkerMachine | None = None,
+    size: Size | None = None,
+    live: bool = False,
+    say: Callable[[str], None] | None = None,
 ) -> Setup:
     """Resolves and checks everything a trial needs; bad input fails here, before any trial.
 
     `set_pairs` are `name=value` strings parsed against the catalogue and added to `pinned`.
     `machine` is where the trials run when that is not here (a fleet's workers): its platform
-    decides which knobs exist and its GPU model names the profile.
+    decides which knobs exist and its GPU model names the profile. A workload named by a string
+    is loaded at `size`. An empty `model` is the
+    embedded default job (said through `say`) for an engine, the table's model for a replay.
+    `live`: the caller measures an engine (`tuner bench`), which a replay cannot be.
     """
-    replay = load_replay(engine) if is_replay(engine) else None
+    replay = open_replay(engine)
     if replay is not None:
         # The model and workload are the table's; nothing is loaded or tokenized.
+        if live:
+            raise TunerError("a replay answers studies only (tuner tune); bench runs an engine")
+        if model and model != replay.table.model:
+            raise TunerError("a replay takes its model and workload from the table")
         if options:
             raise TunerError(f"a replay takes no engine options ({', '.join(options)})")
         catalogue = replay.catalogue()
@@ -125,7 +159,10 @@ def prepare(
         cls = engine_class(engine)
         cls.check_options(options or {})
         catalogue = cls.catalogue()
-        spec = load_workload(workload) if isinstance(workload, str) else workload
+        if not model:
+            model, size = _default_job(size or Size(), say)
+        size = size or Size()
+        spec = load_workload(workload, **size._asdict()) if isinstance(workload, str) else workload
         model_ref = resolve_model(model)
         cls.check_model(read_config(model_ref.path))
         facts = model_facts(model_ref.path)
@@ -155,8 +192,25 @@ def prepare(
     )
 
 
-def catalogue_of(engine: str) -> Catalogue:
-    """The knob catalogue of an engine, or of a replay's table."""
-    return (
-        load_replay(engine).catalogue() if is_replay(engine) else engine_class(engine).catalogue()
+def space_of(engine: str, model: str | None, workload: str) -> SearchSpace:
+    """An engine's knobs as they stand on this machine: for a model (bounds that depend on it
+    filled in), or else bounded by the workload alone (its request count bounds batch sizes)."""
+    if model is not None:
+        return prepare(engine, model, workload).space
+    catalogue = catalogue_of(engine)
+    facts = {"workload_requests": request_count(load_workload(workload))}
+    return resolve(catalogue, detect_platform(catalogue.modules()), facts=facts)
+
+
+def _default_job(size: Size, say: Callable[[str], None] | None) -> tuple[str, Size]:
+    """The embedded default job's model and size (the parts of `size` given are kept)."""
+    size = size._replace(
+        requests=size.requests or DEFAULT_REQUESTS,
+        output_tokens=size.output_tokens or DEFAULT_OUTPUT_TOKENS,
     )
+    if say is not None:
+        say(
+            f"no --model: the embedded default job ({DEFAULT_MODEL}, {size.requests} requests, "
+            f"{size.output_tokens} tokens out each)"
+        )
+    return DEFAULT_MODEL, size

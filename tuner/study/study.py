@@ -100,11 +100,24 @@ class Study:
         self.speed_of_light: Callable[[dict[str, Value], Prediction], Prediction] | None = None
         self.goal = spec.goal()
         setup.check_goal(self.goal)
+        if spec.replay_time_scale and setup.replay is None:
+            raise TunerError("--replay-time-scale is for replays (--engine replay:TABLE)")
         if spec.protocol.rate_search and (setup.replay is not None or not setup.reports_latency):
             raise TunerError(
                 "--rate-search sends requests at chosen rates: it needs a server engine "
                 "(vllm-server, openai-server), not a replay or a batch engine"
             )
+
+    def headline(self, before: int = 0) -> str:
+        """What it tunes and where: `engine · model · workload (N requests) · GPU · run dir`,
+        and how far an earlier session got."""
+        s = self.setup
+        return (
+            f"{s.catalogue.engine} · {s.model.ref} · {s.workload.name}"
+            + (f" ({len(s.requests)} requests)" if s.requests else " (recorded)")
+            + f" · {s.hardware.gpu_name} · run dir {self.run_dir}"
+            + (f" · resuming after {before} trials" if before else "")
+        )
 
     @classmethod
     def create(cls, spec: StudySpec, run_dir: Path, setup: Setup | None = None) -> Study:

@@ -1,4 +1,6 @@
-"""Everything tuner draws on a terminal (rich). The library layers never import this."""
+"""What tuner draws on a terminal with rich: live progress of studies (`StudyView`, an `Observer`
+for `tuner.entrypoints.run_studies` and `Bench.run`) and the tables of trials, profiles, machines
+and plans. The command line prints them; a script or a notebook may too."""
 
 from __future__ import annotations
 
