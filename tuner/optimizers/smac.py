@@ -31,20 +31,23 @@ def configspace(space: SearchSpace, seed: int = 0) -> Any:
         OrdinalHyperparameter,
     )
     from ConfigSpace.exceptions import ForbiddenValueError
+    from ConfigSpace.hyperparameters import Hyperparameter
 
     cs = ConfigurationSpace(seed=seed)
-    params = {}
+    params: dict[str, Hyperparameter] = {}
     for name, knob in space.knobs.items():
         if knob.ordinal:
             params[name] = OrdinalHyperparameter(
                 name, list(knob.choices), default_value=knob.default
             )
-        elif knob.type == "int":
-            params[name] = Integer(
-                name, (int(knob.low), int(knob.high)), default=knob.default, log=knob.log
-            )
-        elif knob.type == "float":
-            params[name] = Float(name, (knob.low, knob.high), default=knob.default, log=knob.log)
+        elif knob.type in ("int", "float"):
+            assert knob.low is not None and knob.high is not None  # a ranged number knob
+            default = float(knob.default)
+            if knob.type == "int":
+                bounds = (int(knob.low), int(knob.high))
+                params[name] = Integer(name, bounds, default=int(default), log=knob.log)
+            else:
+                params[name] = Float(name, (knob.low, knob.high), default=default, log=knob.log)
         else:
             params[name] = Categorical(name, list(knob.choices), default=knob.default)
     cs.add(list(params.values()))
@@ -120,7 +123,7 @@ class SmacOptimizer:
 
         self.space = space
         self.cs = configspace(space, seed)
-        facade = {"gp": BlackBoxFacade, "rf": HyperparameterOptimizationFacade}[name]
+        facade = BlackBoxFacade if name == "gp" else HyperparameterOptimizationFacade
         names = [f"objective_{i}" for i in range(objectives)]
         scenario = Scenario(
             self.cs, deterministic=True, n_trials=max(budget, 2), seed=seed,
@@ -243,6 +246,7 @@ def _prior_weighted(
 
     class JointPrior(PriorAcquisitionFunction):
         def _compute_prior(self, X: Any) -> Any:
+            assert self.model is not None  # SMAC sets it before it asks for the acquisition
             cs = self.model._configspace
             for x in X:
                 if x.tobytes() not in memo:

@@ -335,7 +335,7 @@ CALIBRATED_KNOBS = (
 def model_features(prior: AIConfiguratorPrior, knobs: Mapping[str, Value]) -> dict[str, Value]:
     """`CALIBRATED_KNOBS` of a configuration, as the model is asked of it."""
     args = prior.arguments(knobs)
-    found = {name: args.get(name) for name in CALIBRATED_KNOBS}
+    found: dict[str, Value] = {n: args[n] for n in CALIBRATED_KNOBS if args.get(n) is not None}
     found["ctx_tokens"] = args.get("ctx_tokens") or args["isl"]
     found["moe_ep_size"] = args.get("moe_ep_size") or 1
     return found

@@ -252,7 +252,10 @@ def _martinez_table(
     points, not_run = _martinez_points(
         (gpus_knob, batch_knob), levels, batches, cells, failures.get, (model, engine), when
     )
-    baseline = {gpus_knob: levels[0], batch_knob: 1 if engine == "autohf" else batches[-1]}
+    baseline: dict[str, Value] = {
+        gpus_knob: levels[0],
+        batch_knob: 1 if engine == "autohf" else batches[-1],
+    }
     # The knob the engine's catalogue lacks: vLLM's prompts per generate call, or the
     # pipeline's GPU count.
     if engine == "vLLM":
@@ -387,11 +390,12 @@ def silicon_tables(
     """One table per (model, GPU, precision, ISL x OSL, vLLM version) of the aggregated vLLM
     rows on H100, H200 and B200 with at least `SILICON_MIN_POINTS` configurations."""
     when = when or datetime.now(UTC)
-    groups: dict[tuple[str, ...], list[dict[str, str]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str, str, str], list[dict[str, str]]] = defaultdict(list)
     for row in _silicon_rows(path):
         if row["backend"] == "vllm" and row["mode"] == "agg" and row["system"] in SILICON_GPUS:
-            key = (row["model_path"], row["system"], row["precision"], row["isl"], row["osl"])
-            groups[(*key, row["backend_version"])].append(row)
+            fields = ("model_path", "system", "precision", "isl", "osl", "backend_version")
+            model, system, precision, isl, osl, backend = (row[f] for f in fields)
+            groups[(model, system, precision, isl, osl, backend)].append(row)
     out: dict[str, Landscape] = {}
     for key, rows in sorted(groups.items()):
         if len({_key(_layout(r)) for r in rows}) >= SILICON_MIN_POINTS:

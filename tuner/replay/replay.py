@@ -26,7 +26,7 @@ from tuner.measure.objective import Goal
 from tuner.measure.trial import TrialResult
 from tuner.replay.landscape import Landscape, read_landscape
 from tuner.specs import rules
-from tuner.specs.knobs import Catalogue, ChoiceSpec, ForbiddenSpec, KnobSpec, Value
+from tuner.specs.knobs import Catalogue, ForbiddenSpec, KnobSpec, Value
 
 REPLAY_PREFIX = "replay:"
 #: Why a replay forbids a point of its grid that the table's source never ran.
@@ -126,18 +126,17 @@ class Replay:
             spec = specs[name]
             default = table.baseline.get(name, values[0])
             when = spec.when if spec.when and set(spec.when) <= set(recorded) else None
-            base = {
-                "stage": spec.stage,
-                "help": spec.help,
-                "when": when,
-                "backoff": spec.backoff,
-                "load": spec.load,
-            }
-            if spec.type in ("int", "float"):
-                knobs[name] = KnobSpec(type=spec.type, values=values, default=default, **base)
+            if spec.type == "int" or spec.type == "float":
+                numbers = [v for v in values if isinstance(v, int | float)]
+                knobs[name] = KnobSpec(
+                    type=spec.type, values=numbers, default=default, stage=spec.stage,
+                    help=spec.help, when=when, backoff=spec.backoff, load=spec.load,
+                )  # fmt: skip
             else:
-                choices: list[Value | ChoiceSpec] = list(values)
-                knobs[name] = KnobSpec(type="choice", choices=choices, default=default, **base)
+                knobs[name] = KnobSpec(
+                    type="choice", choices=list(values), default=default, stage=spec.stage,
+                    help=spec.help, when=when, backoff=spec.backoff, load=spec.load,
+                )  # fmt: skip
         forbidden = [
             f
             for f in source.forbidden
@@ -147,7 +146,9 @@ class Replay:
         # A point the source never ran is outside the space: never answered, never proposed.
         not_run = table.source.not_run if table.source else []
         forbidden += [
-            ForbiddenSpec(if_={n: v for n, v in point.items() if n in knobs}, because=NOT_RUN)
+            ForbiddenSpec.model_validate(
+                {"if": {n: v for n, v in point.items() if n in knobs}, "because": NOT_RUN}
+            )
             for point in not_run
         ]
         how = f"as measured by {table.source.line}" if table.source else "as recorded"

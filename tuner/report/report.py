@@ -29,11 +29,24 @@ from tuner.study.rundir import MACHINE_FILE, TRIALS_FILE, StudySpec, read_spec, 
 from tuner.version import __version__
 
 
+@dataclass(frozen=True)
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass(frozen=True)
+class Image:
+    path: Path
+    caption: str
+
+
 @dataclass
 class Doc:
-    """A report as blocks, written out both as Markdown and as HTML."""
+    """A report as blocks (a heading or paragraph as `("h"|"p", text)`, a table, an image),
+    written out both as Markdown and as HTML."""
 
-    blocks: list[tuple[str, object]] = field(default_factory=list)
+    blocks: list[tuple[str, str] | Table | Image] = field(default_factory=list)
 
     def h(self, text: str) -> None:
         self.blocks.append(("h", text))
@@ -42,27 +55,28 @@ class Doc:
         self.blocks.append(("p", text))
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        self.blocks.append(("table", (list(header), [list(r) for r in rows])))
+        self.blocks.append(Table(list(header), [list(r) for r in rows]))
 
     def image(self, path: Path, caption: str) -> None:
-        self.blocks.append(("img", (path, caption)))
+        self.blocks.append(Image(path, caption))
 
     def markdown(self, title: str) -> str:
         lines = [f"# {title}", ""]
-        for kind, value in self.blocks:
-            if kind == "h":
-                lines += [f"## {value}", ""]
-            elif kind == "p":
-                lines += [str(value), ""]
-            elif kind == "table":
-                header, rows = value  # type: ignore[misc]
+        for block in self.blocks:
+            if isinstance(block, Table):
+                header = block.header
                 lines.append("| " + " | ".join(header) + " |")
                 lines.append("| " + " | ".join("---" for _ in header) + " |")
-                lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+                lines += [
+                    "| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in block.rows
+                ]
                 lines.append("")
-            else:
-                path, caption = value  # type: ignore[misc]
+            elif isinstance(block, Image):
+                path, caption = block.path, block.caption
                 lines += [f"![{caption}]({path.name})", "", f"*{caption}*", ""]
+            else:
+                kind, text = block
+                lines += [f"## {text}" if kind == "h" else text, ""]
         return "\n".join(lines)
 
     def html(self, title: str) -> str:
@@ -71,27 +85,25 @@ class Doc:
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
             f"<h1>{html.escape(title)}</h1>",
         ]
-        for kind, value in self.blocks:
-            if kind == "h":
-                parts.append(f"<h2>{html.escape(str(value))}</h2>")
-            elif kind == "p":
-                parts.append(f"<p>{html.escape(str(value))}</p>")
-            elif kind == "table":
-                header, rows = value  # type: ignore[misc]
-                head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+        for block in self.blocks:
+            if isinstance(block, Table):
+                head = "".join(f"<th>{html.escape(c)}</th>" for c in block.header)
                 body = "".join(
                     "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                    for r in rows
+                    for r in block.rows
                 )
                 parts.append(f"<table><tr>{head}</tr>{body}</table>")
-            else:
-                path, caption = value  # type: ignore[misc]
-                data = base64.b64encode(path.read_bytes()).decode()
+            elif isinstance(block, Image):
+                data = base64.b64encode(block.path.read_bytes()).decode()
+                caption = html.escape(block.caption)
                 parts.append(
                     f"<figure><img src='data:image/png;base64,{data}' "
-                    f"alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}"
-                    "</figcaption></figure>"
+                    f"alt='{caption}'><figcaption>{caption}</figcaption></figure>"
                 )
+            else:
+                kind, text = block
+                tag = "h2" if kind == "h" else "p"
+                parts.append(f"<{tag}>{html.escape(text)}</{tag}>")
         parts.append("</body></html>")
         return "\n".join(parts) + "\n"
 
@@ -232,7 +244,7 @@ def _best_rows(best: TrialResult, baseline: TrialResult | None, goal: Goal) -> l
             [
                 "baseline (engine defaults)",
                 f"{fmt_rate(baseline.output_tokens_per_s)}: "
-                f"{best.output_tokens_per_s / baseline.output_tokens_per_s:.2f}x",
+                f"{speed.median / baseline.output_tokens_per_s:.2f}x",
             ]
         )
     e = m.energy

@@ -220,8 +220,8 @@ class Catalogue(BaseModel):
         """Names that expressions and bounds use besides knobs: facts to be supplied."""
         used = {r for f in self.forbidden if f.expr for r in rules.names(rules.parse(f.expr))}
         for knob in self.knobs.values():
-            for spec in (knob, *knob.per_device.values()):
-                used |= {b for b in (spec.range or ()) if isinstance(b, str)}
+            for bounds in (knob.range, *(o.range for o in knob.per_device.values())):
+                used |= {b for b in (bounds or ()) if isinstance(b, str)}
             if knob.divides:
                 used.add(knob.divides)
         return used - set(self.knobs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ast
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,11 +199,12 @@ def _encode(term: ast.expr, params: Mapping[str, Any]) -> Any | None:
         if isinstance(right, ast.Constant) and isinstance(op, ast.Eq):
             return ForbiddenEqualsClause(params[left.id], right.value)
         if isinstance(right, ast.Name) and right.id in params:
-            relation = {
+            relations: dict[type[ast.cmpop], Callable[[Any, Any], object]] = {
                 ast.Lt: ForbiddenLessThanRelation,
                 ast.Gt: ForbiddenGreaterThanRelation,
                 ast.Eq: ForbiddenEqualsRelation,
-            }.get(type(op))
+            }
+            relation = relations.get(type(op))
             if relation is not None:
                 return relation(params[left.id], params[right.id])
     return None

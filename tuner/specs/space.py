@@ -66,12 +66,20 @@ class Knob:
         powers = [2**i for i in range(31) if low <= 2**i <= high]
         return tuple(sorted({int(low), *powers, int(high)}))
 
+    def extreme(self, largest: bool) -> Value:
+        """A number knob's largest (or smallest) value here."""
+        pool = [c for c in self.choices if isinstance(c, int | float)]
+        if len(pool) <= 1:
+            pool = [b for b in (self.low, self.high) if b is not None]
+        return max(pool) if largest else min(pool)
+
     def describe_values(self) -> str:
         """Human form of the allowed values: `1..512 (log)` or `sdpa, eager`."""
         if self.ranged:
-            low, high = (
-                (int(self.low), int(self.high)) if self.type == "int" else (self.low, self.high)
-            )
+            assert self.low is not None and self.high is not None  # a ranged knob has both
+            low, high = (self.low, self.high)
+            if self.type == "int":
+                low, high = int(low), int(high)
             return f"{low}..{high}" + (" (log)" if self.log else "")
         return ", ".join(_fmt(c) for c in self.choices)
 
@@ -225,7 +233,7 @@ class SearchSpace:
         first (it changes with no engine launch); None where none is."""
         marked = [n for n, k in self.knobs.items() if k.load]
         run_time = [n for n in marked if self.knobs[n].stage == "run"]
-        return (run_time or marked or [None])[0]
+        return next(iter(run_time or marked), None)
 
     def as_json(self) -> dict[str, object]:
         """What `tuner knobs --json` shows: the knobs searched (their values), fixed, unavailable
@@ -384,8 +392,7 @@ class SearchSpace:
                 if knob is None:
                     continue
                 if value in ("max", "min") and knob.type in ("int", "float"):
-                    pool = knob.choices if len(knob.choices) > 1 else (knob.low, knob.high)
-                    value = max(pool) if value == "max" else min(pool)  # type: ignore[type-var]
+                    value = knob.extreme(value == "max")
                 given[name] = value
             if not given:
                 continue
@@ -440,13 +447,14 @@ def _narrow_number(name: str, spec: KnobSpec, facts: Mapping[str, float]) -> Kno
     default = min(max(default, low), high)
     if spec.type == "int":
         low, high, default = int(low), int(high), int(default)
-    choices: tuple[Value, ...] = (low,) if low == high else ()
+    choices: tuple[int | float, ...] = (low,) if low == high else ()
     if spec.values is not None:
         # Only these values, searched as an ordered set (a recorded grid, say).
         choices = tuple(sorted({v for v in spec.values if low <= v <= high}))
         if not choices:
             return f"none of its values lies in {low}..{high} here"
-        default = min(choices, key=lambda v: (abs(v - default), v))
+        given = default
+        default = min(choices, key=lambda v: (abs(v - given), v))
     if spec.divides is not None:
         if spec.divides not in facts:
             return f"needs {spec.divides}, not known here"

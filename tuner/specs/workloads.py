@@ -225,8 +225,12 @@ class Tokenizer:
         # Never the folder's own code: transformers would otherwise ask on standard input.
         hf = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         self._encode = lambda text, special: hf(text, add_special_tokens=special).input_ids
-        self._decode = hf.decode
-        self._decode_many = hf.batch_decode
+        self._decode = lambda ids, skip_special_tokens=True: str(
+            hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        )
+        self._decode_many = lambda sequences, skip_special_tokens=True: hf.batch_decode(
+            [list(ids) for ids in sequences], skip_special_tokens=skip_special_tokens
+        )
         self.vocab_size = len(hf)
         self.special_ids = set(hf.all_special_ids)
         self.max_token_chars = max((len(t) for t in hf.get_vocab()), default=1)
@@ -564,7 +568,7 @@ def build_requests(
         shared = [
             tuple(rng.choices(vocab, k=spec.prefix_tokens or 0)) for _ in range(spec.prefixes or 0)
         ]
-        out = []
+        out: list[Request] = []
         for number in range(spec.requests):
             own = tuple(rng.choices(vocab, k=_length(spec.input_tokens, rng)))
             ids = (shared[number % len(shared)] if shared else ()) + own
@@ -586,8 +590,8 @@ def build_requests(
         if at_least + output > limit:
             raise TunerError(_too_long(number, f"at least {at_least:,}", output, max_len))
         # A chat template writes the model's special tokens (its BOS) itself.
-        ids = tokenizer.encode(text, special=row.messages is None)
-        requests.append(_fitting(Request(tuple(ids), output, text), number, limit, max_len))
+        encoded = tokenizer.encode(text, special=row.messages is None)
+        requests.append(_fitting(Request(tuple(encoded), output, text), number, limit, max_len))
     return requests
 
 

@@ -8,11 +8,14 @@ import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tuner.engines.base import EngineBase, EngineOutOfMemory, RequestTiming, RunOutput
 from tuner.specs.knobs import Catalogue, Value
 from tuner.specs.workloads import Request
+
+if TYPE_CHECKING:
+    from tuner.measure.trial import TrialResult
 
 FAKE_CATALOGUE = {
     "engine": "fake",
@@ -230,7 +233,7 @@ class ScriptedEngine(EngineBase):
         pass
 
 
-def surface_result(number: int, origin: str, knobs: dict[str, Value]) -> Any:
+def surface_result(number: int, origin: str, knobs: dict[str, Value]) -> TrialResult:
     """A trial result read off `surface` with no time spent: for benchmarking the search itself
     (`Study.run(evaluate=surface_result)`)."""
     from datetime import UTC, datetime
@@ -239,16 +242,16 @@ def surface_result(number: int, origin: str, knobs: dict[str, Value]) -> Any:
     from tuner.measure.trial import TrialResult
 
     rate = surface(knobs)
-    common = {
-        "number": number,
-        "origin": origin,
-        "knobs": knobs,
-        "wall_s": 0.0,
-        "started_at": datetime.now(UTC),
-    }
+    started = datetime.now(UTC)
     if rate is None:
-        return TrialResult(status="oom", reason="fake engine: does not fit", **common)
+        return TrialResult(
+            number=number, origin=origin, knobs=knobs, wall_s=0.0, started_at=started,
+            status="oom", reason="fake engine: does not fit",
+        )  # fmt: skip
     run = Run(
         elapsed_s=1000 / rate, requests=1, input_tokens=0, output_tokens=1000, truncated=False
     )
-    return TrialResult(status="ok", measurement=Measurement.from_runs(run, [run] * 3), **common)
+    return TrialResult(
+        number=number, origin=origin, knobs=knobs, wall_s=0.0, started_at=started,
+        status="ok", measurement=Measurement.from_runs(run, [run] * 3),
+    )  # fmt: skip
