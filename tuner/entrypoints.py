@@ -218,8 +218,9 @@ def new_studies(
             options=dict(request.engine_options),
             machine=group.machine if group is not None else None,
             size=size,
-            say=(notice or say) if number == 0 else None,
         )
+        if setup.default_job_line and number == 0:
+            (notice or say)(setup.default_job_line)
         spec = _study_spec(request, setup, fleet, group)
         studies.append(_new_study(request, setup, spec, group, say))
     return studies
@@ -442,9 +443,10 @@ def prepare_bench(request: BenchRequest, say: Say = say_nothing) -> Bench:
         request.workload,
         options=dict(request.engine_options),
         size=Size(request.requests, request.output_tokens, request.time_scale),
-        live=True,
-        say=say,
     )
+    setup.check_live()
+    if setup.default_job_line:
+        say(setup.default_job_line)
     knobs = setup.space.complete(setup.space.parse_overrides(list(request.set_pairs)))
     timeout = StudySpec(
         engine=request.engine,

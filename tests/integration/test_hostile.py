@@ -25,6 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import REPO_ROOT
+from tests.unit.test_export import HF_CPU, HF_SERVER_CPU, VLLM_CPU
 from tuner.cli.app import app
 from tuner.engines.base import EngineFailed, EngineTimeout
 from tuner.engines.command import fill, split
@@ -37,7 +38,6 @@ from tuner.profiles.formats import export
 from tuner.profiles.profile import read_profile
 
 from .test_cli import assert_one_line_error, fake_args
-from tests.unit.test_export import HF_CPU, HF_SERVER_CPU, VLLM_CPU
 
 ROOT = REPO_ROOT
 runner = CliRunner()

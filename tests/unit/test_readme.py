@@ -73,17 +73,3 @@ def test_every_figure_the_readme_states_names_its_report_and_date() -> None:
     for item in items:
         assert re.search(r"\]\((reports|benchmarks)/[^)]+\.md\)", item), item
         assert re.search(r"20\d\d-\d\d-\d\d", item), item
-
-
-@pytest.mark.slow
-def test_the_readmes_python_example_tunes_and_benches(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    block = re.findall(r"```python\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S)[0]
-    monkeypatch.chdir(tmp_path)
-    exec(compile(block, "README.md", "exec"), {})
-    printed = capsys.readouterr().out.splitlines()
-    profiles = list((tmp_path / "profiles").rglob("*.json"))
-    assert len(profiles) == 1 and printed[0].endswith(str(profiles[0].relative_to(tmp_path)))
-    assert printed[1].startswith("ok "), printed
-    assert (tmp_path / "runs").is_dir()

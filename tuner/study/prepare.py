@@ -6,7 +6,7 @@ its range) fails in `prepare` with one line, before anything slow happens.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -62,6 +62,24 @@ class Setup:
     options: dict[str, Any] = field(default_factory=dict)
     fresh_process: bool = False
     replay: Replay | None = None
+    #: The size of the embedded default job where it runs (no model was given), else None.
+    default_job: Size | None = None
+
+    @property
+    def default_job_line(self) -> str | None:
+        """The line that says the embedded default job runs, where it does."""
+        if self.default_job is None:
+            return None
+        return (
+            f"no --model: the embedded default job ({DEFAULT_MODEL}, "
+            f"{self.default_job.requests} requests, {self.default_job.output_tokens} tokens out "
+            "each)"
+        )
+
+    def check_live(self) -> None:
+        """One line when no engine runs here: a replay answers studies, not `tuner bench`."""
+        if self.replay is not None:
+            raise TunerError("a replay answers studies only (tuner tune); bench runs an engine")
 
     def check_goal(self, goal: Goal) -> None:
         """One line when the goal names figures this engine or machine cannot give: latency
@@ -129,49 +147,21 @@ def prepare(
     options: dict[str, Any] | None = None,
     machine: WorkerMachine | None = None,
     size: Size | None = None,
-    live: bool = False,
-    say: Callable[[str], None] | None = None,
 ) -> Setup:
     """Resolves and checks everything a trial needs; bad input fails here, before any trial.
 
     `set_pairs` are `name=value` strings parsed against the catalogue and added to `pinned`.
     `machine` is where the trials run when that is not here (a fleet's workers): its platform
     decides which knobs exist and its GPU model names the profile. A workload named by a string
-    is loaded at `size`. An empty `model` is the
-    embedded default job (said through `say`) for an engine, the table's model for a replay.
-    `live`: the caller measures an engine (`tuner bench`), which a replay cannot be.
+    is loaded at `size`. An empty `model` is the embedded default job for an engine (the setup's
+    `default_job`), the table's model for a replay.
     """
     replay = open_replay(engine)
     if replay is not None:
-        # The model and workload are the table's; nothing is loaded or tokenized.
-        if live:
-            raise TunerError("a replay answers studies only (tuner tune); bench runs an engine")
-        if model and model != replay.table.model:
-            raise TunerError("a replay takes its model and workload from the table")
-        if options:
-            raise TunerError(f"a replay takes no engine options ({', '.join(options)})")
-        catalogue = replay.catalogue()
-        table = replay.table
-        model_ref = ModelRef(table.model, replay.path, slugify(table.model), "replay")
-        spec, requests, facts = table.workload, [], {}
-        fresh_process = False
+        loaded = _replayed(replay, model, options)
     else:
-        cls = engine_class(engine)
-        cls.check_options(options or {})
-        catalogue = cls.catalogue()
-        if not model:
-            model, size = _default_job(size or Size(), say)
-        size = size or Size()
-        spec = load_workload(workload, **size._asdict()) if isinstance(workload, str) else workload
-        model_ref = resolve_model(model)
-        cls.check_model(read_config(model_ref.path))
-        facts = model_facts(model_ref.path)
-        max_len = facts.get("model_max_len")
-        requests = build_requests(
-            spec, Tokenizer(model_ref.path), int(max_len) if max_len else None
-        )
-        facts = workload_facts(facts, requests)
-        fresh_process = cls.fresh_process_per_load
+        loaded = _loaded(engine, model, workload, options, size)
+    catalogue, facts = loaded.catalogue, loaded.facts
     platform = machine.platform if machine else detect_platform(catalogue.modules())
     space = resolve(catalogue, platform, facts=facts)
     pinned = {**(pinned or {}), **space.parse_overrides(set_pairs)}
@@ -182,13 +172,66 @@ def prepare(
         engine,
         catalogue,
         space,
-        model_ref,
-        spec,
-        requests,
+        loaded.model,
+        loaded.workload,
+        loaded.requests,
         machine.hardware if machine else detect_hardware(),
         dict(options or {}),
-        fresh_process,
+        loaded.fresh_process,
         replay,
+        loaded.default_job,
+    )
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """What an engine's model and workload (or a replay's table) give a setup."""
+
+    catalogue: Catalogue
+    model: ModelRef
+    workload: WorkloadSpec
+    requests: list[Request]
+    facts: dict[str, float]
+    fresh_process: bool = False
+    default_job: Size | None = None
+
+
+def _replayed(replay: Replay, model: str, options: dict[str, Any] | None) -> _Loaded:
+    """A replay's: the table's model and workload; nothing is loaded or tokenized."""
+    table = replay.table
+    if model and model != table.model:
+        raise TunerError("a replay takes its model and workload from the table")
+    if options:
+        raise TunerError(f"a replay takes no engine options ({', '.join(options)})")
+    ref = ModelRef(table.model, replay.path, slugify(table.model), "replay")
+    return _Loaded(replay.catalogue(), ref, table.workload, [], {})
+
+
+def _loaded(
+    engine: str,
+    model: str,
+    workload: WorkloadSpec | str,
+    options: dict[str, Any] | None,
+    size: Size | None,
+) -> _Loaded:
+    """An engine's: its options and model checked, the workload tokenized with the model's
+    tokenizer (the embedded default job where no model is given)."""
+    cls = engine_class(engine)
+    cls.check_options(options or {})
+    default_job = None
+    if not model:
+        model, size = DEFAULT_MODEL, _default_size(size or Size())
+        default_job = size
+    size = size or Size()
+    spec = load_workload(workload, **size._asdict()) if isinstance(workload, str) else workload
+    model_ref = resolve_model(model)
+    cls.check_model(read_config(model_ref.path))
+    facts = model_facts(model_ref.path)
+    max_len = facts.get("model_max_len")
+    requests = build_requests(spec, Tokenizer(model_ref.path), int(max_len) if max_len else None)
+    facts = workload_facts(facts, requests)
+    return _Loaded(
+        cls.catalogue(), model_ref, spec, requests, facts, cls.fresh_process_per_load, default_job
     )
 
 
@@ -202,15 +245,9 @@ def space_of(engine: str, model: str | None, workload: str) -> SearchSpace:
     return resolve(catalogue, detect_platform(catalogue.modules()), facts=facts)
 
 
-def _default_job(size: Size, say: Callable[[str], None] | None) -> tuple[str, Size]:
-    """The embedded default job's model and size (the parts of `size` given are kept)."""
-    size = size._replace(
+def _default_size(size: Size) -> Size:
+    """The embedded default job's size (the parts of `size` given are kept)."""
+    return size._replace(
         requests=size.requests or DEFAULT_REQUESTS,
         output_tokens=size.output_tokens or DEFAULT_OUTPUT_TOKENS,
     )
-    if say is not None:
-        say(
-            f"no --model: the embedded default job ({DEFAULT_MODEL}, {size.requests} requests, "
-            f"{size.output_tokens} tokens out each)"
-        )
-    return DEFAULT_MODEL, size
