@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# pytest-xdist's workers export COLUMNS=80 and LINES=24, which rich would fix as the width of the
+# command line's consoles when they are made; a test that needs a width gives its own.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tuner.hardware.machine import Platform

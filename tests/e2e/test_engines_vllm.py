@@ -37,9 +37,11 @@ def requests(tiny_model: Path) -> tuple:  # type: ignore[type-arg]
     return tuple(build_requests(spec, Tokenizer(tiny_model)))
 
 
-@pytest.fixture
-def worker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    w = Worker(tmp_path / "workers")
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One worker for the module: a trial whose engine is loaded with the knobs of the trial
+    before reuses it (the engine starts once for the out-of-memory test and the next)."""
+    w = Worker(tmp_path_factory.mktemp("workers"))
     yield w
     w.close()
 
@@ -114,6 +116,24 @@ def test_root_cause_is_vllms_own_message() -> None:
     )
 
 
+def test_too_much_memory_is_oom_and_the_next_trial_runs(
+    tiny_model: Path,
+    requests: tuple,
+    worker: Worker,  # type: ignore[type-arg]
+) -> None:
+    greedy = worker.run(
+        task(tiny_model, requests, {**CPU_SAFE, "gpu_memory_utilization": 0.99}), timeout_s=600
+    )
+    assert greedy.status == "oom", greedy.reason
+    assert "memory" in (greedy.reason or "").lower()
+    rejected = worker.run(task(tiny_model, requests, {**CPU_SAFE, "block_size": 16}), timeout_s=600)
+    assert rejected.status == "crashed"
+    assert "block size" in (rejected.reason or "").lower(), rejected.reason
+    # The knobs of the next test's first trial, which then reuses this engine.
+    fine = worker.run(task(tiny_model, requests, {**CPU_SAFE, "max_num_seqs": 8}), timeout_s=600)
+    assert fine.status == "ok", fine.reason
+
+
 def test_offline_engine_counts_tokens_and_stops_at_the_deadline(
     tiny_model: Path,
     requests: tuple,
@@ -155,23 +175,6 @@ def test_offline_engine_counts_tokens_and_stops_at_the_deadline(
     after = worker.run(task(tiny_model, requests, knobs), timeout_s=600)
     assert after.reused_model and after.measurement is not None
     assert after.measurement.runs[0].output_tokens == 16 * 12
-
-
-def test_too_much_memory_is_oom_and_the_next_trial_runs(
-    tiny_model: Path,
-    requests: tuple,
-    worker: Worker,  # type: ignore[type-arg]
-) -> None:
-    greedy = worker.run(
-        task(tiny_model, requests, {**CPU_SAFE, "gpu_memory_utilization": 0.99}), timeout_s=600
-    )
-    assert greedy.status == "oom", greedy.reason
-    assert "memory" in (greedy.reason or "").lower()
-    rejected = worker.run(task(tiny_model, requests, {**CPU_SAFE, "block_size": 16}), timeout_s=600)
-    assert rejected.status == "crashed"
-    assert "block size" in (rejected.reason or "").lower(), rejected.reason
-    fine = worker.run(task(tiny_model, requests, CPU_SAFE), timeout_s=600)
-    assert fine.status == "ok", fine.reason
 
 
 def test_server_failures_are_trial_statuses(
