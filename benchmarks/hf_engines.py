@@ -10,7 +10,7 @@ them. Ratios are output tok/s over the tuned `hf`'s, per round, then their media
 
     python benchmarks/hf_engines.py [--rounds 3]
 
-Writes benchmarks/hf-engines.md.
+Writes reports/hf-engines.md.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tuner.specs.workloads import load_workload
 from tuner.study.prepare import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = Path(__file__).with_name("hf-engines.md")
+OUT = Path(__file__).resolve().parent.parent / "reports" / "hf-engines.md"
 PROFILES = ROOT / "profiles" / "cpu"
 TUNED = {
     "hf": PROFILES / "hf" / "synthetic-tiny-llama--humaneval-64x16.json",

@@ -4,10 +4,10 @@ tuning half of the imported tables only.
     python benchmarks/ladder_design.py [--jobs 2]
 
 Each variant is `ladder` with some of its constants (`tuner.optimizers.ladder.Params`) changed,
-run by the study of `search_efficiency.external_study` (tuner's loop on the table's replay,
+run by the study of `harness.external_study` (tuner's loop on the table's replay,
 baseline first, ended once the pick is the table's best) at a budget of 10 trials. `ladder` is
 deterministic, so one seed each. `descend`, `random` (10 seeds) and the shipped `ladder` are
-the yardsticks. The test half is never read. Writes benchmarks/ladder-design.md.
+the yardsticks. The test half is never read. Writes reports/ladder-design.md.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from jobs import fixed_hash_seed
-from search_efficiency import ROOT, SOURCES, external_study, reach_at, split_of
+from harness import ROOT, SOURCES, external_study, fixed_hash_seed, reach_at, split_of
 
 import tuner.optimizers.ladder as ladder_module
 from tuner.optimizers.ladder import PARAMS, Params
 
-OUT = ROOT / "benchmarks" / "ladder-design.md"
+OUT = ROOT / "reports" / "ladder-design.md"
 BUDGET = 10
 NONE: dict[str, dict[str, float]] = {"limits": {}, "none": {}}
 #: The parts, added one at a time, then the alternatives tried on the whole.

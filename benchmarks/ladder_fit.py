@@ -3,7 +3,7 @@
     python benchmarks/ladder_fit.py
 
 For every table of the tuning half (benchmarks/data/external/split.json), each layout's best
-figure that keeps the table's limits (`search_efficiency.external_goal`), per GPU figures made
+figure that keeps the table's limits (`harness.external_goal`), per GPU figures made
 whole again, on the log scale, is regressed on the layout's knobs as `ladder` sees them
 (`Lattice.features`: log2 of a number, a flag, a choice) with one intercept per table, by ridge
 regression. Tables with limits and tables without are fitted apart. Writes
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from search_efficiency import EXTERNAL, ROOT, external_goal, split_of
+from harness import EXTERNAL, ROOT, external_goal, split_of
 
 from tuner.optimizers.lattice import Lattice
 from tuner.replay.replay import load_replay

@@ -17,7 +17,7 @@ For every model and engine measured on both GPU models, V100 -> A100 and A100 ->
    the pick reaches 95% and 100% of the target's best, over the seeds (a study stops at 100%, or
    when the table is spent).
 
-The tables (benchmarks/data/external/martinez2024, `benchmarks/import_external.py`) hold the
+The tables (benchmarks/data/external/martinez2024, `tools/import_external.py`) hold the
 RQ2 medians only: a replay answers without noise, so a pick is the best point seen so far.
 
     python benchmarks/martinez_retuning.py [--seeds 10] [--jobs 2] [--out reports/...md]
@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs import fixed_hash_seed, run_jobs
+from harness import fixed_hash_seed, run_jobs
 
 from tuner.measure.trial import TrialResult
 from tuner.replay.external import MARTINEZ_COMMIT, MARTINEZ_REPOSITORY
@@ -209,7 +209,7 @@ def report(args: argparse.Namespace, cases: list, done: dict, rq4: dict) -> str:
         + "` from the "
         "imported tables in `benchmarks/data/external/martinez2024/` (RQ2 medians of "
         f"{MARTINEZ_REPOSITORY} at {MARTINEZ_COMMIT[:12]}, imported by "
-        "`benchmarks/import_external.py martinez2024`) and the paper's RQ4 files. The method, "
+        "`tools/import_external.py martinez2024`) and the paper's RQ4 files. The method, "
         "the knob mapping and what is derived are in the script's docstring and each table's "
         "`source`.",
         "",

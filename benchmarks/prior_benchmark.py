@@ -19,7 +19,7 @@ Four parts, each in `reports/prior.md`:
      and model (its other prompt and output lengths, which are features too), or where there
      are none, of the same GPU, on this table's points;
    - leave one model out: the same, fitted only on tables of other models.
-3. Studies. Per table, the goal of the external benchmark (`search_efficiency.external_goal`:
+3. Studies. Per table, the goal of the external benchmark (`harness.external_goal`:
    tok/s per GPU within a TPOT and TTFT limit on the silicon tables, output tok/s on
    Martinez's), at `--budget` trials and `--seeds` seeds, by:
    - the model alone: its predicted best that keeps the limits, measured (one trial);
@@ -55,13 +55,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from jobs import fixed_hash_seed, run_jobs
-from search_efficiency import (
+from harness import (
     EXTERNAL,
     ROOT,
     external_goal,
+    fixed_hash_seed,
     median_reach,
     reach_at,
+    run_jobs,
     split_of,
     table_study,
 )

@@ -27,18 +27,32 @@ Needs the `optuna` and `hyperopt` extras (pip install -e ".[optuna,hyperopt]").
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import math
 import os
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jobs import run_jobs
+from harness import (
+    EXTERNAL,
+    HALVES,
+    PER_GPU,
+    ROOT,
+    SOURCES,
+    TPOT_SHARE,
+    TTFT_QUANTILE,
+    curve,
+    external_goal,
+    external_study,
+    median_of,
+    median_reach,
+    reach,
+    reach_at,
+    run_jobs,
+    split_of,
+)
 
 from tuner.measure.objective import LATENCY_KINDS, THROUGHPUT, Goal, goal
 from tuner.measure.trial import TrialResult
@@ -51,7 +65,6 @@ BUDGETS = (5, 10, 20)
 SLO_BUDGETS = (10, 20, 40)
 #: The share of a table's points that keep the latency limit chosen for it.
 SLO_FEASIBLE_SHARE = 0.4
-ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "search-efficiency.md"
 METHODS = {
     "ladder (tuner's default)": "ladder",
@@ -82,20 +95,6 @@ def study(
     ).results
 
 
-def curve(
-    results: list[TrialResult],
-    truth: Callable[[dict[str, Value]], float],
-    target: Goal = THROUGHPUT,
-) -> list[float]:
-    """After each trial: the recorded ratio to the optimum of the configuration the study would
-    pick so far (its goal's winner, noise included)."""
-    out = []
-    for n in range(1, len(results) + 1):
-        pick = target.best(results[:n])
-        out.append(truth(pick.knobs) if pick is not None else 0.0)
-    return out
-
-
 def slo_goal(table: Any) -> Goal | None:
     """Goodput under a p99 latency limit that binds: 10% under the fastest point's own p99
     (so that it breaks the limit), on the latency (TTFT, ITL or end to end) whose limit keeps
@@ -116,16 +115,6 @@ def slo_goal(table: Any) -> Goal | None:
         ):
             chosen = (share, target)
     return chosen[1] if chosen else None
-
-
-def reach(results: list[TrialResult], ratios: list[float], target: float) -> tuple[int, float]:
-    """Trials and recorded GPU-seconds spent when the pick first reached `target`."""
-    cost = 0.0
-    for n, (r, ratio) in enumerate(zip(results, ratios, strict=True), 1):
-        cost += r.gpu_s
-        if ratio >= target:
-            return n, cost
-    return 0, cost
 
 
 def main() -> None:
@@ -348,9 +337,7 @@ def _fmt(knobs: dict[str, Value]) -> str:
 
 # The imported tables (benchmarks/data/external/): `--external`.
 
-EXTERNAL = ROOT / "benchmarks" / "data" / "external"
 EXTERNAL_REPORT = ROOT / "reports" / "search-efficiency-external.md"
-SPLIT = EXTERNAL / "split.json"
 EXTERNAL_BUDGETS = (10, 20, 40)
 EXTERNAL_METHODS = {
     "ladder (tuner's default)": "ladder",
@@ -360,104 +347,10 @@ EXTERNAL_METHODS = {
     "optuna TPE": "optuna-tpe",
     "descend": "descend",
 }
-SOURCES = {"martinez2024": "Martinez 2024", "aiconfigurator-silicon": "AIConfigurator silicon"}
-HALVES = ("test", "tuning")
-PER_GPU = "output_tokens_per_s_per_gpu"
-#: The silicon tables' TPOT limit, as a share of the unconstrained best point's TPOT.
-TPOT_SHARE = 0.9
-#: Their TTFT limit: this quantile of the table's TTFTs (the slowest quarter breaks it).
-TTFT_QUANTILE = 0.75
 #: The issue's goals for the default search, per source, on the test half, at 10 trials.
 GOAL_SHARE_REACHED = 0.95
 GOAL_MEDIAN_TRIALS = 4
 GOAL_GPU_S_SHARE = 0.5
-
-
-def split_of() -> dict[str, str]:
-    """Each imported table (its path in the repository) and its half: `tuning` or `test`
-    (benchmarks/data/external/split.json, split by model)."""
-    halves = json.loads(SPLIT.read_text())["sources"]
-    found = {}
-    for path in sorted(EXTERNAL.glob("*/*.json")):
-        model = json.loads(path.read_text())["model"]
-        for half, models in halves[path.parent.name].items():
-            if model in models:
-                found[str(path.relative_to(ROOT))] = half
-    return found
-
-
-def external_goal(table: Any) -> Goal:
-    """Output tok/s for a table without latency (Martinez's); for one with (silicon), tok/s per
-    GPU within a TPOT limit (`TPOT_SHARE` of the unconstrained best's, so that it breaks it)
-    and a TTFT limit (the `TTFT_QUANTILE` of the table's), the TTFT limit left out where both
-    would keep fewer than 3 points."""
-    fastest = table.optimum(goal([PER_GPU]))
-    itl = goal(constraints=["itl_p99_ms<=1"]).constraints[0].metric
-    ttft = goal(constraints=["ttft_p99_ms<=1"]).constraints[0].metric
-    fastest_tpot = itl.of(fastest.measurement)
-    if fastest_tpot is None:
-        return THROUGHPUT
-    tpot = float(f"{TPOT_SHARE * fastest_tpot:.2g}")
-    ok = [p for p in table.points if p.status == "ok" and p.measurement is not None]
-    ttfts = sorted(ttft.of(p.measurement) for p in ok)
-    slow = float(f"{ttfts[int(TTFT_QUANTILE * (len(ttfts) - 1))]:.2g}")
-    both = goal([PER_GPU], [f"itl_p99_ms<={tpot:g}", f"ttft_p99_ms<={slow:g}"])
-    if sum(both.feasible(p) is None for p in ok) >= 3:
-        return both
-    return goal([PER_GPU], [f"itl_p99_ms<={tpot:g}"])
-
-
-def external_study(job: tuple[str, str, int, int]) -> dict[str, Any]:
-    """One study on an imported table (path relative to the repository): after each trial, the
-    pick's recorded ratio to the best feasible point, the GPU-seconds and engine launches spent,
-    and whether the pick keeps the limit. The tables hold one noise-free figure per point, so a
-    pick that is the best point stays the pick: the study stops there and the rest is that
-    figure."""
-    return table_study(*job)
-
-
-def table_study(
-    table_path: str,
-    optimizer: str,
-    budget: int,
-    seed: int,
-    prior: Any = None,
-    pibo: bool = False,
-    calibrate: bool = True,
-) -> dict[str, Any]:
-    """`external_study` of one table, optionally started from a prior's plan
-    (`tuner.measure.trial.PriorPlan`; `pibo`: that also weights the acquisition; `calibrate`:
-    its starts chosen one by one from predictions corrected by the trials)."""
-    path = ROOT / table_path
-    table = load_replay(f"replay:{path}").table
-    target = external_goal(table)
-    top = target.value(table.optimum(target)) or 1.0
-
-    def truth(knobs: dict[str, Value]) -> float:
-        point = table.point(knobs)
-        return (target.value(point) or 0.0) / top if target.feasible(point) is None else 0.0
-
-    def found_best(results: Any) -> bool:
-        pick = target.best(results)
-        return pick is not None and truth(pick.knobs) >= 1.0
-
-    noise_free = all(
-        target.primary.spread(p.measurement) == 0 for p in table.points if p.status == "ok"
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        results = replay_study(
-            path, trials=budget, seed=seed, run_dir=Path(tmp) / "run", optimizer=optimizer,
-            confirm=0, objectives=[o.name for o in target.objectives],
-            constraints=[c.text for c in target.constraints],
-            until=found_best if noise_free else None, prior=prior, pibo=pibo,
-            calibrate=calibrate,
-        ).results  # fmt: skip
-    ratios = curve(results, truth, target)
-    spent = list(itertools.accumulate(r.gpu_s for r in results))
-    launches = list(itertools.accumulate(int(not r.reused_model) for r in results))
-    picks = [target.best(results[:n]) for n in range(1, len(results) + 1)]
-    kept = [p is not None and target.feasible(table.point(p.knobs)) is None for p in picks]
-    return {"ratio": ratios, "gpu_s": spent, "launches": launches, "kept": kept}
 
 
 def external_main(args: argparse.Namespace) -> None:
@@ -484,26 +377,6 @@ def external_main(args: argparse.Namespace) -> None:
 def _budgets(table: Any) -> list[int]:
     """`EXTERNAL_BUDGETS`, the whole table in place of those it is smaller than."""
     return sorted({min(b, len(table.points)) for b in EXTERNAL_BUDGETS})
-
-
-def reach_at(found: dict[str, Any], share: float) -> tuple[int, float, int] | None:
-    """Trials, GPU-seconds and launches when a study's pick first reached `share` of the
-    best."""
-    for n, ratio in enumerate(found["ratio"]):
-        if ratio >= share:
-            return n + 1, found["gpu_s"][n], found.get("launches", [0] * (n + 1))[n]
-    return None
-
-
-def median_reach(reached: list[float | None], fmt: str) -> str:
-    """The median, a study that never reached counting as never: "not reached" when half or
-    more did not."""
-    median = statistics.median(math.inf if r is None else r for r in reached)
-    return "not reached" if math.isinf(median) else format(median, fmt)
-
-
-def _median(reached: list[float | None]) -> float:
-    return statistics.median(math.inf if r is None else r for r in reached)
 
 
 class External:
@@ -563,17 +436,17 @@ class External:
             "",
             f"Generated by `python benchmarks/search_efficiency.py --external --seeds "
             f"{self.seeds}` over every table in `benchmarks/data/external/` (imported by "
-            "`benchmarks/import_external.py`; each table's `source` names the repository, "
+            "`tools/import_external.py`; each table's `source` names the repository, "
             "version, file and rows it comes from, and how its knobs map onto tuner's). Each "
             "method is a tuner optimizer run by tuner's own study loop on the table's replay, "
             "baseline first, without confirmation trials, at 10, 20 and 40 trials (the whole "
             f"table where it holds fewer points), seeds 0..{self.seeds - 1}, PYTHONHASHSEED=0.",
             "",
             "**The split.** The tables were split once, by model, into a tuning half and a test "
-            "half (`benchmarks/split_external.py`, `benchmarks/data/external/split.json`; "
+            "half (`tools/split_external.py`, `benchmarks/data/external/split.json`; "
             f"{halves} tables). Every choice in `ladder`'s design, its prior coefficients "
             "included (`benchmarks/ladder_fit.py`), was made on the tuning half "
-            "(`benchmarks/ladder-design.md`); the goal is judged on the test half.",
+            "(`reports/ladder-design.md`); the goal is judged on the test half.",
             "",
             "**The figures.** A study's pick is the configuration it would choose so far; its "
             "ratio is the pick's recorded figure over the table's best feasible point (0 for a "
@@ -622,10 +495,10 @@ class External:
         ours = reached["ladder"]
         hits = sum(r is not None for r in ours)
         share = hits / len(ours)
-        trials = {m: _median([r and r[0] for r in found]) for m, found in reached.items()}
+        trials = {m: median_of([r and r[0] for r in found]) for m, found in reached.items()}
         fewest_other = min(v for m, v in trials.items() if m != "ladder")
         trials_met = trials["ladder"] <= GOAL_MEDIAN_TRIALS and trials["ladder"] < fewest_other
-        gpu_s = {m: _median([r and r[1] for r in reached[m]]) for m in ("ladder", "random")}
+        gpu_s = {m: median_of([r and r[1] for r in reached[m]]) for m in ("ladder", "random")}
         kept = sum(f["kept"][-1] for f in self.studies(names, "ladder", 10))
         return [
             f"{hits}/{len(ours)} ({share:.1%}): {_met(share >= GOAL_SHARE_REACHED)}",
@@ -645,7 +518,7 @@ class External:
             "### Where ladder fell short at 10 trials",
             "",
             "Every attempt made on the way, each measured on the tuning half: "
-            "[benchmarks/ladder-design.md](../benchmarks/ladder-design.md).",
+            "[reports/ladder-design.md](../reports/ladder-design.md).",
             "",
         ]
         for half in HALVES:

@@ -4,7 +4,7 @@ Runs tuner's own study loop (baseline first, SMAC ask/tell, no configuration mea
 the trial answered from `tuner.testing.surface`: a smooth peak in batch size times factors for
 three categorical knobs, one of them conditional, with an out-of-memory region next to the peak.
 No GPU and no timing: the figure is the ratio of the best configuration found to the surface's
-optimum. Writes benchmarks/search-fake-surface.md.
+optimum. Writes reports/search-fake-surface.md.
 
     python benchmarks/search_fake_surface.py [--seeds 20]
 """
@@ -23,7 +23,7 @@ from tuner.study.study import Study
 from tuner.testing import fake_model_dir, peak, surface, surface_result
 
 BUDGETS = (10, 20, 30)
-OUT = Path(__file__).with_name("search-fake-surface.md")
+OUT = Path(__file__).resolve().parent.parent / "reports" / "search-fake-surface.md"
 
 
 def best_ratio(optimizer: str, budget: int, seed: int, model: Path, root: Path) -> float:

@@ -124,8 +124,8 @@ def patch(variant: str) -> None:
 
 def one(job: tuple[str, str, str, int, int]) -> tuple[float, int | None, float]:
     """(ratio of the pick, trials to 95% or None, CPU seconds) of one study: the external
-    benchmark's study (`search_efficiency.external_study`) under `variant`."""
-    from search_efficiency import external_study, reach_at
+    benchmark's study (`harness.external_study`) under `variant`."""
+    from harness import external_study, reach_at
 
     variant, optimizer, table, trials, seed = job
     patch(variant)

@@ -6,7 +6,7 @@ A Mooncake-style trace (JSON lines: `timestamp` in ms, `input_length` 900-1299 t
 of the synthesized tiny Llama (`synthetic:tiny-llama`, built into the cache if missing; the
 build is not timed). The best of 3 runs is reported, with the count of requests and tokens.
 
-    python benchmarks/trace_load.py [--requests 10000] [--out benchmarks/trace-load.md]
+    python benchmarks/trace_load.py [--requests 10000] [--out reports/trace-load.md]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "trace-load.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "trace-load.md")
     args = parser.parse_args()
     tokenizer = Tokenizer(resolve_model("synthetic:tiny-llama").path)
     with tempfile.TemporaryDirectory() as tmp:

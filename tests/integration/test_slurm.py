@@ -1,5 +1,6 @@
 """A study through Slurm (dask-jobqueue's SLURMCluster): skipped where no Slurm answers.
-`benchmarks/slurm_check.sh` starts a one-node Slurm from Debian's packages and runs the same."""
+`tests/e2e/checks/slurm_check.sh` starts a one-node Slurm from Debian's packages and runs the
+same."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tuner.cli.app import app
 from tuner.study.rundir import read_trials
 
 TABLE = REPO_ROOT / "benchmarks" / "data" / "h100-hf-tiny-llama-humaneval.json"
-#: Where benchmarks/slurm_check.sh writes the configuration of the Slurm it starts.
+#: Where tests/e2e/checks/slurm_check.sh writes the configuration of the Slurm it starts.
 CHECK_CONF = Path("/tmp/tuner-slurm/slurm.conf")
 
 
@@ -43,7 +44,7 @@ def test_a_study_runs_its_trials_in_slurm_worker_jobs_and_tears_them_down(
 ) -> None:
     env = _slurm_env()
     if env is None:
-        pytest.skip("no Slurm controller answers here (benchmarks/slurm_check.sh starts one)")
+        pytest.skip("no Slurm controller answers here (tests/e2e/checks/slurm_check.sh starts one)")
     for name, value in {
         **{k: v for k, v in env.items() if k == "SLURM_CONF"},
         "DASK_JOBQUEUE__SLURM__CORES": "1",

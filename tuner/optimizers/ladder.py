@@ -27,7 +27,7 @@ costs an engine launch while a change of load often does not. So the search clim
 Once every line is settled it measures the points next to the best ones, then anything left.
 Every proposal is a point of the lattice (`tuner.optimizers.lattice`). With several objectives,
 or no load knob to climb, it hands the search to SMAC's GP (`gp`). Its constants (`Params`) were
-chosen on the tuning half of the imported tables (`benchmarks/ladder-design.md`).
+chosen on the tuning half of the imported tables (`reports/ladder-design.md`).
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ class SmacOptimizer:
         model = None
         if name == "gp":
             # Two restarts of the GP's hyperparameter fit, not SMAC's ten: the same picks within
-            # noise in a fraction of the time (benchmarks/search-variants.md).
+            # noise in a fraction of the time (reports/search-variants.md).
             model = _gaussian_process(scenario)
         everything = all_configurations(space, self.cs)
         maximizer = None

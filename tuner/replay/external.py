@@ -289,7 +289,7 @@ def _martinez_table(
         load_knobs=[gpus_knob],
         points=points,
         recorded_at=when,
-        command="python benchmarks/import_external.py martinez2024",
+        command="python tools/import_external.py martinez2024",
         source=source,
     )
 
@@ -483,7 +483,7 @@ def _silicon_table(rows: list[dict[str, str]], version: str, when: datetime) -> 
         load_knobs=[n for n in varied if n != "concurrency"],
         points=points,
         recorded_at=when,
-        command="python benchmarks/import_external.py aiconfigurator",
+        command="python tools/import_external.py aiconfigurator",
         source=_silicon_source(rows, version, grid, points),
     )
 

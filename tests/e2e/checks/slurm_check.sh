@@ -4,7 +4,7 @@
 # on them, and the jobs are gone afterwards.
 #
 #   apt-get install -y slurm-wlm munge     # once, as root (Debian 12: Slurm 22.05, MUNGE 0.5.15)
-#   sh benchmarks/slurm_check.sh           # from the repository root, as root
+#   sh tests/e2e/checks/slurm_check.sh           # from the repository root, as root
 #
 # Where no Slurm controller answers, the script starts one for this machine: munged, then
 # slurmctld and slurmd with the configuration below in $SLURM_CONF (default

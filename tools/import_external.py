@@ -1,7 +1,7 @@
 """Import measurements made by others as replay tables (benchmarks/data/external/).
 
-    python benchmarks/import_external.py martinez2024 [--from ../shared/external/martinez2024]
-    python benchmarks/import_external.py aiconfigurator [--from PATH/silicon_sample.csv]
+    python tools/import_external.py martinez2024 [--from ../shared/external/martinez2024]
+    python tools/import_external.py aiconfigurator [--from PATH/silicon_sample.csv]
 
 `martinez2024` reads the Martinez 2024 appendix (UPCBarcelonaTech/infpop, RQ2/tables and
 allData.csv); `aiconfigurator` reads `silicon_sample.csv` from the installed `aiconfigurator-core`

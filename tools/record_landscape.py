@@ -4,7 +4,7 @@ Run on the GPU the table is for. Each point is a trial in tuner's worker (warm-u
 re-measures, telemetry); points that share a model load reuse it. The table goes to
 benchmarks/data/ and is what `--engine replay:<table.json>` and search_efficiency.py read.
 
-    python benchmarks/record_landscape.py --engine hf --model synthetic:llama-1b \\
+    python tools/record_landscape.py --engine hf --model synthetic:llama-1b \\
         --workload humaneval --requests 64 --output-tokens 64 \\
         --grid batch_size=1,4,16,64 --grid attn_implementation=sdpa,eager \\
         --grid cache_implementation=dynamic,static --grid dtype=bfloat16,float16 \\

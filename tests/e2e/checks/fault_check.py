@@ -4,10 +4,10 @@ OpenAI servers on the loopback, fake model folders, edited run directories and p
 One row per case: the exit code (and the one expected), whether a traceback was printed, the
 processes the case started that are still alive afterwards, and the files it left that it
 should not have (temporary files, torn lines, files written for bad input, a marker written by
-code that should never have run). `benchmarks/fault_check.sh` makes the fresh installs and runs
-this with their Python; run by hand:
+code that should never have run). `tests/e2e/checks/fault_check.sh` makes the fresh installs
+and runs this with their Python; run by hand:
 
-    python benchmarks/fault_check.py [--stub "PYTHON STUB.py"] [--only CASE ...]
+    python tests/e2e/checks/fault_check.py [--stub "PYTHON STUB.py"] [--only CASE ...]
 
 `--stub` runs the stub server from a file instead of `python -m tuner.testing` (to check an
 older tuner, whose `tuner.testing` has no hostile modes, with the stub of this one). Exit 0 when
@@ -742,7 +742,7 @@ def _(c: Case) -> int:
 
 # -- the run -------------------------------------------------------------------------------------
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 #: Which install is checked: `hf-server` (pip install -e ".[hf-server]") or `plain`.
 INSTALL = "hf-server"
 HF_PROFILE = "profiles/cpu/hf/synthetic-tiny-llama--humaneval-64x16.json"

@@ -1,6 +1,6 @@
 """Split the imported tables once, by model, into a tuning half and a test half.
 
-    python benchmarks/split_external.py
+    python tools/split_external.py
 
 Every design choice of the search is made on the tuning half; reports give both halves
 (`benchmarks/search_efficiency.py --external`). A model's tables all fall in one half, so a
@@ -42,7 +42,7 @@ def main() -> None:
         sources.setdefault(path.parent.name, {}).setdefault(model, []).append(path.stem)
     out = {
         "about": (
-            "Imported tables split by model (benchmarks/split_external.py, seed "
+            "Imported tables split by model (tools/split_external.py, seed "
             f"{SEED}): the search is designed on the tuning half and reported on both."
         ),
         "sources": {name: split(models) for name, models in sources.items()},

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The fault cases of issue 21 (benchmarks/fault_check.py) against fresh installs without vLLM:
+# The fault cases of issue 21 (tests/e2e/checks/fault_check.py) against fresh installs without vLLM:
 # a clone of this repository at REF (default HEAD), installed twice from the clone,
 #
 #   hf-server:  python3 -m venv V && V/bin/pip install torch==2.13.0+cpu -e ".[hf-server]"
@@ -7,15 +7,15 @@
 #
 # every case run with the first, the packaging cases (an openai-server study with a stub, an
 # hf-server study) with the second too. Prints the tables in Markdown (what
-# benchmarks/fault-check.md holds); exit 0 when every case is clean.
+# reports/fault-check.md holds); exit 0 when every case is clean.
 #
-#   sh benchmarks/fault_check.sh [REF] > benchmarks/fault-check.md
+#   sh tests/e2e/checks/fault_check.sh [REF] > reports/fault-check.md
 #
 # The driver and its stub server are this checkout's, whatever REF is, so that an older tuner
 # (whose tuner.testing has no hostile modes) is checked with the same cases.
 set -eu
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 REF=${1:-HEAD}
 STUB="{python} $ROOT/tuner/testing/stub.py"
 work=$(mktemp -d)
@@ -39,7 +39,7 @@ install() { # $1: the install's name, $2: what pip installs
 
 echo "# Fault check (issue 21)"
 echo
-echo "\`sh benchmarks/fault_check.sh $REF\` on $(date -u +%Y-%m-%d), tuner at $commit, from a"
+echo "\`sh tests/e2e/checks/fault_check.sh $REF\` on $(date -u +%Y-%m-%d), tuner at $commit, from a"
 echo "fresh clone, on $(nproc) cores. Installs:"
 echo
 install hf-server ".[hf-server]"
@@ -53,11 +53,11 @@ echo
 status=0
 echo "## Every case, with the \`hf-server\` install"
 echo
-(cd "$work/tuner" && "$work/hf-server/bin/python" "$ROOT/benchmarks/fault_check.py" \
+(cd "$work/tuner" && "$work/hf-server/bin/python" "$ROOT/tests/e2e/checks/fault_check.py" \
     --stub "$STUB" --install hf-server) || status=1
 echo
 echo "## Packaging, with the \`plain\` install"
 echo
-(cd "$work/tuner" && "$work/plain/bin/python" "$ROOT/benchmarks/fault_check.py" \
+(cd "$work/tuner" && "$work/plain/bin/python" "$ROOT/tests/e2e/checks/fault_check.py" \
     --stub "$STUB" --install plain --only "openai-server study" "hf-server study") || status=1
 exit $status

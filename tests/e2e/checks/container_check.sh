@@ -5,7 +5,7 @@
 # to claim 100x its throughput, the summary and JUnit file on the host side, the run directory,
 # and no download at run time (HF_HUB_OFFLINE=1 in the image; the model is synthesized).
 #
-#   sh benchmarks/container_check.sh
+#   sh tests/e2e/checks/container_check.sh
 #
 # Machine settings come from the environment, never from the Dockerfile:
 #   CONTAINER        podman (default) or docker
@@ -26,7 +26,7 @@ BUILD_FLAGS=${BUILD_FLAGS:-}
 RUN_FLAGS=${RUN_FLAGS:-}
 BASE=${BASE:-python:3.11-slim-bookworm}
 IMAGE=tuner-ci-cpu
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 PROFILE=profiles/cpu/hf/synthetic-tiny-llama--humaneval-64x16.json
 
 if ! command -v "$CONTAINER" >/dev/null 2>&1; then
