@@ -29,7 +29,7 @@ OUT = Path(__file__).resolve().parent.parent / "reports" / "search-fake-surface.
 def best_ratio(optimizer: str, budget: int, seed: int, model: Path, root: Path) -> float:
     spec = StudySpec(engine="tuner.testing:FakeEngine", model=str(model),
                      workload=load_workload("synthetic", requests=1), trials=budget, seed=seed,
-                     optimizer=optimizer)  # fmt: skip
+                     optimizer=optimizer, confirm=0)  # fmt: skip  # the search's own pick
     outcome = Study.create(spec, root / f"{optimizer}-{budget}-{seed}").run(evaluate=surface_result)
     assert len(outcome.results) == budget
     return (surface(outcome.best.knobs) or 0.0) / peak()[1]

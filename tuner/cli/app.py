@@ -180,7 +180,8 @@ def tune(
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Search the engine's knobs with SMAC3 and write the best configuration as a profile.
+    """Search the engine's knobs (--optimizer: ladder by default, SMAC3, Optuna, Hyperopt or
+    random) and write the best configuration as a profile.
 
     With --slo (and the other limits), only configurations that keep every limit can be chosen;
     with several --objective, the profile keeps the Pareto front. With --workers or
