@@ -287,7 +287,7 @@ def run_studies(
     """Runs the studies side by side (each on its own workers, one thread each), each told to
     its observer; a study's one-line error stands in its outcome when several run, so one
     study's failure does not stop the others. Interrupted (or failing), it closes the studies
-    (their finished trials are kept) and the fleet's workers, and raises."""
+    (their finished trials are kept), and on Ctrl-C the fleet's workers too, and raises."""
     watching = list(observers) or [NullObserver() for _ in studies]
     try:
         if len(studies) == 1:
