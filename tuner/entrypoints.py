@@ -46,11 +46,11 @@ def say_nothing(line: str) -> None:
 
 
 @dataclass(frozen=True)
-class TuneRequest:
-    """One `tuner tune`, its options by their Python names. `workload` is a workload's name
-    (`synthetic`, `humaneval`, `jsonl:PATH`, ...), sized by `requests`, `output_tokens` and
-    `time_scale`, or a `WorkloadSpec`. No `model` is the embedded default job; a replay
-    (`engine="replay:TABLE"`) takes its model and workload from the table."""
+class Job:
+    """What runs and how each trial is measured, as `tune` and `bench` share it. `workload` is
+    a workload's name (`synthetic`, `humaneval`, `jsonl:PATH`, ...), sized by `requests`,
+    `output_tokens` and `time_scale`, or a `WorkloadSpec`. No `model` is the embedded default
+    job; a replay (`engine="replay:TABLE"`) takes its model and workload from the table."""
 
     engine: str
     model: str = ""
@@ -61,6 +61,18 @@ class TuneRequest:
     set_pairs: Sequence[str] = ()
     engine_options: Mapping[str, Any] = field(default_factory=dict)
     protocol: MeasurementProtocol = field(default_factory=MeasurementProtocol)
+    trial_timeout_s: float | None = None
+
+    @property
+    def size(self) -> Size:
+        """The size a named workload is loaded at."""
+        return Size(self.requests, self.output_tokens, self.time_scale)
+
+
+@dataclass(frozen=True)
+class TuneRequest(Job):
+    """One `tuner tune`, its options by their Python names: the job (`Job`), then the search."""
+
     objectives: Sequence[str] = ("output_tokens_per_s",)
     constraints: Sequence[str] = ()
     rate_search: bool = False
@@ -69,7 +81,6 @@ class TuneRequest:
     time_budget_s: float | None = None
     seed: int = 0
     confirm: int = 2
-    trial_timeout_s: float | None = None
     prior: str | None = None
     pibo: bool = False
     calibrate: bool = True
@@ -200,7 +211,6 @@ def new_studies(
     directory of its own, warm-started from another model's profile where it has none). `say`
     hears what the prior could not do, `notice` (`say` unless given) that the default job runs."""
     request.check(fleet)
-    size = Size(request.requests, request.output_tokens, request.time_scale)
     groups: list[Group | None] = [None]
     if fleet is not None:
         modules = modules_of(request.engine)
@@ -217,7 +227,7 @@ def new_studies(
             set_pairs=list(request.set_pairs),
             options=dict(request.engine_options),
             machine=group.machine if group is not None else None,
-            size=size,
+            size=request.size,
         )
         if setup.default_job_line and number == 0:
             (notice or say)(setup.default_job_line)
@@ -403,20 +413,8 @@ def _finish_all(
 
 
 @dataclass(frozen=True)
-class BenchRequest:
-    """One `tuner bench`: the engine's defaults with the held knobs changed, measured once.
-    `model` and `workload` as for `TuneRequest`."""
-
-    engine: str
-    model: str = ""
-    workload: str | WorkloadSpec = "synthetic"
-    requests: int | None = None
-    output_tokens: int | None = None
-    time_scale: float | None = None
-    set_pairs: Sequence[str] = ()
-    engine_options: Mapping[str, Any] = field(default_factory=dict)
-    protocol: MeasurementProtocol = field(default_factory=MeasurementProtocol)
-    trial_timeout_s: float | None = None
+class BenchRequest(Job):
+    """One `tuner bench`: the engine's defaults with the held knobs changed, measured once."""
 
 
 @dataclass(frozen=True)
@@ -442,7 +440,7 @@ def prepare_bench(request: BenchRequest, say: Say = say_nothing) -> Bench:
         request.model,
         request.workload,
         options=dict(request.engine_options),
-        size=Size(request.requests, request.output_tokens, request.time_scale),
+        size=request.size,
     )
     setup.check_live()
     if setup.default_job_line:
