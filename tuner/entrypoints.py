@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,7 @@ class Finished:
     path: Path
     report: Path | None
 
-    @property
+    @cached_property
     def versus_table(self) -> VersusTable | None:
         """A replayed study's pick beside its table's optimum; None for a measured study."""
         replay, best = self.study.setup.replay, self.outcome.best
