@@ -180,10 +180,10 @@ def tune(
     json_: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Search the engine's knobs (--optimizer: ladder by default, SMAC3, Optuna, Hyperopt or
-    random) and write the best configuration as a profile.
+    """Search the engine's knobs (--optimizer, ladder by default) and write the best as a profile.
 
-    With --slo (and the other limits), only configurations that keep every limit can be chosen;
+    --optimizer takes ladder, gp or rf (SMAC3), optuna-tpe, hyperopt-tpe, random or descend. With
+    --slo (and the other limits), only configurations that keep every limit can be chosen;
     with several --objective, the profile keeps the Pareto front. With --workers or
     --dask-scheduler, trials run side by side on a Dask cluster's workers."""
     from tuner.entrypoints import TuneRequest
