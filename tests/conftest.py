@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # pytest-xdist's workers export COLUMNS=80 and LINES=24, which rich would fix as the width of the
-# command line's consoles when they are made; a test that needs a width gives its own.
+# command line's consoles when they are made; a test that needs a width gives its own. Each
+# worker gets one core's worth of threads: torch would otherwise run a thread per core in each
+# worker (and the engines it starts), and each would wait on the other's.
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.pop("COLUMNS", None)
     os.environ.pop("LINES", None)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # vLLM's CPU build pins its threads to core 0 whichever process starts it: two engines at
+    # once would share one core. Each worker's engines get a core of their own.
+    worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", str(worker % (os.cpu_count() or 1)))
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tuner.hardware.machine import Platform
@@ -58,10 +68,23 @@ def tiny_model() -> Path:
     return resolve_model("synthetic:tiny-llama").path
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`gpu` tests run only where NVML sees a GPU."""
+    """`gpu` tests run only where NVML sees a GPU. In pytest-xdist's workers (`--dist
+    loadgroup`), each test file runs whole in one worker, so that its module fixtures start
+    once; each case of a `spread` test may run in either; the `greedy` tests run in one. The
+    workers take the groups in this order (`--no-loadscope-reorder`): the `greedy` tests, which
+    wait while vLLM runs; the other end-to-end tests; vLLM's; then the quick tiers."""
     from tuner.hardware.machine import detect_hardware
 
+    for n, item in enumerate(items):
+        group = item.nodeid.split("::")[0]  # its file
+        if item.get_closest_marker("greedy"):
+            group = "greedy"  # one after the other, as they would anyway
+        elif item.get_closest_marker("spread"):
+            group = f"case-{n}"
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=_queue_place)
     hardware = detect_hardware()
     if hardware.gpus:
         return
@@ -69,6 +92,44 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _queue_place(item: pytest.Item) -> int:
+    if item.get_closest_marker("greedy"):
+        return 0
+    if item.get_closest_marker("vllm"):
+        return 2
+    return 1 if item.nodeid.startswith("tests/e2e/") else 3
+
+
+@pytest.fixture(autouse=True)
+def _memory_turn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Between pytest-xdist's workers: a `greedy` test (an engine that sizes its KV cache from
+    the free memory) runs while no `vllm` test does, lest the kernel kill one of them; `vllm`
+    tests run beside each other (each worker's vLLM on a core of its own, above)."""
+    greedy = request.node.get_closest_marker("greedy") is not None
+    if "PYTEST_XDIST_WORKER" not in os.environ or not (
+        greedy or request.node.get_closest_marker("vllm")
+    ):
+        yield
+        return
+    with memory_turn(tmp_path_factory.getbasetemp().parent, alone=greedy):
+        yield
+
+
+@contextlib.contextmanager
+def memory_turn(folder: Path, alone: bool) -> Iterator[None]:
+    """A readers-writer lock between processes: many share the room, one takes it `alone`.
+    Whoever comes passes the gate first, so that one waiting to be alone lets no sharer in
+    after it (it holds the gate until the room is empty)."""
+    with open(folder / "gate.lock", "a") as gate, open(folder / "room.lock", "a") as room:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(room, fcntl.LOCK_UN)
 
 
 def _helpers_of_this_process(proc: object) -> bool:

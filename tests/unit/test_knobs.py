@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -485,3 +486,33 @@ def test_backing_off_steps_the_batch_down_its_values_or_halves_it_in_its_range()
     assert hf.backed_off({"batch_size": 1}) is None
     vllm = resolve(load_catalogue("vllm"), FOUR_GPUS)
     assert vllm.backed_off({"max_num_seqs": 256}) is None  # its catalogue does not back off
+
+
+def test_the_vllm_engine_args_probe_is_kept_and_a_torn_file_probed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuner.engines import vllm
+
+    kept = tmp_path / "vllm" / "engine-args-0123.json"
+    answer: tuple[str, dict[str, list[object] | None]] = (
+        "9.9",
+        {"max_num_seqs": None, "kv_cache_dtype": ["auto", "fp8"]},
+    )
+    probes = []
+
+    def probe() -> tuple[str, dict[str, list[object] | None]]:
+        probes.append(answer)
+        return answer
+
+    monkeypatch.setattr(vllm, "_probe_file", lambda: kept)
+    monkeypatch.setattr(vllm, "_probe", probe)
+    kept.parent.mkdir()
+    kept.write_text('{"version": "9.9", "fie')  # torn
+    try:
+        for _ in range(3):
+            vllm.engine_args_fields.cache_clear()  # as a new process would
+            assert vllm.engine_args_fields() == answer
+    finally:
+        vllm.engine_args_fields.cache_clear()
+    assert len(probes) == 1  # the torn file's: the next two read the file it wrote
+    assert json.loads(kept.read_text()) == {"version": "9.9", "fields": answer[1]}

@@ -9,6 +9,7 @@ included; `EngineBase` gives their defaults, and every adapter derives from it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,10 @@ class EngineClass(Protocol):
         adapter classifies out-of-memory."""
         ...
 
+    def run_clock(self) -> float:
+        """The clock that times its runs (`time.perf_counter` but for simulated engines)."""
+        ...
+
     def check_model(self, config: Mapping[str, Any]) -> None:
         """One `TunerError` line for a model (its `config.json`, read and checked) this engine
         cannot load without running the model folder's own code."""
@@ -146,14 +151,21 @@ class EngineClass(Protocol):
 
 class EngineBase:
     """The defaults of the optional capabilities: no engine options, any model folder,
-    same-process reloads, no latency per request, no GPU, nothing reported of its own choices,
-    out-of-memory told by `EngineOutOfMemory`, `MemoryError`, an `OutOfMemoryError` or the usual
-    messages (in the exception or a cause)."""
+    same-process reloads, no latency per request, runs timed by the wall clock, no GPU, nothing
+    reported of its own choices, out-of-memory told by `EngineOutOfMemory`, `MemoryError`, an
+    `OutOfMemoryError` or the usual messages (in the exception or a cause)."""
 
     name: ClassVar[str]
     fresh_process_per_load: ClassVar[bool] = False
     options: ClassVar[Mapping[str, str]] = {}
     reports_latency: ClassVar[bool] = False
+
+    @staticmethod
+    def run_clock() -> float:
+        """What times its runs: the wall clock. Only a simulated engine differs:
+        `tuner.testing`'s fakes spend CPU time in place of work and time their runs by it, which
+        the load of other processes on the machine does not stretch."""
+        return time.perf_counter()
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:

@@ -95,7 +95,7 @@ def execute(
                 loaded = None
             loaded, load_s = _load(task, cls, progress, log_file)
         assert loaded is not None
-        measurement = _measure(task, loaded, progress)
+        measurement = _measure(task, loaded, cls.run_clock, progress)
         outcome = Outcome(
             status="ok",
             measurement=measurement,
@@ -136,9 +136,11 @@ def _load(
     return loaded, load_s
 
 
-def _measure(task: TrialTask, loaded: Loaded, progress: Progress) -> Measurement:
-    """The task's measurement on the loaded engine: at its load, or at the highest request
-    rate that keeps the protocol's limits."""
+def _measure(
+    task: TrialTask, loaded: Loaded, clock: Callable[[], float], progress: Progress
+) -> Measurement:
+    """The task's measurement on the loaded engine, its runs timed by `clock`: at its load, or
+    at the highest request rate that keeps the protocol's limits."""
     from tuner.measure.measurement import measure, measure_max_rate
     from tuner.measure.objective import goal
 
@@ -150,6 +152,7 @@ def _measure(task: TrialTask, loaded: Loaded, progress: Progress) -> Measurement
             task.run_knobs,
             task.protocol,
             lambda m: not limits.breaches(m),
+            clock=clock,
             progress=progress,
             sampler=loaded.sampler,
         )
@@ -159,6 +162,7 @@ def _measure(task: TrialTask, loaded: Loaded, progress: Progress) -> Measurement
             task.requests,
             task.run_knobs,
             task.protocol,
+            clock=clock,
             progress=progress,
             sampler=loaded.sampler,
         )

@@ -40,7 +40,10 @@ def check_engine_contract(
         prepared = loaded.prepare(setup.requests, run)
         out = loaded.run(prepared, time.perf_counter() + 600)
         asked = sum(r.output_tokens for r in setup.requests)
-        assert out.requests == len(setup.requests), f"{out.requests} of {requests} requests done"
+        assert out.requests == len(setup.requests), (
+            f"{out.requests} of {requests} requests done, {out.failed} failed {out.failures}, "
+            f"{out.cut} cut"
+        )
         assert out.output_tokens == asked, f"{out.output_tokens} tokens out, {asked} asked"
         assert out.failed == 0, f"{out.failed} requests failed: {out.failures}"
         late = loaded.run(prepared, time.perf_counter() - 1)
