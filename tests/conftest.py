@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
+import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +32,9 @@ from tuner.testing import fake_model_dir
 #: session can tell at its end whether any outlived it.
 SESSION_MARK = "TUNER_TEST_SESSION"
 os.environ[SESSION_MARK] = uuid.uuid4().hex
+
+#: How long the processes the tests started may take to stop once the session ends.
+GRACE_S = float(os.environ.get("TUNER_TEST_GRACE_S", "20"))
 
 #: The repository root, which tests read committed files from.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -72,17 +74,14 @@ def tiny_model() -> Path:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`gpu` tests run only where NVML sees a GPU. In pytest-xdist's workers (`--dist
     loadgroup`), each test file runs whole in one worker, so that its module fixtures start
-    once; each case of a `spread` test may run in either; the `greedy` tests run in one. The
-    workers take the groups in this order (`--no-loadscope-reorder`): the `greedy` tests, which
-    wait while vLLM runs; the other end-to-end tests; vLLM's; then the quick tiers."""
+    once; each case of a `spread` test may run in either. The workers take the groups in this
+    order (`--no-loadscope-reorder`): the end-to-end tests, vLLM's last of them, then the
+    quick tiers."""
     from tuner.hardware.machine import detect_hardware
 
     for n, item in enumerate(items):
-        group = item.nodeid.split("::")[0]  # its file
-        if item.get_closest_marker("greedy"):
-            group = "greedy"  # one after the other, as they would anyway
-        elif item.get_closest_marker("spread"):
-            group = f"case-{n}"
+        spread = item.get_closest_marker("spread")
+        group = f"case-{n}" if spread else item.nodeid.split("::")[0]  # else its file
         item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=_queue_place)
     hardware = detect_hardware()
@@ -95,41 +94,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _queue_place(item: pytest.Item) -> int:
-    if item.get_closest_marker("greedy"):
-        return 0
     if item.get_closest_marker("vllm"):
         return 2
     return 1 if item.nodeid.startswith("tests/e2e/") else 3
 
 
-@pytest.fixture(autouse=True)
-def _memory_turn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """Between pytest-xdist's workers: a `greedy` test (an engine that sizes its KV cache from
-    the free memory) runs while no `vllm` test does, lest the kernel kill one of them; `vllm`
-    tests run beside each other (each worker's vLLM on a core of its own, above)."""
-    greedy = request.node.get_closest_marker("greedy") is not None
-    if "PYTEST_XDIST_WORKER" not in os.environ or not (
-        greedy or request.node.get_closest_marker("vllm")
-    ):
-        yield
-        return
-    with memory_turn(tmp_path_factory.getbasetemp().parent, alone=greedy):
-        yield
+def _alive_after(grace_s: float) -> list[Any]:
+    """The processes the tests started still alive after up to `grace_s` (those stopping are
+    given the time), this process's own helpers aside: they end with it, so waiting on them
+    would only spend the whole grace."""
+    from tuner.processes import marked
 
-
-@contextlib.contextmanager
-def memory_turn(folder: Path, alone: bool) -> Iterator[None]:
-    """A readers-writer lock between processes: many share the room, one takes it `alone`.
-    Whoever comes passes the gate first, so that one waiting to be alone lets no sharer in
-    after it (it holds the gate until the room is empty)."""
-    with open(folder / "gate.lock", "a") as gate, open(folder / "room.lock", "a") as room:
-        fcntl.flock(gate, fcntl.LOCK_EX)
-        fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        fcntl.flock(gate, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(room, fcntl.LOCK_UN)
+    end = time.monotonic() + grace_s
+    while True:
+        marks = marked(os.environ[SESSION_MARK], name=SESSION_MARK)
+        left = [p for p in marks if not _helpers_of_this_process(p)]
+        if not left or time.monotonic() >= end:
+            return left
+        time.sleep(0.2)
 
 
 def _helpers_of_this_process(proc: object) -> bool:
@@ -169,33 +151,47 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 _KEPT_KEY = pytest.StashKey[dict[str, str]]()
 
 
-def _fail(session: pytest.Session, line: str) -> None:
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(line, red=True)
-    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+_WORKER_FAILURES = pytest.StashKey[list[str]]()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fails the run when a test wrote into the repository's profiles/ or reports/, or when
     any process a test started is still alive at the end (they are given a grace period to
-    stop, then killed and named)."""
-    from tuner.processes import wait_gone
+    stop, then killed and named). A pytest-xdist worker hands what it found to the main
+    process, which alone decides the run's exit status."""
+    found = _what_the_tests_left(session)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker
+        workeroutput["tuner_failures"] = found
+        return
+    found += session.config.stash.get(_WORKER_FAILURES, [])
+    if not found:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        for line in found:
+            reporter.write_line(line, red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook, in the main process
+def pytest_testnodedown(node: Any, error: object) -> None:
+    failures = node.config.stash.setdefault(_WORKER_FAILURES, [])
+    worker = node.gateway.id
+    failures += [f"[{worker}] {line}" for line in node.workeroutput.get("tuner_failures", [])]
+
+
+def _what_the_tests_left(session: pytest.Session) -> list[str]:
+    found = []
     before = session.config.stash.get(_KEPT_KEY, None)
     if before is not None:
         after = _kept_digests()
         changed = sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
         if changed:
-            _fail(session, f"tests wrote into the repository: {', '.join(changed[:10])}")
+            found.append(f"tests wrote into the repository: {', '.join(changed[:10])}")
 
-    left = [
-        p
-        for p in wait_gone(os.environ[SESSION_MARK], name=SESSION_MARK, timeout_s=20)
-        if not _helpers_of_this_process(p)
-    ]
-    if not left:
-        return
+    left = _alive_after(GRACE_S)
     import psutil
 
     names = []
@@ -206,4 +202,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         except psutil.Error:
             continue
     if names:
-        _fail(session, f"processes started by the tests outlived them: {'; '.join(names)}")
+        found.append(f"processes started by the tests outlived them: {'; '.join(names)}")
+    return found

@@ -175,3 +175,37 @@ def test_the_guard_passes_on_the_server_code_and_leaves_no_child(tmp_path: Path)
     )
     assert done.returncode == 7
     assert wait_gone(mark, name=CASE, timeout_s=10) == []
+
+
+def test_a_process_left_by_a_test_fails_the_run_from_either_pytest_xdist_worker(
+    tmp_path: Path,
+) -> None:
+    # This suite's own check (tests/conftest.py), in a session of its own: a worker's finding
+    # must reach the main process, which alone sets the exit status.
+    from tests.conftest import REPO_ROOT
+
+    (tmp_path / "conftest.py").write_text(
+        "from tests.conftest import pytest_sessionfinish, pytest_sessionstart, "
+        "pytest_testnodedown\n"
+    )
+    sleeper = f"import time; time.sleep(60)  # {uuid.uuid4().hex}"
+    (tmp_path / "test_leaves.py").write_text(
+        "import subprocess, sys\n\n\n"
+        "def test_leaves_a_process():\n"
+        f"    subprocess.Popen([sys.executable, '-c', {sleeper!r}])\n\n\n"
+        "def test_leaves_nothing():\n"
+        "    pass\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TUNER_TEST_GRACE_S": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
+    assert "] processes started by the tests outlived them" in done.stdout, done.stdout
+    assert not [p for p in psutil.process_iter(["cmdline"]) if sleeper in (p.info["cmdline"] or [])]

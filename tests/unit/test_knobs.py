@@ -516,3 +516,27 @@ def test_the_vllm_engine_args_probe_is_kept_and_a_torn_file_probed_again(
         vllm.engine_args_fields.cache_clear()
     assert len(probes) == 1  # the torn file's: the next two read the file it wrote
     assert json.loads(kept.read_text()) == {"version": "9.9", "fields": answer[1]}
+
+
+def test_a_vllm_requests_end_is_when_it_was_seen_done_on_its_arrivals_clock() -> None:
+    from types import SimpleNamespace
+
+    from tuner.engines.vllm import request_timing
+
+    def output(**metrics: float) -> SimpleNamespace:
+        return SimpleNamespace(
+            metrics=SimpleNamespace(**metrics) if metrics else None,
+            outputs=[SimpleNamespace(token_ids=[1, 2, 3, 4, 5])],
+        )
+
+    # vLLM's engine core made the first token at 50.0 and the last at 50.4 (its own clock),
+    # the caller got the first 0.9 s after arrival and saw the request done at 1001.0.
+    seen = output(arrival_time=1000.0, first_token_latency=0.9, first_token_ts=50.0)
+    timing = request_timing(seen, finished_at=1001.0)
+    assert timing is not None
+    assert (timing.ttft_s, timing.e2e_s, timing.output_tokens) == (0.9, 1.0, 5)
+    assert timing.tpot_s == pytest.approx(0.1 / 4)
+    assert request_timing(seen, finished_at=1000.5).e2e_s == 0.9  # never before its first token
+    assert request_timing(output(), finished_at=1001.0) is None  # stats off
+    no_token = output(arrival_time=1000.0, first_token_latency=0.0, first_token_ts=0.0)
+    assert request_timing(no_token, finished_at=1001.0) is None

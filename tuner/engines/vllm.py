@@ -242,16 +242,18 @@ class VllmAdapter(EngineBase):
         return parallel_gpus(self.knobs)
 
 
-def request_timing(output: Any) -> RequestTiming | None:
-    """A finished request's latency from vLLM's own per-request metrics (`RequestOutput.metrics`,
-    kept when stats are logged): time to first token since its arrival, and its end; None
-    where vLLM kept none."""
+def request_timing(output: Any, finished_at: float) -> RequestTiming | None:
+    """A finished request's latency: its time to first token as vLLM measured it since the
+    request's arrival (`RequestOutput.metrics`, kept when stats are logged), and its end as the
+    caller saw it finish (`finished_at`, on the arrival's clock, `time.time`); None where vLLM
+    kept no metrics. (The engine core's own token times are another process's clock: added to
+    the first token's, they ran past the run's end on a busy machine.)"""
     m = getattr(output, "metrics", None)
     tokens = len(output.outputs[0].token_ids)
-    if m is None or not getattr(m, "first_token_ts", 0) or not getattr(m, "last_token_ts", 0):
+    if m is None or not getattr(m, "arrival_time", 0) or not getattr(m, "first_token_ts", 0):
         return None
     ttft = float(m.first_token_latency)
-    return RequestTiming(ttft, ttft + max(m.last_token_ts - m.first_token_ts, 0.0), tokens)
+    return RequestTiming(ttft, max(finished_at - m.arrival_time, ttft), tokens)
 
 
 class OfflineEngine(VllmAdapter):
@@ -338,20 +340,22 @@ class OfflineEngine(VllmAdapter):
         prompts, params = prepared
         engine = self.llm.llm_engine
         ids = self.llm.enqueue(prompts, params, use_tqdm=False)
-        finished: list[Any] = []  # vLLM's RequestOutput
+        finished: list[tuple[Any, float]] = []  # vLLM's RequestOutput, when it was seen done
         while engine.has_unfinished_requests():
             if time.perf_counter() >= deadline:
-                done = {o.request_id for o in finished}
+                done = {o.request_id for o, _ in finished}
                 engine.abort_request([i for i in ids if i not in done], internal=True)
                 while engine.has_unfinished_requests():  # drain, so no output leaks onward
                     engine.step()
                 break
-            finished += [o for o in engine.step() if o.finished]
-        timings = tuple(t for o in finished if (t := request_timing(o)) is not None)
+            outputs = engine.step()
+            now = time.time()
+            finished += [(o, now) for o in outputs if o.finished]
+        timings = tuple(t for o, at in finished if (t := request_timing(o, at)) is not None)
         return RunOutput(
             requests=len(finished),
-            input_tokens=sum(len(o.prompt_token_ids or ()) for o in finished),
-            output_tokens=sum(len(o.outputs[0].token_ids) for o in finished),
+            input_tokens=sum(len(o.prompt_token_ids or ()) for o, _ in finished),
+            output_tokens=sum(len(o.outputs[0].token_ids) for o, _ in finished),
             ttft_s=tuple(t.ttft_s for t in timings),
             itl_s=tuple(t.tpot_s for t in timings for _ in range(t.output_tokens - 1)),
             e2e_s=tuple(t.e2e_s for t in timings),

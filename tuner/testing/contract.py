@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tuner.specs.knobs import Catalogue
+from tuner.specs.knobs import Catalogue, Value
 
 
 def check_engine_contract(
@@ -17,12 +17,13 @@ def check_engine_contract(
     requests: int = 8,
     output_tokens: int = 4,
     options: Mapping[str, Any] | None = None,
+    knobs: Mapping[str, Value] | None = None,
     log_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Checks the engine contract (`tuner.engines.base`) on one adapter, loading it with its
-    default knobs on `model` and a synthetic workload; raises AssertionError naming the clause
-    broken, else returns what it saw. Run it in a process of its own for engines that start
-    processes (vLLM)."""
+    default knobs (`knobs` set over them) on `model` and a synthetic workload; raises
+    AssertionError naming the clause broken, else returns what it saw. Run it in a process of
+    its own for engines that start processes (vLLM)."""
     import tempfile
 
     from tuner.engines import engine_class
@@ -30,7 +31,7 @@ def check_engine_contract(
     from tuner.study.prepare import prepare
 
     workload = load_workload("synthetic", requests=requests, output_tokens=output_tokens)
-    setup = prepare(engine, model, workload, options=dict(options or {}))
+    setup = prepare(engine, model, workload, dict(knobs or {}), options=dict(options or {}))
     cls = engine_class(engine)
     versions = _check_class(cls)
     load, run = setup.space.split(setup.space.default_knobs())
