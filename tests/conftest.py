@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -11,6 +12,10 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Where the environment forbids bytecode files (PYTHONDONTWRITEBYTECODE, set on CI's machine),
+# every process the tests start would compile torch, transformers and vLLM from source again:
+# the tests write them, as Python does by default (the first process that imports a module).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # pytest-xdist's workers export COLUMNS=80 and LINES=24, which rich would fix as the width of the
 # command line's consoles when they are made; a test that needs a width gives its own. Each
 # worker gets one core's worth of threads: torch would otherwise run a thread per core in each
@@ -27,6 +32,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tuner.hardware.machine import Platform
 from tuner.testing import fake_model_dir
+
+sys.dont_write_bytecode = False  # in this process too (the environment above is its children's)
 
 #: Every process the tests start carries this mark (the environment is inherited), so that the
 #: session can tell at its end whether any outlived it.
@@ -47,11 +54,15 @@ FOUR_GPUS = Platform(
 
 @pytest.fixture(scope="session", autouse=True)
 def tuner_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Synthetic models are built once per test session, in a folder of the session's own,
-    unless TUNER_CACHE names one already (to reuse builds across sessions)."""
+    """Synthetic models are built once per test session (and vLLM's EngineArgs probed once), in
+    a folder of the session's own that its pytest-xdist workers share (builds are locked and
+    files written whole), unless TUNER_CACHE names one already (to reuse them across
+    sessions)."""
     if "TUNER_CACHE" in os.environ:
         return Path(os.environ["TUNER_CACHE"])
-    path = tmp_path_factory.mktemp("tuner-cache")
+    base = tmp_path_factory.getbasetemp()
+    path = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "tuner-cache"
+    path.mkdir(exist_ok=True)
     os.environ["TUNER_CACHE"] = str(path)
     return path
 
