@@ -384,7 +384,9 @@ def test_a_broken_model_config_is_one_line(
     assert_one_line_error(result, message)
 
 
-def test_text_files_that_are_not_utf8_are_one_line(fake_model: Path, tmp_path: Path) -> None:
+def test_text_files_that_are_not_utf8_are_one_line(
+    fake_model: Path, tmp_path: Path, a_finished_run: Path
+) -> None:
     workload = tmp_path / "w.yaml"
     workload.write_bytes(b"name: w\xff\nsource: synthetic\n")
     result = runner.invoke(app, ["tune", *fake_args(fake_model, tmp_path, "-w", str(workload))])
@@ -395,8 +397,7 @@ def test_text_files_that_are_not_utf8_are_one_line(fake_model: Path, tmp_path: P
     result = runner.invoke(app, ["tune", *args])
     assert_one_line_error(result, "is not UTF-8 text")
 
-    run_dir = tmp_path / "run"
-    assert runner.invoke(app, ["tune", *fake_args(fake_model, tmp_path, "-n", "2")]).exit_code == 0
+    run_dir = a_finished_run
     for name, message in (
         ("machine.json", "machine record"),
         ("trials.jsonl", "line 1: not a trial result (not UTF-8 text)"),

@@ -40,13 +40,12 @@ def trial_lines(run_dir: Path) -> list[dict[str, object]]:
 
 
 def test_resume_after_a_torn_last_line_keeps_every_trial(
-    fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    a_finished_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A resumed study writes its profile, and `tuner report` its report, where the commands
     # say by default (./profiles, ./reports): here, not into the repository.
     monkeypatch.chdir(tmp_path)
-    run_dir = tmp_path / "run"
-    assert runner.invoke(app, tune(fake_model, tmp_path, "--trials", "3")).exit_code == 0
+    run_dir = a_finished_run  # 3 trials
     path = run_dir / "trials.jsonl"
     fragment = '{"schema_version": 1, "numb'
     with open(path, "a") as f:
@@ -65,19 +64,18 @@ def test_resume_after_a_torn_last_line_keeps_every_trial(
 
 
 def test_a_whole_last_trial_without_its_newline_is_kept(
-    fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    a_finished_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the resumed study writes its profile under ./profiles
-    run_dir = tmp_path / "run"
-    assert runner.invoke(app, tune(fake_model, tmp_path, "--trials", "2")).exit_code == 0
+    run_dir = a_finished_run  # 3 trials
     path = run_dir / "trials.jsonl"
     path.write_text(path.read_text().rstrip("\n"))
     kept = read_trials(path)
-    resumed = runner.invoke(app, ["tune", "--resume", str(run_dir), "--trials", "3"])
+    resumed = runner.invoke(app, ["tune", "--resume", str(run_dir), "--trials", "4"])
     assert resumed.exit_code == 0, resumed.output
     lines = trial_lines(run_dir)
     assert [t["number"] for t in lines[: len(kept)]] == [r.number for r in kept]
-    assert sum(t["origin"] != "confirm" for t in lines) == 3
+    assert sum(t["origin"] != "confirm" for t in lines) == 4
 
 
 # -- 6: one study per run directory ------------------------------------------------------------
