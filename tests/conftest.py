@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -110,21 +109,6 @@ def _queue_place(item: pytest.Item) -> int:
     return 1 if item.nodeid.startswith("tests/e2e/") else 3
 
 
-def _alive_after(grace_s: float) -> list[Any]:
-    """The processes the tests started still alive after up to `grace_s` (those stopping are
-    given the time), this process's own helpers aside: they end with it, so waiting on them
-    would only spend the whole grace."""
-    from tuner.processes import marked
-
-    end = time.monotonic() + grace_s
-    while True:
-        marks = marked(os.environ[SESSION_MARK], name=SESSION_MARK)
-        left = [p for p in marks if not _helpers_of_this_process(p)]
-        if not left or time.monotonic() >= end:
-            return left
-        time.sleep(0.2)
-
-
 def _helpers_of_this_process(proc: object) -> bool:
     """multiprocessing's resource tracker of the test process itself, which ends with it."""
     import psutil
@@ -194,6 +178,8 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 
 
 def _what_the_tests_left(session: pytest.Session) -> list[str]:
+    from tuner.processes import wait_gone
+
     found = []
     before = session.config.stash.get(_KEPT_KEY, None)
     if before is not None:
@@ -202,7 +188,9 @@ def _what_the_tests_left(session: pytest.Session) -> list[str]:
         if changed:
             found.append(f"tests wrote into the repository: {', '.join(changed[:10])}")
 
-    left = _alive_after(GRACE_S)
+    # This process's own helpers end with it: waiting on them would spend the whole grace.
+    mark = os.environ[SESSION_MARK]
+    left = wait_gone(mark, name=SESSION_MARK, timeout_s=GRACE_S, spare=_helpers_of_this_process)
     import psutil
 
     names = []

@@ -189,12 +189,18 @@ def kill_process(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def wait_gone(mark: str, *, name: str = TREE_MARK, timeout_s: float = 10.0) -> list[Any]:
+def wait_gone(
+    mark: str,
+    *,
+    name: str = TREE_MARK,
+    timeout_s: float = 10.0,
+    spare: Callable[[Any], bool] | None = None,
+) -> list[Any]:
     """The processes marked `name=mark` still alive after up to `timeout_s` (those shutting
-    down are given the time)."""
+    down are given the time), but those `spare` says to leave be (not waited for either)."""
     end = time.monotonic() + timeout_s
     while True:
-        left = marked(mark, name=name)
+        left = [p for p in marked(mark, name=name) if spare is None or not spare(p)]
         if not left or time.monotonic() >= end:
             return left
         time.sleep(0.2)

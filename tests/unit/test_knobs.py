@@ -530,8 +530,11 @@ def test_a_vllm_requests_end_is_when_it_was_seen_done_on_its_arrivals_clock() ->
         )
 
     # vLLM's engine core made the first token at 50.0 and the last at 50.4 (its own clock),
-    # the caller got the first 0.9 s after arrival and saw the request done at 1001.0.
-    seen = output(arrival_time=1000.0, first_token_latency=0.9, first_token_ts=50.0)
+    # the caller got the first 0.9 s after arrival and saw the request done at 1001.0: its end
+    # is 1.0 s, not 0.9 + 0.4.
+    seen = output(
+        arrival_time=1000.0, first_token_latency=0.9, first_token_ts=50.0, last_token_ts=50.4
+    )
     timing = request_timing(seen, finished_at=1001.0)
     assert timing is not None
     assert (timing.ttft_s, timing.e2e_s, timing.output_tokens) == (0.9, 1.0, 5)
